@@ -1,0 +1,70 @@
+"""Wall time of the representation measurement over the bare forward passes it needs.
+
+Both models run the same prompts in the same batches (sorted by length, right
+padded, every hidden state) once bare and once through `fidelity.measure`, which
+adds the alignment, the streamed metrics, the layer matrix and the geometry.
+Two figures: the representation suite alone (no output logits needed, target
+<= 1.2) and the whole gate with logit fidelity (the forward then computes logits).
+Default pair: SmolLM2-135M-Instruct against itself.
+
+    python benchmarks/bench_representation.py [--prompts 128] [--student DIR]
+"""
+
+import argparse
+import time
+
+import torch
+
+from pytest_analog.capture import plan_alignment
+from pytest_analog.config import load_config
+from pytest_analog.demo import smollm2_gguf
+from pytest_analog.fidelity import gated_layers, measure
+from pytest_analog.models import ModelPair, load_model
+from pytest_analog.prompts import load_prompts
+
+
+def bare_forward_seconds(pair, plan, batch_size: int, with_logits: bool) -> float:
+    from pytest_analog.capture import _forward
+
+    order = sorted(range(len(plan.prompts)), key=lambda i: len(plan.prompts[i].teacher_ids))
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = [plan.prompts[i] for i in order[start : start + batch_size]]
+            _forward(pair.teacher, [p.teacher_ids for p in chunk], with_logits)
+            _forward(pair.student, [p.student_ids for p in chunk], with_logits)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=128)
+    parser.add_argument("--student", default=None, help="analog model (default: the teacher itself)")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    teacher = load_model(str(smollm2_gguf()), device="cpu", dtype="float32")
+    student = load_model(args.student, device="cpu", dtype="float32") if args.student else teacher
+    pair = ModelPair(teacher, student)
+    config = load_config(**{"prompts.max_prompts": args.prompts})
+    prompts = load_prompts(config.prompts.set, args.prompts)
+    plan = plan_alignment(
+        teacher.tokenizer, student.tokenizer, prompts.texts, same_tokenizer=pair.same_tokenizer,
+        max_length=config.prompts.max_length, skip_first=config.positions.skip_first,
+    )
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {len(plan.prompts)} prompts, "
+          f"{sum(len(p.teacher_ids) for p in plan.prompts)} tokens, {plan.n_rows} aligned rows, "
+          f"{len(gated_layers(config, teacher.num_layers))} gated layers, {config.layers.matrix_rows} matrix rows")
+    bare_forward_seconds(pair, plan, config.batch_size, False)  # warm-up
+    for label, with_logits in (("representation suite", False), ("whole gate with logits", True)):
+        bare, full = [], []
+        for _ in range(args.repeats):
+            bare.append(bare_forward_seconds(pair, plan, config.batch_size, with_logits))
+            started = time.perf_counter()
+            measure(pair, prompts, config, with_logits=with_logits)
+            full.append(time.perf_counter() - started)
+        print(f"{label}: bare forward passes {min(bare):.2f} s, measurement {min(full):.2f} s "
+              f"(best of {args.repeats}); ratio {min(full) / min(bare):.2f}")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""Activation capture: each model reads a prompt set once; every metric reads that pass.
+
+Layer convention, used everywhere in pytest-analog: **layer i is
+``hidden_states[i]``**. Layer 0 is the embedding output, layer i >= 1 the output
+of block i-1, and the last layer (``num_layers``) is, in most architectures,
+after the final norm. A model with L blocks has layers 0..L.
+
+Rows are aligned between the two models before any metric sees them:
+
+- same tokenizer: token positions align one to one; padding, special tokens the
+  tokenizer added (BOS) and, by default, the first position of every sequence
+  (the attention sink) are left out;
+- different tokenizers: the last sub-token of each whitespace word, from the
+  tokenizers' character offsets; a prompt whose word counts differ after
+  truncation is dropped.
+
+Each prompt also yields one mean-pooled vector per layer (over the same kept
+positions) for sequence-level metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pytest_analog.errors import AnalogError
+
+LAYER_CONVENTION = "layer i = hidden_states[i]: 0 is the embedding output, i >= 1 the output of block i-1"
+
+
+@dataclass
+class Aligned:
+    """One prompt's token ids in both models and the positions compared."""
+
+    teacher_ids: list[int]
+    student_ids: list[int]
+    teacher_rows: np.ndarray  # positions in teacher tokens, aligned one to one with student_rows
+    student_rows: np.ndarray
+    teacher_pool: np.ndarray  # positions averaged into the prompt's sequence vector
+    student_pool: np.ndarray
+
+
+@dataclass
+class Plan:
+    """The alignment of a whole prompt set, computed from tokenization alone."""
+
+    mode: str  # "token" or "word"
+    prompts: list[Aligned]
+    dropped: int
+    skip_first: bool
+
+    @property
+    def n_rows(self) -> int:
+        return sum(len(p.teacher_rows) for p in self.prompts)
+
+    @property
+    def positions(self) -> str:
+        """What the report says about the positions compared."""
+        first = " and the first position of each sequence (attention sink)" if self.skip_first else ""
+        if self.mode == "token":
+            return f"every token except padding, tokenizer-added special tokens{first}"
+        return f"the last sub-token of each whitespace word, except special tokens{first}"
+
+
+@dataclass
+class Batch:
+    """Activations of one batch of prompts; rows are gathered only for the layers a metric reads."""
+
+    row_start: int  # index of this batch's first aligned row in plan order
+    n_rows: int
+    _teacher: tuple  # hidden_states of each model: per layer [batch, tokens, d]
+    _student: tuple
+    _index: tuple  # (teacher, student) flat (prompt, position) indices of the aligned rows
+    _pool: tuple  # (teacher, student) pooling weights [batch, tokens]
+    device: object
+    teacher_logits: object = None  # [logit_rows, V] (same tokenizer only)
+    student_logits: object = None
+    targets: object = None  # [logit_rows] next-token ids
+
+    def teacher(self, layer: int, rows=None):
+        """Aligned rows of a teacher layer [rows, d_t]; ``rows`` selects a subset of this batch's rows."""
+        return _gather(self._teacher[layer], self._index[0], rows, self.device)
+
+    def student(self, layer: int, rows=None):
+        """Aligned rows of an analog layer [rows, d_s], row for row with `teacher`."""
+        return _gather(self._student[layer], self._index[1], rows, self.device)
+
+    def teacher_pooled(self, layer: int):
+        """Mean-pooled teacher layer, one row per prompt [prompts, d_t]."""
+        return _pool(self._teacher[layer], self._pool[0], self.device)
+
+    def student_pooled(self, layer: int):
+        return _pool(self._student[layer], self._pool[1], self.device)
+
+
+def plan_alignment(teacher_tok, student_tok, texts, *, same_tokenizer: bool, max_length: int, skip_first: bool) -> Plan:
+    """Tokenize ``texts`` for both models and decide which positions are compared."""
+    if same_tokenizer:
+        prompts = [_token_aligned(*_encode(teacher_tok, t, max_length), skip_first) for t in texts]
+        return Plan("token", [p for p in prompts if len(p.teacher_rows)], sum(not len(p.teacher_rows) for p in prompts), skip_first)
+    for tok in (teacher_tok, student_tok):
+        if not getattr(tok, "is_fast", False):
+            raise AnalogError(
+                f"tokenizer {tok.name_or_path} has no character offsets (not a fast tokenizer); "
+                "word alignment between different tokenizers needs them"
+            )
+    kept, dropped = [], 0
+    for text in texts:
+        aligned = _word_aligned(text, _encode(teacher_tok, text, max_length), _encode(student_tok, text, max_length), skip_first)
+        if aligned is None:
+            dropped += 1
+        else:
+            kept.append(aligned)
+    return Plan("word", kept, dropped, skip_first)
+
+
+def _encode(tokenizer, text: str, max_length: int):
+    enc = tokenizer(
+        text,
+        truncation=True,
+        max_length=max_length,
+        return_special_tokens_mask=True,
+        return_offsets_mapping=getattr(tokenizer, "is_fast", False),
+    )
+    return enc["input_ids"], np.asarray(enc["special_tokens_mask"], dtype=bool), enc.get("offset_mapping")
+
+
+def _kept_positions(special: np.ndarray, skip_first: bool) -> np.ndarray:
+    keep = ~special
+    if skip_first:
+        keep[0] = False
+    return np.flatnonzero(keep)
+
+
+def _token_aligned(ids, special, _offsets, skip_first) -> Aligned:
+    rows = _kept_positions(special, skip_first)
+    return Aligned(ids, ids, rows, rows, rows, rows)
+
+
+def _word_aligned(text: str, teacher, student, skip_first: bool) -> Aligned | None:
+    t_rows = _last_subtokens(text, *teacher, skip_first)
+    s_rows = _last_subtokens(text, *student, skip_first)
+    if len(t_rows) != len(s_rows):
+        return None
+    t_rows, s_rows = np.asarray([r for r in t_rows]), np.asarray([r for r in s_rows])
+    # A word whose last sub-token is a left-out position (the sink) is left out in both models.
+    keep = (t_rows >= 0) & (s_rows >= 0)
+    if not keep.any():
+        return None
+    return Aligned(
+        teacher[0], student[0], t_rows[keep], s_rows[keep],
+        _kept_positions(teacher[1].copy(), skip_first), _kept_positions(student[1].copy(), skip_first),
+    )
+
+
+def _last_subtokens(text, ids, special, offsets, skip_first) -> list[int]:
+    """For each whitespace word covered by the tokens, the index of its last sub-token (-1: left out)."""
+    ends = np.asarray([end for _, end in offsets])
+    starts = np.asarray([start for start, _ in offsets])
+    usable = ~special & (ends > starts)
+    covered = ends[usable].max() if usable.any() else 0
+    rows = []
+    position = 0
+    for word in text.split():
+        start = text.index(word, position)
+        end = position = start + len(word)
+        if end > covered:  # truncated away (or cut inside this word)
+            break
+        inside = np.flatnonzero(usable & (starts < end) & (ends > start))
+        last = int(inside[-1]) if len(inside) else -1
+        rows.append(-1 if (skip_first and last == 0) else last)
+    return rows
+
+
+def capture(pair, plan: Plan, *, batch_size: int, with_logits: bool, progress=None) -> Iterator[Batch]:
+    """Run both models over the plan's prompts once, in batches, and yield aligned activations.
+
+    Prompts are batched by length (less padding); rows come out in that order,
+    which ``row_start`` indexes.
+    """
+    order = sorted(range(len(plan.prompts)), key=lambda i: len(plan.prompts[i].teacher_ids))
+    device = pair.teacher.input_device
+    row_start = 0
+    for start in range(0, len(order), batch_size):
+        chunk = [plan.prompts[i] for i in order[start : start + batch_size]]
+        with torch.inference_mode():
+            t_out = _forward(pair.teacher, [p.teacher_ids for p in chunk], with_logits)
+            s_out = _forward(pair.student, [p.student_ids for p in chunk], with_logits)
+        t_index = _flat_index([p.teacher_rows for p in chunk])
+        batch = Batch(
+            row_start=row_start,
+            n_rows=len(t_index[0]),
+            _teacher=t_out.hidden_states,
+            _student=s_out.hidden_states,
+            _index=(t_index, _flat_index([p.student_rows for p in chunk])),
+            _pool=(_pool_weights([p.teacher_pool for p in chunk], t_out.hidden_states[0].shape[1]),
+                   _pool_weights([p.student_pool for p in chunk], s_out.hidden_states[0].shape[1])),
+            device=device,
+        )
+        if with_logits:
+            nexts = [p.teacher_rows[p.teacher_rows + 1 < len(p.teacher_ids)] for p in chunk]
+            index = _flat_index(nexts)
+            vocab = min(len(pair.teacher.tokenizer), t_out.logits.shape[-1], s_out.logits.shape[-1])
+            batch.teacher_logits = _gather(t_out.logits[..., :vocab], index, None, device)
+            batch.student_logits = _gather(s_out.logits[..., :vocab], index, None, device)
+            batch.targets = torch.tensor(
+                [p.teacher_ids[r + 1] for p, rows in zip(chunk, nexts) for r in rows], device=device
+            )
+        row_start += batch.n_rows
+        if progress is not None:
+            progress.update(sum(len(p.teacher_ids) for p in chunk))
+        yield batch
+
+
+def _forward(model, sequences: list[list[int]], with_logits: bool):
+    """One right-padded forward pass with every hidden state."""
+    width = max(map(len, sequences))
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, seq in enumerate(sequences):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+    device = model.input_device
+    kwargs = {} if with_logits else {"logits_to_keep": 1}
+    return model.model(
+        input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True, use_cache=False, **kwargs
+    )
+
+
+def _flat_index(rows_per_prompt):
+    b = np.concatenate([np.full(len(r), i) for i, r in enumerate(rows_per_prompt)]).astype(np.int64)
+    t = np.concatenate(rows_per_prompt).astype(np.int64)
+    return torch.from_numpy(b), torch.from_numpy(t)
+
+
+def _gather(hidden, index, rows, device):
+    b, t = index
+    if rows is not None:
+        b, t = b[rows], t[rows]
+    return hidden[b.to(hidden.device), t.to(hidden.device)].to(device)
+
+
+def _pool_weights(positions, width: int):
+    """[prompts, tokens] weights that average each prompt's pooled positions."""
+    weights = torch.zeros(len(positions), width)
+    for i, pos in enumerate(positions):
+        weights[i, pos] = 1.0 / len(pos)
+    return weights
+
+
+def _pool(hidden, weights, device):
+    w = weights.to(device=hidden.device, dtype=hidden.dtype)
+    return torch.einsum("bt,btd->bd", w, hidden).to(device)

@@ -1,0 +1,229 @@
+"""The fidelity configuration: shipped defaults overlaid by the user's YAML.
+
+The dataclasses below are the schema: their fields are the only allowed keys,
+their annotations the allowed types. `defaults.yaml` beside this module holds
+every default value and the reasoning behind each threshold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from pytest_analog.errors import AnalogError
+
+DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
+
+
+@dataclass(frozen=True)
+class Prompts:
+    set: str
+    max_prompts: int | None
+    max_length: int
+
+
+@dataclass(frozen=True)
+class Positions:
+    skip_first: bool
+
+
+@dataclass(frozen=True)
+class Layers:
+    teacher: Union[Literal["all"], int, list[int]]
+    map: Union[Literal["proportional"], dict[int, int]]
+    matrix_rows: int
+
+
+@dataclass(frozen=True)
+class AtLeast:
+    """A higher-is-better criterion, gated when ``min`` is set."""
+
+    min: float | None
+
+
+@dataclass(frozen=True)
+class AtMost:
+    """A lower-is-better criterion, gated when ``max`` is set."""
+
+    max: float | None
+
+
+@dataclass(frozen=True)
+class CKACriterion(AtLeast):
+    debiased: bool
+
+
+@dataclass(frozen=True)
+class RBFCriterion(AtLeast):
+    sigma_frac: float
+
+
+@dataclass(frozen=True)
+class KNNCriterion(AtLeast):
+    k: int
+
+
+@dataclass(frozen=True)
+class GeometryCriterion(AtLeast):
+    rows: int
+
+
+@dataclass(frozen=True)
+class Criteria:
+    cka: CKACriterion
+    rbf_cka: RBFCriterion
+    mutual_knn: KNNCriterion
+    embedding_geometry: GeometryCriterion
+    unembedding_geometry: GeometryCriterion
+    kl: AtMost
+    top1_agreement: AtLeast
+    perplexity_ratio: AtMost
+
+
+@dataclass(frozen=True)
+class Config:
+    version: int
+    prompts: Prompts
+    batch_size: int
+    seed: int
+    positions: Positions
+    layers: Layers
+    criteria: Criteria
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Value checks beyond the type: dotted key -> (predicate, what is expected).
+_RANGES = {
+    "version": (lambda v: v == 1, "1"),
+    "prompts.max_prompts": (lambda v: v is None or v >= 1, "null or an integer >= 1"),
+    "prompts.max_length": (lambda v: v >= 2, "an integer >= 2"),
+    "batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "layers.teacher": (lambda v: not isinstance(v, int) or v >= 1, "'all', an integer >= 1 or a list of integers"),
+    "layers.matrix_rows": (lambda v: v >= 8, "an integer >= 8"),
+    "criteria.mutual_knn.k": (lambda v: v >= 1, "an integer >= 1"),
+    "criteria.rbf_cka.sigma_frac": (lambda v: v > 0, "a number > 0"),
+    "criteria.embedding_geometry.rows": (lambda v: v >= 3, "an integer >= 3"),
+    "criteria.unembedding_geometry.rows": (lambda v: v >= 3, "an integer >= 3"),
+}
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
+    """Load the shipped defaults, overlay the YAML file at ``path`` and ``overrides``.
+
+    ``overrides`` are dotted keys (``{"prompts.max_prompts": 16}``) applied last.
+
+    Raises:
+        AnalogError: the file is missing or not YAML, or a key or value is invalid.
+    """
+    data = _read_yaml(DEFAULTS_PATH)
+    if path is not None:
+        user = _read_yaml(Path(path))
+        _overlay(data, user, "", str(path))
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return _build(Config, data, "", str(path or DEFAULTS_PATH))
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise AnalogError(f"config file {path} does not exist; pass a YAML file to --analog-config")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise AnalogError(f"config file {path} is not valid YAML: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise AnalogError(f"config file {path} must hold a mapping of keys, not a {type(data).__name__}")
+    return data
+
+
+def _overlay(base: dict, user: dict, prefix: str, source: str) -> None:
+    """Merge ``user`` into ``base`` in place, rejecting keys ``base`` does not have."""
+    for key, value in user.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            close = difflib.get_close_matches(str(key), [str(k) for k in base], n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(map(str, base))}"
+            raise AnalogError(f"{source}: unknown config key '{dotted}'{hint}")
+        if isinstance(base[key], dict) and isinstance(value, dict) and key != "map":
+            _overlay(base[key], value, f"{dotted}.", source)
+        else:
+            base[key] = value
+
+
+def _build(cls, data: Any, prefix: str, source: str):
+    if not isinstance(data, dict):
+        raise AnalogError(f"{source}: '{prefix.rstrip('.')}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for field in dataclasses.fields(cls):
+        dotted = f"{prefix}{field.name}"
+        if field.name not in data:
+            raise AnalogError(f"{source}: missing config key '{dotted}'")
+        kwargs[field.name] = _value(hints[field.name], data[field.name], dotted, source)
+    return cls(**kwargs)
+
+
+def _value(annotation, value, dotted: str, source: str):
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, f"{dotted}.", source)
+    if not _matches(annotation, value):
+        raise AnalogError(f"{source}: '{dotted}' must be {_describe(annotation)}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise AnalogError(f"{source}: '{dotted}' must be finite, got {value!r}")
+    check = _RANGES.get(dotted)
+    if check and not check[0](value):
+        raise AnalogError(f"{source}: '{dotted}' must be {check[1]}, got {value!r}")
+    return value
+
+
+def _matches(annotation, value) -> bool:
+    origin = typing.get_origin(annotation)
+    if annotation is type(None):
+        return value is None
+    if origin in (Union, types.UnionType):
+        return any(_matches(arg, value) for arg in typing.get_args(annotation))
+    if origin is Literal:
+        return value in typing.get_args(annotation)
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return isinstance(value, list) and all(_matches(item, v) for v in value)
+    if origin is dict:
+        k, v = typing.get_args(annotation)
+        return isinstance(value, dict) and all(_matches(k, a) and _matches(v, b) for a, b in value.items())
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _describe(annotation) -> str:
+    origin = typing.get_origin(annotation)
+    if annotation is type(None):
+        return "null"
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(annotation))
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(annotation))
+    if origin is list:
+        return "a list of integers"
+    if origin is dict:
+        return "a mapping of integers to integers"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[annotation]

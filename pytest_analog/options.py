@@ -1,0 +1,146 @@
+"""Command-line options of the ``analog`` group, their ini twins, and their validation."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SUITES = ("representation", "embeddings", "logits")
+
+
+def _device(value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise ValueError(f"expected auto, cpu, cuda or cuda:N, got '{value}'")
+    return value
+
+
+def _dtype(value: str) -> str:
+    if value not in ("auto", "float32", "bfloat16", "float16"):
+        raise ValueError(f"expected auto, float32, bfloat16 or float16, got '{value}'")
+    return value
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"expected an integer >= 1, got '{value}'")
+    return number
+
+
+def _suites(value: str) -> tuple[str, ...]:
+    if value == "all":
+        return SUITES
+    if value == "none":
+        return ()
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = [n for n in names if n not in SUITES]
+    if unknown or not names:
+        raise ValueError(f"expected all, none or a comma-separated list of {', '.join(SUITES)}, got '{value}'")
+    return names
+
+
+def _flag(value: str) -> bool:
+    lowered = str(value).lower()
+    if lowered not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"expected true or false, got '{value}'")
+    return lowered in ("true", "1", "yes")
+
+
+# name, metavar, parser, default, help
+_OPTIONS = [
+    ("teacher", "MODEL", str, None, "the teacher: a hub id, a local model directory or a .gguf file"),
+    ("student", "MODEL", str, None, "the analog (student): a hub id, a local model directory or a .gguf file"),
+    ("device", "DEVICE", _device, "auto", "auto|cpu|cuda|cuda:N; auto uses CUDA when present (device_map='auto' across GPUs)"),
+    ("dtype", "DTYPE", _dtype, "auto", "auto|float32|bfloat16|float16; auto is bfloat16 on CUDA and float32 on the CPU"),
+    ("config", "YAML", str, None, "a YAML file overriding the shipped thresholds, prompt set, layers and batch size"),
+    ("report", "DIR", str, None, "write fidelity.json, fidelity.md and fidelity.html to this directory"),
+    ("cache", "DIR", str, None, "cache directory for measurements and file hashes (default: under pytest's cache dir)"),
+    ("suites", "LIST", _suites, "all", f"built-in suites to add when a teacher is given: all, none or a list of {', '.join(SUITES)}"),
+    ("max-prompts", "N", _positive_int, None, "use at most N prompts of the prompt set"),
+]
+_FLAGS = [
+    ("trust-remote-code", "run custom model code from a model repository (off by default)"),
+    ("allow-pickle", "allow pickle checkpoints (*.bin, *.pt), which can execute code when loaded (off by default)"),
+]
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Add the ``analog`` option group and an ini twin (``analog_NAME``) for each option."""
+    group = parser.getgroup("analog", "pytest-analog: fidelity of an analog model to its teacher")
+    for name, metavar, parse, default, text in _OPTIONS:
+        shown = f" (default: {default})" if default is not None else ""
+        group.addoption(f"--analog-{name}", metavar=metavar, type=_argparse_type(parse), default=None, help=text + shown)
+        parser.addini(f"analog_{name.replace('-', '_')}", text + shown, default=None)
+    for name, text in _FLAGS:
+        group.addoption(f"--analog-{name}", action="store_true", default=None, help=text)
+        parser.addini(f"analog_{name.replace('-', '_')}", text, type="bool", default=False)
+
+
+def _argparse_type(parse):
+    import argparse
+
+    def convert(value: str):
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__.lstrip("_")
+    return convert
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved options: command line first, then the ini file, then the default."""
+
+    teacher: str | None
+    student: str | None
+    device: str
+    dtype: str
+    config: Path | None
+    report: Path | None
+    cache: Path | None
+    suites: tuple[str, ...]
+    max_prompts: int | None
+    trust_remote_code: bool
+    allow_pickle: bool
+
+
+def read_settings(config: pytest.Config) -> Settings:
+    """Resolve every option; a bad ini value is a `pytest.UsageError`."""
+    values = {}
+    for name, _, parse, default, _ in _OPTIONS:
+        key = name.replace("-", "_")
+        value = config.getoption(f"analog_{key}")
+        if value is None:
+            raw = config.getini(f"analog_{key}")
+            if raw:
+                try:
+                    value = _ini_path(config, raw, name) if parse is str else parse(raw)
+                except ValueError as exc:
+                    raise pytest.UsageError(f"ini option analog_{key}: {exc}") from None
+        values[key] = parse(default) if value is None and default is not None else value
+    for name, _ in _FLAGS:
+        key = name.replace("-", "_")
+        values[key] = bool(config.getoption(f"analog_{key}") or config.getini(f"analog_{key}"))
+    for key in ("config", "report", "cache"):
+        values[key] = Path(values[key]).expanduser() if values[key] else None
+    if bool(values["teacher"]) != bool(values["student"]):
+        given, missing = ("teacher", "student") if values["teacher"] else ("student", "teacher")
+        raise pytest.UsageError(f"--analog-{given} was given without --analog-{missing}; give both models")
+    return Settings(**values)
+
+
+def _ini_path(config: pytest.Config, raw: str, name: str) -> str:
+    """Paths in the ini file are relative to it; a model that names no existing path stays a hub id."""
+    base = config.inipath.parent if config.inipath else config.rootpath
+    candidate = base / Path(raw).expanduser()
+    if name in ("teacher", "student") and not candidate.exists() and not raw.startswith("."):
+        return raw
+    return str(candidate)

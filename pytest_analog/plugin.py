@@ -1,0 +1,127 @@
+"""The pytest plugin: hooks and fixtures only; the work is in `session.AnalogSession`.
+
+Importing this module is light: torch, transformers and lm-eval load only when
+a fixture or a built-in suite needs a model.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pytest
+
+from pytest_analog.options import add_options
+from pytest_analog.record import make_criterion
+from pytest_analog.session import AnalogSession
+
+session_key = pytest.StashKey[AnalogSession]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    session = AnalogSession(config)
+    config.stash[session_key] = session
+    if session.enabled and session.settings.suites:
+        config.args.append(str(session.suites_dir))
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    session = config.stash[session_key]
+    if session.is_suite(collection_path) and not session.wants_suite(collection_path):
+        return True
+    return None
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector):
+    """Collect the built-in suites even where ``python_files`` would not match them."""
+    session = parent.config.stash[session_key]
+    if session.is_suite(file_path) and not any(fnmatch(file_path.name, p) for p in parent.config.getini("python_files")):
+        return pytest.Module.from_parent(parent, path=file_path)
+    return None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    analog = session.config.stash[session_key]
+    if analog.enabled:
+        analog.check_models()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that takes ``teacher_layer`` runs once per gated teacher layer."""
+    if "teacher_layer" in metafunc.fixturenames:
+        layers = metafunc.config.stash[session_key].teacher_layers()
+        metafunc.parametrize("teacher_layer", layers, ids=[f"teacher_layer={i}" for i in layers])
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    analog = session.config.stash.get(session_key, None)
+    if analog is not None:
+        analog.finish()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    analog = terminalreporter.config.stash.get(session_key, None)
+    if analog is not None:
+        analog.display(terminalreporter)
+
+
+@pytest.fixture(scope="session")
+def analog_session(pytestconfig: pytest.Config) -> AnalogSession:
+    """The plugin's state for this run: settings, config, models, criteria."""
+    return pytestconfig.stash[session_key]
+
+
+@pytest.fixture(scope="session")
+def analog_config(analog_session):
+    """The effective fidelity `Config` (shipped defaults overlaid by --analog-config)."""
+    return analog_session.config
+
+
+@pytest.fixture(scope="session")
+def analog_pair(analog_session):
+    """The loaded teacher and analog (`ModelPair`); skips the test when no models were given."""
+    return analog_session.pair()
+
+
+@pytest.fixture(scope="session")
+def teacher(analog_pair):
+    """The loaded teacher (`LoadedModel`: ``.model``, ``.tokenizer``, ``.info``)."""
+    return analog_pair.teacher
+
+
+@pytest.fixture(scope="session")
+def student(analog_pair):
+    """The loaded analog (`LoadedModel`: ``.model``, ``.tokenizer``, ``.info``)."""
+    return analog_pair.student
+
+
+@pytest.fixture(scope="session")
+def analog_measurements(analog_session):
+    """Every representation metric of the pair (`fidelity.Measurements`), measured once per session."""
+    return analog_session.measurements()
+
+
+@pytest.fixture
+def fidelity_record(request: pytest.FixtureRequest, analog_session):
+    """Record a criterion in the fidelity report; fails the test when a gated one fails.
+
+    Call it as ``fidelity_record(metric, value, min=..., max=..., **details)``;
+    without ``min`` or ``max`` the value is reported but never fails.
+    """
+
+    def record(metric: str, value, **kwargs):
+        suite = request.node.module.__name__.rpartition(".")[2].removeprefix("test_")
+        criterion = make_criterion(f"{suite}::{request.node.name}", suite, metric, value, **kwargs)
+        analog_session.add(criterion)
+        request.node.user_properties.extend(
+            (f"analog_{key}", criterion.to_dict()[key]) for key in ("metric", "value", "threshold", "passed")
+        )
+        if criterion.gated and not criterion.passed:
+            pytest.fail(criterion.message, pytrace=False)
+        return criterion
+
+    return record

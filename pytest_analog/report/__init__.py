@@ -1,0 +1,14 @@
+"""Report writers: the fidelity document as JSON, markdown, HTML and terminal lines.
+
+The plugin builds one plain dict (its keys are documented in `schema`);
+this package only renders it, so a saved ``fidelity.json`` can be rendered
+again later without models or torch.
+"""
+
+from pytest_analog.report._write import write_reports
+from pytest_analog.report.html import render_html
+from pytest_analog.report.markdown import render_markdown
+from pytest_analog.report.schema import SCHEMA_VERSION
+from pytest_analog.report.terminal import terminal_lines
+
+__all__ = ["SCHEMA_VERSION", "render_html", "render_markdown", "terminal_lines", "write_reports"]

@@ -1,0 +1,347 @@
+"""What every view of the report must agree on.
+
+The markdown, HTML and terminal renderers each print a criterion's status,
+its value and its threshold, and order rows failures first. Doing that in one
+place keeps the three views from disagreeing about the same report. Nothing
+here knows about any output format.
+
+The functions accept a report that was loaded back from ``fidelity.json``,
+where NaN has become ``None``, as well as the in-memory dict.
+"""
+
+import math
+from collections.abc import Mapping
+from pathlib import PurePath
+
+PASS = "pass"
+FAIL = "fail"
+INFO = "info"
+# A gated criterion with no outcome, e.g. its value could not be computed.
+UNKNOWN = "unknown"
+
+_STATUS_ORDER = {FAIL: 0, UNKNOWN: 1, PASS: 2, INFO: 3}
+
+# Top-level keys the renderers know; any other key is shown generically.
+KNOWN_SECTIONS = frozenset(
+    {
+        "schema_version",
+        "created",
+        "tool",
+        "verdict",
+        "models",
+        "environment",
+        "config",
+        "capture",
+        "layers",
+        "criteria",
+        "summary",
+        "error",
+    }
+)
+
+# Short explanations for an auditor, keyed by metric name. A metric not in
+# this table is explained by its criteria's own "description".
+METRIC_DESCRIPTIONS = {
+    "cka": (
+        "Debiased linear CKA between teacher and analog hidden states at the same token "
+        "positions. 1 means the two representations agree up to rotation and uniform "
+        "scaling; about 0 means unrelated. Higher is better."
+    ),
+    "rbf_cka": (
+        "CKA with a Gaussian (RBF) kernel: like linear CKA but sensitive to local, "
+        "non-linear neighbourhood structure rather than global linear structure."
+    ),
+    "mutual_knn": (
+        "Mutual k-nearest neighbours: for each token, the fraction of its k nearest "
+        "neighbours (cosine) in the teacher that are also among its k nearest in the "
+        "analog, averaged over tokens. Unrelated data scores about k/n."
+    ),
+    "embedding_geometry": (
+        "Agreement between the pairwise token similarities of the teacher's and the "
+        "analog's input embedding matrices over shared token ids."
+    ),
+    "unembedding_geometry": (
+        "Agreement between the pairwise token similarities of the two output "
+        "(unembedding, lm_head) matrices over shared token ids."
+    ),
+    "kl": (
+        "Mean KL(teacher || analog) between next-token distributions at the compared "
+        "positions, in nats. 0 means identical predictions. Lower is better."
+    ),
+    "top1_agreement": (
+        "Fraction of compared positions where the teacher's and the analog's most "
+        "likely next token are the same. Higher is better."
+    ),
+    "perplexity_ratio": (
+        "Analog perplexity divided by teacher perplexity on the prompt set. 1 means "
+        "equally good; above 1 means the analog predicts the text worse."
+    ),
+}
+
+
+def as_list(value):
+    """A list from a list, tuple or array; [] from None. (``x or []`` fails on numpy arrays.)"""
+    return [] if value is None else list(value)
+
+
+def criteria_of(report):
+    """Return the report's criteria as a list (empty when absent)."""
+    return list(report.get("criteria") or [])
+
+
+def status(criterion):
+    """Classify a criterion as PASS, FAIL, INFO or UNKNOWN.
+
+    Args:
+        criterion: One entry of ``report["criteria"]``.
+
+    Returns:
+        One of the module constants. Ungated criteria are INFO whatever
+        ``passed`` says; a gated one with ``passed`` null is UNKNOWN.
+    """
+    if not criterion.get("gated"):
+        return INFO
+    passed = criterion.get("passed")
+    if passed is True:
+        return PASS
+    if passed is False:
+        return FAIL
+    return UNKNOWN
+
+
+def failures_first(criteria):
+    """Sort criteria failures, unknowns, passes, informational; stable within each."""
+    return sorted(criteria, key=lambda c: _STATUS_ORDER[status(c)])
+
+
+def summary_counts(report):
+    """Return gated/passed/failed/informational counts.
+
+    The report's own ``summary`` wins; counts it lacks are computed from the
+    criteria, so a hand-written or partial report still renders.
+    """
+    criteria = criteria_of(report)
+    statuses = [status(c) for c in criteria]
+    computed = {
+        "gated": sum(s != INFO for s in statuses),
+        "passed": statuses.count(PASS),
+        "failed": statuses.count(FAIL),
+        "informational": statuses.count(INFO),
+    }
+    given = report.get("summary")
+    if isinstance(given, Mapping):
+        for key in computed:
+            if isinstance(given.get(key), int):
+                computed[key] = given[key]
+    return computed
+
+
+def verdict_of(report):
+    """Return the verdict string, computing it when the report has none."""
+    verdict = report.get("verdict")
+    if isinstance(verdict, str) and verdict:
+        return verdict
+    counts = summary_counts(report)
+    if counts["gated"] == 0:
+        return "no gated criteria"
+    return "fail" if counts["failed"] else "pass"
+
+
+def counts_sentence(counts):
+    """Return e.g. ``"11/12 gated criteria passed, 1 failed, 20 informational"``."""
+    if counts["gated"] == 0:
+        return f"{counts['informational']} informational, none gated"
+    return (
+        f"{counts['passed']}/{counts['gated']} gated criteria passed, "
+        f"{counts['failed']} failed, {counts['informational']} informational"
+    )
+
+
+def as_float(value):
+    """Return ``value`` as a float, NaN for None or anything non-numeric."""
+    if isinstance(value, bool) or value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def is_number(value):
+    """True for ints and floats (not bools), NaN included."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def fmt_value(value, *, distinct_from=None):
+    """Format a metric value compactly.
+
+    Args:
+        value: A number, None, or anything a user metric returned.
+        distinct_from: A number that must not print the same as ``value``
+            unless equal, e.g. the threshold: 0.49996 against 0.5 prints as
+            "0.49996", not "0.5", so a failure never looks like a tie.
+
+    Returns:
+        The text; "n/a" for None and for NaN alike, so a report reloaded
+        from JSON (where NaN became null) renders the same as the original.
+    """
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 1_000 else str(value)
+    if not isinstance(value, float):
+        try:
+            value = float(value)  # numpy scalars
+        except (TypeError, ValueError):
+            text = str(value)
+            return text if len(text) <= 40 else text[:39] + "…"
+    if math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    digits = 4
+    text = _fmt_float(value, digits)
+    if is_number(distinct_from) and math.isfinite(distinct_from) and value != distinct_from:
+        while digits < 17 and text == _fmt_float(float(distinct_from), digits):
+            digits += 1
+            text = _fmt_float(value, digits)
+    return text
+
+
+def _fmt_float(value, digits):
+    if value == 0 or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.{digits}g}"
+    return f"{value:.{digits - 1}e}"
+
+
+def fmt_threshold(criterion, *, ascii_only=False):
+    """Format the threshold with its direction, e.g. ``"≥ 0.5"``; "" when ungated."""
+    threshold = criterion.get("threshold")
+    if threshold is None:
+        return ""
+    text = fmt_value(threshold)
+    direction = criterion.get("direction")
+    if direction == "min":
+        return (">= " if ascii_only else "≥ ") + text
+    if direction == "max":
+        return ("<= " if ascii_only else "≤ ") + text
+    return text
+
+
+def fmt_count(n):
+    """Format a parameter count: 134515008 -> "134.5M"."""
+    if not is_number(n):
+        return "n/a" if n is None else str(n)
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f}{suffix}"
+    return str(n)
+
+
+def fmt_fraction(x):
+    """Format 0.5 as "50.0%"."""
+    return f"{x * 100:.1f}%" if is_number(x) and math.isfinite(x) else "n/a"
+
+
+def short_sha(digest, n=12):
+    """First ``n`` hex digits of a digest, or "n/a"."""
+    return str(digest)[:n] if digest else "n/a"
+
+
+def layer_pair(criterion):
+    """Return "12 → 6" for a per-layer criterion, "12" with no student layer, else ""."""
+    teacher = criterion.get("teacher_layer")
+    if teacher is None:
+        return ""
+    student = criterion.get("student_layer")
+    return f"{teacher}" if student is None else f"{teacher} → {student}"
+
+
+def is_per_layer(criterion):
+    """True when a criterion belongs to a teacher layer."""
+    return is_number(criterion.get("teacher_layer"))
+
+
+def per_layer_groups(criteria):
+    """Group per-layer criteria by metric, each group sorted by teacher layer.
+
+    Returns:
+        A dict metric -> list of criteria, metrics in first-seen order.
+    """
+    groups = {}
+    for c in criteria:
+        if is_per_layer(c):
+            groups.setdefault(str(c.get("metric", "?")), []).append(c)
+    for rows in groups.values():
+        rows.sort(key=lambda c: c["teacher_layer"])
+    return groups
+
+
+def layer_metric_summary(rows):
+    """Summarise one per-layer metric's criteria (one `per_layer_groups` entry).
+
+    Returns:
+        A dict with ``layers`` (count), ``low``/``low_layer`` and
+        ``high``/``high_layer`` (None when no value is finite), ``missing``
+        (rows without a finite value), ``gated``, ``passed``, ``failed``,
+        and ``threshold``: the formatted threshold shared by the gated rows,
+        "varies" when they differ, "" when none is gated.
+    """
+    values = [(as_float(c.get("value")), c["teacher_layer"]) for c in rows]
+    finite = [(v, t) for v, t in values if math.isfinite(v)]
+    statuses = [status(c) for c in rows]
+    thresholds = {fmt_threshold(c) for c in rows if c.get("gated") and c.get("threshold") is not None}
+    low = min(finite) if finite else (None, None)
+    high = max(finite) if finite else (None, None)
+    return {
+        "layers": len(rows),
+        "low": low[0],
+        "low_layer": low[1],
+        "high": high[0],
+        "high_layer": high[1],
+        "missing": len(values) - len(finite),
+        "gated": len(rows) - statuses.count(INFO),
+        "passed": statuses.count(PASS),
+        "failed": statuses.count(FAIL) + statuses.count(UNKNOWN),
+        "threshold": thresholds.pop() if len(thresholds) == 1 else ("varies" if thresholds else ""),
+    }
+
+
+def describe_metric(metric, criteria=()):
+    """Return the explanation of a metric: ours if known, else a criterion's own description."""
+    if metric in METRIC_DESCRIPTIONS:
+        return METRIC_DESCRIPTIONS[metric]
+    for c in criteria:
+        if c.get("metric") == metric and c.get("description"):
+            return str(c["description"])
+    return "User-defined metric; no description was given."
+
+
+def to_jsonable(obj, where="report"):
+    """Return a copy of ``obj`` that `json.dumps` accepts with ``allow_nan=False``.
+
+    NaN and infinities become None (JSON has no spelling for them), tuples
+    become lists, numpy scalars and arrays become Python numbers and lists,
+    paths become strings.
+
+    Raises:
+        TypeError: naming the key path of the first value that has no JSON form.
+    """
+    if obj is None or isinstance(obj, (str, bool, int)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
+        return to_jsonable(obj.tolist(), where)
+    raise TypeError(
+        f"{where}: expected a JSON value (str, number, bool, None, list, dict), "
+        f"got {type(obj).__name__}: {obj!r:.80}"
+    )

@@ -1,0 +1,49 @@
+"""Writing the three report files.
+
+All three documents are rendered in memory before the first byte is written,
+so a renderer that raises leaves the previous reports untouched, and each
+file is replaced atomically, so a reader never sees half a file.
+"""
+
+import json
+from pathlib import Path
+
+from pytest_analog.atomic import write_atomic
+from pytest_analog.report._format import to_jsonable
+from pytest_analog.report.html import render_html
+from pytest_analog.report.markdown import render_markdown
+
+JSON_NAME = "fidelity.json"
+MARKDOWN_NAME = "fidelity.md"
+HTML_NAME = "fidelity.html"
+
+
+def render_json(report):
+    """Serialise the report as strict JSON (NaN and infinities become null), indent 2."""
+    return json.dumps(to_jsonable(report), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def write_reports(report, directory):
+    """Write ``fidelity.json``, ``fidelity.md`` and ``fidelity.html`` into ``directory``.
+
+    Args:
+        report: The report document (see `pytest_analog.report.schema`).
+        directory: Folder to write into; created with its parents if missing.
+
+    Returns:
+        The paths written, JSON first.
+
+    Raises:
+        TypeError: when the report holds a value with no JSON form; nothing
+            is written then.
+    """
+    directory = Path(directory)
+    documents = {
+        directory / JSON_NAME: render_json(report),
+        directory / MARKDOWN_NAME: render_markdown(report),
+        directory / HTML_NAME: render_html(report),
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    for path, text in documents.items():
+        write_atomic(path, text)
+    return list(documents)

@@ -1,0 +1,238 @@
+"""The markdown summary: short enough for a CI log, formatted for a pull-request comment.
+
+The page is a list of section renderers, each taking the report and
+returning markdown (or None to skip). A later feature adds its section by
+writing one function and appending it to `SECTIONS`. Top-level keys no
+renderer knows are named at the end, so nothing in the JSON goes unmentioned.
+"""
+
+from pytest_analog.report._format import (
+    FAIL,
+    INFO,
+    KNOWN_SECTIONS,
+    PASS,
+    UNKNOWN,
+    as_list,
+    counts_sentence,
+    criteria_of,
+    failures_first,
+    fmt_count,
+    fmt_fraction,
+    fmt_threshold,
+    fmt_value,
+    is_number,
+    is_per_layer,
+    layer_metric_summary,
+    per_layer_groups,
+    short_sha,
+    status,
+    summary_counts,
+    verdict_of,
+)
+
+_ICON = {PASS: "✅", FAIL: "❌", INFO: "ℹ️", UNKNOWN: "⚠️"}
+_VERDICT_ICON = {"pass": "✅", "fail": "❌"}
+
+
+def cell(text):
+    """Escape text for a table cell: no pipes, no raw HTML, one line."""
+    text = " ".join(str(text).split())
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def code(text, *, in_table=True):
+    """Wrap text in a code span; inside a table cell its pipes are escaped too."""
+    text = " ".join(str(text).split())
+    if in_table:
+        text = text.replace("|", "\\|")
+    fence = "``" if "`" in text else "`"
+    return f"{fence} {text} {fence}" if fence == "``" else f"`{text}`"
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _heading(report):
+    verdict = verdict_of(report)
+    icon = _VERDICT_ICON.get(verdict, "➖")
+    return f"## {icon} Analog fidelity: {cell(verdict.upper())} ({counts_sentence(summary_counts(report))})"
+
+
+def _error(report):
+    if not report.get("error"):
+        return None
+    return f"> **Error:** {cell(report['error'])}"
+
+
+def _models(report):
+    models = report.get("models")
+    if not models:
+        return None
+    rows = []
+    for role, label in (("teacher", "teacher"), ("student", "analog")):
+        m = models.get(role) or {}
+        params = fmt_count(m.get("parameters"))
+        if role == "student" and models.get("parameter_fraction") is not None:
+            params += f" ({fmt_fraction(models['parameter_fraction'])} of teacher)"
+        rows.append(
+            [
+                label,
+                code(m.get("id", "n/a")),
+                params,
+                cell(m.get("num_layers", "n/a")),
+                cell(m.get("hidden_size", "n/a")),
+                code(short_sha(m.get("sha256"))),
+            ]
+        )
+    out = [_table(["", "model", "parameters", "layers", "hidden", "weights sha256"], rows)]
+    same = models.get("same_tokenizer")
+    tokenizers = [(models.get(r) or {}).get("tokenizer") or {} for r in ("teacher", "student")]
+    if same is True:
+        t = tokenizers[0]
+        name = code(t.get("name", "n/a"), in_table=False)
+        out.append(f"Tokenizer: shared ({name}, vocabulary {fmt_value(t.get('vocab_size'))}).")
+    elif same is False:
+        described = ", ".join(
+            f"{role} {code(t.get('name', 'n/a'), in_table=False)} ({fmt_value(t.get('vocab_size'))})"
+            for role, t in zip(("teacher", "analog"), tokenizers)
+        )
+        out.append(f"Tokenizers differ: {described}.")
+    return "\n\n".join(out)
+
+
+def _capture(report):
+    capture = report.get("capture")
+    if not capture:
+        return None
+    what = []  # e.g. "5,123 aligned positions from 256 prompts (`default`, 0 dropped)"
+    if capture.get("n_rows") is not None:
+        what.append(f"{fmt_value(capture['n_rows'])} aligned positions")
+    if capture.get("n_prompts") is not None:
+        prompts = f"from {fmt_value(capture['n_prompts'])} prompts"
+        details = []
+        if capture.get("prompt_set"):
+            details.append(code(capture["prompt_set"], in_table=False))
+        if capture.get("n_prompts_dropped") is not None:
+            details.append(f"{fmt_value(capture['n_prompts_dropped'])} dropped")
+        if details:
+            prompts += f" ({', '.join(details)})"
+        what.append(prompts)
+    parts = [" ".join(what)] if what else []
+    if capture.get("alignment"):
+        parts.append(f"{cell(capture['alignment'])} alignment")
+    line = "**Compared:** " + (", ".join(parts) or "see fidelity.json")
+    if capture.get("positions"):
+        line += f". Positions: {cell(capture['positions'])}"
+    if capture.get("seconds") is not None:
+        line += f". Capture took {fmt_value(capture['seconds'])} s" + (" (cached)" if capture.get("cached") else "")
+    return line + "."
+
+
+def _criterion_row(c):
+    threshold = c.get("threshold")
+    value = fmt_value(c.get("value"), distinct_from=threshold if is_number(threshold) else None)
+    return [code(c.get("id", "?")), value, fmt_threshold(c) or "—", _ICON[status(c)]]
+
+
+def _layer_metric_row(metric, rows):
+    """One row standing for all of a per-layer metric's criteria, e.g. ``cka, 31 layers``."""
+    summary = layer_metric_summary(rows)
+    n = summary["layers"]
+    name = f"{code(metric)}, {n} layer{'s' if n != 1 else ''}"
+    if summary["low"] is None:
+        value = "n/a"
+    else:
+        value = f"min {fmt_value(summary['low'])} @ {summary['low_layer']}"
+        if n > 1:
+            value += f", max {fmt_value(summary['high'])} @ {summary['high_layer']}"
+    if summary["missing"]:
+        value += f", {summary['missing']} n/a"
+    if not summary["gated"]:
+        verdict = _ICON[INFO]
+    else:
+        verdict = f"{_ICON[FAIL] if summary['failed'] else _ICON[PASS]} {summary['passed']}/{summary['gated']}"
+    return [name, value, summary["threshold"] or "—", verdict]
+
+
+def _criteria(report):
+    """Failures, single criteria and one line per per-layer metric; the full table folded below.
+
+    A 30-layer model gives about a hundred per-layer rows, which would bury a
+    failure in a pull-request comment, so they are summarised per metric and
+    listed in full inside a <details> block.
+    """
+    criteria = criteria_of(report)
+    if not criteria:
+        return "_No criteria were recorded._"
+    ordered = failures_first(criteria)
+    groups = per_layer_groups(criteria)
+    header = ["criterion", "value", "threshold", "status"]
+    if not groups:
+        return _table(header, [_criterion_row(c) for c in ordered])
+    failing = [c for c in ordered if status(c) in (FAIL, UNKNOWN)]
+    rows = [_criterion_row(c) for c in failing]
+    rows += [_criterion_row(c) for c in ordered if status(c) in (PASS, INFO) and not is_per_layer(c)]
+    rows += [_layer_metric_row(metric, group) for metric, group in groups.items()]
+    full = _table(header, [_criterion_row(c) for c in ordered])
+    return (
+        _table(header, rows)
+        + f"\n\n<details><summary>All {len(criteria)} criteria</summary>\n\n{full}\n\n</details>"
+    )
+
+
+def _layers(report):
+    layers = report.get("layers")
+    if not layers:
+        return None
+    teacher = as_list(layers.get("teacher"))
+    best = as_list(layers.get("best_match"))
+    mapped = as_list(layers.get("mapped"))
+    if not teacher or not (best or mapped):
+        return None
+    labelled = [("teacher", teacher), ("best", best), ("mapped", mapped)]
+    labelled = [(name, values) for name, values in labelled if values]
+    labelled = [(name, ["-" if v is None else str(v) for v in values]) for name, values in labelled]
+    width = max(len(v) for _, values in labelled for v in values)
+    lines = [f"{name:<7} " + " ".join(f"{v:>{width}}" for v in values) for name, values in labelled]
+    text = "**Layer map** (analog layer per teacher layer; best = highest CKA, mapped = what gated criteria use):\n\n"
+    text += "```\n" + "\n".join(lines) + "\n```"
+    if best and mapped:
+        differ = [str(t) for t, b, m in zip(teacher, best, mapped) if b != m]
+        agree = min(len(teacher), len(best), len(mapped)) - len(differ)
+        text += f"\n\nBest match and mapped agree on {agree}/{min(len(teacher), len(best), len(mapped))} teacher layers"
+        text += f"; they differ at teacher layers {', '.join(differ)}." if differ else "."
+    return text
+
+
+def _footer(report):
+    extra = [key for key in report if key not in KNOWN_SECTIONS]
+    tool = report.get("tool") or {}
+    line = f"_{cell(tool.get('name', 'pytest-analog'))} {cell(tool.get('version', ''))}".rstrip()
+    if report.get("created"):
+        line += f", {cell(report['created'])}"
+    line += ". Full details in fidelity.html and fidelity.json."
+    if extra:
+        line += " Also in fidelity.json: " + ", ".join(cell(k) for k in extra) + "."
+    return line + "_"
+
+
+# Section renderers in page order: report -> markdown text, or None to skip.
+SECTIONS = [_heading, _error, _models, _capture, _criteria, _layers, _footer]
+
+
+def render_markdown(report):
+    """Render the report as a markdown summary.
+
+    Args:
+        report: The report document (see `pytest_analog.report.schema`).
+
+    Returns:
+        Markdown text ending in a newline: a verdict heading with counts, a
+        models table, the compared positions, a criteria table with failures
+        first, and a compact layer map when the report has layers.
+    """
+    parts = (section(report) for section in SECTIONS)
+    return "\n\n".join(p for p in parts if p) + "\n"

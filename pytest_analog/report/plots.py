@@ -1,0 +1,189 @@
+"""PNG plots for the HTML report.
+
+matplotlib is imported inside the functions, so importing the report package
+costs nothing until a plot is drawn. The figures are built with
+`matplotlib.figure.Figure` and never go through pyplot: the caller's backend
+is left alone (a user's test session may use an interactive one), nothing is
+registered in pyplot's figure list, and a figure is freed as soon as its last
+reference is dropped. ``savefig(format="png")`` renders with Agg whatever the
+process-wide backend is, so there is no need to call ``matplotlib.use``.
+"""
+
+import io
+import math
+
+from pytest_analog.report._format import FAIL, as_float, as_list, fmt_value, per_layer_groups, status
+
+# Fixed resolution, so the same report always gives the same image size.
+DPI = 100
+
+_FAIL_COLOR = "#c62828"
+_MAPPED_COLOR = "#ff1744"
+_LINE_COLORS = ("#1565c0", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f", "#4e342e")
+# At most this many tick labels per axis; layer numbers in between are skipped.
+_MAX_TICKS = 16
+
+
+def _figure(width, height):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
+        raise ImportError("the HTML report's plots need matplotlib: pip install matplotlib") from exc
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def _to_png(fig):
+    buffer = io.BytesIO()
+    # Software=None drops the version stamp, so identical reports give identical bytes.
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    fig.clear()
+    return buffer.getvalue()
+
+
+def _ticks(n):
+    step = max(1, math.ceil(n / _MAX_TICKS))
+    return list(range(0, n, step))
+
+
+def cka_heatmap_png(layers):
+    """Draw the teacher x analog CKA matrix with the best and mapped layer marked.
+
+    Args:
+        layers: The report's ``layers`` section (may be None).
+
+    Returns:
+        PNG bytes, or None when there is no non-empty ``cka_matrix``.
+    """
+    import numpy as np
+
+    rows = (layers or {}).get("cka_matrix")
+    if rows is None or len(rows) == 0:
+        return None
+    rows = [list(r) for r in rows]  # nested lists or a 2-d array
+    width = max(len(r) for r in rows)
+    # Rows of unequal length are padded with NaN rather than rejected.
+    matrix = np.full((len(rows), width), np.nan)
+    for i, row in enumerate(rows):
+        matrix[i, : len(row)] = [as_float(v) for v in row]
+    if matrix.size == 0:
+        return None
+    n_teacher, n_student = matrix.shape
+    teacher = as_list(layers.get("teacher"))
+    student = as_list(layers.get("student"))
+    if len(teacher) != n_teacher:
+        teacher = list(range(n_teacher))
+    if len(student) != n_student:
+        student = list(range(n_student))
+    column_of = {layer: j for j, layer in enumerate(student)}
+
+    from matplotlib import colormaps
+    from matplotlib import patheffects
+    from matplotlib.lines import Line2D
+
+    fig = _figure(min(max(5.0, 0.32 * n_student + 2.6), 14.0), min(max(4.0, 0.24 * n_teacher + 2.2), 16.0))
+    ax = fig.add_subplot()
+    cmap = colormaps["viridis"].with_extremes(bad="#bdbdbd")
+    finite = matrix[np.isfinite(matrix)]
+    vmin = min(0.0, float(finite.min())) if finite.size else 0.0
+    image = ax.imshow(
+        np.ma.masked_invalid(matrix),
+        cmap=cmap,
+        vmin=vmin,
+        vmax=1.0,
+        origin="lower",
+        aspect="auto",
+        interpolation="nearest",
+    )
+    fig.colorbar(image, ax=ax, label="debiased linear CKA", shrink=0.9)
+
+    # Marker size follows the cell size in points, so markers stay inside cells.
+    cell = min(fig.get_figwidth() * 0.75 / n_student, fig.get_figheight() * 0.8 / n_teacher) * 72
+    size = max(3.0, min(12.0, 0.6 * cell))
+    outline = [patheffects.withStroke(linewidth=3.0, foreground="black")]
+    for key, style in (
+        ("best_match", dict(marker="o", markerfacecolor="none", markeredgecolor="white", markeredgewidth=1.6)),
+        ("mapped", dict(marker="x", color=_MAPPED_COLOR, markeredgewidth=2.0)),
+    ):
+        marks = [
+            (column_of[s], i)
+            for i, s in enumerate(as_list(layers.get(key))[:n_teacher])
+            if s in column_of
+        ]
+        if marks:
+            xs, ys = zip(*marks)
+            ax.plot(xs, ys, linestyle="none", markersize=size, path_effects=outline, **style)
+
+    ax.set_xticks(_ticks(n_student), labels=[str(student[j]) for j in _ticks(n_student)])
+    ax.set_yticks(_ticks(n_teacher), labels=[str(teacher[i]) for i in _ticks(n_teacher)])
+    ax.set_xlabel("analog (student) layer")
+    ax.set_ylabel("teacher layer")
+    sample = layers.get("matrix_rows")
+    ax.set_title("CKA, teacher × analog layers" + (f" ({fmt_value(sample)} tokens)" if sample else ""))
+    legend = [
+        Line2D([], [], linestyle="none", marker="o", markersize=8, markerfacecolor="none",
+               markeredgecolor="white", markeredgewidth=1.6, path_effects=outline, label="best match"),
+        Line2D([], [], linestyle="none", marker="x", markersize=8, color=_MAPPED_COLOR,
+               markeredgewidth=2.0, path_effects=outline, label="mapped (gated)"),
+    ]
+    if not finite.size or finite.size < matrix.size:
+        legend.append(Line2D([], [], linestyle="none", marker="s", markersize=8,
+                             color="#bdbdbd", label="no value"))
+    fig.legend(handles=legend, loc="outside lower center", ncols=len(legend), frameon=False)
+    return _to_png(fig)
+
+
+def layer_curves_png(criteria):
+    """Plot each per-layer metric against teacher layer, one panel per metric.
+
+    Gated thresholds are dashed lines, failing points are red crosses, and
+    layers whose value is missing (NaN or null) are shaded.
+
+    Args:
+        criteria: The report's criteria; only those with a ``teacher_layer`` are drawn.
+
+    Returns:
+        PNG bytes, or None when no criterion is per-layer.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    groups = per_layer_groups(criteria)
+    if not groups:
+        return None
+    fig = _figure(8.0, 1.0 + 2.3 * len(groups))
+    axes = fig.subplots(len(groups), 1, sharex=True, squeeze=False)[:, 0]
+    for k, (ax, (metric, rows)) in enumerate(zip(axes, groups.items())):
+        color = _LINE_COLORS[k % len(_LINE_COLORS)]
+        x = [c["teacher_layer"] for c in rows]
+        y = [as_float(c.get("value")) for c in rows]
+        ax.plot(x, y, marker="o", markersize=4, linewidth=1.5, color=color, label=metric)
+
+        gated = [(c["teacher_layer"], c.get("threshold"), c.get("direction")) for c in rows if c.get("gated")]
+        gated = [(t, float(v), d) for t, v, d in gated if v is not None and math.isfinite(as_float(v))]
+        if gated:
+            sign = {"min": "≥ ", "max": "≤ "}.get(gated[0][2], "")
+            if len({v for _, v, _ in gated}) == 1:
+                ax.axhline(gated[0][1], linestyle="--", linewidth=1.2, color="0.25",
+                           label=f"threshold {sign}{fmt_value(gated[0][1])}")
+            else:
+                ax.plot([t for t, _, _ in gated], [v for _, v, _ in gated], linestyle="--",
+                        drawstyle="steps-mid", linewidth=1.2, color="0.25", label="threshold")
+
+        failing = [(t, v) for t, v, c in zip(x, y, rows) if status(c) == FAIL and math.isfinite(v)]
+        if failing:
+            ax.plot(*zip(*failing), linestyle="none", marker="X", markersize=11, color=_FAIL_COLOR,
+                    markeredgecolor="white", zorder=3, label="failing")
+        missing = [(t, status(c) == FAIL) for t, v, c in zip(x, y, rows) if not math.isfinite(v)]
+        for i, (t, failed) in enumerate(missing):
+            ax.axvspan(t - 0.4, t + 0.4, color=_FAIL_COLOR if failed else "0.6", alpha=0.2, linewidth=0,
+                       label="no value" if i == 0 else None)
+
+        ax.set_ylabel(metric if gated else f"{metric}\n(informational)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best", fontsize="small", framealpha=0.85)
+    layers = sorted({c["teacher_layer"] for rows in groups.values() for c in rows})
+    # Half a layer of margin keeps a single layer from getting fractional ticks.
+    axes[-1].set_xlim(layers[0] - 0.5, layers[-1] + 0.5)
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    axes[-1].set_xlabel("teacher layer")
+    axes[0].set_title("Per-layer metrics against teacher layer")
+    return _to_png(fig)

@@ -1,0 +1,193 @@
+"""The fidelity report document, written down once.
+
+The plugin builds this dict, ``fidelity.json`` stores it, and the markdown,
+HTML and terminal views render it. Readers of a saved report (a CI step, an
+auditor, a later version of this package) depend on these keys, so any change
+to them bumps `SCHEMA_VERSION`. The TypedDicts are documentation and a target
+for type checkers; nothing validates a report against them at run time, and
+the renderers tolerate missing optional keys and unknown extra ones.
+"""
+
+from typing import Literal, TypedDict
+
+SCHEMA_VERSION = 1
+
+Verdict = Literal["pass", "fail", "no gated criteria"]
+
+
+class ToolInfo(TypedDict):
+    # Always "pytest-analog".
+    name: str
+    # Version of the package that wrote the report.
+    version: str
+
+
+class TokenizerInfo(TypedDict, total=False):
+    # Tokenizer name or path as loaded.
+    name: str
+    # Number of token ids, added tokens included.
+    vocab_size: int
+    # Hex SHA-256 of the tokenizer files, so a silent tokenizer swap is visible.
+    sha256: str
+
+
+class ModelInfo(TypedDict, total=False):
+    # Hub id or local path the model was loaded from.
+    id: str
+    # How it was loaded: "hub", "directory" or "gguf".
+    source: str
+    # First entry of config.architectures, e.g. "LlamaForCausalLM".
+    architecture: str
+    # config.model_type, e.g. "llama".
+    model_type: str
+    # Total parameter count (tied weights counted once).
+    parameters: int
+    # Number of transformer blocks.
+    num_layers: int
+    # Width of the residual stream.
+    hidden_size: int
+    # Hex SHA-256 over the weight files, in sorted file-name order.
+    sha256: str
+    # The tokenizer the model was run with.
+    tokenizer: TokenizerInfo
+    # Compute dtype during capture, e.g. "float32".
+    dtype: str
+    # Device the model ran on, e.g. "cpu" or "cuda:0".
+    device: str
+
+
+class _ModelsRequired(TypedDict):
+    # The reference model.
+    teacher: ModelInfo
+    # The analog under test (called student in keys, analog in prose).
+    student: ModelInfo
+
+
+class ModelsSection(_ModelsRequired, total=False):
+    # student parameters / teacher parameters.
+    parameter_fraction: float
+    # True when both tokenizers produce identical token ids (token alignment possible).
+    same_tokenizer: bool
+
+
+class EnvironmentInfo(TypedDict, total=False):
+    # platform.python_version().
+    python: str
+    # platform.platform().
+    platform: str
+    # torch.__version__.
+    torch: str
+    # transformers.__version__.
+    transformers: str
+    # numpy.__version__.
+    numpy: str
+    # Human name of the accelerator, or "cpu".
+    device_name: str
+
+
+class CaptureInfo(TypedDict, total=False):
+    # Name of the prompt set ("default" or a user file).
+    prompt_set: str
+    # Hex SHA-256 of the prompt set's contents.
+    prompt_set_sha256: str
+    # Prompts actually used.
+    n_prompts: int
+    # Prompts dropped, e.g. word counts that differ between tokenizers.
+    n_prompts_dropped: int
+    # "token" (same tokenizer: compare every token) or "word" (last sub-token of each word).
+    alignment: Literal["token", "word"]
+    # Aligned positions (rows of the activation matrices) the metrics saw.
+    n_rows: int
+    # Plain-language statement of which positions were compared and which were excluded.
+    positions: str
+    # Wall-clock seconds spent capturing activations.
+    seconds: float
+    # True when the activations came from the capture cache.
+    cached: bool
+
+
+class LayersSection(TypedDict, total=False):
+    # Statement of the layer-index convention, once.
+    convention: str
+    # Teacher layer indices, in matrix row order.
+    teacher: list[int]
+    # Student layer indices, in matrix column order.
+    student: list[int]
+    # len(teacher) x len(student) debiased linear CKA on a token sample; null where not computable.
+    cka_matrix: list[list[float | None]]
+    # Tokens in the sample the matrix was computed on.
+    matrix_rows: int
+    # Student layer with the highest CKA, per teacher layer.
+    best_match: list[int]
+    # Student layer the gated per-layer criteria compare against, per teacher layer; null where none.
+    mapped: list[int | None]
+
+
+class _CriterionRequired(TypedDict):
+    # Unique id, "<suite>::<test name>[<params>]".
+    id: str
+    # Suite (or user test module) the criterion belongs to.
+    suite: str
+    # Metric name: cka, rbf_cka, mutual_knn, kl, ... or any user-defined name.
+    metric: str
+    # Measured value; null when it could not be computed (NaN is written as null).
+    value: float | None
+    # Pass/fail threshold; null for informational criteria.
+    threshold: float | None
+    # "min": value must be >= threshold; "max": value must be <= threshold; null when ungated.
+    direction: Literal["min", "max"] | None
+    # True when this criterion decides the verdict.
+    gated: bool
+    # Outcome of a gated criterion; null for informational ones (or a gated one with no value).
+    passed: bool | None
+
+
+class Criterion(_CriterionRequired, total=False):
+    # Teacher layer, for per-layer criteria.
+    teacher_layer: int
+    # Student layer compared against, for per-layer criteria.
+    student_layer: int
+    # One line saying what was measured.
+    description: str
+
+
+class Summary(TypedDict):
+    # Number of gated criteria.
+    gated: int
+    # Gated criteria that passed.
+    passed: int
+    # Gated criteria that failed.
+    failed: int
+    # Ungated criteria, reported for information.
+    informational: int
+
+
+class _ReportRequired(TypedDict):
+    # Version of this layout; see SCHEMA_VERSION.
+    schema_version: int
+    # UTC time of writing, ISO 8601 with a trailing "Z".
+    created: str
+    # What wrote the report.
+    tool: ToolInfo
+    # "pass", "fail", or "no gated criteria".
+    verdict: Verdict
+    # Teacher and analog descriptions.
+    models: ModelsSection
+    # Library versions and hardware.
+    environment: EnvironmentInfo
+    # The effective configuration (YAML merged with command-line options), as a dict.
+    config: dict
+    # How activations were captured and which positions were compared.
+    capture: CaptureInfo
+    # Every criterion, gated or informational, in the order the tests ran.
+    criteria: list[Criterion]
+    # Counts over criteria.
+    summary: Summary
+
+
+class ReportDocument(_ReportRequired, total=False):
+    # Layer-by-layer similarity; absent when no representation suite ran.
+    layers: LayersSection
+    # One-line message of a session-level failure (a model that would not load, a bad prompt
+    # set) that stopped measuring and forced the verdict to "fail"; absent when there was none.
+    error: str

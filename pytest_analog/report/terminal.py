@@ -1,0 +1,105 @@
+"""The table pytest prints in its terminal summary.
+
+A model with 30 layers and three per-layer metrics yields about a hundred
+criteria; printing them all would bury the one that failed. So every failure
+gets its own row, each per-layer metric gets one summary line, and the
+remaining single criteria fill what is left of the line budget. ASCII only,
+since terminals on CI runners do not all speak UTF-8.
+"""
+
+from pytest_analog.report._format import (
+    FAIL,
+    INFO,
+    PASS,
+    UNKNOWN,
+    counts_sentence,
+    criteria_of,
+    failures_first,
+    fmt_threshold,
+    fmt_value,
+    is_number,
+    is_per_layer,
+    layer_metric_summary,
+    per_layer_groups,
+    status,
+    summary_counts,
+    verdict_of,
+)
+
+_LABEL = {PASS: "PASS", FAIL: "FAIL", INFO: "info", UNKNOWN: "NO RESULT"}
+# Longer criterion ids are cut in the middle, keeping the parametrization at the end.
+_MAX_ID = 60
+
+
+def _shorten(text, width=_MAX_ID):
+    if len(text) <= width:
+        return text
+    keep = width - 3
+    return text[: keep // 2] + "..." + text[len(text) - (keep - keep // 2):]
+
+
+def _row(c):
+    threshold = c.get("threshold")
+    value = fmt_value(c.get("value"), distinct_from=threshold if is_number(threshold) else None)
+    return (_shorten(str(c.get("id", "?"))), value, fmt_threshold(c, ascii_only=True), _LABEL[status(c)])
+
+
+def _metric_line(metric, rows):
+    """E.g. ``cka: 31 layers, min 0.41 @ layer 17, max 0.97 @ layer 24, 30/31 pass``."""
+    summary = layer_metric_summary(rows)
+    n = summary["layers"]
+    parts = [f"{metric}: {n} layer{'s' if n != 1 else ''}"]
+    if summary["low"] is not None:
+        parts.append(f"min {fmt_value(summary['low'])} @ layer {summary['low_layer']}")
+        parts.append(f"max {fmt_value(summary['high'])} @ layer {summary['high_layer']}")
+    if summary["missing"]:
+        parts.append(f"{summary['missing']} without a value")
+    parts.append(f"{summary['passed']}/{summary['gated']} pass" if summary["gated"] else "informational")
+    return ", ".join(parts)
+
+
+def terminal_lines(report, max_lines=40):
+    """Render a compact summary table for pytest's terminal summary.
+
+    Args:
+        report: The report document (see `pytest_analog.report.schema`).
+        max_lines: Line budget. Every failure is listed even past it;
+            passing and informational single criteria are dropped first.
+
+    Returns:
+        Lines without trailing newlines: a verdict line, a table of
+        criterion / value / threshold / status, and one range line per
+        per-layer metric.
+    """
+    criteria = criteria_of(report)
+    head = [f"analog fidelity: {verdict_of(report).upper()} - {counts_sentence(summary_counts(report))}"]
+    if report.get("error"):
+        head.append(f"  error: {report['error']}")
+    if not criteria:
+        return head
+
+    groups = per_layer_groups(criteria)
+    ordered = failures_first(criteria)
+    failing = [c for c in ordered if status(c) in (FAIL, UNKNOWN)]
+    singles = [c for c in ordered if status(c) in (PASS, INFO) and not is_per_layer(c)]
+    summaries = [_metric_line(metric, rows) for metric, rows in groups.items()]
+
+    # Verdict (and error) lines, table header, failures and per-metric lines are always shown.
+    room = max(0, max_lines - len(head) - 1 - len(failing) - len(summaries))
+    shown = singles if len(singles) <= room else singles[: max(0, room - 1)]
+    hidden = len(singles) - len(shown)
+
+    rows = [_row(c) for c in failing + shown]
+    header = ("criterion", "value", "threshold", "status")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+
+    def line(r):
+        return (
+            f"  {r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip()
+        )
+
+    lines = head + [line(header)] + [line(r) for r in rows]
+    if hidden:
+        lines.append(f"  ... {hidden} more passing or informational criteria in fidelity.md")
+    lines += [f"  {s}" for s in summaries]
+    return lines

@@ -1,0 +1,276 @@
+"""The state of one pytest run with the plugin: settings, models, measurements, criteria, report.
+
+`plugin` holds only hooks and fixtures; they hand every piece of work to the
+`AnalogSession` created in ``pytest_configure``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import platform
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_analog import __version__
+from pytest_analog.config import load_config
+from pytest_analog.errors import AnalogError
+from pytest_analog.options import read_settings
+from pytest_analog.record import Criterion
+
+
+class AnalogSession:
+    def __init__(self, config: pytest.Config):
+        self.pytest_config = config
+        self.settings = read_settings(config)
+        overrides = {"prompts.max_prompts": self.settings.max_prompts} if self.settings.max_prompts else {}
+        try:
+            self.config = load_config(self.settings.config, **overrides)
+        except AnalogError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        self.criteria: list[Criterion] = []
+        self.cache_dir = self._cache_dir()
+        self._depths: tuple[int, int] | None = None
+        self._pair = None
+        self._measurements = None
+        self._failure: str | None = None
+        self.measurements_cached = False
+
+    @property
+    def enabled(self) -> bool:
+        """True when the command line or ini names a teacher and an analog."""
+        return self.settings.teacher is not None
+
+    def _cache_dir(self) -> Path | None:
+        if self.settings.cache:
+            return self.settings.cache
+        cache = getattr(self.pytest_config, "cache", None)
+        return Path(cache.mkdir("analog")) if cache is not None else None
+
+    @property
+    def suites_dir(self) -> Path:
+        """The folder of the built-in suites (``suites/`` in a checkout, ``pytest_analog/suites`` installed)."""
+        return Path(find_spec("pytest_analog.suites").submodule_search_locations[0])
+
+    def is_suite(self, path: Path) -> bool:
+        return path.parent == self.suites_dir and path.name.startswith("test_") and path.suffix == ".py"
+
+    def wants_suite(self, path: Path) -> bool:
+        """True for a built-in suite file chosen by --analog-suites when models are given."""
+        return self.enabled and path.stem.removeprefix("test_") in self.settings.suites
+
+    # -- models ---------------------------------------------------------------------------
+
+    def check_models(self) -> None:
+        """Resolve both models and read their configs (no weights), so bad input fails before any test."""
+        from pytest_analog.fidelity import gated_layers, layer_map
+        from pytest_analog.models import read_config, resolve_source
+
+        try:
+            depths = []
+            for ref in (self.settings.teacher, self.settings.student):
+                source = resolve_source(ref, allow_pickle=self.settings.allow_pickle)
+                config = read_config(source, trust_remote_code=self.settings.trust_remote_code)
+                depths.append(config.get_text_config().num_hidden_layers)
+            self._depths = (depths[0], depths[1])
+            layer_map(self.config, gated_layers(self.config, depths[0]), *depths)
+            from pytest_analog.models import resolve_device
+
+            resolve_device(self.settings.device)
+        except AnalogError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+    def teacher_layers(self) -> list[int]:
+        """The gated teacher layers (for parametrizing per-layer criteria); empty without models."""
+        from pytest_analog.fidelity import gated_layers
+
+        return gated_layers(self.config, self._depths[0]) if self._depths else []
+
+    def pair(self):
+        """The loaded teacher and analog, loaded once per session."""
+        from pytest_analog.models import load_pair
+
+        if self._pair is None:
+            self._require()
+            with self._showing_progress():
+                self._pair = self._guarded(
+                    load_pair,
+                    self.settings.teacher,
+                    self.settings.student,
+                    device=self.settings.device,
+                    dtype=self.settings.dtype,
+                    trust_remote_code=self.settings.trust_remote_code,
+                    allow_pickle=self.settings.allow_pickle,
+                    cache_dir=self.cache_dir,
+                )
+        return self._pair
+
+    def measurements(self):
+        """Every representation metric of the pair, from one capture pass or the cache."""
+        from pytest_analog import cache
+        from pytest_analog.fidelity import Measurements, measure
+        from pytest_analog.prompts import load_prompts
+
+        if self._measurements is not None:
+            return self._measurements
+        self._require()
+        prompts = self._guarded(load_prompts, self.config.prompts.set, self.config.prompts.max_prompts)
+        # logits cost a vocabulary-wide output per token: only when a suite or a user test may read them
+        with_logits = "logits" in self.settings.suites or not self.settings.suites
+        key = self._measurement_key(prompts, with_logits)
+        payload = cache.load(self.cache_dir / "measurements", key) if self.cache_dir else None
+        if payload is not None:
+            self._measurements = Measurements.from_dict(payload)
+            self.measurements_cached = True
+        else:
+            pair = self.pair()
+            with self._showing_progress():
+                self._measurements = self._guarded(
+                    measure, pair, prompts, self.config, with_logits=with_logits, progress_factory=_progress_bar
+                )
+            if self.cache_dir:
+                cache.store(self.cache_dir / "measurements", key, self._measurements.to_dict())
+        self._measurements.capture.update(prompt_set=prompts.name, prompt_set_sha256=prompts.sha256)
+        return self._measurements
+
+    def _measurement_key(self, prompts, with_logits: bool) -> str:
+        from pytest_analog import cache
+        from pytest_analog.models import resolve_device, resolve_dtype, resolve_source, sha256_files
+
+        def files_hash(ref):
+            source = self._guarded(resolve_source, ref, allow_pickle=self.settings.allow_pickle)
+            return sha256_files(source.files(), self.cache_dir)
+
+        device = resolve_device(self.settings.device)
+        return cache.cache_key(
+            teacher=files_hash(self.settings.teacher),
+            student=files_hash(self.settings.student),
+            prompts=prompts.sha256,
+            dtype=str(resolve_dtype(self.settings.dtype, "cpu" if device == "cpu" else "cuda")),
+            device="cpu" if device == "cpu" else "cuda",
+            config=self.config.to_dict(),
+            with_logits=with_logits,
+            versions=[__version__, _version("torch"), _version("transformers")],
+        )
+
+    def _require(self) -> None:
+        if not self.enabled:
+            pytest.skip("no models: give --analog-teacher and --analog-student (or their ini twins)")
+        if self._failure:
+            pytest.fail(self._failure, pytrace=False)
+
+    def _guarded(self, fn, *args, **kwargs):
+        """Run ``fn``; an `AnalogError` fails this test and every later one with its one-line reason."""
+        try:
+            return fn(*args, **kwargs)
+        except AnalogError as exc:
+            self._failure = str(exc)
+            pytest.fail(self._failure, pytrace=False)
+
+    @contextlib.contextmanager
+    def _showing_progress(self):
+        """Let progress bars through pytest's output capture while models load and run."""
+        capman = self.pytest_config.pluginmanager.getplugin("capturemanager")
+        with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+            yield
+
+    # -- criteria and report -----------------------------------------------------------------
+
+    def add(self, criterion: Criterion) -> None:
+        self.criteria.append(criterion)
+
+    def report(self) -> dict[str, Any]:
+        """The report document (see `pytest_analog.report.schema`)."""
+        from pytest_analog.report import SCHEMA_VERSION
+
+        criteria = [c.to_dict() for c in self.criteria]
+        gated = [c for c in self.criteria if c.gated]
+        failed = sum(not c.passed for c in gated)
+        verdict = "fail" if failed or self._failure else "pass" if gated else "no gated criteria"
+        report = {
+            "schema_version": SCHEMA_VERSION,
+            "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "tool": {"name": "pytest-analog", "version": __version__},
+            "verdict": verdict,
+            "environment": _environment(),
+            "config": self.config.to_dict(),
+            "criteria": criteria,
+            "summary": {
+                "gated": len(gated),
+                "passed": len(gated) - failed,
+                "failed": failed,
+                "informational": len(self.criteria) - len(gated),
+            },
+        }
+        if self._failure:
+            report["error"] = self._failure
+        m = self._measurements
+        infos = m.models if m else {"teacher": self._pair.teacher.info, "student": self._pair.student.info} if self._pair else None
+        if infos:
+            report["models"] = {
+                **infos,
+                "parameter_fraction": infos["student"]["parameters"] / infos["teacher"]["parameters"],
+                "same_tokenizer": infos["teacher"]["tokenizer"]["sha256"] == infos["student"]["tokenizer"]["sha256"],
+            }
+        if m:
+            report["capture"] = {**m.capture, "cached": self.measurements_cached}
+            report["layers"] = {
+                "convention": "layer i = hidden_states[i]: 0 is the embedding output, i is the output of block i-1",
+                "teacher": list(range(len(m.cka_matrix))),
+                "student": list(range(len(m.cka_matrix[0]))),
+                "cka_matrix": m.cka_matrix,
+                "matrix_rows": m.matrix_rows,
+                "best_match": m.best_match,
+                "mapped": [m.mapped.get(i) for i in range(len(m.cka_matrix))],
+            }
+        return report
+
+    def finish(self) -> list[Path]:
+        """Write the report files when --analog-report was given."""
+        from pytest_analog.report import write_reports
+
+        if self.settings.report is None or not (self.criteria or self._failure):
+            return []
+        return write_reports(self.report(), self.settings.report)
+
+    def display(self, terminalreporter) -> None:
+        from pytest_analog.report import terminal_lines
+
+        if not self.criteria:
+            return
+        terminalreporter.write_sep("=", "analog fidelity")
+        for line in terminal_lines(self.report()):
+            terminalreporter.write_line(line)
+        if self.settings.report:
+            terminalreporter.write_line(f"report: {self.settings.report / 'fidelity.html'}")
+
+
+def _progress_bar(total: int, description: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, unit="tok", file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def _environment() -> dict[str, Any]:
+    env = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        **{name: _version(name) for name in ("torch", "transformers", "numpy", "pytest")},
+    }
+    if "torch" in sys.modules:
+        import torch
+
+        env["device_name"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return env

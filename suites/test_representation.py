@@ -1,0 +1,31 @@
+"""Representation suite: does each teacher layer have a faithful counterpart in the analog?
+
+One criterion per gated teacher layer (``layers.teacher`` in the config) and
+metric; the analog layer compared is ``layers.map`` (proportional depth by
+default). Layer i is ``hidden_states[i]``: 0 is the embedding output.
+"""
+
+
+def _layer_criterion(metric, teacher_layer, analog_measurements, analog_config, fidelity_record):
+    m = analog_measurements
+    fidelity_record(
+        metric,
+        getattr(m, metric)[teacher_layer],
+        min=getattr(analog_config.criteria, metric).min,
+        reason=m.notes.get(metric),
+        teacher_layer=teacher_layer,
+        student_layer=m.mapped[teacher_layer],
+        best_student_layer=m.best_match[teacher_layer],
+    )
+
+
+def test_cka(teacher_layer, analog_measurements, analog_config, fidelity_record):
+    _layer_criterion("cka", teacher_layer, analog_measurements, analog_config, fidelity_record)
+
+
+def test_rbf_cka(teacher_layer, analog_measurements, analog_config, fidelity_record):
+    _layer_criterion("rbf_cka", teacher_layer, analog_measurements, analog_config, fidelity_record)
+
+
+def test_mutual_knn(teacher_layer, analog_measurements, analog_config, fidelity_record):
+    _layer_criterion("mutual_knn", teacher_layer, analog_measurements, analog_config, fidelity_record)

@@ -1,0 +1,82 @@
+"""The YAML config: shipped defaults, overrides, and one-line errors for bad input."""
+
+import pytest
+import yaml
+
+from pytest_analog.config import DEFAULTS_PATH, load_config
+from pytest_analog.errors import AnalogError
+from tests.conftest import write_yaml
+
+
+def test_defaults_load_and_carry_the_literature_thresholds():
+    config = load_config()
+    assert config.criteria.embedding_geometry.min == 0.9  # Lee et al. 2025
+    assert config.criteria.unembedding_geometry.min == 0.9
+    assert config.criteria.cka.min == 0.5 and config.criteria.cka.debiased
+    assert config.positions.skip_first
+    assert config.criteria.kl.max is None  # informational by default
+
+
+def test_every_default_criterion_is_explained_in_the_yaml():
+    text = DEFAULTS_PATH.read_text()
+    raw = yaml.safe_load(text)
+    for name in raw["criteria"]:
+        block = text[text.index(f"  {name}:") :].splitlines()[1]
+        assert block.strip().startswith("#"), f"criterion {name} has no comment explaining its default"
+
+
+def test_user_file_overrides_a_subset(tmp_path):
+    path = write_yaml(tmp_path / "c.yaml", {"criteria": {"cka": {"min": 0.7}}, "layers": {"map": {0: 0, 3: 1}}})
+    config = load_config(path)
+    assert config.criteria.cka.min == 0.7 and config.criteria.cka.debiased
+    assert config.layers.map == {0: 0, 3: 1}
+    assert config.criteria.embedding_geometry.min == 0.9
+
+
+def test_dotted_overrides_apply_last(tmp_path):
+    path = write_yaml(tmp_path / "c.yaml", {"prompts": {"max_prompts": 100}})
+    assert load_config(path, **{"prompts.max_prompts": 7}).prompts.max_prompts == 7
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"criteria": {"cka": {"mni": 0.3}}}, "unknown config key 'criteria.cka.mni'; did you mean 'criteria.cka.min'?"),
+        ({"batch_sise": 4}, "unknown config key 'batch_sise'; did you mean 'batch_size'?"),
+        ({"batch_size": 0}, "'batch_size' must be an integer >= 1, got 0"),
+        ({"batch_size": True}, "'batch_size' must be an integer, got True"),
+        ({"layers": {"teacher": [1, "x"]}}, "'layers.teacher' must be 'all' or an integer or a list of integers, got [1, 'x']"),
+        ({"layers": {"map": "nearest"}}, "'layers.map' must be 'proportional' or a mapping of integers to integers"),
+        ({"criteria": {"cka": {"min": float("nan")}}}, "'criteria.cka.min' must be finite"),
+        ({"criteria": {"cka": 0.5}}, "'criteria.cka' must be a mapping, got 0.5"),
+        ({"version": 2}, "'version' must be 1, got 2"),
+        ({"layers": {"teacher": 0}}, "'layers.teacher' must be 'all', an integer >= 1 or a list of integers, got 0"),
+    ],
+)
+def test_invalid_values_are_one_line_errors(tmp_path, data, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(AnalogError) as info:
+        load_config(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("x: [", "is not valid YAML"), ("- a\n- b\n", "must hold a mapping of keys, not a list")],
+)
+def test_malformed_files(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(AnalogError, match=message):
+        load_config(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(AnalogError, match="does not exist; pass a YAML file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_config_round_trips_into_the_report():
+    data = load_config().to_dict()
+    assert data["criteria"]["cka"] == {"min": 0.5, "debiased": True}
