@@ -20,6 +20,7 @@ positions) for sequence-level metrics.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -225,10 +226,16 @@ def _forward(model, sequences: list[list[int]], with_logits: bool):
         ids[i, : len(seq)] = torch.tensor(seq)
         mask[i, : len(seq)] = 1
     device = model.input_device
-    kwargs = {} if with_logits else {"logits_to_keep": 1}
+    # without logits, skip the vocabulary-wide output projection where the model allows it
+    kwargs = {} if with_logits or not _accepts(model.model.forward, "logits_to_keep") else {"logits_to_keep": 1}
     return model.model(
         input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True, use_cache=False, **kwargs
     )
+
+
+def _accepts(function, name: str) -> bool:
+    parameters = inspect.signature(function).parameters
+    return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 def _flat_index(rows_per_prompt):

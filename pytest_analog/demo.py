@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             f"--analog-report={Path(args.report).resolve()}",
             f"--analog-cache={workdir / 'cache'}",
             "-p", "no:cacheprovider",
+            # the analog was built above, so transformers' imports precede pytest's assertion rewriting
+            "-W", "ignore::pytest.PytestAssertRewriteWarning",
             *pytest_args,
         ]
     )

@@ -10,38 +10,63 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# metric -> what it is, and what a low (or high) value means for the analog
+@dataclass(frozen=True)
+class Metric:
+    """What the report says about a built-in metric."""
+
+    description: str  # what is measured, one line (the criterion's "description")
+    explanation: str  # for a reader of the report: scale and direction
+    failure: str  # what a failing value means for the analog
+
+
 METRICS = {
-    "cka": (
+    "cka": Metric(
         "debiased linear CKA over aligned tokens (Kornblith et al. 2019)",
+        "Debiased linear CKA between teacher and analog hidden states at the same token positions. "
+        "1 means the two representations agree up to rotation and uniform scaling; about 0 means "
+        "unrelated. Higher is better.",
         "the analog's layer shares little linear structure with the teacher's (0 = unrelated, 1 = identical up to rotation and scale)",
     ),
-    "rbf_cka": (
-        "RBF-kernel CKA over mean-pooled sequences",
+    "rbf_cka": Metric(
+        "RBF-kernel CKA over mean-pooled prompts",
+        "CKA with a Gaussian (RBF) kernel over one mean-pooled vector per prompt: like linear CKA but "
+        "sensitive to local, non-linear neighbourhood structure. Higher is better.",
         "the two layers arrange whole prompts differently",
     ),
-    "mutual_knn": (
-        "mutual k-nearest-neighbour overlap over mean-pooled sequences (Huh et al. 2024)",
+    "mutual_knn": Metric(
+        "mutual k-nearest-neighbour overlap over mean-pooled prompts (Huh et al. 2024)",
+        "Mutual k-nearest neighbours over one mean-pooled vector per prompt: for each prompt, the "
+        "fraction of its k nearest prompts (cosine) in the teacher that are also among its k nearest "
+        "in the analog. Unrelated representations score about k/(n-1). Higher is better.",
         "prompts that are neighbours in the teacher are not neighbours in the analog",
     ),
-    "embedding_geometry": (
+    "embedding_geometry": Metric(
         "Pearson r of the pairwise cosine similarities of shared token rows of the input embeddings (Lee et al. 2025)",
+        "Pearson correlation between the pairwise cosine similarities of the teacher's and the analog's "
+        "input embedding rows, over a sample of token ids both vocabularies hold. Higher is better.",
         "the analog's token embeddings are not arranged like the teacher's, so directions found in one need not carry over",
     ),
-    "unembedding_geometry": (
+    "unembedding_geometry": Metric(
         "Pearson r of the pairwise cosine similarities of shared token rows of the unembeddings (Lee et al. 2025)",
+        "The same for the output (unembedding, lm_head) rows. Higher is better.",
         "the analog reads tokens out of its residual stream along directions unlike the teacher's",
     ),
-    "kl": (
+    "kl": Metric(
         "mean KL(teacher || analog) per token, nats",
+        "Mean KL(teacher || analog) between next-token distributions at the compared positions, in "
+        "nats. 0 means identical predictions. Lower is better.",
         "the analog's next-token distributions are far from the teacher's",
     ),
-    "top1_agreement": (
+    "top1_agreement": Metric(
         "fraction of positions where both models predict the same next token",
+        "Fraction of compared positions where the teacher's and the analog's most likely next token "
+        "are the same. Higher is better.",
         "the analog often predicts a different next token than the teacher",
     ),
-    "perplexity_ratio": (
+    "perplexity_ratio": Metric(
         "analog perplexity / teacher perplexity on the prompts' own next tokens",
+        "Analog perplexity divided by teacher perplexity on the prompt set. 1 means equally good; "
+        "above 1 means the analog predicts the text worse.",
         "the analog models the text much worse than the teacher",
     ),
 }
@@ -86,8 +111,8 @@ class Criterion:
         op = ">=" if self.direction == "min" else "<="
         verdict = "passes" if self.passed else "fails"
         text = f"{head} {verdict} {op} {self.threshold:g}"
-        meaning = METRICS.get(self.metric, (None, None))[1]
-        return f"{text}: {meaning}" if not self.passed and meaning else text
+        metric = METRICS.get(self.metric)
+        return f"{text}: {metric.failure}" if not self.passed and metric else text
 
 
 def make_criterion(
@@ -114,5 +139,5 @@ def make_criterion(
         finite = value is not None and math.isfinite(value)
         passed = finite and (value >= threshold if direction == "min" else value <= threshold)
     if description is None:
-        description = METRICS.get(metric, ("",))[0]
+        description = METRICS[metric].description if metric in METRICS else ""
     return Criterion(id, suite, metric, value, threshold, direction, gated, passed, description, reason, details)

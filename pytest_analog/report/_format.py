@@ -13,6 +13,8 @@ import math
 from collections.abc import Mapping
 from pathlib import PurePath
 
+from pytest_analog.record import METRICS
+
 PASS = "pass"
 FAIL = "fail"
 INFO = "info"
@@ -38,46 +40,6 @@ KNOWN_SECTIONS = frozenset(
         "error",
     }
 )
-
-# Short explanations for an auditor, keyed by metric name. A metric not in
-# this table is explained by its criteria's own "description".
-METRIC_DESCRIPTIONS = {
-    "cka": (
-        "Debiased linear CKA between teacher and analog hidden states at the same token "
-        "positions. 1 means the two representations agree up to rotation and uniform "
-        "scaling; about 0 means unrelated. Higher is better."
-    ),
-    "rbf_cka": (
-        "CKA with a Gaussian (RBF) kernel: like linear CKA but sensitive to local, "
-        "non-linear neighbourhood structure rather than global linear structure."
-    ),
-    "mutual_knn": (
-        "Mutual k-nearest neighbours: for each token, the fraction of its k nearest "
-        "neighbours (cosine) in the teacher that are also among its k nearest in the "
-        "analog, averaged over tokens. Unrelated data scores about k/n."
-    ),
-    "embedding_geometry": (
-        "Agreement between the pairwise token similarities of the teacher's and the "
-        "analog's input embedding matrices over shared token ids."
-    ),
-    "unembedding_geometry": (
-        "Agreement between the pairwise token similarities of the two output "
-        "(unembedding, lm_head) matrices over shared token ids."
-    ),
-    "kl": (
-        "Mean KL(teacher || analog) between next-token distributions at the compared "
-        "positions, in nats. 0 means identical predictions. Lower is better."
-    ),
-    "top1_agreement": (
-        "Fraction of compared positions where the teacher's and the analog's most "
-        "likely next token are the same. Higher is better."
-    ),
-    "perplexity_ratio": (
-        "Analog perplexity divided by teacher perplexity on the prompt set. 1 means "
-        "equally good; above 1 means the analog predicts the text worse."
-    ),
-}
-
 
 def as_list(value):
     """A list from a list, tuple or array; [] from None. (``x or []`` fails on numpy arrays.)"""
@@ -311,8 +273,8 @@ def layer_metric_summary(rows):
 
 def describe_metric(metric, criteria=()):
     """Return the explanation of a metric: ours if known, else a criterion's own description."""
-    if metric in METRIC_DESCRIPTIONS:
-        return METRIC_DESCRIPTIONS[metric]
+    if metric in METRICS:
+        return METRICS[metric].explanation
     for c in criteria:
         if c.get("metric") == metric and c.get("description"):
             return str(c["description"])

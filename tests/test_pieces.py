@@ -1,0 +1,117 @@
+"""Smaller pieces: light import, the cache's trust rules, criteria, prompt sets, shared vocabularies."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from pytest_analog import cache
+from pytest_analog.errors import AnalogError
+from pytest_analog.prompts import load_prompts, shipped_prompt_sets
+from pytest_analog.record import make_criterion
+
+
+def test_importing_the_plugin_loads_no_ml_library():
+    code = "import sys, pytest_analog.plugin; print(sorted(m for m in ('torch', 'transformers', 'lm_eval', 'matplotlib') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_cache_round_trip_and_distrust(tmp_path):
+    key = cache.cache_key(teacher="a", student="b", layers=[1, 2])
+    assert key == cache.cache_key(layers=[1, 2], student="b", teacher="a")
+    assert cache.load(tmp_path, key) is None
+    payload = {"cka": {1: 0.5, 10: float("nan")}, "n": 3}
+    path = cache.store(tmp_path, key, payload)
+    loaded = cache.load(tmp_path, key)
+    assert loaded["n"] == 3 and loaded["cka"]["1"] == 0.5 and math.isnan(loaded["cka"]["10"])
+    other = cache.cache_key(teacher="a", student="c", layers=[1, 2])
+    (tmp_path / f"{other}.json").write_text(path.read_text())  # a foreign entry under another key
+    assert cache.load(tmp_path, other) is None
+    path.write_text(path.read_text().replace("0.5", "0.9"))  # edited payload
+    assert cache.load(tmp_path, key) is None
+    path.write_text(path.read_text()[:20])  # truncated
+    assert cache.load(tmp_path, key) is None
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "value", "passed", "message"),
+    [
+        ({"min": 0.5}, 0.7, True, "cka = 0.7 passes >= 0.5"),
+        ({"min": 0.5}, 0.3, False, "cka = 0.3 fails >= 0.5: the analog's layer shares little linear structure"),
+        ({"max": 2.0}, 3.0, False, "cka = 3 fails <= 2"),
+        ({}, 0.3, None, "cka = 0.3 (informational)"),
+        ({"min": 0.5, "reason": "too few prompts"}, float("nan"), False, "cka has no value: too few prompts"),
+    ],
+)
+def test_criteria_judge_and_explain(kwargs, value, passed, message):
+    c = make_criterion("representation::test_cka", "representation", "cka", value, **kwargs)
+    assert c.passed is passed and c.gated is (passed is not None)
+    assert c.message.startswith(message)
+    json.dumps(c.to_dict(), allow_nan=False)  # NaN never reaches the report
+
+
+def test_criterion_takes_one_bound():
+    with pytest.raises(ValueError, match="give min or max, not both"):
+        make_criterion("x", "s", "cka", 0.5, min=0.1, max=0.9)
+
+
+def test_per_layer_message_names_both_layers():
+    c = make_criterion("r::t", "representation", "cka", 0.1, min=0.5, teacher_layer=12, student_layer=6)
+    assert c.message.startswith("cka at teacher layer 12 (analog layer 6) = 0.1 fails >= 0.5")
+
+
+def test_prompt_sets(tmp_path):
+    assert "default" in shipped_prompt_sets()
+    default = load_prompts("default")
+    assert len(default.texts) == 320 and len(set(default.texts)) == 320
+    assert load_prompts("default", 5).texts == default.texts[:5]
+    txt = tmp_path / "p.txt"
+    txt.write_text("one prompt\n\nanother prompt\n")
+    assert load_prompts(str(txt)).texts == ("one prompt", "another prompt")
+    assert load_prompts(str(txt)).sha256 != default.sha256
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("nosuchset", None, "unknown prompt set 'nosuchset'; shipped sets: default"),
+        ("p.csv", "a,b", "must be .jsonl"),
+        ("missing.jsonl", None, "does not exist"),
+        ("bad.jsonl", '{"text": "ok"}\nnot json\n', "line 2: not JSON"),
+        ("bad.jsonl", '{"prompt": "x"}\n', 'line 1: expected an object with a non-empty "text" string'),
+        ("empty.txt", "\n\n", "holds no prompts"),
+    ],
+)
+def test_prompt_set_errors(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(AnalogError, match=message):
+        load_prompts(name if name == "nosuchset" else str(path))
+
+
+def test_disjoint_vocabularies_give_geometry_a_reason_not_a_value(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from pytest_analog.config import load_config
+    from pytest_analog.fidelity import _geometry, shared_token_ids
+    from pytest_analog.models import ModelPair, load_model
+    from tests.conftest import save_model, tiny_llama
+
+    dirs = []
+    for prefix in ("a", "b"):
+        vocab = {f"{prefix}{i}": i for i in range(40)}
+        tok = Tokenizer(models.WordLevel(vocab, unk_token=f"{prefix}0"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=f"{prefix}0", pad_token=f"{prefix}1")
+        dirs.append(save_model(tiny_llama(fast, layers=1, hidden=16), fast, tmp_path / prefix))
+    pair = ModelPair(*(load_model(str(d), device="cpu") for d in dirs))
+    assert len(shared_token_ids(pair.teacher.tokenizer, pair.student.tokenizer)[0]) == 0
+    values, notes = _geometry(pair, load_config())
+    assert values == {"embedding": None, "unembedding": None}
+    assert notes["embedding_geometry"] == "the two vocabularies share 0 tokens; at least 3 are needed"
