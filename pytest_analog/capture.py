@@ -130,7 +130,7 @@ def _encode(tokenizer, text: str, max_length: int):
 
 
 def _kept_positions(special: np.ndarray, skip_first: bool) -> np.ndarray:
-    keep = ~special
+    keep = ~special  # a new array: the caller's mask is untouched
     if skip_first:
         keep[0] = False
     return np.flatnonzero(keep)
@@ -146,14 +146,14 @@ def _word_aligned(text: str, teacher, student, skip_first: bool) -> Aligned | No
     s_rows = _last_subtokens(text, *student, skip_first)
     if len(t_rows) != len(s_rows):
         return None
-    t_rows, s_rows = np.asarray([r for r in t_rows]), np.asarray([r for r in s_rows])
+    t_rows, s_rows = np.asarray(t_rows, dtype=np.int64), np.asarray(s_rows, dtype=np.int64)
     # A word whose last sub-token is a left-out position (the sink) is left out in both models.
     keep = (t_rows >= 0) & (s_rows >= 0)
     if not keep.any():
         return None
     return Aligned(
         teacher[0], student[0], t_rows[keep], s_rows[keep],
-        _kept_positions(teacher[1].copy(), skip_first), _kept_positions(student[1].copy(), skip_first),
+        _kept_positions(teacher[1], skip_first), _kept_positions(student[1], skip_first),
     )
 
 

@@ -161,7 +161,7 @@ def measure(pair, prompts, config, *, with_logits: bool = True, progress_factory
         },
         cka_matrix=np.asarray(matrix).tolist(),
         matrix_rows=len(sample),
-        best_match=[int(j) for j in metrics.best_match(matrix)],
+        best_match=[int(j) for j in metrics.best_match(np.nan_to_num(matrix, nan=-np.inf))],  # NaN: a constant layer
         embedding_geometry=geometry["embedding"],
         unembedding_geometry=geometry["unembedding"],
         logits=logit_stream.compute() if logit_stream is not None else None,

@@ -165,12 +165,19 @@ class AnalogSession:
             pytest.fail(self._failure, pytrace=False)
 
     def _guarded(self, fn, *args, **kwargs):
-        """Run ``fn``; an `AnalogError` fails this test and every later one with its one-line reason."""
+        """Run ``fn`` once: if it fails, this test and every later one fail with its reason.
+
+        An `AnalogError` (bad input) fails with its one-line message; anything
+        else also shows its traceback, once, and is not retried by later tests.
+        """
         try:
             return fn(*args, **kwargs)
         except AnalogError as exc:
             self._failure = str(exc)
             pytest.fail(self._failure, pytrace=False)
+        except Exception as exc:
+            self._failure = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            raise
 
     @contextlib.contextmanager
     def _showing_progress(self):

@@ -162,3 +162,22 @@ def test_measurements_are_cached(pytester, tiny_dir):
     entries[0].write_text(entries[0].read_text().replace('"cka"', '"cka_"', 1))  # corrupt it
     pytester.runpytest(*args).assert_outcomes(passed=17)
     assert json.loads((pytester.path / "out" / "fidelity.json").read_text())["capture"]["cached"] is False
+
+
+def test_a_failing_measurement_is_reported_once_and_not_retried(pytester, tiny_dir, monkeypatch):
+    import pytest_analog.fidelity
+
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(pytest_analog.fidelity, "measure", broken)
+    report = pytester.path / "fidelity"
+    result = pytester.runpytest(*models(tiny_dir, tiny_dir), *FAST, f"--analog-report={report}", "--analog-suites=embeddings")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert len(calls) == 1
+    result.assert_outcomes(errors=2)
+    data = json.loads((report / "fidelity.json").read_text())
+    assert data["verdict"] == "fail" and data["error"] == "RuntimeError: out of memory"
