@@ -81,7 +81,7 @@ class ModelPair:
         return self.student.info["parameters"] / self.teacher.info["parameters"]
 
 
-def resolve_source(ref: str, *, allow_pickle: bool = False) -> ModelSource:
+def resolve_source(ref: str, *, allow_pickle: bool = False, trust_remote_code: bool = False) -> ModelSource:
     """Find the files of ``ref``, downloading a hub id into the local hub cache.
 
     Raises:
@@ -96,7 +96,7 @@ def resolve_source(ref: str, *, allow_pickle: bool = False) -> ModelSource:
     elif path.is_dir():
         source = _directory_source(ref, path)
     elif _HUB_ID.match(ref) and not ref.startswith((".", "~")):
-        source = ModelSource(ref, "hub", _download(ref, allow_pickle))
+        source = ModelSource(ref, "hub", _download(ref, allow_pickle, trust_remote_code))
     else:
         raise AnalogError(f"model path {ref} does not exist; give a model directory, a .gguf file or a hub id")
     _check_weights(source, allow_pickle)
@@ -115,12 +115,15 @@ def _directory_source(ref: str, path: Path) -> ModelSource:
     raise AnalogError(f"{ref} is not a model directory: it has no config.json and no .gguf file")
 
 
-def _download(repo_id: str, allow_pickle: bool) -> Path:
+def _download(repo_id: str, allow_pickle: bool, trust_remote_code: bool) -> Path:
+    """Fetch what loading needs, nothing more: no code unless trusted, no pickles unless allowed."""
     from huggingface_hub import snapshot_download
 
-    ignore = None if allow_pickle else [f"*{s}" for s in PICKLE_SUFFIXES]
+    patterns = ["*.json", "*.safetensors", "*.model", "*.tiktoken", "*.txt"]
+    patterns += ["*.py"] if trust_remote_code else []
+    patterns += [f"*{s}" for s in PICKLE_SUFFIXES] if allow_pickle else []
     try:
-        return Path(snapshot_download(repo_id, ignore_patterns=ignore))
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as exc:  # offline, unknown repo, gated repo: all say the same to the user
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AnalogError(
@@ -235,7 +238,7 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = resolve_source(ref, allow_pickle=allow_pickle)
+    source = resolve_source(ref, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     placement = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, "cpu" if placement == "cpu" else "cuda")
     config = read_config(source, trust_remote_code=trust_remote_code)

@@ -69,21 +69,23 @@ class AnalogSession:
     def check_models(self) -> None:
         """Resolve both models and read their configs (no weights), so bad input fails before any test."""
         from pytest_analog.fidelity import gated_layers, layer_map
-        from pytest_analog.models import read_config, resolve_source
+        from pytest_analog.models import read_config, resolve_device, resolve_source
 
+        settings = self.settings
         try:
+            resolve_device(settings.device)
             depths = []
-            for ref in (self.settings.teacher, self.settings.student):
-                source = resolve_source(ref, allow_pickle=self.settings.allow_pickle)
-                config = read_config(source, trust_remote_code=self.settings.trust_remote_code)
+            for ref in (settings.teacher, settings.student):
+                with self._showing_progress():  # a hub download shows its progress
+                    source = resolve_source(
+                        ref, allow_pickle=settings.allow_pickle, trust_remote_code=settings.trust_remote_code
+                    )
+                config = read_config(source, trust_remote_code=settings.trust_remote_code)
                 depths.append(config.get_text_config().num_hidden_layers)
-            self._depths = (depths[0], depths[1])
             layer_map(self.config, gated_layers(self.config, depths[0]), *depths)
-            from pytest_analog.models import resolve_device
-
-            resolve_device(self.settings.device)
         except AnalogError as exc:
             raise pytest.UsageError(str(exc)) from None
+        self._depths = (depths[0], depths[1])
 
     def teacher_layers(self) -> list[int]:
         """The gated teacher layers (for parametrizing per-layer criteria); empty without models."""
@@ -143,7 +145,10 @@ class AnalogSession:
         from pytest_analog.models import resolve_device, resolve_dtype, resolve_source, sha256_files
 
         def files_hash(ref):
-            source = self._guarded(resolve_source, ref, allow_pickle=self.settings.allow_pickle)
+            source = self._guarded(
+                resolve_source, ref, allow_pickle=self.settings.allow_pickle,
+                trust_remote_code=self.settings.trust_remote_code,
+            )
             return sha256_files(source.files(), self.cache_dir)
 
         device = resolve_device(self.settings.device)

@@ -111,3 +111,21 @@ def test_cuda_device_without_cuda():
 def test_cuda_auto_placement_and_bf16(tiny_dir):
     loaded = load_model(str(tiny_dir), device="auto")
     assert loaded.info["dtype"] == "bfloat16" and loaded.input_device.type == "cuda"
+
+
+@pytest.mark.parametrize(("allow_pickle", "trust_remote_code"), [(False, False), (True, True)])
+def test_hub_download_fetches_no_code_or_pickles_by_default(monkeypatch, tmp_path, tiny_dir, allow_pickle, trust_remote_code):
+    import huggingface_hub
+
+    asked = {}
+
+    def fake_snapshot_download(repo_id, allow_patterns=None, **kwargs):
+        asked.update(repo_id=repo_id, patterns=allow_patterns)
+        return str(tiny_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    source = resolve_source("someorg/model", allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    assert source.kind == "hub" and source.directory == tiny_dir and asked["repo_id"] == "someorg/model"
+    assert {"*.json", "*.safetensors"} <= set(asked["patterns"])
+    assert ("*.py" in asked["patterns"]) is trust_remote_code
+    assert ("*.bin" in asked["patterns"]) is allow_pickle

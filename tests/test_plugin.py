@@ -61,6 +61,13 @@ def test_directory_that_is_not_a_model(pytester, tiny_dir):
     result.stderr.fnmatch_lines(["ERROR: *notamodel is not a model directory: it has no config.json and no .gguf file"])
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU-only error")
+def test_cuda_without_cuda_is_usage_error(pytester, tiny_dir):
+    result = pytester.runpytest(*models(tiny_dir, tiny_dir), "--analog-device=cuda:1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --analog-device=cuda:1 but torch sees no CUDA device; use cpu or auto"])
+
+
 def test_invalid_config_value_is_usage_error(pytester, tiny_dir):
     config = write_yaml(pytester.path / "analog.yaml", {"criteria": {"cka": {"min": "high"}}})
     result = pytester.runpytest(*models(tiny_dir, tiny_dir), f"--analog-config={config}")
@@ -90,6 +97,7 @@ def test_self_pair_passes_and_writes_reports(pytester, tiny_dir):
     assert len(cka) == 4 and all(c["value"] > 0.999 and c["passed"] for c in cka)
     assert data["models"]["teacher"]["sha256"] == data["models"]["student"]["sha256"]
     assert "first position" in data["capture"]["positions"]
+    assert data["layers"]["best_match"] == [0, 1, 2, 3] == data["layers"]["mapped"]
     assert (report / "fidelity.md").read_text().strip() and "<html" in (report / "fidelity.html").read_text()
     properties = {p.get("name"): p.get("value") for p in ET.parse(junit).iter("property")}
     assert {"analog_metric", "analog_value", "analog_threshold", "analog_passed"} <= set(properties)
