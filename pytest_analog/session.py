@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -25,6 +26,8 @@ from pytest_analog.record import Criterion
 
 
 class AnalogSession:
+    """Settings, config, models, measurements and criteria of one pytest run."""
+
     def __init__(self, config: pytest.Config):
         self.pytest_config = config
         self.settings = read_settings(config)
@@ -34,7 +37,6 @@ class AnalogSession:
         except AnalogError as exc:
             raise pytest.UsageError(str(exc)) from None
         self.criteria: list[Criterion] = []
-        self.cache_dir = self._cache_dir()
         self._depths: tuple[int, int] | None = None
         self._pair = None
         self._measurements = None
@@ -46,7 +48,9 @@ class AnalogSession:
         """True when the command line or ini names a teacher and an analog."""
         return self.settings.teacher is not None
 
-    def _cache_dir(self) -> Path | None:
+    @functools.cached_property
+    def cache_dir(self) -> Path | None:
+        """Where measurements and file hashes are cached; created on first use only."""
         if self.settings.cache:
             return self.settings.cache
         cache = getattr(self.pytest_config, "cache", None)

@@ -189,3 +189,9 @@ def test_a_failing_measurement_is_reported_once_and_not_retried(pytester, tiny_d
     result.assert_outcomes(errors=2)
     data = json.loads((report / "fidelity.json").read_text())
     assert data["verdict"] == "fail" and data["error"] == "RuntimeError: out of memory"
+
+
+def test_suites_are_collected_whatever_python_files_says(pytester, tiny_dir):
+    result = pytester.runpytest(*models(tiny_dir, tiny_dir), *FAST, "-o", "python_files=check_*.py", "--analog-suites=embeddings")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*test_embeddings.py*"])
