@@ -218,7 +218,7 @@ def resolve_dtype(dtype: str, device: str):
 
 
 def load_model(
-    ref: str,
+    ref: str | ModelSource,
     *,
     device: str = "auto",
     dtype: str = "auto",
@@ -227,6 +227,9 @@ def load_model(
     cache_dir: Path | None = None,
 ) -> LoadedModel:
     """Load a decoder-only causal LM and its tokenizer for inference.
+
+    ``ref`` is a hub id, a model directory or a ``.gguf`` file, or a
+    `ModelSource` that `resolve_source` already found.
 
     ``device="auto"`` places the model with ``device_map="auto"`` when CUDA is
     present (a teacher larger than one GPU is spread over all of them) and on
@@ -238,7 +241,9 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = resolve_source(ref, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    source = ref if isinstance(ref, ModelSource) else resolve_source(
+        ref, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code
+    )
     placement = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, "cpu" if placement == "cpu" else "cuda")
     config = read_config(source, trust_remote_code=trust_remote_code)
@@ -257,7 +262,7 @@ def load_model(
             **kwargs,
         )
     except Exception as exc:
-        raise AnalogError(_load_failure(ref, exc, trust_remote_code)) from None
+        raise AnalogError(_load_failure(source.ref, exc, trust_remote_code)) from None
     if source.gguf_file:
         _strip_gguf_quantization(model)
     if placement not in ("auto", "cpu"):
@@ -347,7 +352,7 @@ def describe(model, tokenizer, source: ModelSource, cache_dir: Path | None = Non
     }
 
 
-def load_pair(teacher: str, student: str, **kwargs) -> ModelPair:
+def load_pair(teacher: str | ModelSource, student: str | ModelSource, **kwargs) -> ModelPair:
     """Load a teacher and its analog with the same options (see `load_model`)."""
     return ModelPair(load_model(teacher, **kwargs), load_model(student, **kwargs))
 

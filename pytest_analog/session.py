@@ -37,6 +37,7 @@ class AnalogSession:
         except AnalogError as exc:
             raise pytest.UsageError(str(exc)) from None
         self.criteria: list[Criterion] = []
+        self._sources: tuple = ()  # (teacher, student) `ModelSource`, resolved before collection
         self._depths: tuple[int, int] | None = None
         self._pair = None
         self._measurements = None
@@ -78,17 +79,18 @@ class AnalogSession:
         settings = self.settings
         try:
             resolve_device(settings.device)
-            depths = []
+            sources, depths = [], []
             for ref in (settings.teacher, settings.student):
                 with self._showing_progress():  # a hub download shows its progress
-                    source = resolve_source(
-                        ref, allow_pickle=settings.allow_pickle, trust_remote_code=settings.trust_remote_code
+                    sources.append(
+                        resolve_source(ref, allow_pickle=settings.allow_pickle, trust_remote_code=settings.trust_remote_code)
                     )
-                config = read_config(source, trust_remote_code=settings.trust_remote_code)
+                config = read_config(sources[-1], trust_remote_code=settings.trust_remote_code)
                 depths.append(config.get_text_config().num_hidden_layers)
             layer_map(self.config, gated_layers(self.config, depths[0]), *depths)
         except AnalogError as exc:
             raise pytest.UsageError(str(exc)) from None
+        self._sources = tuple(sources)
         self._depths = (depths[0], depths[1])
 
     def teacher_layers(self) -> list[int]:
@@ -106,8 +108,7 @@ class AnalogSession:
             with self._showing_progress():
                 self._pair = self._guarded(
                     load_pair,
-                    self.settings.teacher,
-                    self.settings.student,
+                    *self._sources,
                     device=self.settings.device,
                     dtype=self.settings.dtype,
                     trust_remote_code=self.settings.trust_remote_code,
@@ -146,19 +147,12 @@ class AnalogSession:
 
     def _measurement_key(self, prompts, with_logits: bool) -> str:
         from pytest_analog import cache
-        from pytest_analog.models import resolve_device, resolve_dtype, resolve_source, sha256_files
-
-        def files_hash(ref):
-            source = self._guarded(
-                resolve_source, ref, allow_pickle=self.settings.allow_pickle,
-                trust_remote_code=self.settings.trust_remote_code,
-            )
-            return sha256_files(source.files(), self.cache_dir)
+        from pytest_analog.models import resolve_device, resolve_dtype, sha256_files
 
         device = resolve_device(self.settings.device)
         return cache.cache_key(
-            teacher=files_hash(self.settings.teacher),
-            student=files_hash(self.settings.student),
+            teacher=sha256_files(self._sources[0].files(), self.cache_dir),
+            student=sha256_files(self._sources[1].files(), self.cache_dir),
             prompts=prompts.sha256,
             dtype=str(resolve_dtype(self.settings.dtype, "cpu" if device == "cpu" else "cuda")),
             device="cpu" if device == "cpu" else "cuda",
