@@ -37,8 +37,8 @@ class Positions:
 
 @dataclass(frozen=True)
 class Layers:
-    teacher: Union[Literal["all"], int, list[int]]
-    map: Union[Literal["proportional"], dict[int, int]]
+    teacher: Literal["all"] | int | list[int]
+    map: Literal["proportional"] | dict[int, int]
     matrix_rows: int
 
 

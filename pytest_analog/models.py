@@ -238,7 +238,6 @@ def load_model(
     Raises:
         AnalogError: with a one-line reason for any model that cannot be used.
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = ref if isinstance(ref, ModelSource) else resolve_source(

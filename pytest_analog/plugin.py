@@ -109,13 +109,19 @@ def analog_measurements(analog_session):
 def fidelity_record(request: pytest.FixtureRequest, analog_session):
     """Record a criterion in the fidelity report; fails the test when a gated one fails.
 
-    Call it as ``fidelity_record(metric, value, min=..., max=..., **details)``;
+    Call it once per test as ``fidelity_record(metric, value, min=..., max=..., **details)``;
     without ``min`` or ``max`` the value is reported but never fails.
     """
 
     def record(metric: str, value, **kwargs):
         suite = request.node.module.__name__.rpartition(".")[2].removeprefix("test_")
         criterion = make_criterion(f"{suite}::{request.node.name}", suite, metric, value, **kwargs)
+        if any(c.id == criterion.id for c in analog_session.criteria):
+            pytest.fail(
+                f"fidelity_record was called twice in {request.node.name}; record one criterion per test "
+                "(parametrize the test for more)",
+                pytrace=False,
+            )
         analog_session.add(criterion)
         request.node.user_properties.extend(
             (f"analog_{key}", criterion.to_dict()[key]) for key in ("metric", "value", "threshold", "passed")

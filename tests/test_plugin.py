@@ -195,3 +195,22 @@ def test_suites_are_collected_whatever_python_files_says(pytester, tiny_dir):
     result = pytester.runpytest(*models(tiny_dir, tiny_dir), *FAST, "-o", "python_files=check_*.py", "--analog-suites=embeddings")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*test_embeddings.py*"])
+
+
+def test_fidelity_record_without_models_and_twice_in_one_test(pytester):
+    pytester.makepyfile(
+        """
+        def test_once(fidelity_record):
+            fidelity_record("my_metric", 0.8, min=0.5)
+
+        def test_twice(fidelity_record):
+            fidelity_record("a", 1.0)
+            fidelity_record("b", 2.0)
+        """
+    )
+    result = pytester.runpytest("--analog-report=out")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*fidelity_record was called twice in test_twice; record one criterion per test*"])
+    data = json.loads((pytester.path / "out" / "fidelity.json").read_text())
+    assert [(c["metric"], c["passed"]) for c in data["criteria"]] == [("my_metric", True), ("a", None)]
+    assert "models" not in data
