@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 
 from pytest_analog.errors import AnalogError
+from pytest_analog.resources import shipped
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class PromptSet:
 
 def shipped_prompt_sets() -> list[str]:
     """Names of the prompt sets that ship with the package."""
-    folder = files("pytest_analog.fixtures") / "prompts"
+    folder = shipped("fixtures") / "prompts"
     return sorted(p.name.removesuffix(".jsonl") for p in folder.iterdir() if p.name.endswith(".jsonl"))
 
 
@@ -35,11 +35,11 @@ def load_prompts(name_or_path: str, max_prompts: int | None = None) -> PromptSet
     """
     path = Path(name_or_path).expanduser()
     if not path.suffix:
-        shipped = files("pytest_analog.fixtures") / "prompts" / f"{name_or_path}.jsonl"
-        if not shipped.is_file():
+        path = shipped("fixtures") / "prompts" / f"{name_or_path}.jsonl"
+        if not path.is_file():
             known = ", ".join(shipped_prompt_sets())
             raise AnalogError(f"unknown prompt set '{name_or_path}'; shipped sets: {known}, or give a .jsonl/.txt path")
-        text, source = shipped.read_text(encoding="utf-8"), f"prompt set '{name_or_path}'"
+        text, source = path.read_text(encoding="utf-8"), f"prompt set '{name_or_path}'"
     elif path.suffix not in (".jsonl", ".txt"):
         raise AnalogError(f"prompt file {path} must be .jsonl (one {{\"text\": ...}} per line) or .txt (one per line)")
     elif not path.is_file():

@@ -12,7 +12,6 @@ import functools
 import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from pytest_analog.config import load_config
 from pytest_analog.errors import AnalogError
 from pytest_analog.options import read_settings
 from pytest_analog.record import Criterion
+from pytest_analog.resources import shipped
 
 
 class AnalogSession:
@@ -60,7 +60,7 @@ class AnalogSession:
     @property
     def suites_dir(self) -> Path:
         """The folder of the built-in suites (``suites/`` in a checkout, ``pytest_analog/suites`` installed)."""
-        return Path(find_spec("pytest_analog.suites").submodule_search_locations[0])
+        return shipped("suites")
 
     def is_suite(self, path: Path) -> bool:
         return path.parent == self.suites_dir and path.name.startswith("test_") and path.suffix == ".py"

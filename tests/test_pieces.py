@@ -115,3 +115,14 @@ def test_disjoint_vocabularies_give_geometry_a_reason_not_a_value(tmp_path):
     values, notes = _geometry(pair, load_config())
     assert values == {"embedding": None, "unembedding": None}
     assert notes["embedding_geometry"] == "the two vocabularies share 0 tokens; at least 3 are needed"
+
+
+def test_shipped_folders_found_installed_or_in_a_checkout(monkeypatch):
+    from pytest_analog import resources
+
+    for name, marker in (("suites", "test_representation.py"), ("fixtures", "prompts/default.jsonl")):
+        assert (resources.shipped(name) / marker).is_file()
+    # run from the root of a checkout, the installed mapping is shadowed: the folders beside the package serve
+    monkeypatch.setattr(resources, "find_spec", lambda name: None)
+    for name, marker in (("suites", "test_representation.py"), ("fixtures", "prompts/default.jsonl")):
+        assert (resources.shipped(name) / marker).is_file()
