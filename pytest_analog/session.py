@@ -57,7 +57,7 @@ class AnalogSession:
         cache = getattr(self.pytest_config, "cache", None)
         return Path(cache.mkdir("analog")) if cache is not None else None
 
-    @property
+    @functools.cached_property
     def suites_dir(self) -> Path:
         """The folder of the built-in suites (``suites/`` in a checkout, ``pytest_analog/suites`` installed)."""
         return shipped("suites")
@@ -129,8 +129,8 @@ class AnalogSession:
         prompts = self._guarded(load_prompts, self.config.prompts.set, self.config.prompts.max_prompts)
         # logits cost a vocabulary-wide output per token: only when a suite or a user test may read them
         with_logits = "logits" in self.settings.suites or not self.settings.suites
-        key = self._measurement_key(prompts, with_logits)
-        payload = cache.load(self.cache_dir / "measurements", key) if self.cache_dir else None
+        key = self._measurement_key(prompts, with_logits) if self.cache_dir else None  # hashes every model file
+        payload = cache.load(self.cache_dir / "measurements", key) if key else None
         if payload is not None:
             self._measurements = Measurements.from_dict(payload)
             self.measurements_cached = True
@@ -140,7 +140,7 @@ class AnalogSession:
                 self._measurements = self._guarded(
                     measure, pair, prompts, self.config, with_logits=with_logits, progress_factory=_progress_bar
                 )
-            if self.cache_dir:
+            if key:
                 cache.store(self.cache_dir / "measurements", key, self._measurements.to_dict())
         self._measurements.capture.update(prompt_set=prompts.name, prompt_set_sha256=prompts.sha256)
         return self._measurements
