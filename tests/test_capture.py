@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from pytest_analog.capture import capture, plan_alignment
+from pytest_analog.errors import AnalogError
 from pytest_analog.models import ModelPair, load_model
 from pytest_analog.prompts import load_prompts
 
@@ -104,3 +105,12 @@ def test_logit_rows_predict_the_next_token(tiny):
     targets = [plan.prompts[i].teacher_ids[r + 1] for i in order for r in plan.prompts[i].teacher_rows if r + 1 < len(plan.prompts[i].teacher_ids)]
     assert batch.targets.tolist() == targets
     assert batch.teacher_logits.shape == (len(targets), len(tiny.tokenizer))
+
+
+def test_word_alignment_needs_offsets(tiny):
+    class SlowTokenizer:
+        is_fast = False
+        name_or_path = "slow-tok"
+
+    with pytest.raises(AnalogError, match="tokenizer slow-tok has no character offsets .*word alignment"):
+        plan_alignment(tiny.tokenizer, SlowTokenizer(), TEXTS[:1], same_tokenizer=False, max_length=16, skip_first=True)
