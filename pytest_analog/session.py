@@ -37,6 +37,7 @@ class AnalogSession:
         except AnalogError as exc:
             raise pytest.UsageError(str(exc)) from None
         self.criteria: list[Criterion] = []
+        self.sections: dict[str, Any] = {}  # report sections a suite adds (steering, benchmarks, ...), by key
         self._sources: tuple = ()  # (teacher, student) `ModelSource`, resolved before collection
         self._depths: tuple[int, int] | None = None
         self._pair = None
@@ -219,6 +220,7 @@ class AnalogSession:
         }
         if self._failure:
             report["error"] = self._failure
+        report.update(self.sections)
         m = self._measurements
         infos = m.models if m else {"teacher": self._pair.teacher.info, "student": self._pair.student.info} if self._pair else None
         if infos:
