@@ -70,8 +70,9 @@ class Plan:
 class Batch:
     """Activations of one batch of prompts; rows are gathered only for the layers a metric reads."""
 
-    row_start: int  # index of this batch's first aligned row in plan order
+    row_start: int  # index of this batch's first aligned row in capture order
     n_rows: int
+    prompts: list[int]  # plan indices of this batch's prompts, in row order
     _teacher: tuple  # hidden_states of each model: per layer [batch, tokens, d]
     _student: tuple
     _index: tuple  # (teacher, student) flat (prompt, position) indices of the aligned rows
@@ -80,6 +81,7 @@ class Batch:
     teacher_logits: object = None  # [logit_rows, V] (same tokenizer only)
     student_logits: object = None
     targets: object = None  # [logit_rows] next-token ids
+    _control: tuple | None = None  # hidden_states of the chance control, which reads the analog's tokens
 
     def teacher(self, layer: int, rows=None):
         """Aligned rows of a teacher layer [rows, d_t]; ``rows`` selects a subset of this batch's rows."""
@@ -95,6 +97,13 @@ class Batch:
 
     def student_pooled(self, layer: int):
         return _pool(self._student[layer], self._pool[1], self.device)
+
+    def control(self, layer: int, rows=None):
+        """Aligned rows of a layer of the chance control [rows, d_s], row for row with `teacher`."""
+        return _gather(self._control[layer], self._index[1], rows, self.device)
+
+    def control_pooled(self, layer: int):
+        return _pool(self._control[layer], self._pool[1], self.device)
 
 
 def plan_alignment(teacher_tok, student_tok, texts, *, same_tokenizer: bool, max_length: int, skip_first: bool) -> Plan:
@@ -176,30 +185,35 @@ def _last_subtokens(text, ids, special, offsets, skip_first) -> list[int]:
     return rows
 
 
-def capture(pair, plan: Plan, *, batch_size: int, with_logits: bool, progress=None) -> Iterator[Batch]:
+def capture(pair, plan: Plan, *, batch_size: int, with_logits: bool, progress=None, control=None) -> Iterator[Batch]:
     """Run both models over the plan's prompts once, in batches, and yield aligned activations.
 
     Prompts are batched by length (less padding); rows come out in that order,
-    which ``row_start`` indexes.
+    which ``row_start`` indexes. ``control``, a model with the analog's
+    tokenizer (the chance baseline), reads the same batches as the analog.
     """
     order = sorted(range(len(plan.prompts)), key=lambda i: len(plan.prompts[i].teacher_ids))
     device = pair.teacher.input_device
     row_start = 0
     for start in range(0, len(order), batch_size):
-        chunk = [plan.prompts[i] for i in order[start : start + batch_size]]
+        indices = order[start : start + batch_size]
+        chunk = [plan.prompts[i] for i in indices]
         with torch.inference_mode():
             t_out = _forward(pair.teacher, [p.teacher_ids for p in chunk], with_logits)
             s_out = _forward(pair.student, [p.student_ids for p in chunk], with_logits)
+            c_out = _forward(control, [p.student_ids for p in chunk], False) if control is not None else None
         t_index = _flat_index([p.teacher_rows for p in chunk])
         batch = Batch(
             row_start=row_start,
             n_rows=len(t_index[0]),
+            prompts=indices,
             _teacher=t_out.hidden_states,
             _student=s_out.hidden_states,
             _index=(t_index, _flat_index([p.student_rows for p in chunk])),
             _pool=(_pool_weights([p.teacher_pool for p in chunk], t_out.hidden_states[0].shape[1]),
                    _pool_weights([p.student_pool for p in chunk], s_out.hidden_states[0].shape[1])),
             device=device,
+            _control=c_out.hidden_states if c_out is not None else None,
         )
         if with_logits:
             nexts = [p.teacher_rows[p.teacher_rows + 1 < len(p.teacher_ids)] for p in chunk]

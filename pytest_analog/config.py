@@ -57,22 +57,30 @@ class AtMost:
 
 
 @dataclass(frozen=True)
-class CKACriterion(AtLeast):
+class Scored(AtLeast):
+    """A criterion with a chance level: ``min`` applies to the raw or the chance-corrected score."""
+
+    score: Literal["raw", "corrected"]
+
+
+@dataclass(frozen=True)
+class CKACriterion(Scored):
     debiased: bool
 
 
 @dataclass(frozen=True)
-class RBFCriterion(AtLeast):
+class RBFCriterion(Scored):
     sigma_frac: float
+    debiased: bool
 
 
 @dataclass(frozen=True)
-class KNNCriterion(AtLeast):
+class KNNCriterion(Scored):
     k: int
 
 
 @dataclass(frozen=True)
-class GeometryCriterion(AtLeast):
+class GeometryCriterion(Scored):
     rows: int
 
 
@@ -89,6 +97,15 @@ class Criteria:
 
 
 @dataclass(frozen=True)
+class Chance:
+    control: Literal["random", "permuted", "none"]
+    seed: int
+    resamples: int
+    confidence: float
+    rows: int
+
+
+@dataclass(frozen=True)
 class Config:
     version: int
     prompts: Prompts
@@ -96,6 +113,7 @@ class Config:
     seed: int
     positions: Positions
     layers: Layers
+    chance: Chance
     criteria: Criteria
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,6 +128,9 @@ _RANGES = {
     "batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "layers.teacher": (lambda v: not isinstance(v, int) or v >= 1, "'all', an integer >= 1 or a list of integers"),
     "layers.matrix_rows": (lambda v: v >= 8, "an integer >= 8"),
+    "chance.resamples": (lambda v: v == 0 or v >= 10, "0 (no intervals) or an integer >= 10"),
+    "chance.confidence": (lambda v: 0 < v < 1, "a number between 0 and 1"),
+    "chance.rows": (lambda v: v >= 8, "an integer >= 8"),
     "criteria.mutual_knn.k": (lambda v: v >= 1, "an integer >= 1"),
     "criteria.rbf_cka.sigma_frac": (lambda v: v > 0, "a number > 0"),
     "criteria.embedding_geometry.rows": (lambda v: v >= 3, "an integer >= 3"),
@@ -135,7 +156,15 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
         for key in parents:
             node = node[key]
         node[leaf] = value
-    return _build(Config, data, "", str(path or DEFAULTS_PATH))
+    config = _build(Config, data, "", str(path or DEFAULTS_PATH))
+    if config.chance.control == "none":
+        corrected = [name for name, c in vars(config.criteria).items() if getattr(c, "score", "raw") == "corrected"]
+        if corrected:
+            raise AnalogError(
+                f"{path or DEFAULTS_PATH}: criteria {', '.join(corrected)} use score: corrected, which needs a chance "
+                "level; set chance.control to random or permuted, or their score to raw"
+            )
+    return config
 
 
 def _read_yaml(path: Path) -> dict:

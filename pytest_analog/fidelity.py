@@ -37,6 +37,11 @@ class Measurements:
     capture: dict[str, Any]
     models: dict[str, Any]
     notes: dict[str, str] = field(default_factory=dict)  # metric -> why it has no value
+    control: dict[str, Any] | None = None  # the chance control's record; None without one
+    chance: dict[str, Any] = field(default_factory=dict)  # metric -> {teacher layer: value}, or a value (geometry)
+    chance_matrix: list[list[float]] | None = None  # teacher x control layers, on the matrix sample
+    intervals: dict[str, dict[int, dict[str, list[float]]]] = field(default_factory=dict)
+    # metric -> teacher layer -> {"value", "chance", "corrected"}: bootstrap intervals over prompts
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,7 +51,31 @@ class Measurements:
         data = dict(data)
         for key in ("mapped", "cka", "rbf_cka", "mutual_knn"):  # JSON object keys are strings
             data[key] = {int(k): v for k, v in data[key].items()}
+        data["chance"] = {m: _int_keys(v) for m, v in data.get("chance", {}).items()}
+        data["intervals"] = {m: _int_keys(v) for m, v in data.get("intervals", {}).items()}
         return cls(**data)
+
+
+    def against_chance(self, metric: str, teacher_layer: int | None = None) -> dict[str, Any]:
+        """The chance level and intervals of a value, as keyword arguments of `record.make_criterion`."""
+        chance = self.chance.get(metric)
+        bounds = {}
+        if teacher_layer is not None:
+            chance = (chance or {}).get(teacher_layer)
+            bounds = self.intervals.get(metric, {}).get(teacher_layer, {})
+        return {
+            "chance": chance,
+            "interval": bounds.get("value"),
+            "chance_interval": bounds.get("chance"),
+            "corrected_interval": bounds.get("corrected"),
+        }
+
+
+PER_LAYER = ("cka", "rbf_cka", "mutual_knn")
+
+
+def _int_keys(value):
+    return {int(k): v for k, v in value.items()} if isinstance(value, dict) else value
 
 
 def gated_layers(config, num_layers: int) -> list[int]:
@@ -76,13 +105,16 @@ def layer_map(config, teacher_layers: list[int], teacher_depth: int, student_dep
     return {i: mapping[i] for i in teacher_layers}
 
 
-def measure(pair, prompts, config, *, with_logits: bool = True, progress_factory=None) -> Measurements:
+def measure(pair, prompts, config, *, control=None, with_logits: bool = True, progress_factory=None) -> Measurements:
     """Capture both models over ``prompts`` once and compute every representation metric.
 
     Args:
         pair: a loaded `ModelPair`.
         prompts: a `PromptSet`.
         config: the effective `Config`.
+        control: the chance control (`students.control_model`), read in the same
+            pass; every representation metric is also computed between the
+            teacher and it. None: no chance levels.
         with_logits: also measure logit fidelity (same tokenizer only); without
             it no model computes its output logits.
         progress_factory: called with (total tokens, description) to make a
@@ -102,63 +134,99 @@ def measure(pair, prompts, config, *, with_logits: bool = True, progress_factory
 
     rng = np.random.default_rng(config.seed)
     sample = np.sort(rng.choice(plan.n_rows, size=min(config.layers.matrix_rows, plan.n_rows), replace=False))
-    streams = {i: metrics.StreamingLinearCKA() for i in layers}
+    resampling = config.chance.resamples > 0
+    boot = np.sort(rng.choice(plan.n_rows, size=min(config.chance.rows, plan.n_rows), replace=False)) if resampling else None
+    others = ("student",) if control is None else ("student", "control")  # each compared with the teacher
+    streams = {(name, i): metrics.StreamingLinearCKA() for name in others for i in layers}
     logit_stream = metrics.StreamingLogitFidelity() if pair.same_tokenizer and with_logits else None
-    t_sample = [[] for _ in range(teacher.num_layers + 1)]
-    s_sample = [[] for _ in range(student.num_layers + 1)]
-    t_pooled = {i: [] for i in layers}
-    s_pooled = {j: [] for j in set(mapped.values())}
+    samples = {"teacher": [[] for _ in range(teacher.num_layers + 1)]}
+    samples |= {name: [[] for _ in range(student.num_layers + 1)] for name in others}
+    read = [("teacher", i) for i in layers] + [(name, j) for name in others for j in sorted(set(mapped.values()))]
+    pooled = {key: [] for key in read}
+    boot_rows = {key: [] for key in read}
+    boot_prompts, order = [], []
 
     total = sum(len(p.teacher_ids) for p in plan.prompts)
     progress = progress_factory(total, "capturing activations (tokens)") if progress_factory else None
-    for batch in capture(pair, plan, batch_size=config.batch_size, with_logits=logit_stream is not None, progress=progress):
-        local = sample[(sample >= batch.row_start) & (sample < batch.row_start + batch.n_rows)] - batch.row_start
-        local = torch.from_numpy(local)
-        for i in layers:
-            streams[i].update(batch.teacher(i), batch.student(mapped[i]))
-            t_pooled[i].append(batch.teacher_pooled(i).double().cpu())
-        for j in s_pooled:
-            s_pooled[j].append(batch.student_pooled(j).double().cpu())
-        for layer, store in enumerate(t_sample):
-            store.append(batch.teacher(layer, local).double().cpu())
-        for layer, store in enumerate(s_sample):
-            store.append(batch.student(layer, local).double().cpu())
+    batches = capture(
+        pair, plan, batch_size=config.batch_size, with_logits=logit_stream is not None, progress=progress, control=control
+    )
+    for batch in batches:
+        get = {"teacher": batch.teacher, "student": batch.student, "control": batch.control}
+        get_pooled = {"teacher": batch.teacher_pooled, "student": batch.student_pooled, "control": batch.control_pooled}
+        local = torch.from_numpy(_local(sample, batch))
+        for name, i in streams:
+            streams[name, i].update(batch.teacher(i), get[name](mapped[i]))
+        for (name, layer), store in pooled.items():
+            store.append(get_pooled[name](layer).double().cpu())
+        for name, stores in samples.items():
+            for layer, store in enumerate(stores):
+                store.append(get[name](layer, local).double().cpu())
+        order.extend(batch.prompts)
+        if resampling:
+            rows = _local(boot, batch)
+            row_prompt = np.repeat(batch.prompts, [len(plan.prompts[k].teacher_rows) for k in batch.prompts])
+            boot_prompts.append(row_prompt[rows])
+            for (name, layer), store in boot_rows.items():
+                store.append(get[name](layer, torch.from_numpy(rows)).float().cpu())
         if logit_stream is not None:
             logit_stream.update(batch.teacher_logits, batch.student_logits, batch.targets)
     if progress is not None:
         progress.close()
 
     notes = {}
-    matrix = metrics.cka_matrix([torch.cat(x) for x in t_sample], [torch.cat(y) for y in s_sample], debiased=True)
-    pooled_t = {i: torch.cat(v) for i, v in t_pooled.items()}
-    pooled_s = {j: torch.cat(v) for j, v in s_pooled.items()}
+    matrices = {name: metrics.cka_matrix([torch.cat(x) for x in samples["teacher"]], [torch.cat(y) for y in samples[name]],
+                                         debiased=True) for name in others}
+    pooled = {key: torch.cat(v) for key, v in pooled.items()}
     n_seq = len(plan.prompts)
     k = config.criteria.mutual_knn.k
     if n_seq <= k:
         notes["mutual_knn"] = f"needs more than k={k} prompts, got {n_seq}"
     if n_seq < 4:
         notes["rbf_cka"] = f"needs at least 4 prompts, got {n_seq}"
-    geometry, geometry_notes = _geometry(pair, config)
+    geometry, geometry_notes = _geometry(pair.teacher, pair.student, config)
     notes.update(geometry_notes)
     if not pair.same_tokenizer:
         notes["logits"] = "the two tokenizers differ; logit fidelity compares next-token distributions over one vocabulary"
     elif not with_logits:
         notes["logits"] = "not measured in this run"
 
+    def per_layer(name: str) -> dict[str, dict[int, float]]:
+        t = {i: pooled["teacher", i] for i in layers}
+        other = {i: pooled[name, mapped[i]] for i in layers}
+        return {
+            "cka": {i: streams[name, i].compute(debiased=config.criteria.cka.debiased) for i in layers},
+            "rbf_cka": {
+                i: float("nan") if "rbf_cka" in notes
+                else metrics.rbf_cka(t[i], other[i], sigma_frac=config.criteria.rbf_cka.sigma_frac,
+                                     debiased=config.criteria.rbf_cka.debiased)
+                for i in layers
+            },
+            "mutual_knn": {
+                i: float("nan") if "mutual_knn" in notes else metrics.mutual_knn(t[i], other[i], k=k) for i in layers
+            },
+        }
+
+    values = per_layer("student")
+    chance, intervals, chance_matrix, control_record = {}, {}, None, None
+    if control is not None:
+        chance = per_layer("control")
+        control_geometry, _ = _geometry(pair.teacher, control, config)
+        chance.update({f"{name}_geometry": v for name, v in control_geometry.items()})
+        chance_matrix = np.asarray(matrices["control"]).tolist()
+        control_record = control.info
+    if resampling:
+        intervals = _intervals(
+            config, layers, mapped, others, values, chance, notes,
+            groups=np.concatenate(boot_prompts), order=np.asarray(order), n_prompts=n_seq,
+            rows={key: torch.cat(v) for key, v in boot_rows.items()}, pooled=pooled,
+        )
+
+    matrix = matrices["student"]
     return Measurements(
         teacher_layers=layers,
         mapped=mapped,
-        cka={i: streams[i].compute(debiased=config.criteria.cka.debiased) for i in layers},
-        rbf_cka={
-            i: float("nan") if "rbf_cka" in notes else metrics.rbf_cka(
-                pooled_t[i], pooled_s[mapped[i]], sigma_frac=config.criteria.rbf_cka.sigma_frac
-            )
-            for i in layers
-        },
-        mutual_knn={
-            i: float("nan") if "mutual_knn" in notes else metrics.mutual_knn(pooled_t[i], pooled_s[mapped[i]], k=k)
-            for i in layers
-        },
+        **values,
         cka_matrix=np.asarray(matrix).tolist(),
         matrix_rows=len(sample),
         best_match=[int(j) for j in metrics.best_match(np.nan_to_num(matrix, nan=-np.inf))],  # NaN: a constant layer
@@ -176,7 +244,61 @@ def measure(pair, prompts, config, *, with_logits: bool = True, progress_factory
         },
         models={"teacher": teacher.info, "student": student.info},
         notes=notes,
+        control=control_record,
+        chance=chance,
+        chance_matrix=chance_matrix,
+        intervals=intervals,
     )
+
+
+def _local(rows: np.ndarray, batch) -> np.ndarray:
+    """The entries of ``rows`` (capture-order row indices) inside ``batch``, relative to its first row."""
+    return rows[(rows >= batch.row_start) & (rows < batch.row_start + batch.n_rows)] - batch.row_start
+
+
+def _intervals(config, layers, mapped, others, values, chance, notes, *, groups, order, n_prompts, rows, pooled):
+    """Bootstrap intervals over prompts of each per-layer value and, with a control, its chance level and corrected score.
+
+    The analog and the control are resampled with the same prompt draws, so the
+    corrected score's interval accounts for both and for their correlation.
+    Token-level CKA is resampled on a token sample (``chance.rows``); its
+    replicates are moved by (full-data value - sample value) to sit on the exact value.
+    """
+    c = config.chance
+    counts = metrics.resample_counts(n_prompts, c.resamples, c.seed)
+    ones = np.ones((1, n_prompts), dtype=np.int64)
+    pooled_counts = counts[:, order]  # pooled rows are in capture order
+    debiased = config.criteria.cka.debiased
+    out = {metric: {} for metric in PER_LAYER}
+    for i in layers:
+        reps = {}
+        for name in others:
+            t, o = rows["teacher", i].double(), rows[name, mapped[i]].double()
+            sample_value = metrics.linear_cka_replicates(t, o, groups, ones, debiased=debiased)[0]
+            full = values["cka"][i] if name == "student" else chance["cka"][i]
+            reps["cka", name] = metrics.linear_cka_replicates(t, o, groups, counts, debiased=debiased) + (full - sample_value)
+            t_pool, o_pool = pooled["teacher", i], pooled[name, mapped[i]]
+            if "rbf_cka" not in notes:
+                reps["rbf_cka", name] = metrics.rbf_cka_replicates(
+                    t_pool, o_pool, pooled_counts, sigma_frac=config.criteria.rbf_cka.sigma_frac,
+                    debiased=config.criteria.rbf_cka.debiased,
+                )
+            if "mutual_knn" not in notes:
+                reps["mutual_knn", name] = metrics.mutual_knn_replicates(
+                    t_pool, o_pool, pooled_counts, k=config.criteria.mutual_knn.k
+                )
+        for metric in PER_LAYER:
+            if (metric, "student") not in reps:
+                continue
+            value = reps[metric, "student"]
+            out[metric][i] = {"value": list(metrics.percentile_interval(value, c.confidence))}
+            if (metric, "control") in reps:
+                level = reps[metric, "control"]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    corrected = np.where(level < 1, (value - level) / (1 - level), np.nan)
+                out[metric][i]["chance"] = list(metrics.percentile_interval(level, c.confidence))
+                out[metric][i]["corrected"] = list(metrics.percentile_interval(corrected, c.confidence))
+    return out
 
 
 def shared_token_ids(teacher_tok, student_tok) -> tuple[np.ndarray, np.ndarray]:
@@ -186,16 +308,16 @@ def shared_token_ids(teacher_tok, student_tok) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray([t_vocab[w] for w in shared], dtype=np.int64), np.asarray([s_vocab[w] for w in shared], dtype=np.int64)
 
 
-def _geometry(pair, config) -> tuple[dict[str, float | None], dict[str, str]]:
+def _geometry(teacher, student, config) -> tuple[dict[str, float | None], dict[str, str]]:
     """Embedding and unembedding geometry (Lee et al. 2025) over shared token rows."""
 
-    t_ids, s_ids = shared_token_ids(pair.teacher.tokenizer, pair.student.tokenizer)
+    t_ids, s_ids = shared_token_ids(teacher.tokenizer, student.tokenizer)
     values, notes = {"embedding": None, "unembedding": None}, {}
     for name, getter, crit in (
         ("embedding", "get_input_embeddings", config.criteria.embedding_geometry),
         ("unembedding", "get_output_embeddings", config.criteria.unembedding_geometry),
     ):
-        t_mod, s_mod = getattr(pair.teacher.model, getter)(), getattr(pair.student.model, getter)()
+        t_mod, s_mod = getattr(teacher.model, getter)(), getattr(student.model, getter)()
         if t_mod is None or s_mod is None:
             notes[f"{name}_geometry"] = f"a model has no {name} matrix"
             continue

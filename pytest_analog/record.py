@@ -87,12 +87,36 @@ class Criterion:
     description: str = ""
     reason: str | None = None  # why there is no value, when there is none
     details: dict[str, Any] = field(default_factory=dict)
+    # Against chance (issue: every score beside its chance level); None where not measured.
+    interval: tuple[float, float] | None = None  # bootstrap interval of the value
+    chance: float | None = None  # the same metric for a control without learned structure
+    chance_interval: tuple[float, float] | None = None
+    corrected: float | None = None  # (value - chance) / (1 - chance): 0 at chance, 1 perfect
+    corrected_interval: tuple[float, float] | None = None
+    score: str = "raw"  # what the threshold applies to: "raw" (value) or "corrected"
+
+    @property
+    def judged(self) -> float | None:
+        """The number the threshold applies to."""
+        return self.corrected if self.score == "corrected" else self.value
+
+    @property
+    def above_chance(self) -> bool | None:
+        """Whether the analog beats chance by more than noise: the corrected interval lies above 0."""
+        if self.corrected_interval is None or not math.isfinite(self.corrected_interval[0]):
+            return None
+        return self.corrected_interval[0] > 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.update(data.pop("details"))
-        if data["value"] is not None and not math.isfinite(data["value"]):
-            data["value"] = None
+        for key in ("value", "chance", "corrected"):
+            if data[key] is not None and not math.isfinite(data[key]):
+                data[key] = None
+        for key in ("interval", "chance_interval", "corrected_interval"):
+            if data[key] is not None:
+                data[key] = [v if math.isfinite(v) else None for v in data[key]]
+        data["above_chance"] = self.above_chance
         return data
 
     @property
@@ -106,11 +130,15 @@ class Criterion:
         if self.value is None or not math.isfinite(self.value):
             return f"{self.metric}{where} has no value: {self.reason or 'not measured'}"
         head = f"{self.metric}{where} = {self.value:.4g}"
+        if self.chance is not None and math.isfinite(self.chance):
+            head += f" (chance {self.chance:.3g}, corrected {self.corrected:.3g})"
         if not self.gated:
             return f"{head} (informational)"
+        if self.judged is None or not math.isfinite(self.judged):
+            return f"{head} fails: no {self.score} score ({self.reason or 'not measured'})"
         op = ">=" if self.direction == "min" else "<="
         verdict = "passes" if self.passed else "fails"
-        text = f"{head} {verdict} {op} {self.threshold:g}"
+        text = f"{head} {verdict} {op} {self.threshold:g}" + (" on the corrected score" if self.score == "corrected" else "")
         metric = METRICS.get(self.metric)
         return f"{text}: {metric.failure}" if not self.passed and metric else text
 
@@ -125,19 +153,46 @@ def make_criterion(
     max: float | None = None,
     description: str | None = None,
     reason: str | None = None,
+    interval=None,
+    chance: float | None = None,
+    chance_interval=None,
+    corrected_interval=None,
+    score: str = "raw",
     **details: Any,
 ) -> Criterion:
-    """Judge ``value`` against at most one of ``min`` / ``max``; with neither it is informational."""
+    """Judge ``value`` (or, with ``score="corrected"``, its chance-corrected score) against at most
+    one of ``min`` / ``max``; with neither it is informational.
+
+    ``chance`` is the same metric for a control without learned structure; the
+    corrected score (value - chance) / (1 - chance) is computed from it.
+    Intervals are (low, high) pairs, e.g. from a bootstrap.
+    """
     if min is not None and max is not None:
         raise ValueError(f"criterion {id}: give min or max, not both")
+    if score not in ("raw", "corrected"):
+        raise ValueError(f"criterion {id}: score must be 'raw' or 'corrected', got {score!r}")
     threshold = min if min is not None else max
     direction = "min" if min is not None else "max" if max is not None else None
     gated = threshold is not None
     value = None if value is None else float(value)
+    chance = None if chance is None else float(chance)
+    corrected = None
+    if value is not None and chance is not None:
+        corrected = (value - chance) / (1 - chance) if chance < 1 else float("nan")
+    if score == "corrected" and chance is None and reason is None:
+        reason = "no chance level was measured for the corrected score"
+    judged = corrected if score == "corrected" else value
     passed = None
     if gated:
-        finite = value is not None and math.isfinite(value)
-        passed = finite and (value >= threshold if direction == "min" else value <= threshold)
+        finite = judged is not None and math.isfinite(judged)
+        passed = finite and (judged >= threshold if direction == "min" else judged <= threshold)
     if description is None:
         description = METRICS[metric].description if metric in METRICS else ""
-    return Criterion(id, suite, metric, value, threshold, direction, gated, passed, description, reason, details)
+    return Criterion(
+        id, suite, metric, value, threshold, direction, gated, passed, description, reason, details,
+        _pair(interval), chance, _pair(chance_interval), corrected, _pair(corrected_interval), score,
+    )
+
+
+def _pair(interval) -> tuple[float, float] | None:
+    return None if interval is None else (float(interval[0]), float(interval[1]))

@@ -137,14 +137,23 @@ class AnalogSession:
             self.measurements_cached = True
         else:
             pair = self.pair()
+            control = self._guarded(self._control, pair.student)
             with self._showing_progress():
                 self._measurements = self._guarded(
-                    measure, pair, prompts, self.config, with_logits=with_logits, progress_factory=_progress_bar
+                    measure, pair, prompts, self.config,
+                    control=control, with_logits=with_logits, progress_factory=_progress_bar,
                 )
             if key:
                 cache.store(self.cache_dir / "measurements", key, self._measurements.to_dict())
         self._measurements.capture.update(prompt_set=prompts.name, prompt_set_sha256=prompts.sha256)
         return self._measurements
+
+    def _control(self, student):
+        """The chance control built from the analog (``chance.control``), or None."""
+        from pytest_analog.students import control_model
+
+        chance = self.config.chance
+        return None if chance.control == "none" else control_model(student, chance.control, chance.seed)
 
     def _measurement_key(self, prompts, with_logits: bool) -> str:
         from pytest_analog import cache
@@ -239,6 +248,13 @@ class AnalogSession:
                 "matrix_rows": m.matrix_rows,
                 "best_match": m.best_match,
                 "mapped": [m.mapped.get(i) for i in range(len(m.cka_matrix))],
+                "chance_matrix": m.chance_matrix,
+            }
+            report["chance"] = {
+                "control": m.control,
+                "resamples": self.config.chance.resamples if m.intervals else 0,
+                "confidence": self.config.chance.confidence,
+                "corrected": "(value - chance) / (1 - chance): 0 at chance level, 1 for a perfect match",
             }
         return report
 

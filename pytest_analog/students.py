@@ -3,7 +3,11 @@
 - `layer_pruned_copy`: the teacher with only some blocks kept (DistilBERT-style
   initialisation), the stand-in analog of the built-in demo pair;
 - `random_copy`: the teacher's architecture with fresh random weights, the
-  level an unrelated model of the same shape scores.
+  level an unrelated model of the same shape scores;
+- `permuted_copy`: the same weights shuffled within each tensor (same weight
+  statistics, no learned structure);
+- `control_model`: one of the last two built from the analog, the chance
+  baseline of the representation criteria.
 """
 
 from __future__ import annotations
@@ -42,6 +46,38 @@ def random_copy(model, seed: int = 0):
         torch.manual_seed(seed)
         fresh = AutoModelForCausalLM.from_config(model.config)
     return fresh.to(dtype=next(model.parameters()).dtype).eval()
+
+
+def permuted_copy(model, seed: int = 0):
+    """A deep copy whose every weight tensor has its entries randomly permuted (seeded)."""
+    import torch
+
+    permuted = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in permuted.parameters():  # tied weights appear once: they stay tied
+            flat = param.detach().reshape(-1)
+            order = torch.randperm(flat.numel(), generator=generator).to(flat.device)
+            param.copy_(flat[order].reshape(param.shape))
+    return permuted.eval()
+
+
+CONTROLS = {"random": random_copy, "permuted": permuted_copy}
+
+
+def control_model(analog, kind: str, seed: int):
+    """The chance control for ``analog`` (a `LoadedModel`): same architecture and tokenizer, no learned structure."""
+    from pytest_analog.models import LoadedModel
+
+    model = CONTROLS[kind](analog.model, seed=seed).to(analog.input_device)
+    info = {
+        "kind": kind,
+        "seed": seed,
+        "of": analog.info.get("id"),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "num_layers": analog.num_layers,
+    }
+    return LoadedModel(model, analog.tokenizer, info, analog.source)
 
 
 def _blocks(model):

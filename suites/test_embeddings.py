@@ -5,9 +5,12 @@ import pytest
 
 @pytest.mark.parametrize("metric", ["embedding_geometry", "unembedding_geometry"])
 def test_geometry(metric, analog_measurements, analog_config, fidelity_record):
+    criterion = getattr(analog_config.criteria, metric)
     fidelity_record(
         metric,
         getattr(analog_measurements, metric),
-        min=getattr(analog_config.criteria, metric).min,
+        min=criterion.min,
+        score=criterion.score,
+        **analog_measurements.against_chance(metric),
         reason=analog_measurements.notes.get(metric),
     )

@@ -2,16 +2,21 @@
 
 One criterion per gated teacher layer (``layers.teacher`` in the config) and
 metric; the analog layer compared is ``layers.map`` (proportional depth by
-default). Layer i is ``hidden_states[i]``: 0 is the embedding output.
+default). Layer i is ``hidden_states[i]``: 0 is the embedding output. Each
+value stands beside its chance level (the same metric against a control
+without learned structure) and a bootstrap interval over prompts.
 """
 
 
 def _layer_criterion(metric, teacher_layer, analog_measurements, analog_config, fidelity_record):
     m = analog_measurements
+    criterion = getattr(analog_config.criteria, metric)
     fidelity_record(
         metric,
         getattr(m, metric)[teacher_layer],
-        min=getattr(analog_config.criteria, metric).min,
+        min=criterion.min,
+        score=criterion.score,
+        **m.against_chance(metric, teacher_layer),
         reason=m.notes.get(metric),
         teacher_layer=teacher_layer,
         student_layer=m.mapped[teacher_layer],

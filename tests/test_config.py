@@ -79,4 +79,4 @@ def test_missing_file(tmp_path):
 
 def test_config_round_trips_into_the_report():
     data = load_config().to_dict()
-    assert data["criteria"]["cka"] == {"min": 0.5, "debiased": True}
+    assert data["criteria"]["cka"] == {"min": 0.5, "score": "corrected", "debiased": True}

@@ -112,7 +112,7 @@ def test_disjoint_vocabularies_give_geometry_a_reason_not_a_value(tmp_path):
         dirs.append(save_model(tiny_llama(fast, layers=1, hidden=16), fast, tmp_path / prefix))
     pair = ModelPair(*(load_model(str(d), device="cpu") for d in dirs))
     assert len(shared_token_ids(pair.teacher.tokenizer, pair.student.tokenizer)[0]) == 0
-    values, notes = _geometry(pair, load_config())
+    values, notes = _geometry(pair.teacher, pair.student, load_config())
     assert values == {"embedding": None, "unembedding": None}
     assert notes["embedding_geometry"] == "the two vocabularies share 0 tokens; at least 3 are needed"
 

@@ -111,7 +111,7 @@ def test_failing_threshold_fails_the_run(pytester, tiny_dir, tiny_random_dir):
         "--analog-suites=representation",
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["*cka at teacher layer 2 (analog layer 2) = * fails >= 0.99: *"])
+    result.stdout.fnmatch_lines(["*cka at teacher layer 2 (analog layer 2) = * (chance *, corrected *) fails >= 0.99 on the corrected score: *"])
     data = json.loads((report / "fidelity.json").read_text())
     assert data["verdict"] == "fail" and data["summary"]["failed"] >= 1
 

@@ -5,8 +5,12 @@ import json
 import pytest
 import torch
 
-from pytest_analog.models import load_model
-from pytest_analog.students import layer_pruned_copy, random_copy
+from pytest_analog.config import load_config
+from pytest_analog.fidelity import measure
+from pytest_analog.models import LoadedModel, ModelPair, load_model
+from pytest_analog.prompts import load_prompts
+from pytest_analog.record import make_criterion
+from pytest_analog.students import control_model, layer_pruned_copy, random_copy
 
 pytestmark = pytest.mark.slow
 ARGS = ["--analog-max-prompts=48", "-p", "no:cacheprovider", "--analog-suites=representation,embeddings"]
@@ -68,3 +72,21 @@ def test_teacher_against_random_model_scores_clearly_lower(pytester, smollm2_ggu
     assert max(middle) < 0.2, middle  # unrelated weights: near the debiased null of 0
     geometry = {c["metric"]: c["value"] for c in data["criteria"] if "geometry" in c["metric"]}
     assert geometry["unembedding_geometry"] < 0.5
+    # against a control of other random weights it is at chance, up to the noise over prompts
+    rows = {c["teacher_layer"]: c for c in data["criteria"] if c["metric"] == "cka"}
+    for layer in (8, 11, 15, 19, 22):
+        low, high = rows[layer]["corrected_interval"]
+        assert low <= 0 <= high, rows[layer]
+
+
+def test_a_pruned_copy_is_clearly_above_chance_at_the_middle_layers(smollm2):
+    keep = [i for i in range(30) if i % 4 != 3]  # 23 of 30 blocks
+    pruned = layer_pruned_copy(smollm2.model, keep)
+    student = LoadedModel(pruned, smollm2.tokenizer, {**smollm2.info, "num_layers": len(keep)}, smollm2.source)
+    config = load_config(**{"prompts.max_prompts": 48})
+    control = control_model(student, "random", config.chance.seed)
+    m = measure(ModelPair(smollm2, student), load_prompts("default", 48), config, control=control)
+    for layer in (8, 11, 15, 19, 22):
+        for metric in ("cka", "mutual_knn"):
+            c = make_criterion("x", "representation", metric, getattr(m, metric)[layer], **m.against_chance(metric, layer))
+            assert c.above_chance and c.corrected > 0.05, (metric, layer, c)

@@ -4,9 +4,17 @@ Every metric accepts numpy arrays or torch tensors, computes in float64 (the
 logit softmax in float32 or better) and returns Python floats or numpy arrays.
 """
 
+from pytest_analog.metrics.bootstrap import (
+    gram_cka_replicates,
+    linear_cka_replicates,
+    mutual_knn_replicates,
+    percentile_interval,
+    rbf_cka_replicates,
+    resample_counts,
+)
 from pytest_analog.metrics.cka import StreamingLinearCKA, linear_cka, rbf_cka
 from pytest_analog.metrics.geometry import embedding_geometry_pearson
-from pytest_analog.metrics.knn import mutual_knn
+from pytest_analog.metrics.knn import mutual_knn, mutual_knn_overlaps
 from pytest_analog.metrics.logits import LogitFidelityResult, StreamingLogitFidelity, logit_fidelity
 from pytest_analog.metrics.matrix import best_match, cka_matrix
 
@@ -17,8 +25,15 @@ __all__ = [
     "best_match",
     "cka_matrix",
     "embedding_geometry_pearson",
+    "gram_cka_replicates",
     "linear_cka",
+    "linear_cka_replicates",
     "logit_fidelity",
     "mutual_knn",
+    "mutual_knn_overlaps",
+    "mutual_knn_replicates",
+    "percentile_interval",
     "rbf_cka",
+    "rbf_cka_replicates",
+    "resample_counts",
 ]

@@ -23,6 +23,10 @@ def _neighbours(z: torch.Tensor, start: int, stop: int, k: int) -> torch.Tensor:
 
 
 def mutual_knn(x, y, k: int = 10) -> float:
+    return float(mutual_knn_overlaps(x, y, k).mean())
+
+
+def mutual_knn_overlaps(x, y, k: int = 10):
     """Mean fraction of shared k nearest neighbours between two representations.
 
     Rows are L2-normalised and neighbours ranked by cosine similarity, each
@@ -38,7 +42,9 @@ def mutual_knn(x, y, k: int = 10) -> float:
         k: number of neighbours, 1 ≤ k < n (the paper uses 10).
 
     Returns:
-        Score in [0, 1].
+        `mutual_knn`: the score in [0, 1]; `mutual_knn_overlaps`: the
+        per-row overlaps |N_x(i) ∩ N_y(i)| / k as a numpy array [n], whose
+        mean is the score.
 
     Raises:
         ValueError: bad shapes or values, all-zero rows, or k out of range.
@@ -50,10 +56,10 @@ def mutual_knn(x, y, k: int = 10) -> float:
         raise ValueError(f"k must be an integer with 1 <= k < n = {n}, got {k!r}")
     x, y = unit_rows(x, "x"), unit_rows(y, "y")
     chunk = max(1, _CHUNK_ELEMENTS // n)
-    shared = 0
+    shared = []
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         in_x = torch.zeros(stop - start, n, dtype=torch.bool, device=x.device)
         in_x.scatter_(1, _neighbours(x, start, stop, k), True)
-        shared += int(in_x.gather(1, _neighbours(y, start, stop, k)).sum())
-    return shared / (n * k)
+        shared.append(in_x.gather(1, _neighbours(y, start, stop, k)).sum(dim=1).cpu())
+    return torch.cat(shared).double().numpy() / k

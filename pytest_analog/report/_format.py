@@ -35,6 +35,7 @@ KNOWN_SECTIONS = frozenset(
         "config",
         "capture",
         "layers",
+        "chance",
         "criteria",
         "summary",
         "error",
@@ -179,17 +180,40 @@ def _fmt_float(value, digits):
 
 
 def fmt_threshold(criterion, *, ascii_only=False):
-    """Format the threshold with its direction, e.g. ``"≥ 0.5"``; "" when ungated."""
+    """Format the threshold with its direction, e.g. ``"≥ 0.5"`` or ``"≥ 0.5 corrected"``; "" when ungated."""
     threshold = criterion.get("threshold")
     if threshold is None:
         return ""
-    text = fmt_value(threshold)
+    text = fmt_value(threshold) + (" corrected" if criterion.get("score") == "corrected" else "")
     direction = criterion.get("direction")
     if direction == "min":
         return (">= " if ascii_only else "≥ ") + text
     if direction == "max":
         return ("<= " if ascii_only else "≤ ") + text
     return text
+
+
+def fmt_score(criterion, key):
+    """Format ``value``, ``chance`` or ``corrected`` of a criterion, with its interval when there is one.
+
+    The number the threshold applies to never prints the same as the threshold
+    unless equal (see `fmt_value`). "—" when the criterion has no such number.
+    """
+    number = criterion.get(key)
+    if number is None and key != "value":
+        return "—"
+    threshold = criterion.get("threshold")
+    judged = "corrected" if criterion.get("score") == "corrected" else "value"
+    text = fmt_value(number, distinct_from=threshold if key == judged and is_number(threshold) else None)
+    interval = criterion.get({"value": "interval"}.get(key, f"{key}_interval"))
+    if interval and all(is_number(v) for v in interval):
+        text += f" [{fmt_value(interval[0])}, {fmt_value(interval[1])}]"
+    return text
+
+
+def has_chance(criteria):
+    """True when any criterion stands beside a chance level (the tables then show it)."""
+    return any(c.get("chance") is not None for c in criteria)
 
 
 def fmt_count(n):

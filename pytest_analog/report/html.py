@@ -31,8 +31,10 @@ from pytest_analog.report._format import (
     failures_first,
     fmt_count,
     fmt_fraction,
+    fmt_score,
     fmt_threshold,
     fmt_value,
+    has_chance,
     is_number,
     layer_pair,
     status,
@@ -250,21 +252,22 @@ def _capture(report):
 
 
 def _criteria_table(criteria):
+    chance = has_chance(criteria)
+    keys = ("value", "chance", "corrected") if chance else ("value",)
     rows = []
     for c in criteria:
         s = status(c)
-        threshold = c.get("threshold")
-        value = fmt_value(c.get("value"), distinct_from=threshold if is_number(threshold) else None)
         title = f' title="{esc(c["description"])}"' if c.get("description") else ""
+        scores = "".join(f'<td class="num">{esc(fmt_score(c, key))}</td>' for key in keys)
         rows.append(
             f'<tr class="{s}"><td class="status">{_STATUS_LABEL[s]}</td>'
             f'<td class="id"{title}><code>{esc(c.get("id", "?"))}</code></td>'
             f"<td>{esc(c.get('metric', ''))}</td><td class=\"num\">{esc(layer_pair(c))}</td>"
-            f'<td class="num">{esc(value)}</td><td class="num">{esc(fmt_threshold(c))}</td></tr>'
+            f'{scores}<td class="num">{esc(fmt_threshold(c))}</td></tr>'
         )
     header = (
         "<tr><th>status</th><th>criterion</th><th>metric</th><th>layer (teacher → analog)</th>"
-        "<th>value</th><th>threshold</th></tr>"
+        + "".join(f"<th>{key}</th>" for key in keys) + "<th>threshold</th></tr>"
     )
     return '<div class="scroll"><table>\n' + header + "\n" + "\n".join(rows) + "\n</table></div>"
 
@@ -298,7 +301,10 @@ def _layers(report):
         parts.append(
             "<p>Each cell is the debiased linear CKA between a teacher layer and an analog layer. "
             "A white ring marks the analog layer most similar to each teacher layer; a red cross marks "
-            "the analog layer the gated criteria actually compare against.</p>\n" + heatmap
+            "the analog layer the gated criteria actually compare against."
+            + (" Hatched cells are at or below chance: a control model without learned structure "
+               "scores as high at that cell." if layers.get("chance_matrix") else "")
+            + "</p>\n" + heatmap
         )
     parts.append(_layer_table(layers))
     return _section("Layer correspondence", "\n".join(p for p in parts if p), "layers")

@@ -18,9 +18,10 @@ from pytest_analog.report._format import (
     failures_first,
     fmt_count,
     fmt_fraction,
+    fmt_score,
     fmt_threshold,
     fmt_value,
-    is_number,
+    has_chance,
     is_per_layer,
     layer_metric_summary,
     per_layer_groups,
@@ -131,13 +132,12 @@ def _capture(report):
     return line + "."
 
 
-def _criterion_row(c):
-    threshold = c.get("threshold")
-    value = fmt_value(c.get("value"), distinct_from=threshold if is_number(threshold) else None)
-    return [code(c.get("id", "?")), value, fmt_threshold(c) or "—", _ICON[status(c)]]
+def _criterion_row(c, chance=False):
+    scores = [fmt_score(c, "value")] + ([fmt_score(c, "chance"), fmt_score(c, "corrected")] if chance else [])
+    return [code(c.get("id", "?")), *scores, fmt_threshold(c) or "—", _ICON[status(c)]]
 
 
-def _layer_metric_row(metric, rows):
+def _layer_metric_row(metric, rows, chance=False):
     """One row standing for all of a per-layer metric's criteria, e.g. ``cka, 31 layers``."""
     summary = layer_metric_summary(rows)
     n = summary["layers"]
@@ -154,7 +154,11 @@ def _layer_metric_row(metric, rows):
         verdict = _ICON[INFO]
     else:
         verdict = f"{_ICON[FAIL] if summary['failed'] else _ICON[PASS]} {summary['passed']}/{summary['gated']}"
-    return [name, value, summary["threshold"] or "—", verdict]
+    extra = []
+    if chance:
+        above = [c.get("above_chance") for c in rows]
+        extra = [f"{above.count(True)}/{len(rows)} layers above chance" if any(a is not None for a in above) else "—", "—"]
+    return [name, value, *extra, summary["threshold"] or "—", verdict]
 
 
 def _criteria(report):
@@ -169,16 +173,22 @@ def _criteria(report):
         return "_No criteria were recorded._"
     ordered = failures_first(criteria)
     groups = per_layer_groups(criteria)
-    header = ["criterion", "value", "threshold", "status"]
+    chance = has_chance(criteria)
+    header = ["criterion", "value"] + (["chance", "corrected"] if chance else []) + ["threshold", "status"]
+    note = (
+        "\n\nchance: the same metric between the teacher and a control without learned structure; "
+        "corrected = (value − chance) / (1 − chance), 0 at chance and 1 for a perfect match; "
+        "[brackets]: bootstrap interval over prompts."
+    ) if chance else ""
     if not groups:
-        return _table(header, [_criterion_row(c) for c in ordered])
+        return _table(header, [_criterion_row(c, chance) for c in ordered]) + note
     failing = [c for c in ordered if status(c) in (FAIL, UNKNOWN)]
-    rows = [_criterion_row(c) for c in failing]
-    rows += [_criterion_row(c) for c in ordered if status(c) in (PASS, INFO) and not is_per_layer(c)]
-    rows += [_layer_metric_row(metric, group) for metric, group in groups.items()]
-    full = _table(header, [_criterion_row(c) for c in ordered])
+    rows = [_criterion_row(c, chance) for c in failing]
+    rows += [_criterion_row(c, chance) for c in ordered if status(c) in (PASS, INFO) and not is_per_layer(c)]
+    rows += [_layer_metric_row(metric, group, chance) for metric, group in groups.items()]
+    full = _table(header, [_criterion_row(c, chance) for c in ordered])
     return (
-        _table(header, rows)
+        _table(header, rows) + note
         + f"\n\n<details><summary>All {len(criteria)} criteria</summary>\n\n{full}\n\n</details>"
     )
 

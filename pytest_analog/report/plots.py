@@ -48,6 +48,9 @@ def _ticks(n):
 def cka_heatmap_png(layers):
     """Draw the teacher x analog CKA matrix with the best and mapped layer marked.
 
+    Cells at or below chance (the control's CKA at the same cell, from the
+    ``chance_matrix``) are hatched.
+
     Args:
         layers: The report's ``layers`` section (may be None).
 
@@ -79,6 +82,7 @@ def cka_heatmap_png(layers):
     from matplotlib import colormaps
     from matplotlib import patheffects
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
 
     fig = _figure(min(max(5.0, 0.32 * n_student + 2.6), 14.0), min(max(4.0, 0.24 * n_teacher + 2.2), 16.0))
     ax = fig.add_subplot()
@@ -113,6 +117,10 @@ def cka_heatmap_png(layers):
             xs, ys = zip(*marks)
             ax.plot(xs, ys, linestyle="none", markersize=size, path_effects=outline, **style)
 
+    chance = _at_or_below_chance(matrix, (layers or {}).get("chance_matrix"))
+    for i, j in chance:
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="white",
+                               linewidth=0, alpha=0.55))
     ax.set_xticks(_ticks(n_student), labels=[str(student[j]) for j in _ticks(n_student)])
     ax.set_yticks(_ticks(n_teacher), labels=[str(teacher[i]) for i in _ticks(n_teacher)])
     ax.set_xlabel("analog (student) layer")
@@ -125,6 +133,9 @@ def cka_heatmap_png(layers):
         Line2D([], [], linestyle="none", marker="x", markersize=8, color=_MAPPED_COLOR,
                markeredgewidth=2.0, path_effects=outline, label="mapped (gated)"),
     ]
+    if chance:
+        legend.append(Rectangle((0, 0), 1, 1, facecolor="#5b5b5b", hatch="///", edgecolor="white",
+                                label="at or below chance"))
     if not finite.size or finite.size < matrix.size:
         legend.append(Line2D([], [], linestyle="none", marker="s", markersize=8,
                              color="#bdbdbd", label="no value"))
@@ -132,11 +143,37 @@ def cka_heatmap_png(layers):
     return _to_png(fig)
 
 
+def _band(ax, x, intervals, color, alpha, label):
+    """Shade (low, high) intervals along x; layers without one are left out."""
+    points = [(t, as_float(i[0]), as_float(i[1])) for t, i in zip(x, intervals) if i and len(i) == 2]
+    points = [p for p in points if math.isfinite(p[1]) and math.isfinite(p[2])]
+    if points:
+        xs, lows, highs = zip(*points)
+        ax.fill_between(xs, lows, highs, color=color, alpha=alpha, linewidth=0, label=label)
+
+
+def _at_or_below_chance(matrix, chance_rows):
+    """(teacher, analog) cells whose CKA does not exceed the control's CKA at the same cell."""
+    import numpy as np
+
+    if not chance_rows:
+        return []
+    chance = np.full(matrix.shape, np.nan)
+    for i, row in enumerate(list(chance_rows)[: matrix.shape[0]]):
+        row = [as_float(v) for v in list(row)[: matrix.shape[1]]]
+        chance[i, : len(row)] = row
+    with np.errstate(invalid="ignore"):
+        return [tuple(ij) for ij in np.argwhere(matrix <= chance)]
+
+
 def layer_curves_png(criteria):
     """Plot each per-layer metric against teacher layer, one panel per metric.
 
     Gated thresholds are dashed lines, failing points are red crosses, and
-    layers whose value is missing (NaN or null) are shaded.
+    layers whose value is missing (NaN or null) are shaded. Where criteria
+    carry them, bootstrap intervals are shaded around the values and the chance
+    level is a dotted grey line with its own interval. (A threshold on the
+    corrected score is drawn on the corrected scale: see the criteria table.)
 
     Args:
         criteria: The report's criteria; only those with a ``teacher_layer`` are drawn.
@@ -156,6 +193,11 @@ def layer_curves_png(criteria):
         x = [c["teacher_layer"] for c in rows]
         y = [as_float(c.get("value")) for c in rows]
         ax.plot(x, y, marker="o", markersize=4, linewidth=1.5, color=color, label=metric)
+        _band(ax, x, [c.get("interval") for c in rows], color, 0.18, "interval")
+        chance = [as_float(c.get("chance")) for c in rows]
+        if any(math.isfinite(v) for v in chance):
+            ax.plot(x, chance, linestyle=":", marker=".", linewidth=1.5, color="0.35", label="chance")
+            _band(ax, x, [c.get("chance_interval") for c in rows], "0.5", 0.2, "chance interval")
 
         gated = [(c["teacher_layer"], c.get("threshold"), c.get("direction")) for c in rows if c.get("gated")]
         gated = [(t, float(v), d) for t, v, d in gated if v is not None and math.isfinite(as_float(v))]

@@ -1,0 +1,164 @@
+"""Bootstrap replicates over prompts: whole sequences are resampled, never single tokens.
+
+Tokens of one prompt are strongly correlated, so resampling tokens would give
+intervals far too narrow. Each replicate draws the prompts with replacement
+(multinomial counts) and every token of a drawn prompt counts as often as its
+prompt was drawn.
+
+A duplicated prompt must not pair with its own copy: for the debiased CKA the
+pair (token, its copy) adds ‖x‖²‖y‖² to the HSIC numerator, which for d-wide
+activations and P prompts inflates the estimate by about d/P (≈ 2 at d = 576,
+P = 300). The debiased replicates here are weighted U-statistics over tuples of
+distinct original rows; mutual kNN, a mean of per-prompt overlaps, resamples
+that mean. With every count 1 each replicate equals the full-data metric.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pytest_analog.metrics._utils import as_float64, check_rows
+
+
+def resample_counts(n_groups: int, n_resamples: int, seed: int) -> np.ndarray:
+    """[n_resamples, n_groups] counts: how often each group (prompt) is drawn in each replicate."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=n_resamples)
+
+
+def percentile_interval(replicates, confidence: float = 0.95) -> tuple[float, float]:
+    """The central ``confidence`` interval of finite replicates; (nan, nan) when none are."""
+    values = np.asarray(replicates, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return (float("nan"), float("nan"))
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return (float(low), float(high))
+
+
+def gram_cka_replicates(k, l, groups, counts, debiased: bool = True) -> np.ndarray:  # noqa: E741
+    """CKA of each replicate from the Gram matrices of the full sample.
+
+    Args:
+        k, l: [n, n] Gram matrices (linear: x xᵀ of centred rows; or a kernel).
+        groups: [n] the prompt (0..P-1) of each row.
+        counts: [B, P] draws per prompt (`resample_counts`).
+        debiased: the unbiased HSIC (Song et al. 2012) of the resampled data as a
+            weighted U-statistic over tuples of distinct original rows (a row is
+            never paired with its own copy); otherwise the biased (V-statistic)
+            HSIC of the resampled data.
+
+    Returns:
+        [B] CKA values (NaN where a replicate is degenerate).
+    """
+    k, l = as_float64(k, "k"), as_float64(l, "l").to(k.device)  # noqa: E741
+    groups = torch.as_tensor(np.asarray(groups), dtype=torch.long, device=k.device)
+    omega = torch.as_tensor(np.asarray(counts), dtype=torch.float64, device=k.device)  # [B, P]
+    if debiased:
+        k, l = k.clone(), l.clone()  # noqa: E741
+        k.fill_diagonal_(0.0)
+        l.fill_diagonal_(0.0)
+    hsic = _u_hsic if debiased else _v_hsic
+    terms = _Terms(k, l, groups, omega)
+    kl, kk, ll = hsic(terms, "k", "l"), hsic(terms, "k", "k"), hsic(terms, "l", "l")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (kl / torch.sqrt(kk * ll)).cpu().numpy()
+    out[~((kk > 0) & (ll > 0)).cpu().numpy()] = np.nan
+    return out
+
+
+class _Terms:
+    """Weighted sums of Gram entries for every replicate at once.
+
+    Row weights are powers of the prompt counts (w_i = ω_p for row i of prompt p),
+    so every quadratic form aᵀ(A∘B)b reduces to P×P block sums of A∘B.
+    """
+
+    def __init__(self, k, l, groups, omega):  # noqa: E741
+        self.mats = {"k": k, "l": l}
+        self.groups, self.omega = groups, omega
+        self.n_groups = omega.shape[1]
+        self._blocks = {}
+        self._products = {}
+
+    def weights(self, power: int) -> torch.Tensor:  # [B, n]
+        return self.omega[:, self.groups] ** power
+
+    def quadratic(self, a: str, b: str, left: int, right: int) -> torch.Tensor:
+        """Σ_ij w_i^left w_j^right A_ij B_ij per replicate (A, B: 'k' or 'l'; '' for a Gram alone)."""
+        key = (a, b)
+        if key not in self._blocks:
+            m = self.mats[a] * self.mats[b] if b else self.mats[a]
+            g, n = self.groups, self.n_groups
+            rows = torch.zeros(n, m.shape[1], dtype=m.dtype, device=m.device).index_add_(0, g, m)
+            self._blocks[key] = torch.zeros(n, n, dtype=m.dtype, device=m.device).index_add_(1, g, rows)
+        return (((self.omega**left) @ self._blocks[key]) * self.omega**right).sum(dim=1)
+
+    def product(self, a: str, power: int) -> torch.Tensor:
+        """A w^power for every replicate: [n, B]."""
+        if (a, power) not in self._products:
+            self._products[a, power] = self.mats[a] @ self.weights(power).T
+        return self._products[a, power]
+
+    def triple(self, a: str, b: str, powers: tuple[int, int, int]) -> torch.Tensor:
+        """Σ over distinct i, j, q of w_i^p0 w_j^p1 w_q^p2 A_ij B_iq per replicate."""
+        p0, p1, p2 = powers
+        full = (self.weights(p0).T * self.product(a, p1) * self.product(b, p2)).sum(dim=0)
+        return full - self.quadratic(a, b, p0, p1 + p2)  # less the terms with j = q
+
+
+def _u_hsic(t: _Terms, a: str, b: str) -> torch.Tensor:
+    """Weighted unbiased HSIC: the average of the HSIC kernel over 4-tuples of distinct rows,
+    each weighted by the product of its rows' weights (the diagonals are already zero)."""
+    w = t.omega[:, t.groups]
+    p1, p2, p3, p4 = ((w**m).sum(dim=1) for m in (1, 2, 3, 4))
+    pairs = (
+        (p1**2 - p2) * t.quadratic(a, b, 1, 1) - 4 * p1 * t.quadratic(a, b, 2, 1)
+        + 4 * t.quadratic(a, b, 3, 1) + 2 * t.quadratic(a, b, 2, 2)
+    )
+    quadruples = t.quadratic(a, "", 1, 1) * t.quadratic(b, "", 1, 1) - 4 * t.triple(a, b, (2, 1, 1)) - 2 * t.quadratic(a, b, 2, 2)
+    triples = p1 * t.triple(a, b, (1, 1, 1)) - t.triple(a, b, (2, 1, 1)) - t.triple(a, b, (1, 2, 1)) - t.triple(a, b, (1, 1, 2))
+    n4 = p1**4 - 6 * p1**2 * p2 + 3 * p2**2 + 8 * p1 * p3 - 6 * p4
+    return (pairs + quadruples - 2 * triples) / n4
+
+
+def _v_hsic(t: _Terms, a: str, b: str) -> torch.Tensor:
+    """Biased HSIC tr(KHLH)/N² of the resampled data, copies included."""
+    n = t.omega[:, t.groups].sum(dim=1)
+    cross = (t.weights(1).T * t.product(a, 1) * t.product(b, 1)).sum(dim=0)
+    return (t.quadratic(a, b, 1, 1) - 2 * cross / n + t.quadratic(a, "", 1, 1) * t.quadratic(b, "", 1, 1) / n**2) / n**2
+
+
+def linear_cka_replicates(x, y, groups, counts, debiased: bool = True) -> np.ndarray:
+    """Linear CKA of each replicate; rows of ``x`` and ``y`` are aligned tokens, ``groups`` their prompts."""
+    x, y = as_float64(x, "x"), as_float64(y, "y")
+    y = y.to(x.device)
+    check_rows(x, y, 4 if debiased else 2, "debiased linear CKA" if debiased else "linear CKA")
+    x, y = x - x.mean(dim=0), y - y.mean(dim=0)  # for precision; CKA does not depend on it
+    return gram_cka_replicates(x @ x.T, y @ y.T, groups, counts, debiased)
+
+
+def rbf_cka_replicates(x, y, counts, sigma_frac: float = 1.0, debiased: bool = False) -> np.ndarray:
+    """RBF CKA of each replicate, one row per prompt; the bandwidths are those of the full data."""
+    from pytest_analog.metrics.cka import _rbf_gram
+
+    x, y = as_float64(x, "x"), as_float64(y, "y")
+    y = y.to(x.device)
+    check_rows(x, y, 4 if debiased else 2, "RBF CKA")
+    groups = np.arange(x.shape[0])
+    return gram_cka_replicates(_rbf_gram(x, sigma_frac, "x"), _rbf_gram(y, sigma_frac, "y"), groups, counts, debiased)
+
+
+def mutual_knn_replicates(x, y, counts, k: int = 10) -> np.ndarray:
+    """Mutual kNN of each replicate, one row per prompt.
+
+    The score is a mean of per-prompt overlaps; neighbours are found among all
+    prompts once (resampling them would shrink the pool, and the score's null
+    level k/(n-1) with it) and each replicate averages the drawn prompts' overlaps.
+    """
+    from pytest_analog.metrics.knn import mutual_knn_overlaps
+
+    counts = np.asarray(counts, dtype=np.float64)
+    return counts @ mutual_knn_overlaps(x, y, k) / counts.sum(axis=1)

@@ -1,0 +1,221 @@
+"""Chance levels and bootstrap intervals: the metrics' replicates, the control models, the criteria."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pytest_analog import metrics
+from pytest_analog.config import load_config
+from pytest_analog.errors import AnalogError
+from pytest_analog.record import make_criterion
+from tests.conftest import write_yaml
+
+
+def _grouped(rng, n_prompts, d, *, tokens=(3, 9)):
+    sizes = rng.integers(*tokens, size=n_prompts)
+    return np.repeat(np.arange(n_prompts), sizes), rng.normal(size=(sizes.sum(), d))
+
+
+def _expand(groups, counts_row):
+    """Row indices of the resampled data: every row of prompt p repeated counts_row[p] times."""
+    return np.concatenate([np.flatnonzero(groups == p) for p, c in enumerate(counts_row) for _ in range(c)])
+
+
+def _weighted_u_hsic(k, l, w):  # noqa: E741
+    """Reference: the HSIC kernel averaged over ordered 4-tuples of distinct rows, weighted by w_i w_j w_q w_r."""
+    n = len(w)
+    i, j, q, r = (a.ravel() for a in np.meshgrid(*[np.arange(n)] * 4, indexing="ij"))
+    distinct = (i != j) & (i != q) & (i != r) & (j != q) & (j != r) & (q != r)
+    i, j, q, r = i[distinct], j[distinct], q[distinct], r[distinct]
+    h = k[i, j] * l[i, j] + k[i, j] * l[q, r] - 2 * k[i, j] * l[i, q]
+    weight = w[i] * w[j] * w[q] * w[r]
+    return (weight * h).sum() / weight.sum()
+
+
+def _weighted_u_cka(x, y, w):
+    k, l = x @ x.T, y @ y.T  # noqa: E741
+    return _weighted_u_hsic(k, l, w) / np.sqrt(_weighted_u_hsic(k, k, w) * _weighted_u_hsic(l, l, w))
+
+
+# -- replicates against independent computations ------------------------------------------
+
+
+@pytest.mark.parametrize("debiased", [True, False])
+def test_a_replicate_of_every_prompt_once_is_the_full_data_cka(debiased):
+    rng = np.random.default_rng(0)
+    groups, x = _grouped(rng, 30, 12)
+    y = x @ rng.normal(size=(12, 7)) + rng.normal(size=(len(x), 7))
+    ones = np.ones((1, 30), dtype=int)
+    got = metrics.linear_cka_replicates(x, y, groups, ones, debiased=debiased)[0]
+    assert got == pytest.approx(metrics.linear_cka(x, y, debiased=debiased), abs=1e-12)
+
+
+def test_biased_replicates_equal_cka_of_the_resampled_rows():
+    rng = np.random.default_rng(1)
+    groups, x = _grouped(rng, 25, 6)
+    y = np.tanh(x) + 0.5 * rng.normal(size=x.shape)
+    counts = metrics.resample_counts(25, 4, seed=3)
+    got = metrics.linear_cka_replicates(x, y, groups, counts, debiased=False)
+    for b, row in enumerate(counts):
+        idx = _expand(groups, row)
+        assert got[b] == pytest.approx(metrics.linear_cka(x[idx], y[idx], debiased=False), abs=1e-10)
+
+
+def test_debiased_replicates_are_the_weighted_u_statistic_over_distinct_rows():
+    rng = np.random.default_rng(2)
+    groups, x = _grouped(rng, 5, 4, tokens=(2, 4))
+    y = x[:, :3] + rng.normal(size=(len(x), 3))
+    counts = metrics.resample_counts(5, 3, seed=4)
+    got = metrics.linear_cka_replicates(x, y, groups, counts)
+    for b, row in enumerate(counts):
+        assert got[b] == pytest.approx(_weighted_u_cka(x, y, row[groups].astype(float)), abs=1e-10)
+
+
+def test_replicates_do_not_depend_on_where_the_features_are_centred():
+    rng = np.random.default_rng(8)
+    groups, x = _grouped(rng, 12, 5)
+    y = np.sin(x) + rng.normal(size=x.shape)
+    counts = metrics.resample_counts(12, 5, seed=1)
+    shifted = x + 40.0  # the U-statistic is translation invariant; a Gram of uncentred rows gives the same
+    got = metrics.gram_cka_replicates(shifted @ shifted.T, y @ y.T, groups, counts)
+    want = metrics.linear_cka_replicates(x, y, groups, counts)
+    np.testing.assert_allclose(got, want, atol=1e-8)
+
+
+def test_debiased_replicates_of_unrelated_data_stay_at_zero_where_naive_resampling_does_not():
+    # d = 200 activations over 40 prompts: a copy of a prompt paired with itself would add about d/P.
+    rng = np.random.default_rng(3)
+    groups, x = _grouped(rng, 40, 200)
+    y = rng.normal(size=(len(x), 200))
+    counts = metrics.resample_counts(40, 60, seed=5)
+    reps = metrics.linear_cka_replicates(x, y, groups, counts)
+    assert abs(np.mean(reps)) < 0.03
+    naive = [metrics.linear_cka(x[_expand(groups, r)], y[_expand(groups, r)], debiased=True) for r in counts[:5]]
+    assert np.mean(naive) > 0.3
+
+
+def test_rbf_and_knn_replicates_match_the_full_metric_and_their_null():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(60, 10))
+    y = x + 0.3 * rng.normal(size=x.shape)
+    ones = np.ones((1, 60), dtype=int)
+    for debiased in (True, False):
+        got = metrics.rbf_cka_replicates(x, y, ones, debiased=debiased)[0]
+        assert got == pytest.approx(metrics.rbf_cka(x, y, debiased=debiased), abs=1e-12)
+    assert metrics.mutual_knn_replicates(x, y, ones, k=5)[0] == pytest.approx(metrics.mutual_knn(x, y, k=5))
+    # unrelated rows: replicates stay at the null k/(n-1), not at that of the fewer distinct prompts drawn
+    z = rng.normal(size=(60, 10))
+    counts = metrics.resample_counts(60, 100, seed=6)
+    assert np.mean(metrics.mutual_knn_replicates(x, z, counts, k=5)) == pytest.approx(5 / 59, abs=0.03)
+    assert abs(np.mean(metrics.rbf_cka_replicates(x, z, counts, debiased=True))) < 0.03
+
+
+def test_interval_covers_the_full_data_value_and_narrows_with_more_prompts():
+    rng = np.random.default_rng(5)
+    widths = []
+    for n_prompts in (40, 320):
+        groups, x = _grouped(rng, n_prompts, 16)
+        y = x @ rng.normal(size=(16, 16)) + 2.0 * rng.normal(size=x.shape)
+        full = metrics.linear_cka(x, y, debiased=True)
+        low, high = metrics.percentile_interval(
+            metrics.linear_cka_replicates(x, y, groups, metrics.resample_counts(n_prompts, 200, seed=7))
+        )
+        assert low < full < high
+        widths.append(high - low)
+    assert widths[1] < 0.6 * widths[0]  # about 1/sqrt(8) in theory
+
+
+def test_percentile_interval_ignores_nan_and_says_when_there_is_nothing():
+    assert metrics.percentile_interval([np.nan, 1.0, 2.0, 3.0], 0.5) == (1.5, 2.5)
+    assert all(np.isnan(metrics.percentile_interval([np.nan])))
+
+
+# -- criteria --------------------------------------------------------------------------------
+
+
+def test_a_criterion_can_gate_on_the_corrected_score():
+    # raw 0.6 against chance 0.45: corrected (0.6 - 0.45) / 0.55 = 0.27
+    raw = make_criterion("a", "s", "cka", 0.6, min=0.5, chance=0.45)
+    corrected = make_criterion("a", "s", "cka", 0.6, min=0.5, chance=0.45, score="corrected",
+                               corrected_interval=(0.1, 0.4))
+    assert raw.passed and not corrected.passed
+    assert corrected.corrected == pytest.approx(0.15 / 0.55)
+    assert corrected.to_dict()["above_chance"] is True
+    assert "on the corrected score" in corrected.message and "chance 0.45" in corrected.message
+    missing = make_criterion("a", "s", "cka", 0.9, min=0.5, score="corrected")
+    assert not missing.passed and "no corrected score" in missing.message
+
+
+def test_corrected_score_needs_a_control(tmp_path):
+    path = write_yaml(tmp_path / "a.yaml", {"chance": {"control": "none"}})
+    with pytest.raises(AnalogError, match="score: corrected, which needs a chance level"):
+        load_config(path)
+    path = write_yaml(tmp_path / "b.yaml", {"chance": {"control": "none"}, "criteria": {
+        m: {"score": "raw"} for m in ("cka", "rbf_cka", "mutual_knn")}})
+    assert load_config(path).chance.control == "none"
+
+
+# -- control models and the measurement --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tiny_dir):
+    from pytest_analog.models import load_pair, resolve_source
+
+    source = resolve_source(str(tiny_dir))
+    return load_pair(source, source, device="cpu", dtype="float32")
+
+
+def test_controls_keep_the_shape_and_lose_the_weights(tiny_pair):
+    from pytest_analog.students import control_model
+
+    student = tiny_pair.student
+    for kind in ("random", "permuted"):
+        control = control_model(student, kind, seed=5)
+        again = control_model(student, kind, seed=5)
+        for (name, p), q, r in zip(student.model.named_parameters(), control.model.parameters(), again.model.parameters()):
+            assert p.shape == q.shape and torch.equal(q, r), name  # seeded
+            if p.numel() > 1 and p.std() > 0:
+                assert not torch.equal(p, q), name
+            if kind == "permuted":
+                assert torch.equal(p.flatten().sort().values, q.flatten().sort().values), name
+        assert control.info["kind"] == kind and control.info["seed"] == 5
+
+
+def test_a_model_against_itself_scores_corrected_one_beside_a_lower_chance(tiny_pair):
+    from pytest_analog.fidelity import measure
+    from pytest_analog.prompts import load_prompts
+    from pytest_analog.students import control_model
+
+    config = load_config(**{"prompts.max_prompts": 40, "layers.teacher": "all", "chance.resamples": 50})
+    control = control_model(tiny_pair.student, "random", config.chance.seed)
+    m = measure(tiny_pair, load_prompts("default", 40), config, control=control)
+    for layer in m.teacher_layers:
+        for metric in ("cka", "rbf_cka", "mutual_knn"):
+            crit = make_criterion("x", "s", metric, getattr(m, metric)[layer], **m.against_chance(metric, layer))
+            assert crit.value == pytest.approx(1.0)
+            assert crit.chance < 0.99 and crit.corrected == pytest.approx(1.0)
+            assert crit.interval[0] == pytest.approx(1.0) and crit.above_chance
+    assert m.control["kind"] == "random" and len(m.chance_matrix) == len(m.cka_matrix)
+    assert m.chance["embedding_geometry"] < 0.5
+
+
+def test_the_report_carries_chance_and_renders_it():
+    from pytest_analog.report import render_html, render_markdown
+
+    criteria = [
+        make_criterion(f"representation::test_cka[teacher_layer={i}]", "representation", "cka", 0.5 + i / 10,
+                       min=0.5, score="corrected", chance=0.1, interval=(0.4, 0.7), chance_interval=(0.05, 0.15),
+                       corrected_interval=(0.3, 0.6), teacher_layer=i, student_layer=i).to_dict()
+        for i in range(3)
+    ]
+    report = {"schema_version": 1, "verdict": "fail", "criteria": criteria,
+              "layers": {"teacher": [0, 1, 2], "student": [0, 1, 2], "cka_matrix": np.eye(3).tolist(),
+                         "chance_matrix": np.full((3, 3), 0.5).tolist(), "best_match": [0, 1, 2], "mapped": [0, 1, 2]}}
+    md = render_markdown(report)
+    assert "| criterion | value | chance | corrected | threshold | status |" in md
+    assert "0.5 [0.4, 0.7]" in md and "≥ 0.5 corrected" in md
+    page = render_html(report)
+    assert "<th>chance</th>" in page and "Hatched cells are at or below chance" in page
