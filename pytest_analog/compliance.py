@@ -117,7 +117,7 @@ def _unavailable(release: Release, what: str) -> Check:
 def parameter_fraction(teacher_parameters: int, analog_parameters: int) -> Check:
     fraction = analog_parameters / teacher_parameters
     return Check(
-        None, f"analog has {analog_parameters:,} parameters, {fraction:.3%} of the teacher's {teacher_parameters:,}", fraction
+        None, f"analog has {analog_parameters:,} parameters, {fraction:.2%} of the teacher's {teacher_parameters:,}", fraction
     )
 
 
