@@ -133,6 +133,8 @@ def read_settings(config: pytest.Config) -> Settings:
         values[key] = bool(config.getoption(f"analog_{key}") or config.getini(f"analog_{key}"))
     for key in ("config", "report", "cache", "submit"):
         values[key] = Path(values[key]).expanduser() if values[key] else None
+    if values["submit"] and values["submit"].is_dir():
+        raise pytest.UsageError(f"--analog-submit={values['submit']} is a folder; give a file name such as submission.json")
     if bool(values["teacher"]) != bool(values["student"]):
         given, missing = ("teacher", "student") if values["teacher"] else ("student", "teacher")
         raise pytest.UsageError(f"--analog-{given} was given without --analog-{missing}; give both models")

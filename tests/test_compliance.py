@@ -203,9 +203,12 @@ def test_compliant_release_passes_every_criterion(pytester, teacher_dir, tiny_di
     config = write_yaml(pytester.path / "analog.yaml", {"compliance": {"release_lag": {"teacher": "2025-01-15", "analog": "2025-03-01"}}})
     result = pytester.runpytest(
         f"--analog-teacher={teacher_dir}", f"--analog-student={folder}", "--analog-suites=compliance",
-        f"--analog-config={config}", "--junitxml=junit.xml", "-p", "no:cacheprovider",
+        f"--analog-config={config}", "--junitxml=junit.xml", "--analog-report=fidelity", "-p", "no:cacheprovider",
     )
     result.assert_outcomes(passed=9)
+    markdown = (pytester.path / "fidelity" / "fidelity.md").read_text()
+    assert "**Release compliance**" in markdown and "licence apache-2.0 (from 'license:' in the front matter of README.md)" in markdown
+    assert "analog released 1.48 months after the teacher (2025-01-15 -&gt; 2025-03-01)" in (pytester.path / "fidelity" / "fidelity.html").read_text()
     assert result.ret == 0
     result.stdout.fnmatch_lines(["*analog fidelity: PASS - 9/9 gated criteria passed*"])
     props = {p.get("name"): p.get("value") for p in ET.parse(pytester.path / "junit.xml").iter("property")}

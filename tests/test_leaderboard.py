@@ -262,3 +262,9 @@ def test_page_in_headless_chromium_shows_entries_and_sorts(site, bundles):
         names = page.locator("#leaderboard tbody tr td:nth-child(2)").all_inner_texts()
         assert names == sorted(names)
         browser.close()
+
+
+def test_submit_to_a_folder_is_usage_error(pytester, tiny_dir):
+    result = pytester.runpytest(f"--analog-teacher={tiny_dir}", f"--analog-student={tiny_dir}", f"--analog-submit={pytester.path}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: --analog-submit={pytester.path} is a folder; give a file name such as submission.json"])
