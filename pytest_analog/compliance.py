@@ -158,7 +158,7 @@ class Card:
     def read(cls, path: Path) -> Card:
         text = path.read_text(encoding="utf-8", errors="replace")
         metadata, problem = {}, ""
-        match = re.match(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(\r?\n|\Z)", text, re.S)
+        match = re.match(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(\r?\n|\Z)", text, re.DOTALL)
         if match:
             text = text[match.end():]
             try:
@@ -174,9 +174,14 @@ class Card:
     def section(self, keywords) -> str | None:
         """The first heading that holds one of ``keywords`` as whole words and has text under it."""
         for heading, body in self.sections:
-            if body.strip() and any(re.search(rf"\b{re.escape(k)}\b", heading, re.I) for k in keywords):
+            if body.strip() and _mentions(heading, keywords):
                 return heading
         return None
+
+
+def _mentions(heading: str, keywords) -> bool:
+    """True when ``heading`` holds one of ``keywords`` as whole words, in any case."""
+    return any(re.search(rf"\b{re.escape(k)}\b", heading, re.IGNORECASE) for k in keywords)
 
 
 def _sections(markdown: str) -> list[tuple[str, str]]:
@@ -268,14 +273,13 @@ def training_code(release: Release, patterns: list[str], sections: list[str]) ->
         return _unavailable(release, "training scripts")
     for path in sorted(release.folder.rglob("*")):
         relative = path.relative_to(release.folder)
-        if path.is_file() and not any(p.startswith(".") for p in relative.parts):
-            if any(fnmatch.fnmatch(path.name, pattern) for pattern in patterns):
-                return Check(True, f"training code or config {relative} is in the release")
+        hidden = any(p.startswith(".") for p in relative.parts)
+        if not hidden and path.is_file() and any(fnmatch.fnmatch(path.name, pattern) for pattern in patterns):
+            return Check(True, f"training code or config {relative} is in the release")
     if release.card is not None:
         card = Card.read(release.card)
         for heading, body in card.sections:
-            named = any(re.search(rf"\b{re.escape(k)}\b", heading, re.I) for k in sections)
-            if named and re.search(r"https?://|```|~~~", body):
+            if _mentions(heading, sections) and re.search(r"https?://|```|~~~", body):
                 return Check(True, f"model card section '{heading}' documents the training code (link or code block)")
     return Check(
         False,

@@ -36,7 +36,7 @@ def bundles(tmp_path_factory, tiny_dir, tiny_random_dir, tiny_other_tok_dir) -> 
     ]
     script = f"import pytest, sys; sys.exit(max(int(pytest.main(args)) for args in {runs!r}))"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    run = subprocess.run([sys.executable, "-c", script], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run([sys.executable, "-c", script], check=False, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]  # the tiny analogs fail the gate
     assert run.stdout.count("submission: ") == 3
     return {name: json.loads((folder / f"{name}.json").read_text()) for name in pairs}
@@ -167,7 +167,7 @@ def site(bundles, tmp_path_factory):
 
 
 def test_build_writes_valid_entries_and_one_line_per_rejection(site, bundles, capsys):
-    folder, out, code = site
+    _, out, code = site
     assert code == 1  # rejections make the build fail, the site is still written
     data = json.loads((out / "leaderboard.json").read_text())
     assert {e["file"] for e in data["entries"]} == {"same.json", "smaller.json", "larger.json"}
@@ -268,3 +268,36 @@ def test_submit_to_a_folder_is_usage_error(pytester, tiny_dir):
     result = pytester.runpytest(f"--analog-teacher={tiny_dir}", f"--analog-student={tiny_dir}", f"--analog-submit={pytester.path}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: --analog-submit={pytester.path} is a folder; give a file name such as submission.json"])
+
+
+@pytest.mark.slow
+def test_real_teacher_compliant_release_submits_and_verifies(pytester, smollm2_gguf, capsys):
+    """SmolLM2-135M-Instruct (GGUF) as teacher; a 2.4 % analog with its tokenizer released with card, licence, config."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from tests.test_compliance import CARD
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    analog = pytester.path / "release"
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(analog)
+    tokenizer.save_pretrained(analog)
+    (analog / "README.md").write_text(CARD)
+    (analog / "distill.yaml").write_text("teacher: HuggingFaceTB/SmolLM2-135M-Instruct\n")
+    bundle = pytester.path / "submissions" / "smollm2.json"
+    result = pytester.runpytest(
+        f"--analog-teacher={smollm2_gguf}", f"--analog-student={analog}", "--analog-suites=compliance",
+        f"--analog-submit={bundle}", "-p", "no:cacheprovider",
+    )
+    result.assert_outcomes(passed=7, skipped=2)
+    result.stdout.fnmatch_lines(["*analog fidelity: PASS - 7/7 gated criteria passed*"])
+    submitted = json.loads(bundle.read_text())
+    assert submitted["report"]["models"]["parameter_fraction"] == pytest.approx(model.num_parameters() / submitted["report"]["models"]["teacher"]["parameters"])
+    assert [f["name"] for f in submitted["models"]["teacher"]["files"]] == [smollm2_gguf.name]
+    assert submitted["models"]["teacher"]["files"][0]["sha256"] == hashlib.sha256(smollm2_gguf.read_bytes()).hexdigest()
+    assert main(["verify", str(bundle), "--teacher", str(smollm2_gguf), "--student", str(analog)]) == 0
+    assert main(["build", str(bundle.parent), "--out", str(pytester.path / "site")]) == 0
+    entry, = json.loads((pytester.path / "site" / "leaderboard.json").read_text())["entries"]
+    assert (entry["verdict"], entry["scores"], entry["analog"]) == ("pass", {"compliance": 1.0}, str(analog))
