@@ -47,7 +47,7 @@ class Board:
         return {
             "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "suites": self.suites,
-            "headlines": {s: HEADLINES.get(s, "fraction of gated criteria passed") for s in self.suites},
+            "headlines": {s: f"mean {HEADLINES[s]}" if s in HEADLINES else "fraction of gated criteria passed" for s in self.suites},
             "entries": self.entries,
             "rejected": self.rejected,
         }

@@ -11,7 +11,7 @@ _STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; padding: 0 1rem; color: #1d1d1f; }
 table { border-collapse: collapse; width: 100%; }
 th, td { padding: .4rem .6rem; border-bottom: 1px solid #ddd; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td { white-space: nowrap; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 th button { font: inherit; font-weight: 600; background: none; border: 0; padding: 0; cursor: pointer; }
 th[aria-sort=ascending] button::after { content: " \\25B2"; }
 th[aria-sort=descending] button::after { content: " \\25BC"; }
@@ -57,7 +57,7 @@ def render_page(board: Board) -> str:
 <body>
 <h1>Analog leaderboard</h1>
 <p>Open analogs measured against their teachers with <a href="https://pypi.org/project/pytest-analog/">pytest-analog</a>.
-{len(board.entries)} entries. Click a column header to sort. <small>Suite scores: {legend or "none"}.</small></p>
+{len(board.entries)} {"entry" if len(board.entries) == 1 else "entries"}. Click a column header to sort. <small>Suite scores: {legend or "none"}.</small></p>
 <table id="leaderboard"><thead><tr>{header}</tr></thead>
 <tbody>
 {rows}
