@@ -44,6 +44,7 @@ class AnalogSession:
         self._measurements = None
         self._failure: str | None = None
         self.measurements_cached = False
+        self.submitted: Path | None = None  # the bundle --analog-submit wrote
 
     @property
     def enabled(self) -> bool:
@@ -258,7 +259,8 @@ class AnalogSession:
         if self.settings.submit and "models" in report:
             from pytest_analog.submission import write_submission
 
-            written.append(write_submission(report, *self._sources, self.settings.submit, self.cache_dir))
+            self.submitted = write_submission(report, *self._sources, self.settings.submit, self.cache_dir)
+            written.append(self.submitted)
         return written
 
     def display(self, terminalreporter) -> None:
@@ -272,8 +274,8 @@ class AnalogSession:
         if self.settings.report:
             terminalreporter.write_line(f"report: {self.settings.report / 'fidelity.html'}")
         if self.settings.submit:
-            written = self.settings.submit.is_file()
-            terminalreporter.write_line(f"submission: {self.settings.submit}" if written else "submission: none written (no model was measured)")
+            written = f"submission: {self.submitted}" if self.submitted else "submission: none written (no model was measured)"
+            terminalreporter.write_line(written)
 
 
 def _progress_bar(total: int, description: str):
