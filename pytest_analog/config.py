@@ -8,6 +8,7 @@ every default value and the reasoning behind each threshold.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import math
 import types
@@ -106,6 +107,54 @@ class Chance:
 
 
 @dataclass(frozen=True)
+class Bounds:
+    """A criterion gated by ``min`` and/or ``max`` (each null: not gated on that side)."""
+
+    min: float | None
+    max: float | None
+
+
+@dataclass(frozen=True)
+class Required:
+    """A yes/no compliance check, gated when ``required``."""
+
+    required: bool
+
+
+@dataclass(frozen=True)
+class ModelCardCheck(Required):
+    sections: dict[str, list[str]]
+
+
+@dataclass(frozen=True)
+class LicenseCheck(Required):
+    allowed: list[str]
+
+
+@dataclass(frozen=True)
+class TrainingCodeCheck(Required):
+    files: list[str]
+    sections: list[str]
+
+
+@dataclass(frozen=True)
+class ReleaseLag(Bounds):
+    teacher: str | None
+    analog: str | None
+
+
+@dataclass(frozen=True)
+class Compliance:
+    parameter_fraction: Bounds
+    same_family: Required
+    safetensors: Required
+    model_card: ModelCardCheck
+    license: LicenseCheck
+    training_code: TrainingCodeCheck
+    release_lag: ReleaseLag
+
+
+@dataclass(frozen=True)
 class Config:
     version: int
     prompts: Prompts
@@ -115,6 +164,7 @@ class Config:
     layers: Layers
     chance: Chance
     criteria: Criteria
+    compliance: Compliance
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -135,7 +185,17 @@ _RANGES = {
     "criteria.rbf_cka.sigma_frac": (lambda v: v > 0, "a number > 0"),
     "criteria.embedding_geometry.rows": (lambda v: v >= 3, "an integer >= 3"),
     "criteria.unembedding_geometry.rows": (lambda v: v >= 3, "an integer >= 3"),
+    "compliance.release_lag.teacher": (lambda v: v is None or _is_date(v), "null or a date YYYY-MM-DD"),
+    "compliance.release_lag.analog": (lambda v: v is None or _is_date(v), "null or a date YYYY-MM-DD"),
 }
+
+
+def _is_date(value: str) -> bool:
+    try:
+        datetime.date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
@@ -212,6 +272,8 @@ def _build(cls, data: Any, prefix: str, source: str):
 def _value(annotation, value, dotted: str, source: str):
     if dataclasses.is_dataclass(annotation):
         return _build(annotation, value, f"{dotted}.", source)
+    if isinstance(value, datetime.date):  # YAML reads an unquoted 2025-01-31 as a date
+        value = value.isoformat()
     if not _matches(annotation, value):
         raise AnalogError(f"{source}: '{dotted}' must be {_describe(annotation)}, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
@@ -243,6 +305,9 @@ def _matches(annotation, value) -> bool:
     return isinstance(value, annotation)
 
 
+_PLURALS = {int: "integers", str: "strings"}
+
+
 def _describe(annotation) -> str:
     origin = typing.get_origin(annotation)
     if annotation is type(None):
@@ -252,7 +317,8 @@ def _describe(annotation) -> str:
     if origin is Literal:
         return " or ".join(repr(a) for a in typing.get_args(annotation))
     if origin is list:
-        return "a list of integers"
+        return f"a list of {_PLURALS[typing.get_args(annotation)[0]]}"
     if origin is dict:
-        return "a mapping of integers to integers"
+        key, value = typing.get_args(annotation)
+        return f"a mapping of {_PLURALS[key]} to {_PLURALS.get(value) or _describe(value).replace('a list', 'lists')}"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[annotation]

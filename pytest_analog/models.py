@@ -145,14 +145,19 @@ def _check_weights(source: ModelSource, allow_pickle: bool) -> None:
 
 
 def sha256_files(files: list[Path], cache_dir: Path | None = None) -> str:
-    """SHA-256 over the names and contents of ``files``.
+    """SHA-256 over the names and contents of ``files`` (see `combine_sha256`).
 
     Per-file digests are remembered in ``cache_dir/hashes.json`` keyed by path,
     size and modification time, so a large teacher is read once.
     """
+    return combine_sha256((path.name, digest) for path, digest in file_sha256s(files, cache_dir).items())
+
+
+def file_sha256s(files: list[Path], cache_dir: Path | None = None) -> dict[Path, str]:
+    """The hex SHA-256 of each file's contents (as ``sha256sum`` prints it), in the order given."""
     memo_path = cache_dir / "hashes.json" if cache_dir else None
     memo = _read_json(memo_path) if memo_path else {}
-    combined = hashlib.sha256()
+    digests = {}
     changed = False
     for path in files:
         stat = path.stat()
@@ -164,9 +169,17 @@ def sha256_files(files: list[Path], cache_dir: Path | None = None) -> str:
                     digest.update(chunk)
             memo[key] = digest.hexdigest()
             changed = True
-        combined.update(f"{path.name}\0{memo[key]}\n".encode())
+        digests[path] = memo[key]
     if changed and memo_path:
         write_atomic(memo_path, json.dumps(memo, indent=0))
+    return digests
+
+
+def combine_sha256(named_digests) -> str:
+    """One SHA-256 over (file name, hex digest) pairs, in the order given: a model's weights hash."""
+    combined = hashlib.sha256()
+    for name, digest in named_digests:
+        combined.update(f"{name}\0{digest}\n".encode())
     return combined.hexdigest()
 
 
@@ -356,4 +369,7 @@ def load_pair(teacher: str | ModelSource, student: str | ModelSource, **kwargs) 
     return ModelPair(load_model(teacher, **kwargs), load_model(student, **kwargs))
 
 
-__all__ = ["LoadedModel", "ModelPair", "ModelSource", "load_model", "load_pair", "read_config", "resolve_source", "sha256_files"]
+__all__ = [
+    "LoadedModel", "ModelPair", "ModelSource", "combine_sha256", "file_sha256s", "load_model", "load_pair",
+    "read_config", "resolve_source", "sha256_files",
+]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SUITES = ("representation", "embeddings", "logits")
+SUITES = ("representation", "embeddings", "logits", "compliance")
 
 
 def _device(value: str) -> str:
@@ -63,6 +63,7 @@ _OPTIONS = [
     ("cache", "DIR", str, None, "cache directory for measurements and file hashes (default: under pytest's cache dir)"),
     ("suites", "LIST", _suites, "all", f"built-in suites to add when a teacher is given: all, none or a list of {', '.join(SUITES)}"),
     ("max-prompts", "N", _positive_int, None, "use at most N prompts of the prompt set"),
+    ("submit", "PATH", str, None, "write a leaderboard submission bundle (JSON: report, config, file hashes) to this file"),
 ]
 _FLAGS = [
     ("trust-remote-code", "run custom model code from a model repository (off by default)"),
@@ -108,6 +109,7 @@ class Settings:
     cache: Path | None
     suites: tuple[str, ...]
     max_prompts: int | None
+    submit: Path | None
     trust_remote_code: bool
     allow_pickle: bool
 
@@ -129,8 +131,10 @@ def read_settings(config: pytest.Config) -> Settings:
     for name, _ in _FLAGS:
         key = name.replace("-", "_")
         values[key] = bool(config.getoption(f"analog_{key}") or config.getini(f"analog_{key}"))
-    for key in ("config", "report", "cache"):
+    for key in ("config", "report", "cache", "submit"):
         values[key] = Path(values[key]).expanduser() if values[key] else None
+    if values["submit"] and values["submit"].is_dir():
+        raise pytest.UsageError(f"--analog-submit={values['submit']} is a folder; give a file name such as submission.json")
     if bool(values["teacher"]) != bool(values["student"]):
         given, missing = ("teacher", "student") if values["teacher"] else ("student", "teacher")
         raise pytest.UsageError(f"--analog-{given} was given without --analog-{missing}; give both models")

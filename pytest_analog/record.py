@@ -69,6 +69,43 @@ METRICS = {
         "above 1 means the analog predicts the text worse.",
         "the analog models the text much worse than the teacher",
     ),
+    # The compliance suite (pytest_analog/compliance.py): yes/no checks score 1 (met) or 0 (not met).
+    "parameter_fraction": Metric(
+        "analog parameters / teacher parameters",
+        "The analog's parameter count as a fraction of the teacher's; the policy proposal "
+        "(arXiv 2510.14053) releases analogs at 0.5-5 % of the teacher.",
+        "the analog's size is outside the range the release policy allows",
+    ),
+    "same_family": Metric(
+        "same architecture family as the teacher (config model_type)",
+        "1 when the analog's config names the teacher's model_type, 0 otherwise.",
+        "the analog is not of the teacher's architecture family",
+    ),
+    "safetensors": Metric(
+        "every weight file is safetensors",
+        "1 when all the analog's weight files are .safetensors, 0 otherwise.",
+        "the analog's weights are not all in safetensors",
+    ),
+    "model_card": Metric(
+        "model card with architecture, training setup, training data and intended use",
+        "1 when the analog's model card has a section on each required topic, 0 otherwise.",
+        "the analog's model card lacks a required section",
+    ),
+    "license": Metric(
+        "permissive licence (model card metadata or LICENSE file)",
+        "1 when the analog's licence is one of the allowed permissive licences, 0 otherwise.",
+        "the analog's licence is missing or not permissive",
+    ),
+    "training_code": Metric(
+        "distillation or training scripts, or their documentation, in the release",
+        "1 when the release holds training code or a config, or its model card documents it, 0 otherwise.",
+        "the release does not show how the analog was trained",
+    ),
+    "release_lag": Metric(
+        "months from the teacher's release to the analog's",
+        "Months between the two release dates given in the config (a month is 365.25/12 days).",
+        "the analog's release date is outside the lag the release policy allows",
+    ),
 }
 
 
@@ -85,7 +122,7 @@ class Criterion:
     gated: bool
     passed: bool | None
     description: str = ""
-    reason: str | None = None  # why there is no value, when there is none
+    reason: str | None = None  # why there is no value, or what a check found (shown when it fails)
     details: dict[str, Any] = field(default_factory=dict)
     # Against chance (issue: every score beside its chance level); None where not measured.
     interval: tuple[float, float] | None = None  # bootstrap interval of the value
@@ -140,7 +177,8 @@ class Criterion:
         verdict = "passes" if self.passed else "fails"
         text = f"{head} {verdict} {op} {self.threshold:g}" + (" on the corrected score" if self.score == "corrected" else "")
         metric = METRICS.get(self.metric)
-        return f"{text}: {metric.failure}" if not self.passed and metric else text
+        why = self.reason or (metric.failure if metric else None)
+        return f"{text}: {why}" if not self.passed and why else text
 
 
 def make_criterion(

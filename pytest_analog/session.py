@@ -44,6 +44,7 @@ class AnalogSession:
         self._measurements = None
         self._failure: str | None = None
         self.measurements_cached = False
+        self.submitted: Path | None = None  # the bundle --analog-submit wrote
 
     @property
     def enabled(self) -> bool:
@@ -93,6 +94,11 @@ class AnalogSession:
             raise pytest.UsageError(str(exc)) from None
         self._sources = tuple(sources)
         self._depths = (depths[0], depths[1])
+
+    def sources(self) -> tuple:
+        """The resolved (teacher, analog) `ModelSource`; skips the test when no models were given."""
+        self._require()
+        return self._sources
 
     def teacher_layers(self) -> list[int]:
         """The gated teacher layers (for parametrizing per-layer criteria); empty without models."""
@@ -259,12 +265,19 @@ class AnalogSession:
         return report
 
     def finish(self) -> list[Path]:
-        """Write the report files when --analog-report was given."""
+        """Write the report files when --analog-report was given, and the bundle for --analog-submit."""
         from pytest_analog.report import write_reports
 
-        if self.settings.report is None or not (self.criteria or self._failure):
+        if not (self.settings.report or self.settings.submit) or not (self.criteria or self._failure):
             return []
-        return write_reports(self.report(), self.settings.report)
+        report = self.report()
+        written = write_reports(report, self.settings.report) if self.settings.report else []
+        if self.settings.submit and "models" in report:
+            from pytest_analog.submission import write_submission
+
+            self.submitted = write_submission(report, *self._sources, self.settings.submit, self.cache_dir)
+            written.append(self.submitted)
+        return written
 
     def display(self, terminalreporter) -> None:
         from pytest_analog.report import terminal_lines
@@ -276,6 +289,9 @@ class AnalogSession:
             terminalreporter.write_line(line)
         if self.settings.report:
             terminalreporter.write_line(f"report: {self.settings.report / 'fidelity.html'}")
+        if self.settings.submit:
+            written = f"submission: {self.submitted}" if self.submitted else "submission: none written (no model was measured)"
+            terminalreporter.write_line(written)
 
 
 def _progress_bar(total: int, description: str):

@@ -10,6 +10,8 @@ import pytest
 from tests.conftest import write_yaml
 
 FAST = ["--analog-max-prompts=24", "-p", "no:cacheprovider"]
+# the fidelity suites: a tiny model is no compliant release (the compliance suite: tests/test_compliance.py)
+FIDELITY = "--analog-suites=representation,embeddings,logits"
 
 
 def models(teacher, student):
@@ -85,7 +87,7 @@ def test_layer_out_of_range_is_usage_error(pytester, tiny_dir):
 def test_self_pair_passes_and_writes_reports(pytester, tiny_dir):
     report = pytester.path / "fidelity"
     junit = pytester.path / "junit.xml"
-    result = pytester.runpytest(*models(tiny_dir, tiny_dir), *FAST, f"--analog-report={report}", f"--junitxml={junit}")
+    result = pytester.runpytest(*models(tiny_dir, tiny_dir), *FAST, FIDELITY, f"--analog-report={report}", f"--junitxml={junit}")
     assert result.ret == pytest.ExitCode.OK
     # 4 layers x 3 representation metrics + 2 geometry + 3 logit criteria
     result.assert_outcomes(passed=17)
@@ -161,7 +163,7 @@ def test_different_tokenizers_skip_logits_and_align_words(pytester, tiny_dir, ti
 
 def test_measurements_are_cached(pytester, tiny_dir):
     cache = pytester.path / "cache"
-    args = [*models(tiny_dir, tiny_dir), *FAST, f"--analog-cache={cache}", "--analog-report=out"]
+    args = [*models(tiny_dir, tiny_dir), *FAST, FIDELITY, f"--analog-cache={cache}", "--analog-report=out"]
     pytester.runpytest(*args).assert_outcomes(passed=17)
     entries = list((cache / "measurements").glob("*.json"))
     assert len(entries) == 1

@@ -289,6 +289,19 @@ def _criteria(report):
     return _section("Criteria", body, "criteria")
 
 
+def _compliance(report):
+    """What each release-compliance check found, or what is missing and where it was looked for."""
+    checks = [c for c in criteria_of(report) if c.get("suite") == "compliance"]
+    if not checks:
+        return None
+    items = "\n".join(
+        f'<li class="{status(c)}">{_STATUS_LABEL[status(c)]} <code>{esc(c.get("id", "?"))}</code>: '
+        f'{esc(c.get("reason") or "")}</li>'
+        for c in failures_first(checks)
+    )
+    return _section("Release compliance", f"<ul>\n{items}\n</ul>", "compliance")
+
+
 def _layers(report):
     layers = report.get("layers")
     if not layers:
@@ -418,6 +431,7 @@ SECTIONS = [
     _layers,
     _curves,
     _criteria,
+    _compliance,
     _environment,
     _config,
     _unknown_sections,

@@ -217,6 +217,15 @@ def _layers(report):
     return text
 
 
+def _compliance(report):
+    """What each release-compliance check found, or what is missing and where it was looked for."""
+    checks = [c for c in criteria_of(report) if c.get("suite") == "compliance"]
+    if not checks:
+        return None
+    lines = [f"- {_ICON[status(c)]} {code(c.get('id', '?'), in_table=False)}: {cell(c.get('reason') or '')}" for c in failures_first(checks)]
+    return "**Release compliance**\n\n" + "\n".join(lines)
+
+
 def _footer(report):
     extra = [key for key in report if key not in KNOWN_SECTIONS]
     tool = report.get("tool") or {}
@@ -230,7 +239,7 @@ def _footer(report):
 
 
 # Section renderers in page order: report -> markdown text, or None to skip.
-SECTIONS = [_heading, _error, _models, _capture, _criteria, _layers, _footer]
+SECTIONS = [_heading, _error, _models, _capture, _criteria, _compliance, _layers, _footer]
 
 
 def render_markdown(report):

@@ -1,0 +1,95 @@
+"""The leaderboard as one self-contained HTML page with a sortable table."""
+
+from __future__ import annotations
+
+import html
+import json
+
+from pytest_analog.leaderboard.board import Board
+
+_STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; padding: 0 1rem; color: #1d1d1f; }
+table { border-collapse: collapse; width: 100%; }
+th, td { padding: .4rem .6rem; border-bottom: 1px solid #ddd; text-align: left; }
+td { white-space: nowrap; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th button { font: inherit; font-weight: 600; background: none; border: 0; padding: 0; cursor: pointer; }
+th[aria-sort=ascending] button::after { content: " \\25B2"; }
+th[aria-sort=descending] button::after { content: " \\25BC"; }
+.pass { color: #1a7f37; font-weight: 600; } .fail { color: #c0392b; font-weight: 600; }
+code { font-size: 85%; } small { color: #666; }
+"""
+
+# Click a header to sort by it; click again to reverse. Numbers sort as numbers; empty cells go last.
+_SCRIPT = """
+document.querySelectorAll("th[data-col] button").forEach(function (button) {
+  button.addEventListener("click", function () {
+    var th = button.parentElement, table = th.closest("table"), body = table.tBodies[0];
+    var ascending = th.getAttribute("aria-sort") !== "ascending";
+    table.querySelectorAll("th").forEach(function (h) { h.removeAttribute("aria-sort"); });
+    th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+    var col = th.cellIndex;
+    function key(row) { return row.cells[col].getAttribute("data-sort"); }
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = key(a), y = key(b);
+      if (x === "" || y === "") { return (x === "") - (y === ""); }
+      var nx = Number(x), ny = Number(y);
+      var order = isFinite(nx) && isFinite(ny) ? nx - ny : x.localeCompare(y);
+      return ascending ? order : -order;
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+  });
+});
+"""
+
+
+def render_page(board: Board) -> str:
+    """The leaderboard page: every accepted entry, sortable by each column; rejected files listed below."""
+    suites = board.suites
+    head = ["teacher", "analog", "size fraction", *(f"{s} score" for s in suites), "verdict", "gated passed", "date"]
+    header = "".join(f'<th data-col="{i}" scope="col"><button type="button">{html.escape(h)}</button></th>' for i, h in enumerate(head))
+    rows = "\n".join(_row(e, suites) for e in board.entries)
+    rejected = "".join(f"<li><code>{html.escape(r['file'])}</code>: {html.escape(r['reason'])}</li>" for r in board.rejected)
+    legend = "; ".join(f"{html.escape(s)}: {html.escape(h)}" for s, h in board.to_dict()["headlines"].items())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Analog leaderboard</title><style>{_STYLE}</style></head>
+<body>
+<h1>Analog leaderboard</h1>
+<p>Open analogs measured against their teachers with <a href="https://pypi.org/project/pytest-analog/">pytest-analog</a>.
+{len(board.entries)} {"entry" if len(board.entries) == 1 else "entries"}. Click a column header to sort. <small>Suite scores: {legend or "none"}.</small></p>
+<table id="leaderboard"><thead><tr>{header}</tr></thead>
+<tbody>
+{rows}
+</tbody></table>
+{f"<h2>Rejected submissions</h2><ul id='rejected'>{rejected}</ul>" if rejected else ""}
+<script>{_SCRIPT}</script>
+</body></html>
+"""
+
+
+def _row(entry: dict, suites: list[str]) -> str:
+    def cell(text, sort, numeric=False, css=""):
+        classes = " ".join(c for c in ("num" if numeric else "", css) if c)
+        attr = f' class="{classes}"' if classes else ""
+        return f'<td{attr} data-sort="{html.escape(str(sort))}">{html.escape(text)}</td>'
+
+    scores = [
+        cell("" if entry["scores"].get(s) is None else f"{entry['scores'][s]:.3f}", _num(entry["scores"].get(s)), True)
+        for s in suites
+    ]
+    fraction = entry["parameter_fraction"]
+    cells = [
+        cell(entry["teacher"], entry["teacher"]),
+        cell(entry["analog"], entry["analog"]),
+        cell(f"{fraction:.2%}", _num(fraction), True),
+        *scores,
+        cell(entry["verdict"], entry["verdict"], css=entry["verdict"] if entry["verdict"] in ("pass", "fail") else ""),
+        cell(entry["passed"], _num(entry["passed_fraction"]), True),
+        cell(entry["date"], entry["date"]),
+    ]
+    return f'<tr data-file="{html.escape(entry["file"])}">{"".join(cells)}</tr>'
+
+
+def _num(value) -> str:
+    return "" if value is None else json.dumps(value)

@@ -1,0 +1,129 @@
+"""Leaderboard submission bundles (``pytest --analog-submit=PATH``).
+
+A bundle is one JSON file: the fidelity report, the configuration, the
+environment, package versions and the SHA-256 of every file of both models,
+under the JSON Schema shipped in ``pytest_analog/schemas/submission.schema.json``.
+The per-file digests are what ``sha256sum`` prints, so anyone holding the
+models can check them; the report's weight hashes are recomputable from them
+(`pytest_analog.models.combine_sha256`), which is what ties the two together.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import hashlib
+import json
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from pytest_analog.atomic import write_atomic
+from pytest_analog.errors import AnalogError
+from pytest_analog.models import ModelSource, combine_sha256, file_sha256s
+
+SUBMISSION_VERSION = 1
+SCHEMA_PATH = Path(__file__).with_name("schemas") / "submission.schema.json"
+# Packages whose versions can change a measured value.
+PACKAGES = ("pytest-analog", "torch", "transformers", "tokenizers", "safetensors", "accelerate", "gguf", "numpy", "scipy", "pytest")
+_TOKENIZER_FILES = {"special_tokens_map.json", "vocab.json", "vocab.txt", "merges.txt", "added_tokens.json", "chat_template.jinja"}
+
+
+def file_kind(path: Path, source: ModelSource) -> str:
+    """``weights``, ``config``, ``tokenizer`` or ``other`` (a model card, a licence, ...)."""
+    name = path.name
+    if path in source.weight_files():
+        return "weights"
+    if name.startswith("tokenizer") or name in _TOKENIZER_FILES or path.suffix in (".model", ".tiktoken"):
+        return "tokenizer"
+    if name.endswith("config.json"):
+        return "config"
+    return "other"
+
+
+def model_files(source: ModelSource, cache_dir: Path | None = None) -> dict[str, Any]:
+    """The bundle's record of one model: where it came from and each file's kind, size and SHA-256."""
+    digests = file_sha256s(source.files(), cache_dir)
+    files = [
+        {"name": p.name, "kind": file_kind(p, source), "size": p.stat().st_size, "sha256": d} for p, d in digests.items()
+    ]
+    return {"id": source.ref, "source": source.kind, "files": sorted(files, key=lambda f: f["name"])}
+
+
+def weights_sha256(record: dict[str, Any]) -> str:
+    """The report's weight hash (``models.X.sha256``) recomputed from a bundle's file records."""
+    weights = sorted((f["name"], f["sha256"]) for f in record["files"] if f["kind"] == "weights")
+    return combine_sha256(weights)
+
+
+def make_submission(report: dict, teacher: ModelSource, student: ModelSource, cache_dir: Path | None = None) -> dict:
+    """Build a bundle from a finished report and the two models it measured; validated before it is returned."""
+    from pytest_analog.report._write import render_json
+
+    report = json.loads(render_json(report))  # strict JSON: NaN as null, like fidelity.json
+    bundle = {
+        "submission_version": SUBMISSION_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "report": report,
+        "config": report["config"],
+        "environment": report["environment"],
+        "packages": {name: _version(name) for name in PACKAGES},
+        "models": {"teacher": model_files(teacher, cache_dir), "student": model_files(student, cache_dir)},
+    }
+    bundle["sha256"] = content_sha256(bundle)
+    problems = schema_errors(bundle)
+    if problems:  # a bug in this package, not in the user's input
+        raise AssertionError(f"the submission bundle does not follow its own schema: {problems[0]}")
+    return bundle
+
+
+def write_submission(report: dict, teacher: ModelSource, student: ModelSource, path: Path, cache_dir: Path | None = None) -> Path:
+    """Write the bundle to ``path`` atomically and return ``path``."""
+    bundle = make_submission(report, teacher, student, cache_dir)
+    write_atomic(path, json.dumps(bundle, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    return Path(path)
+
+
+def content_sha256(bundle: dict) -> str:
+    """SHA-256 of the bundle's canonical JSON without its own ``sha256`` key."""
+    body = {k: v for k, v in bundle.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _validator():
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def schema_errors(bundle: Any) -> list[str]:
+    """Every way ``bundle`` breaks the schema, one line each (``at PATH: what``), most relevant first."""
+    from jsonschema.exceptions import relevance
+
+    errors = sorted(_validator().iter_errors(bundle), key=relevance, reverse=True)
+    return [f"at {error.json_path}: {_short(error.message)}" for error in errors]
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def load_submission(path: str | Path) -> dict:
+    """Read a bundle file; a missing file or one that is not JSON is an `AnalogError`."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AnalogError(f"submission {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise AnalogError(f"submission {path} is not a JSON file: {' '.join(str(exc).split())[:200]}") from None
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None

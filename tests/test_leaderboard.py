@@ -1,0 +1,303 @@
+"""Submission bundles (--analog-submit), their schema, and the analog-leaderboard build/verify command."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_analog.leaderboard import build_board, check_submission
+from pytest_analog.leaderboard.cli import main
+from pytest_analog.models import resolve_source, sha256_files
+from pytest_analog.submission import content_sha256, schema_errors, weights_sha256
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory, tiny_dir, tiny_random_dir, tiny_other_tok_dir) -> dict[str, dict]:
+    """Three real bundles from ``pytest --analog-submit``: analogs at 100 %, 47 % and 215 % of their teachers.
+
+    One fresh process runs the plugin on the three pairs in turn (torch is imported once).
+    """
+    folder = tmp_path_factory.mktemp("bundles")
+    pairs = {"same": (tiny_dir, tiny_random_dir), "smaller": (tiny_dir, tiny_other_tok_dir), "larger": (tiny_other_tok_dir, tiny_dir)}
+    runs = [
+        [f"--analog-teacher={t}", f"--analog-student={s}", "--analog-suites=embeddings,compliance", "--analog-max-prompts=8",
+         f"--analog-submit={folder / name}.json", "-p", "no:cacheprovider", "-q"]
+        for name, (t, s) in pairs.items()
+    ]
+    script = f"import pytest, sys; sys.exit(max(int(pytest.main(args)) for args in {runs!r}))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-c", script], check=False, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]  # the tiny analogs fail the gate
+    assert run.stdout.count("submission: ") == 3
+    return {name: json.loads((folder / f"{name}.json").read_text()) for name in pairs}
+
+
+def sealed(bundle: dict) -> dict:
+    """The bundle with its own sha256 recomputed, as a forger who knows the format would."""
+    bundle["sha256"] = content_sha256(bundle)
+    return bundle
+
+
+def write(folder: Path, name: str, bundle) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(bundle if isinstance(bundle, str) else json.dumps(bundle))
+    return path
+
+
+# -- the bundle ----------------------------------------------------------------------------------
+
+
+def test_bundle_follows_schema_and_hashes_every_file(bundles, tiny_dir, tiny_random_dir):
+    bundle = bundles["same"]
+    assert schema_errors(bundle) == []
+    assert check_submission(bundle) is None
+    assert bundle["config"] == bundle["report"]["config"]
+    assert bundle["packages"]["torch"] and bundle["environment"]["python"]
+    for role, folder in (("teacher", tiny_dir), ("student", tiny_random_dir)):
+        files = {f["name"]: f for f in bundle["models"][role]["files"]}
+        assert set(files) == {p.name for p in folder.iterdir()}
+        for path in folder.iterdir():  # what sha256sum prints
+            assert files[path.name]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+            assert files[path.name]["size"] == path.stat().st_size
+        assert {f["kind"] for f in files.values()} == {"weights", "config", "tokenizer"}
+        assert files["model.safetensors"]["kind"] == "weights" and files["tokenizer.json"]["kind"] == "tokenizer"
+        # the report's weight hash is recomputable from the bundle, and is what models.sha256_files computes
+        source = resolve_source(str(folder))
+        assert weights_sha256(bundle["models"][role]) == bundle["report"]["models"][role]["sha256"] == sha256_files(source.weight_files())
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda b: b.pop("models"), "at $: 'models' is a required property"),
+        (lambda b: b["models"]["student"]["files"][0].update(sha256="abc"), "at $.models.student.files[0].sha256: 'abc' does not match"),
+        (lambda b: b["report"].update(verdict="great"), "at $.report.verdict: 'great' is not one of"),
+        (lambda b: b["report"]["criteria"][0].update(value="0.9"), "at $.report.criteria[0].value: '0.9' is not of type 'number', 'null'"),
+        (lambda b: [f.update(kind="other") for f in b["models"]["teacher"]["files"]], "at $.models.teacher.files: "),
+        (lambda b: b.update(submission_version=2), "at $.submission_version: 1 was expected"),
+    ],
+    ids=["no-models", "bad-digest", "bad-verdict", "value-as-string", "no-weights", "future-version"],
+)
+def test_schema_rejects_bad_bundles(bundles, edit, message):
+    bundle = copy.deepcopy(bundles["same"])
+    edit(bundle)
+    errors = schema_errors(bundle)
+    assert errors and errors[0].startswith(message), errors
+    assert check_submission(sealed(bundle)).startswith(f"does not follow the submission schema: {message}")
+
+
+def _fail_first_gated(bundle):
+    c = next(c for c in bundle["report"]["criteria"] if c["gated"] and c["passed"] is False)
+    return c
+
+
+def _raise_score(bundle):
+    c = _fail_first_gated(bundle)
+    c["value"] = c["threshold"] + 1 if c["direction"] == "min" else c["threshold"] - 1  # an edited score, verdict left
+
+
+def _flip_verdict(bundle):
+    _fail_first_gated(bundle)["passed"] = True
+
+
+def _lower_threshold(bundle):
+    c = _fail_first_gated(bundle)
+    c["threshold"], c["passed"] = c["value"], True
+    s = bundle["report"]["summary"]
+    s["passed"], s["failed"] = s["passed"] + 1, s["failed"] - 1
+
+
+def _swap_weights(bundle):
+    weights = next(f for f in bundle["models"]["student"]["files"] if f["kind"] == "weights")
+    weights["sha256"] = hashlib.sha256(b"other weights").hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("edit", "seal", "reason"),
+    [
+        (_raise_score, False, "its content does not match its sha256: it was edited after pytest --analog-submit wrote it"),
+        (_raise_score, True, "criterion compliance::test_parameter_fraction[max]: value -0.95 meets <= 0.05 but 'passed' is False"),
+        (_flip_verdict, True, "criterion compliance::test_parameter_fraction[max]: value 1.0 fails <= 0.05 but 'passed' is True"),
+        (_lower_threshold, True, "criterion compliance::test_parameter_fraction[max]: threshold 1 is not the configured max 0.05 of parameter_fraction"),
+        (_swap_weights, True, "the analog's weight files in the bundle hash to"),
+        (lambda b: b["report"]["models"].update(parameter_fraction=0.01), True, "parameter_fraction 0.01 is not the analog's / teacher's parameters (1)"),
+        (lambda b: b["report"].update(verdict="pass"), True, "its verdict 'pass' is not the verdict of its criteria ('fail')"),
+        (lambda b: b["config"]["criteria"]["cka"].update(min=0.1), True, "its config differs from the config in its report"),
+    ],
+    ids=["edited-score", "edited-score-resealed", "flipped-verdict", "lowered-threshold", "swapped-weights", "fraction", "verdict", "config"],
+)
+def test_tampered_bundles_are_rejected(bundles, edit, seal, reason):
+    bundle = copy.deepcopy(bundles["same"])
+    edit(bundle)
+    if seal:
+        sealed(bundle)
+    assert check_submission(bundle).startswith(reason), check_submission(bundle)
+
+
+# -- build ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def site(bundles, tmp_path_factory):
+    """A submissions folder with the three valid bundles and four bad ones, and the site built from it."""
+    folder = tmp_path_factory.mktemp("submissions")
+    for name, bundle in bundles.items():
+        write(folder, f"{name}.json", bundle)
+    again = copy.deepcopy(bundles["same"])  # the same pair measured again later: a duplicate
+    again["report"]["created"] = "2099-01-01T00:00:00Z"
+    write(folder, "again.json", sealed(again))
+    tampered = copy.deepcopy(bundles["smaller"])
+    _swap_weights(tampered)
+    write(folder, "swapped.json", sealed(tampered))
+    write(folder, "edited.json", json.dumps(bundles["larger"]).replace('"verdict": "fail"', '"verdict": "pass"', 1))
+    write(folder, "broken.json", "{not json")
+    out = tmp_path_factory.mktemp("site")
+    return folder, out, main(["build", str(folder), "--out", str(out)])
+
+
+def test_build_writes_valid_entries_and_one_line_per_rejection(site, bundles, capsys):
+    _, out, code = site
+    assert code == 1  # rejections make the build fail, the site is still written
+    data = json.loads((out / "leaderboard.json").read_text())
+    assert {e["file"] for e in data["entries"]} == {"same.json", "smaller.json", "larger.json"}
+    reasons = {r["file"]: r["reason"] for r in data["rejected"]}
+    assert set(reasons) == {"again.json", "swapped.json", "edited.json", "broken.json"}
+    assert reasons["again.json"].startswith("duplicate of ") and "same teacher and analog weights" in reasons["again.json"]
+    assert reasons["swapped.json"].startswith("the analog's weight files in the bundle hash to")
+    assert reasons["edited.json"].startswith("its content does not match its sha256")
+    assert reasons["broken.json"].startswith("is not a JSON file")
+    assert all("\n" not in r for r in reasons.values())
+    same = next(e for e in data["entries"] if e["file"] == "same.json")
+    report = bundles["same"]["report"]
+    assert same["parameter_fraction"] == report["models"]["parameter_fraction"] == 1.0
+    geometry = [c["value"] for c in report["criteria"] if c["metric"] == "embedding_geometry"]
+    assert same["scores"]["embeddings"] == pytest.approx(sum(geometry) / len(geometry))
+    compliance = [c for c in report["criteria"] if c["suite"] == "compliance" and c["gated"]]
+    assert same["scores"]["compliance"] == pytest.approx(sum(c["passed"] for c in compliance) / len(compliance))
+    assert data["suites"] == ["embeddings", "compliance"]
+    page = (out / "index.html").read_text()
+    assert "<script>" in page and "src=" not in page and "href=\"http" not in page.replace('href="https://pypi.org', "")
+
+
+def test_build_rejects_missing_folder(tmp_path, capsys):
+    assert main(["build", str(tmp_path / "nope"), "--out", str(tmp_path / "site")]) == 2
+    assert capsys.readouterr().err.strip() == f"analog-leaderboard: error: submissions folder {tmp_path / 'nope'} does not exist or is not a folder"
+
+
+def test_empty_folder_builds_an_empty_board(tmp_path):
+    assert build_board(tmp_path).entries == []
+
+
+# -- verify --------------------------------------------------------------------------------------
+
+
+def test_verify_accepts_the_submitted_models_and_finds_a_swapped_weight_file(bundles, tmp_path, tiny_dir, tiny_random_dir, capsys):
+    path = write(tmp_path, "same.json", bundles["same"])
+    assert main(["verify", str(path), "--teacher", str(tiny_dir), "--student", str(tiny_random_dir)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["teacher: the same files as submitted", "analog: the same files as submitted"]
+    swapped = tmp_path / "swapped"
+    shutil.copytree(tiny_random_dir, swapped)
+    shutil.copy(tiny_dir / "model.safetensors", swapped / "model.safetensors")
+    (swapped / "tokenizer.json").unlink()
+    assert main(["verify", str(path), "--teacher", str(tiny_dir), "--student", str(swapped)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "teacher: the same files as submitted"
+    assert out[1].startswith("analog: NOT the submitted files: model.safetensors differs (local ")
+    assert "tokenizer.json (tokenizer) is missing" in out[1]
+
+
+def test_verify_bad_input_is_one_line(tmp_path, tiny_dir, capsys):
+    path = write(tmp_path, "bad.json", {"submission_version": 1})
+    assert main(["verify", str(path), "--teacher", str(tiny_dir), "--student", str(tiny_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("analog-leaderboard: error: the submission does not follow the submission schema: at $: ") and err.count("\n") == 1
+    assert main(["verify", str(tmp_path / "none.json"), "--teacher", str(tiny_dir), "--student", str(tiny_dir)]) == 2
+    assert capsys.readouterr().err == f"analog-leaderboard: error: submission {tmp_path / 'none.json'} does not exist\n"
+
+
+# -- the page in a browser -------------------------------------------------------------------------
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-headless-shell")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no chromium binary on PATH (CI installs Debian's chromium package)")
+def test_page_in_headless_chromium_shows_entries_and_sorts(site, bundles):
+    from playwright.sync_api import sync_playwright
+
+    _, out, _ = site
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto((out / "index.html").as_uri())
+        rows = page.locator("#leaderboard tbody tr")
+        assert rows.count() == 3
+        analogs = set(page.locator("#leaderboard tbody tr td:nth-child(2)").all_inner_texts())
+        assert analogs == {b["report"]["models"]["student"]["id"] for b in bundles.values()}
+        assert page.locator("#rejected li").count() == 4
+
+        def fractions():
+            return [float(v) for v in page.eval_on_selector_all("#leaderboard tbody tr td:nth-child(3)", "cells => cells.map(c => c.dataset.sort)")]
+
+        header = page.get_by_role("button", name="size fraction")
+        header.click()
+        ascending = fractions()
+        assert ascending == sorted(ascending) and ascending[0] < 1 < ascending[-1]
+        assert page.locator("th[data-col='2']").get_attribute("aria-sort") == "ascending"
+        header.click()
+        assert fractions() == ascending[::-1]
+        page.get_by_role("button", name="analog").click()
+        names = page.locator("#leaderboard tbody tr td:nth-child(2)").all_inner_texts()
+        assert names == sorted(names)
+        browser.close()
+
+
+def test_submit_to_a_folder_is_usage_error(pytester, tiny_dir):
+    result = pytester.runpytest(f"--analog-teacher={tiny_dir}", f"--analog-student={tiny_dir}", f"--analog-submit={pytester.path}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: --analog-submit={pytester.path} is a folder; give a file name such as submission.json"])
+
+
+@pytest.mark.slow
+def test_real_teacher_compliant_release_submits_and_verifies(pytester, smollm2_gguf, capsys):
+    """SmolLM2-135M-Instruct (GGUF) as teacher; a 2.4 % analog with its tokenizer released with card, licence, config."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from tests.test_compliance import CARD
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    analog = pytester.path / "release"
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(analog)
+    tokenizer.save_pretrained(analog)
+    (analog / "README.md").write_text(CARD)
+    (analog / "distill.yaml").write_text("teacher: HuggingFaceTB/SmolLM2-135M-Instruct\n")
+    bundle = pytester.path / "submissions" / "smollm2.json"
+    result = pytester.runpytest(
+        f"--analog-teacher={smollm2_gguf}", f"--analog-student={analog}", "--analog-suites=compliance",
+        f"--analog-submit={bundle}", "-p", "no:cacheprovider",
+    )
+    result.assert_outcomes(passed=7, skipped=2)
+    result.stdout.fnmatch_lines(["*analog fidelity: PASS - 7/7 gated criteria passed*"])
+    submitted = json.loads(bundle.read_text())
+    assert submitted["report"]["models"]["parameter_fraction"] == pytest.approx(model.num_parameters() / submitted["report"]["models"]["teacher"]["parameters"])
+    assert [f["name"] for f in submitted["models"]["teacher"]["files"]] == [smollm2_gguf.name]
+    assert submitted["models"]["teacher"]["files"][0]["sha256"] == hashlib.sha256(smollm2_gguf.read_bytes()).hexdigest()
+    assert main(["verify", str(bundle), "--teacher", str(smollm2_gguf), "--student", str(analog)]) == 0
+    assert main(["build", str(bundle.parent), "--out", str(pytester.path / "site")]) == 0
+    entry, = json.loads((pytester.path / "site" / "leaderboard.json").read_text())["entries"]
+    assert (entry["verdict"], entry["scores"], entry["analog"]) == ("pass", {"compliance": 1.0}, str(analog))
