@@ -22,11 +22,17 @@ def teacher_buckets(logp: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
 
 
 def student_buckets(logits: torch.Tensor, ids: torch.Tensor, temperature: float) -> torch.Tensor:
-    """[n, k+1] student log-probs at ``temperature`` over the teacher's top-k ids and the rest."""
-    z = logits.float() / temperature
-    total = torch.logsumexp(z, dim=-1, keepdim=True)
-    top = z.gather(-1, ids.long()) - total
-    rest = torch.logsumexp(z.scatter(-1, ids.long(), float("-inf")), dim=-1, keepdim=True) - total
+    """[n, k+1] student log-probs at ``temperature`` over the teacher's top-k ids and the rest.
+
+    One fused log-softmax, as in cross-entropy; the rest is 1 − Σ top-k, floored
+    at 1e-30 where float32 rounding leaves nothing (its weight is then below 1e-6).
+    """
+    z = logits.float() if temperature == 1 else logits.float() / temperature
+    top = torch.log_softmax(z, dim=-1).gather(-1, ids.long())
+    if ids.shape[-1] >= logits.shape[-1]:  # every token is in the top-k: no rest
+        rest = torch.full_like(top[:, :1], float("-inf"))
+    else:
+        rest = torch.log((1 - top.exp().sum(-1, keepdim=True)).clamp_min(1e-30))
     return torch.cat([top, rest], dim=-1)
 
 
