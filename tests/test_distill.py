@@ -373,3 +373,12 @@ def test_same(distilled_analog, pytestconfig):
 def test_fixture_skips_without_a_teacher(pytester):
     pytester.makepyfile("def test_x(distilled_analog):\n    pass\n")
     pytester.runpytest().assert_outcomes(skipped=1)
+
+
+def test_batches_visit_every_chunk_once_per_epoch():
+    from pytest_analog.distill.train import batch_rows
+
+    epoch = torch.cat([batch_rows(step, 12, 4, seed=0) for step in range(3)])
+    assert sorted(epoch.tolist()) == list(range(12))
+    assert torch.equal(batch_rows(5, 12, 4, seed=0), batch_rows(5, 12, 4, seed=0))
+    assert not torch.equal(batch_rows(3, 12, 4, seed=0), batch_rows(3, 12, 4, seed=1))

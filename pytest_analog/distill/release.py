@@ -22,10 +22,10 @@ library_name: transformers
 tags: [analog, distillation, pytest-analog]
 ---
 
-# Analog of {teacher}
+# Analog of {name}
 
-A {fraction:.2%} analog of `{teacher}`, distilled with pytest-analog {version}
-(`analog-distill`). Check its fidelity with
+A {fraction:.2%} analog of `{teacher}` (weights SHA-256 `{sha256}`), distilled
+with pytest-analog {version} (`analog-distill`). Check its fidelity with
 `pytest --analog-teacher={teacher} --analog-student=<this folder>`.
 
 ## Architecture
@@ -108,7 +108,7 @@ def card(config, shape, keep, teacher: dict, training: dict) -> str:
     licence_text = ("The teacher's licence applies to these weights, which derive from it"
                     + (" (SmolLM2: Apache-2.0)." if "smollm2" in str(teacher.get("id", "")).lower() else "; check it before release."))
     return CARD.format(
-        teacher=teacher.get("id"), fraction=shape.fraction, version=__version__, architecture=teacher.get("architecture"),
+        teacher=teacher.get("id"), name=Path(str(teacher.get("id"))).name, sha256=teacher.get("sha256"), fraction=shape.fraction, version=__version__, architecture=teacher.get("architecture"),
         vocab=teacher["tokenizer"]["vocab_size"], teacher_parameters=teacher["parameters"], init_text=init_text,
         loss_text=loss_text, batch=config.batch_size * config.grad_accum, seq_len=config.seq_len, lr=config.lr,
         seed=config.seed, device=training["device"], mixed=training["mixed_precision"], top_k=config.top_k,

@@ -223,7 +223,7 @@ def _tensor_hash(t: torch.Tensor) -> str:
 def _check_out(out: Path, work: Path) -> None:
     if out.is_file():
         raise AnalogError(f"output {out} is a file; give a folder for the analog")
-    if out.is_dir() and any(out.iterdir()) and checkpoint.peek(work / "checkpoints") is None:
+    if out.is_dir() and any(p.name != WORK for p in out.iterdir()) and checkpoint.peek(work / "checkpoints") is None:
         raise AnalogError(f"output folder {out} is not empty and holds no checkpoint to resume; choose a new folder")
 
 
