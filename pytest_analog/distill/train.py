@@ -173,7 +173,8 @@ def distill(config: DistillConfig, out: str | Path, *, cache_dir: str | Path | N
             step += 1
             trained += time.perf_counter() - tick
             if bar is not None:
-                bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_step / (time.perf_counter() - tick):.0f}")
+                budget = {"budget_left": f"{max(0.0, config.max_seconds - trained):.0f}s"} if config.max_seconds else {}
+                bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_step / (time.perf_counter() - tick):.0f}", **budget)
                 bar.update(1)
             if step % config.checkpoint_every == 0 and step < config.max_steps and accelerator.is_main_process:
                 checkpoint.save(work / "checkpoints", step, trainee, optimizer,
