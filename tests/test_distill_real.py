@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 def test_short_distillation_beats_a_random_student_of_the_same_size(smollm2_gguf, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(read_texts("builtin")[:5]))  # about 3,000 tokens: a lean run
-    config = DistillConfig(teacher=str(smollm2_gguf), fraction=0.05, corpus=str(corpus), max_steps=30, device="cpu")
+    config = DistillConfig(teacher=str(smollm2_gguf), fraction=0.05, corpus=str(corpus), max_steps=20,
+                           calibration=8, device="cpu")
     out = distill(config, tmp_path / "analog", progress=False)
     record = json.loads((out / "training.json").read_text())
     assert abs(record["shape"]["fraction"] / 0.05 - 1) <= 0.05
