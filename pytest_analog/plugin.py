@@ -131,3 +131,28 @@ def fidelity_record(request: pytest.FixtureRequest, analog_session):
         return criterion
 
     return record
+
+
+@pytest.fixture(scope="session")
+def distill_config(analog_session):
+    """Settings of `distilled_analog`: `DistillConfig` defaults for --analog-teacher (override this fixture to change them)."""
+    from pytest_analog.distill import DistillConfig
+
+    settings = analog_session.settings
+    if settings.teacher is None:
+        pytest.skip("no --analog-teacher given: distilled_analog distils from the teacher")
+    return DistillConfig(
+        teacher=str(settings.teacher), device=settings.device,
+        trust_remote_code=settings.trust_remote_code, allow_pickle=settings.allow_pickle,
+    )
+
+
+@pytest.fixture(scope="session")
+def distilled_analog(analog_session, distill_config, tmp_path_factory):
+    """Folder of an analog distilled from the teacher by `distill_config`: cached by the teacher's
+    file hash and the settings, so a session (and later sessions with the cache) distils once."""
+    from pytest_analog.distill import distilled
+
+    cache_dir = analog_session.cache_dir or tmp_path_factory.mktemp("analog")
+    with analog_session._showing_progress():
+        return analog_session._guarded(distilled, distill_config, cache_dir)

@@ -13,6 +13,9 @@ from pathlib import Path
 
 def shipped(name: str) -> Path:
     """The folder of ``pytest_analog.<name>`` (``suites`` or ``fixtures``)."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / name).is_dir():
+        return checkout / name  # imported from a source tree: its own folders, not another install's
     spec = find_spec(f"pytest_analog.{name}")
     if spec is not None and spec.submodule_search_locations:
         return Path(list(spec.submodule_search_locations)[0])

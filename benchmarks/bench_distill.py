@@ -1,0 +1,132 @@
+"""Distillation speed over a bare training step, and analog quality at a fixed CPU budget.
+
+1. Overhead: tokens per second of a distillation step (student forward, loss
+   against the cached top-k teacher targets, backward, AdamW) over a bare
+   language-model step (forward, cross-entropy, backward, AdamW) of the same
+   5 % SmolLM2 student on the same batch; target <= 1.3x. With and without
+   hidden-state alignment.
+2. Quality: a 5 % analog of SmolLM2-135M-Instruct distilled for ``--budget``
+   seconds of training, with and without hidden-state alignment, measured by the
+   gate's own metrics on its default prompts: KL(teacher ‖ analog) and the mean
+   over teacher layers of the best analog layer's CKA. A random student of the
+   same shape is the floor.
+
+    python benchmarks/bench_distill.py [--budget 600] [--steps 8] [--prompts 32] [--skip-quality]
+"""
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pytest_analog.config import load_config
+from pytest_analog.demo import smollm2_gguf
+from pytest_analog.distill import DistillConfig, distill
+from pytest_analog.distill.data import read_texts, teacher_targets, token_chunks
+from pytest_analog.distill.student import kept_blocks, plan_shape, random_student, student_config
+from pytest_analog.distill.train import Trainee, align_map
+from pytest_analog.fidelity import measure
+from pytest_analog.models import ModelPair, load_model
+from pytest_analog.prompts import load_prompts
+
+
+def interleaved_medians(steps: dict, n: int) -> dict:
+    """Median seconds of each step function, run in turn ``n`` times after a warm-up (fair under shared CPUs)."""
+    for step in steps.values():
+        step()
+    times = {name: [] for name in steps}
+    for _ in range(n):
+        for name, step in steps.items():
+            started = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def overhead(teacher, n: int, corpus: str) -> None:
+    config = DistillConfig(teacher="smollm2", fraction=0.05, init="random")
+    shape = plan_shape(teacher.model.config, config.fraction)
+    s_config = student_config(teacher.model.config, shape, kept_blocks(teacher.num_layers, shape.layers, "uniform"))
+    chunks = token_chunks(teacher.tokenizer, read_texts(corpus), config.seq_len)[: config.batch_size]
+    pairs = align_map(teacher.num_layers, shape.layers)
+    targets = teacher_targets(teacher.model, chunks, temperature=1.0, top_k=config.top_k, layers=sorted(set(pairs.values())))
+    tokens = chunks.numel()
+    print(f"student: {shape.parameters:,} parameters ({shape.fraction:.2%}), batch {tuple(chunks.shape)}, "
+          f"{torch.get_num_threads()} threads")
+
+    def runner(loss_fn, module):
+        optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+
+        def step():
+            loss_fn(module).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        return step
+
+    steps = {"bare LM step": runner(
+        lambda m: F.cross_entropy(m(input_ids=chunks).logits[:, :-1].flatten(0, 1), chunks[:, 1:].flatten()),
+        random_student(s_config, 0).train(),
+    )}
+    for align in ("none", "cosine"):
+        cfg = DistillConfig(teacher="smollm2", align=align)
+        trainee = Trainee(random_student(s_config, 0).train(), pairs if align != "none" else {}, teacher.model.config.hidden_size)
+        steps[f"distillation, align {align}"] = runner(lambda m, cfg=cfg: m(chunks, targets, cfg), trainee)
+    seconds = interleaved_medians(steps, n)
+    bare = seconds["bare LM step"]
+    for name, t in seconds.items():
+        print(f"{name:28s} {tokens / t:8.0f} tok/s   {t / bare:.2f}x the bare step (target <= 1.3x)")
+
+
+def quality(teacher, budget: float, n_prompts: int, corpus: str) -> None:
+    fidelity = load_config(**{"prompts.max_prompts": n_prompts})
+    prompts = load_prompts("default", max_prompts=n_prompts)
+
+    def scores(student):
+        m = measure(ModelPair(teacher, student), prompts, fidelity)
+        best = np.nanmax(np.asarray(m.cka_matrix), axis=1).mean()
+        return m.logits["kl"], best, np.mean(list(m.cka.values()))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = []
+        for align in ("none", "cosine"):
+            config = DistillConfig(teacher=str(teacher.source.directory / teacher.source.gguf_file), fraction=0.05,
+                                   corpus=corpus, align=align, max_steps=100_000, max_seconds=budget, device="cpu")
+            started = time.perf_counter()
+            out = distill(config, Path(tmp) / align, cache_dir=Path(tmp) / "cache")
+            analog = load_model(str(out), device="cpu", dtype="float32")
+            steps = json.loads((out / "training.json").read_text())["steps"]
+            rows.append((f"distilled, align {align}", steps, time.perf_counter() - started, *scores(analog)))
+        random = random_student(analog.model.config, 1)
+        random_dir = Path(tmp) / "random"
+        random.save_pretrained(random_dir)
+        analog.tokenizer.save_pretrained(random_dir)
+        rows.append(("random init, same shape", 0, 0.0, *scores(load_model(str(random_dir), device="cpu", dtype="float32"))))
+    print(f"\nquality after {budget:.0f} s of training ({n_prompts} gate prompts, never trained on):")
+    print(f"{'analog':26s} {'steps':>6s} {'wall s':>7s} {'KL':>7s} {'best-layer CKA':>15s} {'gated CKA':>10s}")
+    for name, steps, wall, kl, best, gated in rows:
+        print(f"{name:26s} {steps:6d} {wall:7.0f} {kl:7.3f} {best:15.3f} {gated:10.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=600, help="training seconds per analog (default: 600)")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per overhead figure (default: 8)")
+    parser.add_argument("--prompts", type=int, default=32, help="gate prompts for the quality figures (default: 32)")
+    parser.add_argument("--corpus", default="builtin", help="distillation corpus (default: the shipped one)")
+    parser.add_argument("--skip-quality", action="store_true")
+    args = parser.parse_args()
+    teacher = load_model(str(smollm2_gguf()), device="cpu", dtype="float32")
+    overhead(teacher, args.steps, args.corpus)
+    if not args.skip_quality:
+        quality(teacher, args.budget, args.prompts, args.corpus)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""The output folder as a release candidate in the form the analog policy asks for.
+
+safetensors weights, config and tokenizer (loadable with ``from_pretrained``),
+``distill_config.json`` (the exact settings: ``analog-distill --config`` reruns
+them), ``training.json`` (what the run did and measured) and ``README.md``, a
+model card with the architecture, size, training setup, data, intended use
+and licence.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pytest_analog import __version__
+from pytest_analog.atomic import write_atomic
+
+CARD = """\
+---
+license: {licence}
+library_name: transformers
+tags: [analog, distillation, pytest-analog]
+---
+
+# Analog of {name}
+
+A {fraction:.2%} analog of `{teacher}` (weights SHA-256 `{sha256}`), distilled
+with pytest-analog {version} (`analog-distill`). Check its fidelity with
+`pytest --analog-teacher={teacher} --analog-student=<this folder>`.
+
+## Architecture
+
+{architecture}: {layers} blocks, hidden size {hidden}, {heads} attention heads
+({kv_heads} KV heads, head size {head_dim}), MLP width {intermediate}, the teacher's
+tokenizer ({vocab} tokens). **{parameters:,} parameters**, {fraction:.2%} of the
+teacher's {teacher_parameters:,} (embeddings included).
+
+## Training
+
+- Initialisation: {init_text}
+- Loss: {loss_text}
+- {steps} optimizer steps of {batch} chunks x {seq_len} tokens ({tokens_seen:,} tokens),
+  AdamW, peak learning rate {lr}, seed {seed}; {train_seconds} s of training on {device}
+  (mixed precision: {mixed}).
+- Held-out KL(teacher ‖ analog) per token, over the teacher's top-{top_k} tokens and the
+  rest of its mass at temperature {temperature}: {before:.3f} nats at initialisation,
+  **{after:.3f} nats** after training.
+
+## Data
+
+{data_text}: {corpus_tokens:,} tokens in chunks of {seq_len}; {train_chunks} chunks
+for training, every {stride}th ({heldout_chunks} chunks) held out for the figures above.
+
+## Intended use
+
+Research: a small, open stand-in for the teacher for interpretability,
+safety and evaluation work, as in the analog-release proposal (arXiv 2510.14053).
+It is not a product model; it inherits the teacher's limitations and biases and
+has far less capacity. Measure its fidelity before relying on it.
+
+## Licence
+
+{licence_text}
+
+## Reproduce
+
+`distill_config.json` holds every setting of this run:
+
+```
+analog-distill --config distill_config.json --out DIR
+```
+"""
+
+
+def write(out: Path, model, tokenizer, *, config, shape, keep: list[int], teacher: dict, training: dict) -> Path:
+    """Write the release folder ``out``: weights, config, tokenizer, settings, training record, model card."""
+    out = Path(out)
+    model.config.architectures = [type(model).__name__]
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    settings = config.to_dict()
+    write_atomic(out / "distill_config.json", json.dumps(settings, indent=2) + "\n")
+    record = {"shape": shape.to_dict(), "kept_teacher_blocks": keep, "teacher": teacher, **training}
+    write_atomic(out / "training.json", json.dumps(record, indent=2, default=str) + "\n")
+    write_atomic(out / "README.md", card(config, shape, keep, teacher, training))
+    return out
+
+
+def card(config, shape, keep, teacher: dict, training: dict) -> str:
+    """The model card (Markdown with Hugging Face metadata)."""
+    if config.init == "pruned":
+        init_text = (f"from the teacher: blocks {keep} ({config.keep}), and within them the hidden channels, "
+                     f"attention heads and MLP neurons with the highest activation importance on "
+                     f"{config.calibration} calibration chunks (Minitron-style width pruning)")
+    else:
+        init_text = f"random (seed {config.seed})"
+    loss_text = {"forward_kl": "forward KL(teacher ‖ analog)", "reverse_kl": "reverse KL(analog ‖ teacher)",
+                 "jsd": f"generalised JSD (beta {config.beta})"}[config.loss]
+    loss_text += f" at temperature {config.temperature}, scaled by T²"
+    if config.ce_weight:
+        loss_text += f", plus {config.ce_weight} x cross-entropy on the corpus"
+    if config.align != "none":
+        loss_text += (f", plus {config.align_weight} x hidden-state alignment ({config.align}) through learned linear "
+                      f"projections, analog layer -> teacher layer {training['align_map']}")
+    builtin = config.corpus == "builtin"
+    data_text = ("The prose corpus shipped with pytest-analog (fixtures/corpus, written for the project, Apache-2.0)"
+                 if builtin else f"Corpus `{config.corpus}`")
+    licence_text = ("The teacher's licence applies to these weights, which derive from it"
+                    + (" (SmolLM2: Apache-2.0)." if "smollm2" in str(teacher.get("id", "")).lower() else "; check it before release."))
+    return CARD.format(
+        teacher=teacher.get("id"), name=Path(str(teacher.get("id"))).name, sha256=teacher.get("sha256"), fraction=shape.fraction, version=__version__, architecture=teacher.get("architecture"),
+        vocab=teacher["tokenizer"]["vocab_size"], teacher_parameters=teacher["parameters"], init_text=init_text,
+        loss_text=loss_text, batch=config.batch_size * config.grad_accum, seq_len=config.seq_len, lr=config.lr,
+        seed=config.seed, device=training["device"], mixed=training["mixed_precision"], top_k=config.top_k,
+        temperature=config.temperature, before=training["heldout_kl_before"], after=training["heldout_kl_after"],
+        data_text=data_text, stride=max(2, round(1 / config.heldout)), licence_text=licence_text,
+        licence="apache-2.0" if "smollm2" in str(teacher.get("id", "")).lower() else "other",
+        **{k: v for k, v in shape.to_dict().items() if k != "fraction"}, **{k: training[k] for k in (
+            "steps", "tokens_seen", "train_seconds", "corpus_tokens", "train_chunks", "heldout_chunks")},
+    )
