@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from pytest_analog import compliance
+from pytest_analog.config import load_config
 from pytest_analog.distill import DistillConfig, distill, losses
 from pytest_analog.distill import checkpoint as checkpoint_module
 from pytest_analog.distill.data import read_texts, split_rows, teacher_targets, token_chunks
 from pytest_analog.distill.student import TOLERANCE, count_parameters, kept_blocks, plan_shape, student_config
 from pytest_analog.errors import AnalogError
+from pytest_analog.models import resolve_source
 from tests.conftest import save_model, tiny_llama, train_tokenizer
 
 
@@ -285,8 +288,17 @@ def test_distillation_lowers_heldout_kl_far_below_a_random_student(tiny_teacher,
     assert record["heldout_kl_after"] < record["heldout_kl_before"]
     assert DistillConfig.from_dict(json.loads((out / "distill_config.json").read_text())) == config
     card = (out / "README.md").read_text()
-    for needed in ("## Architecture", "parameters", "## Training", "## Data", "## Intended use", "## Licence", "analog-distill --config"):
+    for needed in ("## Architecture", "parameters", "## Training procedure", "## Training data", "## Intended use",
+                   "## Licence", "analog-distill --config"):
         assert needed in card
+    # the release is in the form the compliance suite checks for
+    release, rules = compliance.release_of(resolve_source(str(out))), load_config().compliance
+    for check in (
+        compliance.model_card(release, rules.model_card.sections),
+        compliance.license_check(release, rules.license.allowed),
+        compliance.training_code(release, rules.training_code.files, rules.training_code.sections),
+    ):
+        assert check.passed, check.message
 
 
 def test_pruned_student_starts_close_to_its_teacher(tiny_teacher, tmp_path):

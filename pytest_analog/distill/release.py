@@ -35,7 +35,7 @@ with pytest-analog {version} (`analog-distill`). Check its fidelity with
 tokenizer ({vocab} tokens). **{parameters:,} parameters**, {fraction:.2%} of the
 teacher's {teacher_parameters:,} (embeddings included).
 
-## Training
+## Training procedure
 
 - Initialisation: {init_text}
 - Loss: {loss_text}
@@ -46,7 +46,7 @@ teacher's {teacher_parameters:,} (embeddings included).
   rest of its mass at temperature {temperature}: {before:.3f} nats at initialisation,
   **{after:.3f} nats** after training.
 
-## Data
+## Training data
 
 {data_text}: {corpus_tokens:,} tokens in chunks of {seq_len}; {train_chunks} chunks
 for training, every {stride}th ({heldout_chunks} chunks) held out for the figures above.
