@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SUITES = ("representation", "embeddings", "logits")
+SUITES = ("representation", "embeddings", "logits", "steering")
 
 
 def _device(value: str) -> str:

@@ -42,6 +42,7 @@ class AnalogSession:
         self._depths: tuple[int, int] | None = None
         self._pair = None
         self._measurements = None
+        self._steering = None
         self._failure: str | None = None
         self.measurements_cached = False
 
@@ -145,6 +146,82 @@ class AnalogSession:
                 cache.store(self.cache_dir / "measurements", key, self._measurements.to_dict())
         self._measurements.capture.update(prompt_set=prompts.name, prompt_set_sha256=prompts.sha256)
         return self._measurements
+
+    def steering_cases(self) -> list[tuple[str, int]]:
+        """(behaviour, teacher layer) pairs of the steering suite; empty without models."""
+        from pytest_analog.steering.transfer import steering_layers
+
+        if not self._depths:
+            return []
+        s = self.config.steering
+        try:
+            layers = steering_layers(s, *self._depths, best_match=[0] * (self._depths[0] + 1))
+        except AnalogError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        return [(Path(b).stem, i) for b in s.behaviours for i in layers]
+
+    def steering(self) -> dict:
+        """The steering-transfer results (`steering.transfer.steering_analysis`), computed once; also `sections["steering"]`."""
+        from pytest_analog.prompts import load_prompts
+        from pytest_analog.steering.behaviours import load_behaviour
+        from pytest_analog.steering.transfer import steering_analysis
+
+        if self._steering is not None:
+            return self._steering
+        self._require()
+        s = self.config.steering
+        behaviours = [self._guarded(load_behaviour, name) for name in s.behaviours]
+        layer_pairs = self._guarded(self._steering_layers)
+        prompts = self._guarded(load_prompts, self.config.prompts.set, s.map_prompts)
+        pair = self.pair()
+        with self._showing_progress():
+            progress = _progress_bar(len(behaviours) * len(layer_pairs), "steering (behaviour x layer)", unit="case")
+            self._steering = self._guarded(
+                steering_analysis, pair, behaviours, layer_pairs, s, map_texts=prompts.texts, progress=progress
+            )
+            progress.close()
+        self.sections["steering"] = self._steering
+        return self._steering
+
+    @functools.cache
+    def steering_vector(self, behaviour: str, layer: int, model: str = "teacher"):
+        """The mean-difference (or configured) steering vector of ``model`` at ``layer`` from a behaviour's train items."""
+        from pytest_analog.steering.behaviours import load_behaviour
+        from pytest_analog.steering.vectors import extract
+
+        if model not in ("teacher", "student"):
+            raise AnalogError(f"steering_vector model must be 'teacher' or 'student', got {model!r}")
+        s = self.config.steering
+        items = self._guarded(load_behaviour, behaviour).train[: s.train_items]
+        loaded = getattr(self.pair(), model)
+        return self._guarded(
+            extract, loaded, [i.positive for i in items], [i.negative for i in items], layer,
+            position=s.position, method=s.method, batch_size=s.batch_size,
+        )
+
+    @functools.cache
+    def steering_map(self, teacher_layer: int, analog_layer: int | None = None, kind: str | None = None):
+        """A map from analog layer to teacher layer, fitted on the prompt set (analog layer: the CKA best match)."""
+        from pytest_analog.prompts import load_prompts
+        from pytest_analog.steering.transfer import fit_maps
+
+        s = self.config.steering
+        if analog_layer is None:
+            analog_layer = self.measurements().best_match[teacher_layer]
+        prompts = self._guarded(load_prompts, self.config.prompts.set, s.map_prompts)
+        fitted = self._guarded(
+            fit_maps, self.pair(), prompts.texts, [(teacher_layer, analog_layer)], kinds=(kind or s.map,),
+            ridge=s.ridge, steps=s.autoencoder_steps, seed=s.seed, max_length=s.max_length, batch_size=s.batch_size,
+        )
+        return fitted[(teacher_layer, analog_layer)]["maps"][kind or s.map]
+
+    def _steering_layers(self) -> dict[int, int]:
+        """Teacher layer -> analog layer for steering: the config's, or the CKA best match."""
+        from pytest_analog.steering.transfer import steering_layers
+
+        s = self.config.steering
+        best = self.measurements().best_match if s.analog_layers == "best_match" else None
+        return steering_layers(s, *self._depths, best_match=best)
 
     def _measurement_key(self, prompts, with_logits: bool) -> str:
         from pytest_analog import cache
@@ -262,10 +339,10 @@ class AnalogSession:
             terminalreporter.write_line(f"report: {self.settings.report / 'fidelity.html'}")
 
 
-def _progress_bar(total: int, description: str):
+def _progress_bar(total: int, description: str, unit: str = "tok"):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=description, unit="tok", file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10)
+    return tqdm(total=total, desc=description, unit=unit, file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10)
 
 
 def _version(package: str) -> str | None:
