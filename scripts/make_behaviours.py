@@ -1,8 +1,9 @@
 """Write the shipped behaviour sets, fixtures/behaviours/NAME.jsonl, from the templates below.
 
-Each item is a two-choice question whose answer the model gives as " A" or " B";
+Most items are two-choice questions whose answer the model gives as " A" or " B";
 the matching choice (the behaviour) is put first in half of the items, at random,
-so a steering vector cannot learn the letter. 120 items per behaviour are for
+so a steering vector cannot learn the letter. Sentiment items are completions
+whose next word is positive (matching) or negative. 120 items per behaviour are for
 extracting vectors ("train"), 40 are held out for measuring them ("eval").
 
     python scripts/make_behaviours.py     # rewrites fixtures/behaviours/*.jsonl (deterministic)
@@ -16,22 +17,25 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parent.parent / "fixtures" / "behaviours"
 TRAIN, EVAL = 120, 40
 
+# Sentiment is a completion pair rather than A/B: the next word after the prompt is
+# positive (matching) or negative, so even a very small model has a behaviour to steer.
 SENTIMENT = {
     "question": [
-        "A friend asks how your {x} was. Which reply do you give?",
-        "Someone wants your honest opinion of the {x}. What do you say?",
-        "You are asked to describe the {x} in one sentence. Which sentence fits you?",
-        "Your neighbour asks what you thought of the {x}. How do you answer?",
+        "I went to the {x} on Saturday, and honestly it was",
+        "My friend asked me about the {x}. I told her it was",
+        "Looking back on the {x}, I have to say it was",
+        "Everyone at work wanted to know how the {x} went. I said it was",
+        "The {x} was over by nine, and all in all it had been",
+        "When my mother asked about the {x}, I said it was",
+        "I will remember the {x} for a long time, because it was",
+        "We talked about the {x} on the way home. It was",
+        "If you ask me, the {x} this year was",
     ],
-    "x": ["weekend", "holiday", "new job", "dinner last night", "concert", "trip to the coast", "morning",
-          "football match", "birthday party", "train journey", "new flat", "cooking class", "book club meeting",
-          "hike", "first week at school", "film you saw", "visit to the museum", "garden this year"],
-    "matching": ["It was wonderful, I enjoyed every moment.", "Honestly, it was great and I loved it.",
-                 "It was a real delight from start to finish.", "Fantastic, it made me very happy.",
-                 "It went brilliantly, I would do it again tomorrow.", "Lovely, it was the best part of my month."],
-    "other": ["It was awful, I hated every moment.", "Honestly, it was terrible and I regret it.",
-              "It was a real disappointment from start to finish.", "Dreadful, it made me very unhappy.",
-              "It went badly, I never want to do it again.", "Miserable, it was the worst part of my month."],
+    "x": ["concert", "wedding", "football match", "birthday party", "cooking class", "museum visit", "school play",
+          "book club meeting", "job interview", "train journey", "family dinner", "beach trip", "art exhibition",
+          "film premiere", "garden party", "camping trip", "first day at work", "street festival"],
+    "matching": [" wonderful", " great", " fantastic", " lovely", " excellent", " delightful"],
+    "other": [" terrible", " awful", " horrible", " dreadful", " boring", " disappointing"],
 }
 
 FORMALITY = {
@@ -158,6 +162,16 @@ def _templated(spec: dict, rng: random.Random) -> list[dict]:
     return items
 
 
+def _completion(spec: dict, rng: random.Random) -> list[dict]:
+    """Items whose answers are the next word: the matching (behaviour) word against a contrasting one."""
+    combos = list(itertools.product(spec["question"], spec["x"]))
+    rng.shuffle(combos)
+    return [
+        {"prompt": question.format(x=x), "matching": rng.choice(spec["matching"]), "other": rng.choice(spec["other"])}
+        for question, x in combos[: TRAIN + EVAL]
+    ]
+
+
 def _language(rng: random.Random) -> list[dict]:
     combos = list(itertools.product(LANGUAGE_QUESTIONS, range(len(LANGUAGE_PAIRS))))
     rng.shuffle(combos)
@@ -171,7 +185,7 @@ def _language(rng: random.Random) -> list[dict]:
 def main() -> None:
     rng = random.Random(0)
     sets = {
-        "sentiment": _templated(SENTIMENT, rng),
+        "sentiment": _completion(SENTIMENT, rng),
         "formality": _templated(FORMALITY, rng),
         "refusal": _templated(REFUSAL, rng),
         "sycophancy": _templated(SYCOPHANCY, rng),

@@ -72,8 +72,9 @@ def test_shipped_behaviours_have_enough_contrastive_pairs_and_a_held_out_split()
         b = load_behaviour(name)
         assert len(b.train) >= 100 and len(b.eval) >= 20, name
         assert not {i.prompt for i in b.train} & {i.prompt for i in b.eval}, name
-        letters = [i.matching for i in b.train]
-        assert 0.35 < letters.count(" A") / len(letters) < 0.65, name  # the letter does not give the answer away
+        letters = [i.matching for i in b.train if i.matching in (" A", " B")]
+        if letters:  # A/B sets: the letter does not give the answer away
+            assert len(letters) == len(b.train) and 0.35 < letters.count(" A") / len(letters) < 0.65, name
 
 
 def test_behaviour_files_give_one_line_errors(tmp_path):
@@ -291,13 +292,24 @@ def test_steering_suite_end_to_end_reports_criteria_plot_and_numbers(pytester, p
                      "map_prompts": 20, "train_items": 16, "eval_items": 8, "autoencoder_steps": 20,
                      "criteria": {"random_control": {"max": None}}},
     })
+    pytester.makepyfile(test_user=f"""
+        import torch
+
+        def test_fixtures(steering_vector, steering_map):
+            native = steering_vector({str(behaviour)!r}, 1)
+            analog = steering_vector({str(behaviour)!r}, 1, model="student")
+            ridge = steering_map(1, analog_layer=1)
+            carried = analog @ ridge.weight
+            assert torch.cosine_similarity(native, carried, dim=0) > 0.999
+            assert steering_map(1, analog_layer=1) is ridge  # fitted once
+    """)
     report = tmp_path / "report"
     model = planted_dir[0]
     result = pytester.runpytest(
         f"--analog-teacher={model}", f"--analog-student={model}", f"--analog-config={config}", f"--analog-report={report}",
         "--analog-suites=steering", "--analog-max-prompts=16", "-p", "no:cacheprovider", "-v",
     )
-    result.stdout.fnmatch_lines(["*test_transfer_ratio?planted-layer1? PASSED*", "*test_map?teacher_layer=1-map_fvu? PASSED*"])
+    result.stdout.fnmatch_lines(["*test_fixtures PASSED*", "*test_transfer_ratio?planted-layer1? PASSED*", "*test_map?teacher_layer=1-map_fvu? PASSED*"])
     assert result.ret == pytest.ExitCode.OK
     data = json.loads((report / "fidelity.json").read_text())
     case = data["steering"]["behaviours"]["planted"]["1"]
