@@ -25,7 +25,12 @@ from pytest_analog.config import load_config
 from pytest_analog.demo import smollm2_gguf
 from pytest_analog.models import ModelPair, load_model
 from pytest_analog.prompts import load_prompts
-from pytest_analog.steering import PairedMoments, fit_autoencoder, load_behaviour, steering_analysis
+from pytest_analog.steering import (
+    PairedMoments,
+    fit_autoencoder,
+    load_behaviour,
+    steering_analysis,
+)
 from pytest_analog.steering.behaviours import answer_tokens
 from pytest_analog.steering.transfer import _left_padded, steering_layers
 

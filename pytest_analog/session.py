@@ -43,6 +43,7 @@ class AnalogSession:
         self._pair = None
         self._measurements = None
         self._steering = None
+        self._steering_memo: dict[tuple, Any] = {}  # steering_vector / steering_map results by arguments
         self._failure: str | None = None
         self.measurements_cached = False
 
@@ -90,6 +91,8 @@ class AnalogSession:
                 config = read_config(sources[-1], trust_remote_code=settings.trust_remote_code)
                 depths.append(config.get_text_config().num_hidden_layers)
             layer_map(self.config, gated_layers(self.config, depths[0]), *depths)
+            if "steering" in settings.suites:
+                _check_steering(self.config.steering, depths)
         except AnalogError as exc:
             raise pytest.UsageError(str(exc)) from None
         self._sources = tuple(sources)
@@ -154,10 +157,7 @@ class AnalogSession:
         if not self._depths:
             return []
         s = self.config.steering
-        try:
-            layers = steering_layers(s, *self._depths, best_match=[0] * (self._depths[0] + 1))
-        except AnalogError as exc:
-            raise pytest.UsageError(str(exc)) from None
+        layers = steering_layers(s, *self._depths, best_match=[0] * (self._depths[0] + 1))  # checked in check_models
         return [(Path(b).stem, i) for b in s.behaviours for i in layers]
 
     def steering(self) -> dict:
@@ -183,9 +183,14 @@ class AnalogSession:
         self.sections["steering"] = self._steering
         return self._steering
 
-    @functools.cache
     def steering_vector(self, behaviour: str, layer: int, model: str = "teacher"):
         """The mean-difference (or configured) steering vector of ``model`` at ``layer`` from a behaviour's train items."""
+        key = ("vector", behaviour, layer, model)
+        if key not in self._steering_memo:
+            self._steering_memo[key] = self._steering_vector(behaviour, layer, model)
+        return self._steering_memo[key]
+
+    def _steering_vector(self, behaviour: str, layer: int, model: str):
         from pytest_analog.steering.behaviours import load_behaviour
         from pytest_analog.steering.vectors import extract
 
@@ -199,21 +204,26 @@ class AnalogSession:
             position=s.position, method=s.method, batch_size=s.batch_size,
         )
 
-    @functools.cache
     def steering_map(self, teacher_layer: int, analog_layer: int | None = None, kind: str | None = None):
         """A map from analog layer to teacher layer, fitted on the prompt set (analog layer: the CKA best match)."""
+        if analog_layer is None:
+            analog_layer = self.measurements().best_match[teacher_layer]
+        key = ("map", teacher_layer, analog_layer, kind or self.config.steering.map)
+        if key not in self._steering_memo:
+            self._steering_memo[key] = self._steering_map(teacher_layer, analog_layer, key[-1])
+        return self._steering_memo[key]
+
+    def _steering_map(self, teacher_layer: int, analog_layer: int, kind: str):
         from pytest_analog.prompts import load_prompts
         from pytest_analog.steering.transfer import fit_maps
 
         s = self.config.steering
-        if analog_layer is None:
-            analog_layer = self.measurements().best_match[teacher_layer]
         prompts = self._guarded(load_prompts, self.config.prompts.set, s.map_prompts)
         fitted = self._guarded(
-            fit_maps, self.pair(), prompts.texts, [(teacher_layer, analog_layer)], kinds=(kind or s.map,),
+            fit_maps, self.pair(), prompts.texts, [(teacher_layer, analog_layer)], kinds=(kind,),
             ridge=s.ridge, steps=s.autoencoder_steps, seed=s.seed, max_length=s.max_length, batch_size=s.batch_size,
         )
-        return fitted[(teacher_layer, analog_layer)]["maps"][kind or s.map]
+        return fitted[(teacher_layer, analog_layer)]["maps"][kind]
 
     def _steering_layers(self) -> dict[int, int]:
         """Teacher layer -> analog layer for steering: the config's, or the CKA best match."""
@@ -337,6 +347,16 @@ class AnalogSession:
             terminalreporter.write_line(line)
         if self.settings.report:
             terminalreporter.write_line(f"report: {self.settings.report / 'fidelity.html'}")
+
+
+def _check_steering(settings, depths) -> None:
+    """Bad steering layers or behaviour files are usage errors, found before any model loads."""
+    from pytest_analog.steering.behaviours import load_behaviour
+    from pytest_analog.steering.transfer import steering_layers
+
+    steering_layers(settings, *depths, best_match=[0] * (depths[0] + 1))
+    for name in settings.behaviours:
+        load_behaviour(name)
 
 
 def _progress_bar(total: int, description: str, unit: str = "tok"):

@@ -14,7 +14,6 @@ from pytest_analog.steering import (
     Behaviour,
     Item,
     PairedMoments,
-    activations,
     behaviour_probabilities,
     difference_vector,
     evaluate,
@@ -136,17 +135,14 @@ def test_hook_is_removed_on_exit_and_on_errors_and_bad_layers_are_refused(plante
     model = planted_pair.teacher.model
     blocks = decoder_blocks(model)
     before = [(len(b._forward_hooks), len(b._forward_pre_hooks)) for b in blocks]  # transformers keeps its own
-    with pytest.raises(RuntimeError, match="boom"):
-        with steer(model, 2, torch.ones(32), 1.0):
-            assert len(blocks[1]._forward_hooks) == before[1][0] + 1
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), steer(model, 2, torch.ones(32), 1.0):
+        assert len(blocks[1]._forward_hooks) == before[1][0] + 1
+        raise RuntimeError("boom")
     assert [(len(b._forward_hooks), len(b._forward_pre_hooks)) for b in blocks] == before
-    with pytest.raises(AnalogError, match=r"steering layer 3 is out of range: layers 0..2"):
-        with steer(model, 3, torch.ones(32)):
-            pass
-    with pytest.raises(AnalogError, match="32"):
-        with steer(model, 1, torch.ones(31)):
-            pass
+    with pytest.raises(AnalogError, match=r"steering layer 3 is out of range: layers 0..2"), steer(model, 3, torch.ones(32)):
+        pass
+    with pytest.raises(AnalogError, match="32"), steer(model, 1, torch.ones(31)):
+        pass
 
 
 def test_the_hook_casts_the_vector_to_the_activation_dtype(bos_tokenizer):
@@ -321,3 +317,21 @@ def test_steering_suite_end_to_end_reports_criteria_plot_and_numbers(pytester, p
     html = (report / "fidelity.html").read_text()
     assert 'id="steering"' in html and 'alt="dose-response curves per behaviour"' in html
     assert "Steering transfer" in (report / "fidelity.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("steering", "message"),
+    [
+        ({"teacher_layers": [3]}, "*steering.teacher_layers lists [[]3[]], but the teacher's steerable layers are 0..2*"),
+        ({"behaviours": ["nope"]}, "*unknown behaviour set 'nope'; shipped sets: *"),
+        ({"map": "linear"}, "*'steering.map' must be 'ridge' or 'procrustes' or 'autoencoder', got 'linear'*"),
+    ],
+)
+def test_bad_steering_config_is_a_usage_error_before_models_load(pytester, tiny_dir, tmp_path, steering, message):
+    from tests.conftest import write_yaml
+
+    config = write_yaml(tmp_path / "analog.yaml", {"steering": steering})
+    result = pytester.runpytest(f"--analog-teacher={tiny_dir}", f"--analog-student={tiny_dir}", f"--analog-config={config}",
+                                "--analog-suites=steering", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])

@@ -1,10 +1,14 @@
 """Steering on the real SmolLM2-135M-Instruct: a shipped behaviour set whose native vector clearly moves the teacher."""
 
 import pytest
-import torch
 
 from pytest_analog.models import load_model
-from pytest_analog.steering import dose_response, extract, load_behaviour, random_direction
+from pytest_analog.steering import (
+    dose_response,
+    extract,
+    load_behaviour,
+    random_direction,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -20,4 +24,3 @@ def test_native_sentiment_vector_moves_the_behaviour_well_beyond_an_equal_norm_r
     random = max(abs(e) for e in curve["effect"]["random"])
     assert up > 0.1 and down < -0.1, curve["effect"]  # both directions, by a clear margin
     assert random < 0.25 * min(up, -down), curve["effect"]
-    assert curve["residual_norm"] > 10 * float(torch.as_tensor(vector).norm()) / 2  # a norm-relative dose, sink left out

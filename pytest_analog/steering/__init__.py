@@ -8,9 +8,23 @@ manager, and measure a behaviour from next-token logits. Layer i is
     from pytest_analog.steering import extract, fit_maps, transfer_vector, steer, load_behaviour, dose_response
 """
 
-from pytest_analog.steering.behaviours import Behaviour, Item, load_behaviour, matching_probability, shipped_behaviours
+from pytest_analog.steering.behaviours import (
+    Behaviour,
+    Item,
+    load_behaviour,
+    matching_probability,
+    shipped_behaviours,
+)
 from pytest_analog.steering.hooks import steer
-from pytest_analog.steering.maps import MAP_KINDS, AffineMap, AutoencoderMap, PairedMoments, evaluate, fit_autoencoder, fit_map
+from pytest_analog.steering.maps import (
+    MAP_KINDS,
+    AffineMap,
+    AutoencoderMap,
+    PairedMoments,
+    evaluate,
+    fit_autoencoder,
+    fit_map,
+)
 from pytest_analog.steering.transfer import (
     behaviour_probabilities,
     dose_response,
