@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import hashlib
 import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -162,9 +163,10 @@ class AnalogSession:
 
     def steering(self) -> dict:
         """The steering-transfer results (`steering.transfer.steering_analysis`), computed once; also `sections["steering"]`."""
+        from pytest_analog import cache
         from pytest_analog.prompts import load_prompts
         from pytest_analog.steering.behaviours import load_behaviour
-        from pytest_analog.steering.transfer import steering_analysis
+        from pytest_analog.steering.transfer import results_from_json, steering_analysis
 
         if self._steering is not None:
             return self._steering
@@ -173,13 +175,26 @@ class AnalogSession:
         behaviours = [self._guarded(load_behaviour, name) for name in s.behaviours]
         layer_pairs = self._guarded(self._steering_layers)
         prompts = self._guarded(load_prompts, self.config.prompts.set, s.map_prompts)
-        pair = self.pair()
-        with self._showing_progress():
-            progress = _progress_bar(len(behaviours) * len(layer_pairs), "steering (behaviour x layer)", unit="case")
-            self._steering = self._guarded(
-                steering_analysis, pair, behaviours, layer_pairs, s, map_texts=prompts.texts, progress=progress
+        key = None
+        if self.cache_dir:  # the measurement key (models, prompts, config, versions) and the behaviour items
+            key = cache.cache_key(
+                base=self._measurement_key(prompts, False), layers=layer_pairs,
+                behaviours=[hashlib.sha256(repr(b).encode()).hexdigest() for b in behaviours],
             )
-            progress.close()
+        payload = cache.load(self.cache_dir / "steering", key) if key else None
+        if payload is not None:
+            self._steering = {**results_from_json(payload), "cached": True}
+        else:
+            pair = self.pair()
+            with self._showing_progress():
+                progress = _progress_bar(len(behaviours) * len(layer_pairs), "steering (behaviour x layer)", unit="case")
+                self._steering = self._guarded(
+                    steering_analysis, pair, behaviours, layer_pairs, s, map_texts=prompts.texts, progress=progress
+                )
+                progress.close()
+            if key:
+                cache.store(self.cache_dir / "steering", key, self._steering)
+            self._steering["cached"] = False
         self.sections["steering"] = self._steering
         return self._steering
 

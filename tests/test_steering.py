@@ -301,10 +301,9 @@ def test_steering_suite_end_to_end_reports_criteria_plot_and_numbers(pytester, p
     """)
     report = tmp_path / "report"
     model = planted_dir[0]
-    result = pytester.runpytest(
-        f"--analog-teacher={model}", f"--analog-student={model}", f"--analog-config={config}", f"--analog-report={report}",
-        "--analog-suites=steering", "--analog-max-prompts=16", "-p", "no:cacheprovider", "-v",
-    )
+    args = [f"--analog-teacher={model}", f"--analog-student={model}", f"--analog-config={config}", f"--analog-report={report}",
+            f"--analog-cache={tmp_path / 'cache'}", "--analog-suites=steering", "--analog-max-prompts=16", "-p", "no:cacheprovider"]
+    result = pytester.runpytest(*args, "-v")
     result.stdout.fnmatch_lines(["*test_fixtures PASSED*", "*test_transfer_ratio?planted-layer1? PASSED*", "*test_map?teacher_layer=1-map_fvu? PASSED*"])
     assert result.ret == pytest.ExitCode.OK
     data = json.loads((report / "fidelity.json").read_text())
@@ -317,6 +316,10 @@ def test_steering_suite_end_to_end_reports_criteria_plot_and_numbers(pytester, p
     html = (report / "fidelity.html").read_text()
     assert 'id="steering"' in html and 'alt="dose-response curves per behaviour"' in html
     assert "Steering transfer" in (report / "fidelity.md").read_text()
+    assert data["steering"]["cached"] is False
+    pytester.runpytest(*args).assert_outcomes(passed=7)  # the rerun reads the cache
+    again = json.loads((report / "fidelity.json").read_text())["steering"]
+    assert again["cached"] is True and again["behaviours"] == data["steering"]["behaviours"]
 
 
 @pytest.mark.parametrize(

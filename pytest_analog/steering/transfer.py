@@ -328,3 +328,12 @@ def steering_analysis(pair, behaviours, layer_pairs: dict[int, int], settings, *
         "behaviours": results,
         "forward_passes": counter.to_dict(),
     }
+
+
+def results_from_json(data: dict) -> dict:
+    """`steering_analysis` results read back from JSON, whose object keys (teacher layers) are strings."""
+    return {
+        **data,
+        "maps": {int(i): m for i, m in data["maps"].items()},
+        "behaviours": {name: {int(i): case for i, case in layers.items()} for name, layers in data["behaviours"].items()},
+    }
