@@ -155,6 +155,38 @@ class Compliance:
 
 
 @dataclass(frozen=True)
+class SteeringCriteria:
+    transfer_ratio: AtLeast
+    transfer_gap: AtMost
+    spearman: AtLeast
+    random_control: AtMost
+    map_fvu: AtMost
+    map_cosine: AtLeast
+
+
+@dataclass(frozen=True)
+class Steering:
+    behaviours: list[str]
+    teacher_layers: Literal["auto"] | list[int]
+    analog_layers: Literal["best_match", "proportional"] | dict[int, int]
+    position: int
+    method: Literal["mean", "pca"]
+    alphas: list[float]
+    from_position: int
+    map: Literal["ridge", "procrustes", "autoencoder"]
+    ridge: float
+    autoencoder_steps: int
+    map_prompts: int
+    max_length: int
+    train_items: int
+    eval_items: int
+    batch_size: int
+    seed: int
+    min_native_effect: float
+    criteria: SteeringCriteria
+
+
+@dataclass(frozen=True)
 class Config:
     version: int
     prompts: Prompts
@@ -165,6 +197,7 @@ class Config:
     chance: Chance
     criteria: Criteria
     compliance: Compliance
+    steering: Steering
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -187,6 +220,17 @@ _RANGES = {
     "criteria.unembedding_geometry.rows": (lambda v: v >= 3, "an integer >= 3"),
     "compliance.release_lag.teacher": (lambda v: v is None or _is_date(v), "null or a date YYYY-MM-DD"),
     "compliance.release_lag.analog": (lambda v: v is None or _is_date(v), "null or a date YYYY-MM-DD"),
+    "steering.behaviours": (lambda v: len(v) >= 1, "a non-empty list of behaviour names or .jsonl paths"),
+    "steering.alphas": (lambda v: any(a > 0 for a in v), "a list of numbers with at least one > 0"),
+    "steering.from_position": (lambda v: v >= 0, "an integer >= 0"),
+    "steering.ridge": (lambda v: v > 0, "a number > 0"),
+    "steering.autoencoder_steps": (lambda v: v >= 1, "an integer >= 1"),
+    "steering.map_prompts": (lambda v: v >= 5, "an integer >= 5 (every fifth prompt is held out)"),
+    "steering.max_length": (lambda v: v >= 2, "an integer >= 2"),
+    "steering.train_items": (lambda v: v >= 1, "an integer >= 1"),
+    "steering.eval_items": (lambda v: v >= 1, "an integer >= 1"),
+    "steering.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "steering.min_native_effect": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
 }
 
 
@@ -250,7 +294,7 @@ def _overlay(base: dict, user: dict, prefix: str, source: str) -> None:
             close = difflib.get_close_matches(str(key), [str(k) for k in base], n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(map(str, base))}"
             raise AnalogError(f"{source}: unknown config key '{dotted}'{hint}")
-        if isinstance(base[key], dict) and isinstance(value, dict) and key != "map":
+        if isinstance(base[key], dict) and isinstance(value, dict) and key not in ("map", "analog_layers"):
             _overlay(base[key], value, f"{dotted}.", source)
         else:
             base[key] = value

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SUITES = ("representation", "embeddings", "logits", "compliance")
+SUITES = ("representation", "embeddings", "logits", "steering", "compliance")
 
 
 def _device(value: str) -> str:

@@ -156,3 +156,23 @@ def distilled_analog(analog_session, distill_config, tmp_path_factory):
     cache_dir = analog_session.cache_dir or tmp_path_factory.mktemp("analog")
     with analog_session._showing_progress():
         return analog_session._guarded(distilled, distill_config, cache_dir)
+
+
+@pytest.fixture(scope="session")
+def steering_vector(analog_session):
+    """``steering_vector(behaviour, layer, model="teacher")``: a steering vector [d] (float64), extracted once.
+
+    ``behaviour`` is a shipped set name or a .jsonl path; ``layer`` is hidden_states[layer];
+    ``model`` is "teacher" or "student". Settings come from the config's ``steering`` section.
+    """
+    return analog_session.steering_vector
+
+
+@pytest.fixture(scope="session")
+def steering_map(analog_session):
+    """``steering_map(teacher_layer, analog_layer=None, kind=None)``: a fitted map from analog to teacher activations.
+
+    Fitted once per arguments on the prompt set; ``analog_layer`` defaults to the CKA best match,
+    ``kind`` to ``steering.map`` (ridge, procrustes or autoencoder). Call it on [n, d_analog] activations.
+    """
+    return analog_session.steering_map

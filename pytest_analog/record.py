@@ -106,6 +106,41 @@ METRICS = {
         "Months between the two release dates given in the config (a month is 365.25/12 days).",
         "the analog's release date is outside the lag the release policy allows",
     ),
+    "transfer_ratio": Metric(
+        "transferred effect / native effect on the teacher, at the dose where the native effect is half its maximum",
+        "The analog's steering vector, mapped into the teacher, moves the teacher's behaviour by this fraction of "
+        "what the teacher's own vector does at the same norm-relative dose. 1 means it transfers fully. Higher is better.",
+        "a steering vector found on the analog does not move the teacher as the teacher's own vector does",
+    ),
+    "transfer_gap": Metric(
+        "1 - transfer ratio",
+        "The share of the native steering effect lost in transfer; 0 is a full transfer. Lower is better.",
+        "much of the native steering effect is lost in transfer",
+    ),
+    "spearman": Metric(
+        "Spearman rho between dose and behaviour for the transferred vector",
+        "Rank correlation between the norm-relative dose α of the transferred vector and p(matching answer); "
+        "1 means a monotonic dose response. Higher is better.",
+        "the transferred vector's dose response is not monotonic: more of it does not consistently mean more behaviour",
+    ),
+    "random_control": Metric(
+        "largest |effect| of an equal-norm random vector / largest |effect| of the native vector",
+        "How much a random direction of the same norm moves the behaviour, relative to the native vector. Near 0 "
+        "means the effect is specific to the behaviour direction. Lower is better.",
+        "a random vector of the same norm moves the behaviour about as much: the measured effect is not specific",
+    ),
+    "map_fvu": Metric(
+        "held-out fraction of variance unexplained of the analog -> teacher activation map",
+        "Residual variance of the mapped analog activations against the teacher's on held-out prompts, over the "
+        "teacher's total variance. 0 is a perfect map. Lower is better.",
+        "the analog's activations do not predict the teacher's at this layer pair",
+    ),
+    "map_cosine": Metric(
+        "held-out mean cosine between mapped analog activations and teacher activations",
+        "Mean cosine similarity between mapped analog activations and the teacher's, per token on held-out "
+        "prompts. Higher is better.",
+        "mapped analog activations point elsewhere than the teacher's",
+    ),
 }
 
 

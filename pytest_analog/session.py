@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import hashlib
 import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -42,6 +43,8 @@ class AnalogSession:
         self._depths: tuple[int, int] | None = None
         self._pair = None
         self._measurements = None
+        self._steering = None
+        self._steering_memo: dict[tuple, Any] = {}  # steering_vector / steering_map results by arguments
         self._failure: str | None = None
         self.measurements_cached = False
         self.submitted: Path | None = None  # the bundle --analog-submit wrote
@@ -90,6 +93,8 @@ class AnalogSession:
                 config = read_config(sources[-1], trust_remote_code=settings.trust_remote_code)
                 depths.append(config.get_text_config().num_hidden_layers)
             layer_map(self.config, gated_layers(self.config, depths[0]), *depths)
+            if "steering" in settings.suites:
+                _check_steering(self.config.steering, depths)
         except AnalogError as exc:
             raise pytest.UsageError(str(exc)) from None
         self._sources = tuple(sources)
@@ -160,6 +165,103 @@ class AnalogSession:
 
         chance = self.config.chance
         return None if chance.control == "none" else control_model(student, chance.control, chance.seed)
+
+    def steering_cases(self) -> list[tuple[str, int]]:
+        """(behaviour, teacher layer) pairs of the steering suite; empty without models."""
+        from pytest_analog.steering.transfer import steering_layers
+
+        if not self._depths:
+            return []
+        s = self.config.steering
+        layers = steering_layers(s, *self._depths, best_match=[0] * (self._depths[0] + 1))  # checked in check_models
+        return [(Path(b).stem, i) for b in s.behaviours for i in layers]
+
+    def steering(self) -> dict:
+        """The steering-transfer results (`steering.transfer.steering_analysis`), computed once; also `sections["steering"]`."""
+        from pytest_analog import cache
+        from pytest_analog.prompts import load_prompts
+        from pytest_analog.steering.behaviours import load_behaviour
+        from pytest_analog.steering.transfer import results_from_json, steering_analysis
+
+        if self._steering is not None:
+            return self._steering
+        self._require()
+        s = self.config.steering
+        behaviours = [self._guarded(load_behaviour, name) for name in s.behaviours]
+        layer_pairs = self._guarded(self._steering_layers)
+        prompts = self._guarded(load_prompts, self.config.prompts.set, s.map_prompts)
+        key = None
+        if self.cache_dir:  # the measurement key (models, prompts, config, versions) and the behaviour items
+            key = cache.cache_key(
+                base=self._measurement_key(prompts, False), layers=layer_pairs,
+                behaviours=[hashlib.sha256(repr(b).encode()).hexdigest() for b in behaviours],
+            )
+        payload = cache.load(self.cache_dir / "steering", key) if key else None
+        if payload is not None:
+            self._steering = {**results_from_json(payload), "cached": True}
+        else:
+            pair = self.pair()
+            with self._showing_progress():
+                progress = _progress_bar(len(behaviours) * len(layer_pairs), "steering (behaviour x layer)", unit="case")
+                self._steering = self._guarded(
+                    steering_analysis, pair, behaviours, layer_pairs, s, map_texts=prompts.texts, progress=progress
+                )
+                progress.close()
+            if key:
+                cache.store(self.cache_dir / "steering", key, self._steering)
+            self._steering["cached"] = False
+        self.sections["steering"] = self._steering
+        return self._steering
+
+    def steering_vector(self, behaviour: str, layer: int, model: str = "teacher"):
+        """The mean-difference (or configured) steering vector of ``model`` at ``layer`` from a behaviour's train items."""
+        key = ("vector", behaviour, layer, model)
+        if key not in self._steering_memo:
+            self._steering_memo[key] = self._steering_vector(behaviour, layer, model)
+        return self._steering_memo[key]
+
+    def _steering_vector(self, behaviour: str, layer: int, model: str):
+        from pytest_analog.steering.behaviours import load_behaviour
+        from pytest_analog.steering.vectors import extract
+
+        if model not in ("teacher", "student"):
+            raise AnalogError(f"steering_vector model must be 'teacher' or 'student', got {model!r}")
+        s = self.config.steering
+        items = self._guarded(load_behaviour, behaviour).train[: s.train_items]
+        loaded = getattr(self.pair(), model)
+        return self._guarded(
+            extract, loaded, [i.positive for i in items], [i.negative for i in items], layer,
+            position=s.position, method=s.method, batch_size=s.batch_size,
+        )
+
+    def steering_map(self, teacher_layer: int, analog_layer: int | None = None, kind: str | None = None):
+        """A map from analog layer to teacher layer, fitted on the prompt set (analog layer: the CKA best match)."""
+        if analog_layer is None:
+            analog_layer = self.measurements().best_match[teacher_layer]
+        key = ("map", teacher_layer, analog_layer, kind or self.config.steering.map)
+        if key not in self._steering_memo:
+            self._steering_memo[key] = self._steering_map(teacher_layer, analog_layer, key[-1])
+        return self._steering_memo[key]
+
+    def _steering_map(self, teacher_layer: int, analog_layer: int, kind: str):
+        from pytest_analog.prompts import load_prompts
+        from pytest_analog.steering.transfer import fit_maps
+
+        s = self.config.steering
+        prompts = self._guarded(load_prompts, self.config.prompts.set, s.map_prompts)
+        fitted = self._guarded(
+            fit_maps, self.pair(), prompts.texts, [(teacher_layer, analog_layer)], kinds=(kind,),
+            ridge=s.ridge, steps=s.autoencoder_steps, seed=s.seed, max_length=s.max_length, batch_size=s.batch_size,
+        )
+        return fitted[(teacher_layer, analog_layer)]["maps"][kind]
+
+    def _steering_layers(self) -> dict[int, int]:
+        """Teacher layer -> analog layer for steering: the config's, or the CKA best match."""
+        from pytest_analog.steering.transfer import steering_layers
+
+        s = self.config.steering
+        best = self.measurements().best_match if s.analog_layers == "best_match" else None
+        return steering_layers(s, *self._depths, best_match=best)
 
     def _measurement_key(self, prompts, with_logits: bool) -> str:
         from pytest_analog import cache
@@ -294,10 +396,20 @@ class AnalogSession:
             terminalreporter.write_line(written)
 
 
-def _progress_bar(total: int, description: str):
+def _check_steering(settings, depths) -> None:
+    """Bad steering layers or behaviour files are usage errors, found before any model loads."""
+    from pytest_analog.steering.behaviours import load_behaviour
+    from pytest_analog.steering.transfer import steering_layers
+
+    steering_layers(settings, *depths, best_match=[0] * (depths[0] + 1))
+    for name in settings.behaviours:
+        load_behaviour(name)
+
+
+def _progress_bar(total: int, description: str, unit: str = "tok"):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=description, unit="tok", file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10)
+    return tqdm(total=total, desc=description, unit=unit, file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10)
 
 
 def _version(package: str) -> str | None:

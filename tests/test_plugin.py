@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import write_yaml
 
-FAST = ["--analog-max-prompts=24", "-p", "no:cacheprovider"]
+FAST = ["--analog-max-prompts=24", "-p", "no:cacheprovider", "--analog-suites=representation,embeddings,logits"]
 # the fidelity suites: a tiny model is no compliant release (the compliance suite: tests/test_compliance.py)
 FIDELITY = "--analog-suites=representation,embeddings,logits"
 

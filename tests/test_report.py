@@ -447,12 +447,12 @@ def test_unknown_metric_and_section_are_rendered_generically(report, no_plots):
         {"id": "mine::test_weird", "suite": "mine", "metric": "weirdness", "value": [1, 2],
          "threshold": None, "direction": None, "gated": False, "passed": None}
     )
-    report["steering"] = {"curves": [{"alpha": 0.5, "effect": 0.1}]}
+    report["extras"] = {"curves": [{"alpha": 0.5, "effect": 0.1}]}  # a section no renderer knows
     page = render_html(report)
     assert "weirdness" in page and "User-defined metric; no description was given." in page
-    assert "Other sections" in page and "steering" in page and "alpha: 0.5" in page
+    assert "Other sections" in page and "extras" in page and "alpha: 0.5" in page
     md = render_markdown(report)
-    assert "`mine::test_weird`" in md and "Also in fidelity.json: steering" in md
+    assert "`mine::test_weird`" in md and "Also in fidelity.json: extras" in md
     assert any("mine::test_weird" in line for line in terminal_lines(report, max_lines=200))
 
 

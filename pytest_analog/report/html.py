@@ -423,6 +423,59 @@ def _footer(report):
     return "<footer>" + esc(", ".join(parts)) + "</footer>"
 
 
+def _steering(report):
+    steering = report.get("steering")
+    if not steering:
+        return None
+    parts = [
+        "<p>Each behaviour is measured on the teacher as p(matching answer) / (p(A) + p(B)) over held-out "
+        "items, while a vector is added at the teacher layer with α × the mean residual norm there: the "
+        "teacher's own vector (native), the analog's vector carried through the "
+        f"<code>{esc(steering.get('map', '?'))}</code> map (transferred), and a random vector of equal norm. "
+        "The dotted line is the α where the native effect reaches half its maximum; the transfer ratio is "
+        "read there.</p>",
+        _png_img(plots.dose_response_png, steering, alt="dose-response curves per behaviour") or "",
+    ]
+    rows = []
+    for name, layers in (steering.get("behaviours") or {}).items():
+        for layer, case in layers.items():
+            rho = (case.get("spearman") or {}).get("transferred")
+            rows.append(
+                f"<tr><td>{esc(name)}</td><td class=\"num\">{esc(layer)} ← {esc(case.get('analog_layer'))}</td>"
+                + "".join(
+                    f'<td class="num">{esc(fmt_value(v))}</td>'
+                    for v in (case.get("baseline"), case.get("native_max_effect"), case.get("transfer_ratio"),
+                              rho, case.get("random_control"), case.get("cosine_native_transferred"))
+                )
+                + "</tr>"
+            )
+    if rows:
+        parts.append(
+            "<table>\n<tr><th>behaviour</th><th>teacher ← analog layer</th><th>p(matching), unsteered</th>"
+            "<th>max native effect</th><th>transfer ratio</th><th>Spearman ρ (transferred)</th>"
+            "<th>random / native</th><th>cosine native vs transferred</th></tr>\n" + "\n".join(rows) + "\n</table>"
+        )
+    maps = steering.get("maps") or {}
+    if maps:
+        kinds = [k for k in ("ridge", "procrustes", "autoencoder") if k in next(iter(maps.values()))]
+        head = "".join(f"<th>{esc(k)} FVU</th><th>{esc(k)} cosine</th>" for k in kinds)
+        body = "\n".join(
+            f'<tr><td class="num">{esc(i)} ← {esc(m.get("analog_layer"))}</td><td class="num">{esc(fmt_value((m.get("rows") or {}).get("heldout")))}</td>'
+            + "".join(f'<td class="num">{esc(fmt_value(m[k].get("fvu")))}</td><td class="num">{esc(fmt_value(m[k].get("cosine")))}</td>' for k in kinds)
+            + "</tr>"
+            for i, m in maps.items()
+        )
+        parts.append(
+            "<h3>Maps, analog layer → teacher layer (held-out prompts)</h3>\n<p class=\"note\">Fraction of variance "
+            "unexplained (0 is perfect) and mean cosine of mapped analog activations against the teacher's.</p>\n"
+            f"<table>\n<tr><th>teacher ← analog layer</th><th>held-out rows</th>{head}</tr>\n{body}\n</table>"
+        )
+    passes = steering.get("forward_passes")
+    if passes:
+        parts.append(f'<p class="note">Forward passes: {esc(", ".join(f"{k} {v}" for k, v in passes.items()))}.</p>')
+    return _section("Steering transfer", "\n".join(p for p in parts if p), "steering")
+
+
 # Section renderers in page order: report -> HTML fragment, or None to skip.
 SECTIONS = [
     _banner,
@@ -430,6 +483,7 @@ SECTIONS = [
     _capture,
     _layers,
     _curves,
+    _steering,
     _criteria,
     _compliance,
     _environment,

@@ -226,6 +226,22 @@ def _compliance(report):
     return "**Release compliance**\n\n" + "\n".join(lines)
 
 
+def _steering(report):
+    steering = report.get("steering")
+    if not steering or not steering.get("behaviours"):
+        return None
+    rows = [
+        [cell(name), f"{layer} ← {case.get('analog_layer')}", fmt_value(case.get("baseline")),
+         fmt_value(case.get("native_max_effect")), fmt_value(case.get("transfer_ratio")),
+         fmt_value((case.get("spearman") or {}).get("transferred")), fmt_value(case.get("random_control"))]
+        for name, layers in steering["behaviours"].items()
+        for layer, case in layers.items()
+    ]
+    header = ["behaviour", "teacher ← analog layer", "p(matching)", "max native effect", "transfer ratio",
+              "Spearman ρ", "random / native"]
+    return f"**Steering transfer** ({cell(steering.get('map', '?'))} map; dose-response plots in fidelity.html):\n\n" + _table(header, rows)
+
+
 def _footer(report):
     extra = [key for key in report if key not in KNOWN_SECTIONS]
     tool = report.get("tool") or {}
@@ -239,7 +255,7 @@ def _footer(report):
 
 
 # Section renderers in page order: report -> markdown text, or None to skip.
-SECTIONS = [_heading, _error, _models, _capture, _criteria, _compliance, _layers, _footer]
+SECTIONS = [_heading, _error, _models, _capture, _criteria, _compliance, _layers, _steering, _footer]
 
 
 def render_markdown(report):

@@ -12,7 +12,7 @@ process-wide backend is, so there is no need to call ``matplotlib.use``.
 import io
 import math
 
-from pytest_analog.report._format import FAIL, as_float, as_list, fmt_value, per_layer_groups, status
+from pytest_analog.report._format import FAIL, as_float, as_list, fmt_value, is_number, per_layer_groups, status
 
 # Fixed resolution, so the same report always gives the same image size.
 DPI = 100
@@ -228,4 +228,53 @@ def layer_curves_png(criteria):
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     axes[-1].set_xlabel("teacher layer")
     axes[0].set_title("Per-layer metrics against teacher layer")
+    return _to_png(fig)
+
+
+_CONDITION_STYLE = {
+    "native": dict(color="#1565c0", marker="o", label="native (teacher's vector)"),
+    "transferred": dict(color="#ef6c00", marker="s", label="transferred (analog's vector, mapped)"),
+    "random": dict(color="0.5", marker="^", linestyle="--", label="random (equal norm)"),
+}
+
+
+def dose_response_png(steering):
+    """Plot p(matching) against norm-relative α for native, transferred and random vectors, one panel per behaviour and layer.
+
+    Args:
+        steering: The report's ``steering`` section (may be None).
+
+    Returns:
+        PNG bytes, or None when there are no curves.
+    """
+    cases = [
+        (name, layer, case)
+        for name, layers in ((steering or {}).get("behaviours") or {}).items()
+        for layer, case in layers.items()
+        if case.get("alphas")
+    ]
+    if not cases:
+        return None
+    columns = min(3, len(cases))
+    rows = math.ceil(len(cases) / columns)
+    fig = _figure(3.6 * columns + 0.4, 2.9 * rows + 0.8)
+    axes = fig.subplots(rows, columns, squeeze=False, sharey=True).ravel()
+    for ax, (name, layer, case) in zip(axes, cases):
+        for condition, values in (case.get("probability") or {}).items():
+            style = dict(_CONDITION_STYLE.get(condition, dict(label=condition)))
+            ax.plot(case["alphas"], [as_float(v) for v in values], markersize=4, linewidth=1.5, **style)
+        if is_number(case.get("half_max_alpha")):
+            ax.axvline(case["half_max_alpha"], color="0.3", linewidth=0.8, linestyle=":")
+        ratio = case.get("transfer_ratio")
+        title = f"{name}, teacher layer {layer} ← analog {case.get('analog_layer', '?')}"
+        ax.set_title(title + (f"\ntransfer ratio {fmt_value(ratio)}" if is_number(ratio) else "\nno transfer ratio"), fontsize=9)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(True, alpha=0.3)
+        ax.set_xlabel("α (× mean residual norm)")
+    for ax in axes[len(cases):]:
+        ax.set_visible(False)
+    for ax in axes[::columns]:
+        ax.set_ylabel("p(matching answer)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False, fontsize="small")
     return _to_png(fig)

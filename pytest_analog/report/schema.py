@@ -185,9 +185,36 @@ class _ReportRequired(TypedDict):
     summary: Summary
 
 
+class SteeringCase(TypedDict, total=False):
+    # One behaviour at one teacher layer (see pytest_analog.steering.transfer).
+    teacher_layer: int
+    analog_layer: int  # the analog layer whose vector was carried across
+    alphas: list[float]  # doses, in units of residual_norm
+    residual_norm: float  # mean hidden-state norm at the teacher layer over steered positions (sink left out)
+    baseline: float  # unsteered mean p(matching) / (p(matching) + p(other))
+    probability: dict[str, list[float]]  # "native", "transferred", "random" -> mean p per alpha
+    effect: dict[str, list[float]]  # the same minus baseline
+    half_max_alpha: float | None  # where the native effect first reaches half its maximum
+    transfer_ratio: float | None  # transferred / native effect at half_max_alpha
+    transfer_gap: float | None  # 1 - transfer_ratio
+    spearman: dict[str, float | None]  # rho(alpha, p) per vector
+    random_control: float | None  # max |random effect| / max |native effect|
+    cosine_native_transferred: float
+    notes: dict[str, str]  # criterion -> why it has no value
+
+
+class SteeringSection(TypedDict, total=False):
+    map: str  # map kind used for the transfer
+    maps: dict[str, dict]  # teacher layer -> analog_layer, rows, and {"fvu", "cosine"} per map kind (held out)
+    behaviours: dict[str, dict[str, SteeringCase]]  # behaviour -> teacher layer -> case
+    forward_passes: dict[str, int]  # extra batches and sequences per model
+
+
 class ReportDocument(_ReportRequired, total=False):
     # Layer-by-layer similarity; absent when no representation suite ran.
     layers: LayersSection
     # One-line message of a session-level failure (a model that would not load, a bad prompt
     # set) that stopped measuring and forced the verdict to "fail"; absent when there was none.
     error: str
+    # Steering transfer; present when the steering suite ran.
+    steering: SteeringSection

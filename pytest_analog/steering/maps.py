@@ -1,0 +1,159 @@
+"""Cross-model maps from analog activations [n, d_s] to teacher activations [n, d_t].
+
+- ridge: closed-form least squares with bias (Lee et al. 2025), from streamed
+  float64 sums (`PairedMoments`: update / merge / compute);
+- procrustes: an orthogonal map after zero-padding to equal width, with one
+  isotropic scale (the two models' norms differ), from the same sums;
+- autoencoder: Linear(d_s -> h) - ReLU - Linear(h -> d_t), h = sqrt(d_s * d_t),
+  trained briefly with a fixed seed (Oozeer et al. 2025).
+
+Every map is a callable on [n, d_s] tensors; `evaluate` gives held-out fraction
+of variance unexplained and mean cosine.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from pytest_analog.errors import AnalogError
+
+MAP_KINDS = ("ridge", "procrustes", "autoencoder")
+
+
+class PairedMoments:
+    """Streaming float64 sums of paired rows: n, sum x, sum y, XᵀX, XᵀY (O(d²) memory)."""
+
+    def __init__(self):
+        self.n = 0
+        self.sx = self.sy = self.xx = self.xy = None
+
+    def update(self, x, y) -> None:
+        x, y = torch.as_tensor(x).double(), torch.as_tensor(y).double().to(torch.as_tensor(x).device)
+        if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
+            raise AnalogError(f"paired activations must be [n, d_s] and [n, d_t] with equal n, got {tuple(x.shape)} and {tuple(y.shape)}")
+        sums = (x.sum(0), y.sum(0), x.T @ x, x.T @ y)
+        if self.n == 0:
+            self.sx, self.sy, self.xx, self.xy = sums
+        else:
+            self.sx, self.sy, self.xx, self.xy = (a + b.to(a.device) for a, b in zip((self.sx, self.sy, self.xx, self.xy), sums))
+        self.n += len(x)
+
+    def merge(self, other: PairedMoments) -> PairedMoments:
+        """Add another accumulator's rows (exact)."""
+        if other.n:
+            if self.n == 0:
+                self.sx, self.sy, self.xx, self.xy = (t.clone() for t in (other.sx, other.sy, other.xx, other.xy))
+            else:
+                self.sx, self.sy, self.xx, self.xy = (a + b.to(a.device) for a, b in zip((self.sx, self.sy, self.xx, self.xy), (other.sx, other.sy, other.xx, other.xy)))
+            self.n += other.n
+        return self
+
+    def centred(self):
+        """(mean x, mean y, centred XᵀX, centred XᵀY)."""
+        if self.n < 2:
+            raise AnalogError(f"a map needs at least 2 paired rows, got {self.n}")
+        mx, my = self.sx / self.n, self.sy / self.n
+        return mx, my, self.xx - self.n * torch.outer(mx, mx), self.xy - self.n * torch.outer(mx, my)
+
+    def ridge(self, ridge: float = 1e-3) -> AffineMap:
+        """The least-squares affine map with ridge ``ridge`` × mean eigenvalue of the centred XᵀX."""
+        mx, my, cxx, cxy = self.centred()
+        lam = ridge * torch.trace(cxx) / len(cxx)
+        weight = torch.linalg.solve(cxx + lam * torch.eye(len(cxx), dtype=cxx.dtype, device=cxx.device), cxy)
+        return AffineMap("ridge", weight, my - mx @ weight)
+
+    def procrustes(self) -> AffineMap:
+        """The scaled orthogonal map: zero-pad both sides to equal width, R = UVᵀ from the SVD of XᵀY."""
+        mx, my, cxx, cxy = self.centred()
+        d_s, d_t = cxy.shape
+        d = max(d_s, d_t)
+        padded = torch.zeros(d, d, dtype=cxy.dtype, device=cxy.device)
+        padded[:d_s, :d_t] = cxy
+        u, s, vh = torch.linalg.svd(padded)
+        rotation = (u @ vh)[:d_s, :d_t]
+        scale = s.sum() / torch.trace(cxx)  # least-squares isotropic scale
+        weight = scale * rotation
+        return AffineMap("procrustes", weight, my - mx @ weight)
+
+
+@dataclass
+class AffineMap:
+    """y = x W + b."""
+
+    kind: str
+    weight: torch.Tensor  # [d_s, d_t] float64
+    bias: torch.Tensor  # [d_t]
+
+    def __call__(self, x):
+        x = torch.as_tensor(x)
+        return (x.double() @ self.weight.to(x.device) + self.bias.to(x.device)).to(x.dtype if x.is_floating_point() else torch.float64)
+
+
+class AutoencoderMap(torch.nn.Module):
+    """Linear(d_s -> h) - ReLU - Linear(h -> d_t), on inputs and targets scaled to unit mean norm."""
+
+    kind = "autoencoder"
+
+    def __init__(self, d_s: int, d_t: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or max(1, round(math.sqrt(d_s * d_t)))
+        self.net = torch.nn.Sequential(torch.nn.Linear(d_s, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, d_t))
+        self.register_buffer("x_mean", torch.zeros(d_s))
+        self.register_buffer("x_scale", torch.ones(()))
+        self.register_buffer("y_mean", torch.zeros(d_t))
+        self.register_buffer("y_scale", torch.ones(()))
+
+    def forward(self, x):
+        x = torch.as_tensor(x)
+        dtype = x.dtype if x.is_floating_point() else torch.float32
+        with torch.no_grad():
+            z = (x.float().to(self.x_mean.device) - self.x_mean) / self.x_scale
+            return (self.net(z) * self.y_scale + self.y_mean).to(device=x.device, dtype=dtype)
+
+
+def fit_autoencoder(x, y, *, steps: int = 300, batch_size: int = 256, lr: float = 1e-3, seed: int = 0) -> AutoencoderMap:
+    """Train the autoencoder map on paired rows with MSE, Adam, a fixed seed (CPU, float32)."""
+    x, y = torch.as_tensor(x).float().cpu(), torch.as_tensor(y).float().cpu()
+    if len(x) != len(y) or len(x) < 2:
+        raise AnalogError(f"the autoencoder map needs at least 2 paired rows, got {len(x)} and {len(y)}")
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoencoderMap(x.shape[1], y.shape[1])
+    model.x_mean, model.y_mean = x.mean(0), y.mean(0)
+    model.x_scale = (x - model.x_mean).norm(dim=1).mean().clamp_min(1e-12)
+    model.y_scale = (y - model.y_mean).norm(dim=1).mean().clamp_min(1e-12)
+    xs, ys = (x - model.x_mean) / model.x_scale, (y - model.y_mean) / model.y_scale
+    optimizer = torch.optim.Adam(model.net.parameters(), lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            rows = torch.randint(len(xs), (min(batch_size, len(xs)),), generator=generator)
+            loss = ((model.net(xs[rows]) - ys[rows]) ** 2).sum(1).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+def evaluate(mapping, x, y) -> dict[str, float]:
+    """Fraction of variance unexplained and mean row cosine of ``mapping(x)`` against ``y`` (held-out rows)."""
+    y = torch.as_tensor(y).double()
+    predicted = torch.as_tensor(mapping(x)).double().to(y.device)
+    residual = ((y - predicted) ** 2).sum()
+    total = ((y - y.mean(0)) ** 2).sum()
+    cosine = torch.nn.functional.cosine_similarity(predicted, y, dim=1).mean()
+    return {"fvu": float(residual / total), "cosine": float(cosine)}
+
+
+def fit_map(kind: str, moments: PairedMoments, x=None, y=None, *, ridge: float = 1e-3, steps: int = 300, seed: int = 0):
+    """Fit a map of ``kind`` ("ridge", "procrustes" from ``moments``; "autoencoder" from rows ``x``, ``y``)."""
+    if kind == "ridge":
+        return moments.ridge(ridge)
+    if kind == "procrustes":
+        return moments.procrustes()
+    if kind == "autoencoder":
+        return fit_autoencoder(x, y, steps=steps, seed=seed)
+    raise AnalogError(f"map kind must be one of {', '.join(MAP_KINDS)}, got {kind!r}")

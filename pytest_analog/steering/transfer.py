@@ -1,0 +1,339 @@
+"""Does a steering vector found on the analog work on the teacher? Dose-response of native, transferred and random vectors.
+
+For one teacher layer i and its analog layer j:
+
+1. paired activations of both models over a neutral prompt set (the single
+   `capture` pass with its token or word alignment) fit maps analog j -> teacher i;
+2. the analog's steering vector at j is carried through the map (the mean
+   difference of the mapped positive and negative activations) and compared with
+   the teacher's native vector at i and an equal-norm random vector;
+3. each is added to the teacher at α × (mean residual norm at layer i over the
+   steered positions, the first position left out), and p(matching) is read from
+   next-token logits of held-out items.
+
+Results are plain dicts of numbers (JSON-ready).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from pytest_analog.capture import capture, plan_alignment
+from pytest_analog.errors import AnalogError
+from pytest_analog.steering.behaviours import answer_tokens, matching_probability
+from pytest_analog.steering.hooks import steer
+from pytest_analog.steering.maps import MAP_KINDS, PairedMoments, evaluate, fit_map
+from pytest_analog.steering.vectors import activations, difference_vector
+
+CONDITIONS = ("native", "transferred", "random")
+
+
+@dataclass
+class PassCounter:
+    """Forward passes (batches) and sequences each model ran, for the benchmark and the report."""
+
+    teacher_batches: int = 0
+    teacher_sequences: int = 0
+    student_batches: int = 0
+    student_sequences: int = 0
+
+    def add(self, model: str, sequences: int, batch_size: int) -> None:
+        setattr(self, f"{model}_batches", getattr(self, f"{model}_batches") + math.ceil(sequences / batch_size))
+        setattr(self, f"{model}_sequences", getattr(self, f"{model}_sequences") + sequences)
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+# -- maps -------------------------------------------------------------------------------------
+
+
+def paired_activations(pair, texts, layer_pairs, *, max_length: int, skip_first: bool, batch_size: int, holdout: int = 5):
+    """Stream paired rows (analog layer j, teacher layer i) over ``texts``; every ``holdout``-th prompt is held out.
+
+    Returns:
+        {(i, j): (PairedMoments of the fitting rows, fitting rows (x, y), held-out rows (x, y))}, the plan,
+        and the numbers of fitting and held-out prompts.
+    """
+    plan = plan_alignment(
+        pair.teacher.tokenizer, pair.student.tokenizer, list(texts),
+        same_tokenizer=pair.same_tokenizer, max_length=max_length, skip_first=skip_first,
+    )
+    held = [p for k, p in enumerate(plan.prompts) if k % holdout == holdout - 1]
+    fit = [p for k, p in enumerate(plan.prompts) if k % holdout != holdout - 1]
+    if not held or sum(len(p.teacher_rows) for p in fit) < 2:
+        raise AnalogError(f"only {len(plan.prompts)} aligned prompts for fitting maps; give more prompts (steering.map_prompts)")
+    out = {key: [PairedMoments(), ([], []), ([], [])] for key in layer_pairs}
+    for part, prompts in ((1, fit), (2, held)):
+        sub = type(plan)(plan.mode, prompts, 0, plan.skip_first)
+        for batch in capture(pair, sub, batch_size=batch_size, with_logits=False):
+            for (i, j), store in out.items():
+                x, y = batch.student(j).double().cpu(), batch.teacher(i).double().cpu()
+                if part == 1:
+                    store[0].update(x, y)
+                store[part][0].append(x)
+                store[part][1].append(y)
+    rows = {key: (m, (torch.cat(f[0]), torch.cat(f[1])), (torch.cat(h[0]), torch.cat(h[1]))) for key, (m, f, h) in out.items()}
+    return rows, plan, (len(fit), len(held))
+
+
+def fit_maps(pair, texts, layer_pairs, *, kinds=MAP_KINDS, ridge=1e-3, steps=300, seed=0, max_length=128,
+             skip_first=True, batch_size=8) -> dict:
+    """Fit each map kind for each (teacher layer, analog layer) pair and score it on held-out prompts.
+
+    Returns:
+        {(i, j): {"maps": {kind: map}, "heldout": {kind: {"fvu", "cosine"}}, "rows": {"fit", "heldout"}}}.
+    """
+    rows, plan, prompts = paired_activations(pair, texts, layer_pairs, max_length=max_length, skip_first=skip_first, batch_size=batch_size)
+    result = {}
+    for key, (moments, (x, y), (hx, hy)) in rows.items():
+        maps = {kind: fit_map(kind, moments, x, y, ridge=ridge, steps=steps, seed=seed) for kind in kinds}
+        result[key] = {
+            "maps": maps,
+            "heldout": {kind: evaluate(m, hx, hy) for kind, m in maps.items()},
+            "rows": {"fit": len(x), "heldout": len(hx)},
+            "alignment": plan.mode,
+            "prompts": prompts,
+        }
+    return result
+
+
+def transfer_vector(mapping, positive, negative) -> torch.Tensor:
+    """The analog's vector in the teacher's space: mean of mapped(positive) − mapped(negative) (bias cancels)."""
+    return (torch.as_tensor(mapping(positive)).double() - torch.as_tensor(mapping(negative)).double()).mean(0)
+
+
+# -- measurement on the teacher ------------------------------------------------------------------
+
+
+def _left_padded(model, sequences):
+    width = max(map(len, sequences))
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for k, seq in enumerate(sequences):
+        ids[k, width - len(seq) :] = torch.tensor(seq)
+        mask[k, width - len(seq) :] = 1
+    positions = (mask.cumsum(1) - 1).clamp_min(0)  # as generate() does: each sequence counts from 0
+    return ids, mask, positions
+
+
+def behaviour_probabilities(model, items, *, layer=None, vector=None, alpha: float = 0.0, from_position: int = 1,
+                            batch_size: int = 16, norm_layer: int | None = None, counter: PassCounter | None = None):
+    """p(matching) / (p(matching) + p(other)) per item, with ``alpha * vector`` added at ``layer`` (none when alpha is 0).
+
+    Items are left padded with position ids counted per sequence. With
+    ``norm_layer`` also returns the mean hidden-state norm at that layer over
+    positions with position id >= ``from_position``.
+    """
+    encoded = [answer_tokens(model.tokenizer, item) for item in items]
+    probabilities, norm_sum, norm_count = [], 0.0, 0
+    device = model.input_device
+    steering = steer(model, layer, vector, alpha, from_position=from_position) if alpha else contextlib.nullcontext()
+    with steering, torch.inference_mode():
+        for start in range(0, len(encoded), batch_size):
+            chunk = encoded[start : start + batch_size]
+            ids, mask, positions = _left_padded(model, [c[0] for c in chunk])
+            kwargs = {"output_hidden_states": True} if norm_layer is not None else {}
+            out = model.model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                              use_cache=False, logits_to_keep=1, **kwargs)
+            if counter is not None:
+                counter.add("teacher", len(chunk), batch_size)
+            logits = out.logits[:, -1].float().cpu()
+            probabilities.append(matching_probability(logits, torch.tensor([c[1] for c in chunk]), torch.tensor([c[2] for c in chunk])))
+            if norm_layer is not None:
+                keep = (mask.bool() & (positions >= from_position)).to(out.hidden_states[norm_layer].device)
+                norms = out.hidden_states[norm_layer].double().norm(dim=-1)[keep]
+                norm_sum, norm_count = norm_sum + float(norms.sum()), norm_count + int(norms.numel())
+    p = torch.cat(probabilities)
+    if norm_layer is None:
+        return p
+    if norm_count == 0:
+        raise AnalogError(f"no positions at or after position {from_position} to measure the residual norm on")
+    return p, norm_sum / norm_count
+
+
+def random_direction(d: int, seed: int) -> torch.Tensor:
+    """A unit vector drawn uniformly on the sphere (fixed seed)."""
+    v = torch.randn(d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return v / v.norm()
+
+
+def dose_response(model, items, layer: int, vectors: dict[str, torch.Tensor], alphas, *, from_position: int = 1,
+                  batch_size: int = 16, counter: PassCounter | None = None) -> dict:
+    """p(matching) over norm-relative α for each named vector (unit-normalised; α × mean residual norm is added).
+
+    Returns a plain dict: alphas, residual_norm, baseline, probability[name][k], effect[name][k] (minus baseline).
+    """
+    alphas = [float(a) for a in alphas]
+    base, norm = behaviour_probabilities(model, items, from_position=from_position, batch_size=batch_size,
+                                         norm_layer=layer, counter=counter)
+    baseline = float(base.mean())
+    probability = {}
+    for name, vector in vectors.items():
+        v = torch.as_tensor(vector).double()
+        if not torch.isfinite(v).all() or v.norm() == 0:
+            raise AnalogError(f"the {name} steering vector is zero or not finite; it has no direction to steer along")
+        unit = v / v.norm()
+        probability[name] = [
+            baseline if a == 0 else float(behaviour_probabilities(
+                model, items, layer=layer, vector=unit, alpha=a * norm, from_position=from_position,
+                batch_size=batch_size, counter=counter).mean())
+            for a in alphas
+        ]
+    return {
+        "alphas": alphas,
+        "residual_norm": norm,
+        "baseline": baseline,
+        "probability": probability,
+        "effect": {name: [p - baseline for p in ps] for name, ps in probability.items()},
+    }
+
+
+def transfer_criteria(curve: dict, *, min_native_effect: float) -> dict:
+    """Transfer ratio, gap, Spearman ρ and random control from a `dose_response` of native, transferred and random.
+
+    - half_max_alpha: the smallest α > 0 where the native effect reaches half its maximum over α > 0;
+    - transfer_ratio: transferred effect / native effect there; transfer_gap = 1 − ratio;
+    - spearman: ρ between α and each vector's p(matching);
+    - random_control: max |random effect| / max |native effect| over α.
+    Values that are undefined are None with the reason in ``notes``.
+    """
+    from scipy.stats import spearmanr
+
+    alphas = curve["alphas"]
+    effect = curve["effect"]
+    positive = [k for k, a in enumerate(alphas) if a > 0]
+    notes = {}
+    native_max = max((effect["native"][k] for k in positive), default=float("nan"))
+    ratio = half_alpha = None
+    if not positive:
+        notes["transfer_ratio"] = "no α > 0 in steering.alphas"
+    elif not native_max >= min_native_effect:
+        notes["transfer_ratio"] = (
+            f"the native vector moves p(matching) by at most {native_max:+.3f} (needs >= {min_native_effect:g}); "
+            "there is no native dose response to transfer"
+        )
+    else:
+        k = next(k for k in positive if effect["native"][k] >= native_max / 2)
+        half_alpha = alphas[k]
+        ratio = effect["transferred"][k] / effect["native"][k]
+    spearman = {}
+    for name, ps in curve["probability"].items():
+        rho = spearmanr(alphas, ps).statistic if len(set(ps)) > 1 and len(alphas) > 2 else float("nan")
+        spearman[name] = None if not math.isfinite(rho) else float(rho)
+    native_abs = max(abs(e) for e in effect["native"])
+    control = max(abs(e) for e in effect["random"]) / native_abs if native_abs > 0 else None
+    if control is None:
+        notes["random_control"] = "the native vector does not move p(matching) at all"
+    return {
+        "half_max_alpha": half_alpha,
+        "transfer_ratio": ratio,
+        "transfer_gap": None if ratio is None else 1 - ratio,
+        "spearman": spearman,
+        "random_control": control,
+        "native_max_effect": native_max,
+        "notes": notes,
+    }
+
+
+def steering_layers(settings, teacher_depth: int, student_depth: int, *, best_match=None) -> dict[int, int]:
+    """Teacher layer -> analog layer from the ``steering`` config (``best_match``: the CKA best match per teacher layer)."""
+    wanted = settings.teacher_layers
+    teacher = [max(1, round(teacher_depth / 3))] if wanted == "auto" else sorted(set(wanted))
+    bad = [i for i in teacher if not 0 <= i < teacher_depth]
+    if bad:
+        raise AnalogError(f"steering.teacher_layers lists {bad}, but the teacher's steerable layers are 0..{teacher_depth - 1}")
+    mapping = settings.analog_layers
+    if mapping == "best_match":
+        if best_match is None:
+            raise AnalogError("steering.analog_layers is best_match, but no CKA best match was measured")
+        return {i: int(best_match[i]) for i in teacher}
+    if mapping == "proportional":
+        return {i: round(i * student_depth / teacher_depth) for i in teacher}
+    missing = [i for i in teacher if i not in mapping]
+    if missing:
+        raise AnalogError(f"steering.analog_layers has no analog layer for teacher layer(s) {missing}")
+    bad = sorted({mapping[i] for i in teacher if not 0 <= mapping[i] <= student_depth})
+    if bad:
+        raise AnalogError(f"steering.analog_layers points to analog layers {bad}, but the analog has layers 0..{student_depth}")
+    return {i: mapping[i] for i in teacher}
+
+
+def steering_analysis(pair, behaviours, layer_pairs: dict[int, int], settings, *, map_texts, counter=None, progress=None) -> dict:
+    """The whole steering-transfer measurement of a pair: maps per layer pair, then per behaviour and teacher layer.
+
+    Args:
+        pair: a loaded `ModelPair`.
+        behaviours: loaded `Behaviour` sets.
+        layer_pairs: teacher layer -> analog layer.
+        settings: the config's `steering` section.
+        map_texts: the neutral prompt texts the maps are fitted on.
+
+    Returns:
+        A JSON-ready dict: ``maps`` (held-out FVU and cosine per kind and layer pair)
+        and ``behaviours`` (per behaviour and teacher layer: the dose-response curve
+        and the criteria).
+    """
+    s = settings
+    counter = counter or PassCounter()
+    maps = fit_maps(pair, map_texts, list(layer_pairs.items()), ridge=s.ridge, steps=s.autoencoder_steps, seed=s.seed,
+                    max_length=s.max_length, batch_size=s.batch_size)
+    for part in next(iter(maps.values()))["prompts"]:  # fitting and held-out prompts, each in its own batches
+        counter.add("teacher", part, s.batch_size)
+        counter.add("student", part, s.batch_size)
+    results = {}
+    for behaviour in behaviours:
+        train = behaviour.train[: s.train_items]
+        items = behaviour.eval[: s.eval_items]
+        texts = [it.positive for it in train] + [it.negative for it in train]
+        t_acts = activations(pair.teacher, texts, sorted(layer_pairs), position=s.position, batch_size=s.batch_size)
+        s_acts = activations(pair.student, texts, sorted(set(layer_pairs.values())), position=s.position, batch_size=s.batch_size)
+        counter.add("teacher", len(texts), s.batch_size)
+        counter.add("student", len(texts), s.batch_size)
+        n = len(train)
+        for i, j in layer_pairs.items():
+            native = difference_vector(t_acts[i][:n], t_acts[i][n:], s.method)
+            mapping = maps[(i, j)]["maps"][s.map]
+            analog = s_acts[j]
+            if s.method == "mean":
+                transferred = transfer_vector(mapping, analog[:n], analog[n:])
+            else:
+                transferred = difference_vector(torch.as_tensor(mapping(analog[:n])).double(), torch.as_tensor(mapping(analog[n:])).double(), "pca")
+            vectors = {"native": native, "transferred": transferred, "random": random_direction(len(native), s.seed)}
+            curve = dose_response(pair.teacher, items, i, vectors, s.alphas, from_position=s.from_position,
+                                  batch_size=s.batch_size, counter=counter)
+            cosine = float(torch.nn.functional.cosine_similarity(native, transferred, dim=0))
+            results.setdefault(behaviour.name, {})[i] = {
+                "teacher_layer": i,
+                "analog_layer": j,
+                "train_items": n,
+                "eval_items": len(items),
+                "cosine_native_transferred": cosine,
+                **curve,
+                **transfer_criteria(curve, min_native_effect=s.min_native_effect),
+            }
+            if progress is not None:
+                progress.update(1)
+    return {
+        "map": s.map,
+        "maps": {
+            i: {"analog_layer": j, "rows": maps[(i, j)]["rows"], "alignment": maps[(i, j)]["alignment"], **maps[(i, j)]["heldout"]}
+            for i, j in layer_pairs.items()
+        },
+        "behaviours": results,
+        "forward_passes": counter.to_dict(),
+    }
+
+
+def results_from_json(data: dict) -> dict:
+    """`steering_analysis` results read back from JSON, whose object keys (teacher layers) are strings."""
+    return {
+        **data,
+        "maps": {int(i): m for i, m in data["maps"].items()},
+        "behaviours": {name: {int(i): case for i, case in layers.items()} for name, layers in data["behaviours"].items()},
+    }

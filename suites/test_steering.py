@@ -1,0 +1,77 @@
+"""Steering suite: does a steering vector found on the analog move the teacher as the teacher's own does?
+
+For each behaviour set and steered teacher layer (``steering`` in the config):
+the analog's mean-difference vector, carried to the teacher through a map fitted
+on paired activations, against the teacher's native vector and an equal-norm
+random vector, over norm-relative doses. Everything is measured once per
+session (`AnalogSession.steering`) and reported under ``steering`` in fidelity.json.
+"""
+
+import pytest
+
+from pytest_analog.plugin import session_key
+
+
+def pytest_generate_tests(metafunc):
+    session = metafunc.config.stash[session_key]
+    if "steering_case" in metafunc.fixturenames:
+        cases = session.steering_cases()
+        metafunc.parametrize("steering_case", cases, ids=[f"{b}-layer{i}" for b, i in cases])
+    if "steering_layer" in metafunc.fixturenames:
+        layers = sorted({i for _, i in session.steering_cases()})
+        metafunc.parametrize("steering_layer", layers, ids=[f"teacher_layer={i}" for i in layers])
+
+
+@pytest.fixture(scope="module")
+def steering(analog_session):
+    return analog_session.steering()
+
+
+def _case_criterion(metric, value, steering_case, steering, analog_config, fidelity_record, **threshold):
+    behaviour, layer = steering_case
+    result = steering["behaviours"][behaviour][layer]
+    fidelity_record(
+        metric,
+        value(result),
+        **threshold,
+        reason=result["notes"].get(metric),
+        behaviour=behaviour,
+        steering_layer=layer,  # not teacher_layer: five behaviours per layer are not a per-layer curve
+        analog_layer=result["analog_layer"],
+        half_max_alpha=result["half_max_alpha"],
+    )
+
+
+def test_transfer_ratio(steering_case, steering, analog_config, fidelity_record):
+    _case_criterion("transfer_ratio", lambda r: r["transfer_ratio"], steering_case, steering, analog_config,
+                    fidelity_record, min=analog_config.steering.criteria.transfer_ratio.min)
+
+
+def test_transfer_gap(steering_case, steering, analog_config, fidelity_record):
+    _case_criterion("transfer_gap", lambda r: r["transfer_gap"], steering_case, steering, analog_config,
+                    fidelity_record, max=analog_config.steering.criteria.transfer_gap.max)
+
+
+def test_dose_response(steering_case, steering, analog_config, fidelity_record):
+    _case_criterion("spearman", lambda r: r["spearman"]["transferred"], steering_case, steering, analog_config,
+                    fidelity_record, min=analog_config.steering.criteria.spearman.min)
+
+
+def test_random_control(steering_case, steering, analog_config, fidelity_record):
+    _case_criterion("random_control", lambda r: r["random_control"], steering_case, steering, analog_config,
+                    fidelity_record, max=analog_config.steering.criteria.random_control.max)
+
+
+@pytest.mark.parametrize("metric", ["map_fvu", "map_cosine"])
+def test_map(metric, steering_layer, steering, analog_config, fidelity_record):
+    heldout = steering["maps"][steering_layer]
+    bound = getattr(analog_config.steering.criteria, metric)
+    threshold = {"min": bound.min} if hasattr(bound, "min") else {"max": bound.max}
+    fidelity_record(
+        metric,
+        heldout[steering["map"]][metric.removeprefix("map_")],
+        **threshold,
+        teacher_layer=steering_layer,
+        student_layer=heldout["analog_layer"],
+        map=steering["map"],
+    )
