@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SUITES = ("representation", "embeddings", "logits")
+SUITES = ("representation", "embeddings", "logits", "benchmarks")
 
 
 def _device(value: str) -> str:
@@ -45,6 +45,13 @@ def _suites(value: str) -> tuple[str, ...]:
     return names
 
 
+def _tasks(value: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not names:
+        raise ValueError(f"expected a comma-separated list of lm-eval task names or task YAML paths, got '{value}'")
+    return names
+
+
 def _flag(value: str) -> bool:
     lowered = str(value).lower()
     if lowered not in ("true", "false", "1", "0", "yes", "no"):
@@ -63,6 +70,7 @@ _OPTIONS = [
     ("cache", "DIR", str, None, "cache directory for measurements and file hashes (default: under pytest's cache dir)"),
     ("suites", "LIST", _suites, "all", f"built-in suites to add when a teacher is given: all, none or a list of {', '.join(SUITES)}"),
     ("max-prompts", "N", _positive_int, None, "use at most N prompts of the prompt set"),
+    ("tasks", "LIST", _tasks, None, "lm-eval tasks for the benchmarks suite: shipped names, task YAML paths or registry names"),
 ]
 _FLAGS = [
     ("trust-remote-code", "run custom model code from a model repository (off by default)"),
@@ -108,6 +116,7 @@ class Settings:
     cache: Path | None
     suites: tuple[str, ...]
     max_prompts: int | None
+    tasks: tuple[str, ...] | None
     trust_remote_code: bool
     allow_pickle: bool
 

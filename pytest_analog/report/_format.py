@@ -38,6 +38,7 @@ KNOWN_SECTIONS = frozenset(
         "criteria",
         "summary",
         "error",
+        "benchmarks",
     }
 )
 
