@@ -3,15 +3,18 @@
 `HFLM` wraps the loaded model and its tokenizer (without a tokenizer it would
 load one by name); batch size and device live on that wrapper, because
 `simple_evaluate` ignores them for an LM object. The global seed arguments are
-None so the caller's Python, numpy and torch generators are not reseeded; the
-few-shot sampler gets its own seed, so both models see the same examples. HFLM
+None so the caller's Python, numpy and torch generators are not reseeded, and
+their states are restored afterwards, since lm-eval and datasets also draw from
+them; the few-shot sampler gets its own seed, so both models see the same examples. HFLM
 puts the model in eval mode: its train/eval mode is restored afterwards.
 lm-eval names a preloaded model by a path it guesses, so the name is ours.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import random
 from typing import Any
 
 from pytest_analog.errors import AnalogError
@@ -48,20 +51,21 @@ def evaluate(
 
     was_training = model.training
     try:
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_batch_size=batch_size)
-        results = simple_evaluate(
-            lm,
-            tasks=tasks.specs,
-            task_manager=TaskManager(include_defaults=bool(tasks.registry)),
-            num_fewshot=num_fewshot,
-            limit=limit,
-            log_samples=True,
-            bootstrap_iters=BOOTSTRAP_ITERS,
-            random_seed=None,
-            numpy_random_seed=None,
-            torch_random_seed=None,
-            fewshot_random_seed=fewshot_seed,
-        )
+        with _callers_generators():
+            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_batch_size=batch_size)
+            results = simple_evaluate(
+                lm,
+                tasks=tasks.specs,
+                task_manager=TaskManager(include_defaults=bool(tasks.registry)),
+                num_fewshot=num_fewshot,
+                limit=limit,
+                log_samples=True,
+                bootstrap_iters=BOOTSTRAP_ITERS,
+                random_seed=None,
+                numpy_random_seed=None,
+                torch_random_seed=None,
+                fewshot_random_seed=fewshot_seed,
+            )
     except (KeyError, ValueError, TypeError, FileNotFoundError) as exc:  # a task lm-eval cannot build or run
         message = " ".join(str(exc).split())[:300]
         raise AnalogError(f"lm-eval could not run tasks {', '.join(tasks.names)} on {name}: {type(exc).__name__}: {message}") from None
@@ -72,6 +76,24 @@ def evaluate(
     results["samples"] = {task: [_compact(s, results["configs"][task]) for s in rows] for task, rows in samples.items()}
     results["config"]["model"] = name
     return results
+
+
+@contextlib.contextmanager
+def _callers_generators():
+    """Restore the global Python, numpy and torch (CPU and CUDA) random states on exit."""
+    import numpy as np
+    import torch
+
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def _compact(sample: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
