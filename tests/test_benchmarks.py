@@ -47,6 +47,8 @@ def test_shipped_tasks_are_large_varied_and_valid():
     for row in map(json.loads, (SHIPPED_TASKS / "arithmetic.jsonl").read_text().splitlines()):
         a, op, b = row["question"].split("What is ")[1].split("?")[0].split()
         assert int(row["choices"][row["answer"]]) == (int(a) + int(b) if op == "plus" else int(a) - int(b))
+    shots = [json.loads(line)["question"] for line in (SHIPPED_TASKS / "arithmetic_fewshot.jsonl").read_text().splitlines()]
+    assert len(shots) == 3 and not set(shots) & {json.loads(line)["question"] for line in (SHIPPED_TASKS / "arithmetic.jsonl").open()}
     tasks = resolve_tasks(shipped_task_names())
     assert tasks.names == shipped_task_names() and not tasks.registry
     for config in tasks.configs:  # data paths made absolute, pointing at existing files
@@ -77,7 +79,10 @@ def test_paired_delta_of_bits_per_byte_matches_hand_delta_method():
     teacher = [(-300.0, 400), (-150.0, 180), (-420.0, 610), (-90.0, 100), (-260.0, 350)]
     analog = [(-340.0, 400), (-160.0, 180), (-500.0, 610), (-95.0, 100), (-300.0, 350)]
     ln2, w = math.log(2), [b for _, b in teacher]
-    bpb = lambda rows: -sum(x for x, _ in rows) / sum(b for _, b in rows) / ln2  # noqa: E731
+
+    def bpb(rows):
+        return -sum(x for x, _ in rows) / sum(b for _, b in rows) / ln2
+
     out = paired_delta("bits_per_byte", teacher, analog)
     assert out["teacher"] == pytest.approx(bpb(teacher)) and out["delta"] == pytest.approx(bpb(analog) - bpb(teacher))
     # linearised per-document influence of each model's bpb, differenced by document
@@ -249,7 +254,11 @@ def test_suite_scores_equal_lm_eval_run_on_its_own_and_are_cached(pytester, tiny
 
 
 @pytest.mark.slow
-def test_smollm2_runs_the_local_tasks_above_chance_and_a_pruned_copy_loses_ground(pytester, smollm2_gguf, tmp_path_factory):
+def test_smollm2_runs_the_local_tasks_above_chance_and_a_pruned_copy_loses_ground(pytester, smollm2_gguf, tmp_path_factory, monkeypatch):
+    from lm_eval import simple_evaluate  # imported before pytester's run, which unloads what it imported
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
     from pytest_analog.models import load_model
     from pytest_analog.students import layer_pruned_copy
 
@@ -257,7 +266,7 @@ def test_smollm2_runs_the_local_tasks_above_chance_and_a_pruned_copy_loses_groun
     pruned = tmp_path_factory.mktemp("smollm2") / "pruned"
     layer_pruned_copy(teacher.model, keep=list(range(0, 30, 2))).save_pretrained(pruned)
     teacher.tokenizer.save_pretrained(pruned)
-    config = limit_config(pytester.path, 30)
+    config = limit_config(pytester.path, 20)
     report = pytester.path / "out"
     result = pytester.runpytest(*models(smollm2_gguf, pruned), *TASK_ARGS, f"--analog-config={config}", f"--analog-report={report}")
     data = json.loads((report / "fidelity.json").read_text())
@@ -273,21 +282,11 @@ def test_smollm2_runs_the_local_tasks_above_chance_and_a_pruned_copy_loses_groun
     assert "benchmarks::test_benchmark[analog_capitals]" in failed
 
     # the teacher's score is exactly what lm-eval reports for it on its own
-    from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
-
-    pytester.chdir()
-    import os
-
-    os.chdir(SHIPPED_TASKS)
-    try:
-        alone = simple_evaluate(
-            HFLM(pretrained=teacher.model, tokenizer=teacher.tokenizer, batch_size=16),
-            tasks=["analog_text_perplexity"],
-            task_manager=TaskManager(include_path=str(SHIPPED_TASKS), include_defaults=False),
-            limit=30,
-        )
-    finally:
-        pytester.chdir()
+    monkeypatch.chdir(SHIPPED_TASKS)
+    alone = simple_evaluate(
+        HFLM(pretrained=teacher.model, tokenizer=teacher.tokenizer, batch_size=16),
+        tasks=["analog_text_perplexity"],
+        task_manager=TaskManager(include_path=str(SHIPPED_TASKS), include_defaults=False),
+        limit=20,
+    )
     assert text["teacher"] == alone["results"]["analog_text_perplexity"]["bits_per_byte,none"]

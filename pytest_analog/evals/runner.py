@@ -35,7 +35,7 @@ def evaluate(
     name: str,
     batch_size: int,
     num_fewshot: int | None = None,
-    limit: int | float | None = None,
+    limit: float | None = None,
     fewshot_seed: int = 0,
 ) -> dict[str, Any]:
     """lm-eval's results for one model, as a JSON-able dict.
