@@ -69,7 +69,7 @@ _OPTIONS = [
     ("report", "DIR", str, None, "write fidelity.json, fidelity.md and fidelity.html to this directory"),
     ("cache", "DIR", str, None, "cache directory for measurements and file hashes (default: under pytest's cache dir)"),
     ("suites", "LIST", _suites, "all", f"built-in suites to add when a teacher is given: all, none or a list of {', '.join(SUITES)}"),
-    ("max-prompts", "N", _positive_int, None, "use at most N prompts of the prompt set"),
+    ("max-prompts", "N", _positive_int, None, "use at most N prompts of the prompt set and N items of each benchmark task"),
     ("tasks", "LIST", _tasks, None, "lm-eval tasks for the benchmarks suite: shipped names, task YAML paths or registry names"),
 ]
 _FLAGS = [

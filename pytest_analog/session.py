@@ -31,7 +31,9 @@ class AnalogSession:
     def __init__(self, config: pytest.Config):
         self.pytest_config = config
         self.settings = read_settings(config)
-        overrides = {"prompts.max_prompts": self.settings.max_prompts} if self.settings.max_prompts else {}
+        overrides = {}
+        if self.settings.max_prompts:  # a quick run: also at most that many items per benchmark task
+            overrides.update({"prompts.max_prompts": self.settings.max_prompts, "benchmarks.limit": self.settings.max_prompts})
         if self.settings.tasks:
             overrides["benchmarks.tasks"] = list(self.settings.tasks)
         try:

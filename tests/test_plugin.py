@@ -87,8 +87,8 @@ def test_self_pair_passes_and_writes_reports(pytester, tiny_dir):
     junit = pytester.path / "junit.xml"
     result = pytester.runpytest(*models(tiny_dir, tiny_dir), *FAST, f"--analog-report={report}", f"--junitxml={junit}")
     assert result.ret == pytest.ExitCode.OK
-    # 4 layers x 3 representation metrics + 2 geometry + 3 logit criteria
-    result.assert_outcomes(passed=17)
+    # 4 layers x 3 representation metrics + 2 geometry + 3 logit + 4 benchmark criteria
+    result.assert_outcomes(passed=21)
     result.stdout.fnmatch_lines(["*analog fidelity*", "*report: *fidelity.html"])
     data = json.loads((report / "fidelity.json").read_text())
     assert data["schema_version"] == 1 and data["verdict"] == "pass"
@@ -162,13 +162,13 @@ def test_different_tokenizers_skip_logits_and_align_words(pytester, tiny_dir, ti
 def test_measurements_are_cached(pytester, tiny_dir):
     cache = pytester.path / "cache"
     args = [*models(tiny_dir, tiny_dir), *FAST, f"--analog-cache={cache}", "--analog-report=out"]
-    pytester.runpytest(*args).assert_outcomes(passed=17)
+    pytester.runpytest(*args).assert_outcomes(passed=21)
     entries = list((cache / "measurements").glob("*.json"))
     assert len(entries) == 1
-    pytester.runpytest(*args).assert_outcomes(passed=17)
+    pytester.runpytest(*args).assert_outcomes(passed=21)
     assert json.loads((pytester.path / "out" / "fidelity.json").read_text())["capture"]["cached"] is True
     entries[0].write_text(entries[0].read_text().replace('"cka"', '"cka_"', 1))  # corrupt it
-    pytester.runpytest(*args).assert_outcomes(passed=17)
+    pytester.runpytest(*args).assert_outcomes(passed=21)
     assert json.loads((pytester.path / "out" / "fidelity.json").read_text())["capture"]["cached"] is False
 
 
