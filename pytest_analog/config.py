@@ -187,6 +187,37 @@ class Steering:
 
 
 @dataclass(frozen=True)
+class Benchmarks:
+    """lm-eval tasks run on both models, and the gate on each task's retained capability."""
+
+    tasks: list[str]
+    num_fewshot: int | None
+    limit: int | None
+    batch_size: int
+    min_retained: float | None
+    max_drop: float | None
+    per_task: dict[str, dict[str, float | None]]
+
+    def __post_init__(self):
+        for task, gate in self.per_task.items():
+            unknown = set(gate) - {"min_retained", "max_drop"}
+            if unknown:
+                raise AnalogError(f"benchmarks.per_task.{task}: unknown key(s) {', '.join(sorted(unknown))}; use min_retained or max_drop")
+        for task in ["", *self.per_task]:
+            retained, drop = self.gate(task or None)
+            if retained is not None and drop is not None:
+                where = f"benchmarks.per_task.{task}" if task else "benchmarks"
+                raise AnalogError(f"{where}: give min_retained or max_drop, not both (set the other to null)")
+
+    def gate(self, task: str | None) -> tuple[float | None, float | None]:
+        """(min_retained, max_drop) for ``task``: its per_task entry (a key left out is null), else the defaults."""
+        own = self.per_task.get(task) if task else None
+        if own is None:
+            return self.min_retained, self.max_drop
+        return own.get("min_retained"), own.get("max_drop")
+
+
+@dataclass(frozen=True)
 class Config:
     version: int
     prompts: Prompts
@@ -198,6 +229,7 @@ class Config:
     criteria: Criteria
     compliance: Compliance
     steering: Steering
+    benchmarks: Benchmarks
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -231,6 +263,12 @@ _RANGES = {
     "steering.eval_items": (lambda v: v >= 1, "an integer >= 1"),
     "steering.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "steering.min_native_effect": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "benchmarks.tasks": (lambda v: len(v) >= 1, "a non-empty list of task names or task YAML paths"),
+    "benchmarks.num_fewshot": (lambda v: v is None or v >= 0, "null or an integer >= 0"),
+    "benchmarks.limit": (lambda v: v is None or v >= 1, "null or an integer >= 1"),
+    "benchmarks.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "benchmarks.min_retained": (lambda v: v is None or v <= 1, "null or a number <= 1"),
+    "benchmarks.max_drop": (lambda v: v is None or v >= 0, "null or a number >= 0"),
 }
 
 
@@ -294,7 +332,7 @@ def _overlay(base: dict, user: dict, prefix: str, source: str) -> None:
             close = difflib.get_close_matches(str(key), [str(k) for k in base], n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(map(str, base))}"
             raise AnalogError(f"{source}: unknown config key '{dotted}'{hint}")
-        if isinstance(base[key], dict) and isinstance(value, dict) and key not in ("map", "analog_layers"):
+        if isinstance(base[key], dict) and isinstance(value, dict) and key not in ("map", "analog_layers", "per_task"):
             _overlay(base[key], value, f"{dotted}.", source)
         else:
             base[key] = value

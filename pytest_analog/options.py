@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SUITES = ("representation", "embeddings", "logits", "steering", "compliance")
+SUITES = ("representation", "embeddings", "logits", "steering", "benchmarks", "compliance")
 
 
 def _device(value: str) -> str:
@@ -45,6 +45,13 @@ def _suites(value: str) -> tuple[str, ...]:
     return names
 
 
+def _tasks(value: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not names:
+        raise ValueError(f"expected a comma-separated list of lm-eval task names or task YAML paths, got '{value}'")
+    return names
+
+
 def _flag(value: str) -> bool:
     lowered = str(value).lower()
     if lowered not in ("true", "false", "1", "0", "yes", "no"):
@@ -62,7 +69,8 @@ _OPTIONS = [
     ("report", "DIR", str, None, "write fidelity.json, fidelity.md and fidelity.html to this directory"),
     ("cache", "DIR", str, None, "cache directory for measurements and file hashes (default: under pytest's cache dir)"),
     ("suites", "LIST", _suites, "all", f"built-in suites to add when a teacher is given: all, none or a list of {', '.join(SUITES)}"),
-    ("max-prompts", "N", _positive_int, None, "use at most N prompts of the prompt set"),
+    ("max-prompts", "N", _positive_int, None, "use at most N prompts of the prompt set and N items of each benchmark task"),
+    ("tasks", "LIST", _tasks, None, "lm-eval tasks for the benchmarks suite: shipped names, task YAML paths or registry names"),
     ("submit", "PATH", str, None, "write a leaderboard submission bundle (JSON: report, config, file hashes) to this file"),
 ]
 _FLAGS = [
@@ -110,6 +118,7 @@ class Settings:
     suites: tuple[str, ...]
     max_prompts: int | None
     submit: Path | None
+    tasks: tuple[str, ...] | None
     trust_remote_code: bool
     allow_pickle: bool
 

@@ -51,10 +51,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A test that takes ``teacher_layer`` runs once per gated teacher layer."""
+    """A test that takes ``teacher_layer`` runs once per gated teacher layer, ``benchmark_task`` once per lm-eval task."""
     if "teacher_layer" in metafunc.fixturenames:
         layers = metafunc.config.stash[session_key].teacher_layers()
         metafunc.parametrize("teacher_layer", layers, ids=[f"teacher_layer={i}" for i in layers])
+    if "benchmark_task" in metafunc.fixturenames:
+        tasks = metafunc.config.stash[session_key].benchmark_tasks()
+        metafunc.parametrize("benchmark_task", tasks, ids=tasks)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -103,6 +106,12 @@ def student(analog_pair):
 def analog_measurements(analog_session):
     """Every representation metric of the pair (`fidelity.Measurements`), measured once per session."""
     return analog_session.measurements()
+
+
+@pytest.fixture(scope="session")
+def analog_benchmarks(analog_session):
+    """Per-task lm-eval scores of both models and their paired deltas (plain dicts), run once per session."""
+    return analog_session.benchmarks()
 
 
 @pytest.fixture

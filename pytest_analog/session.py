@@ -32,7 +32,11 @@ class AnalogSession:
     def __init__(self, config: pytest.Config):
         self.pytest_config = config
         self.settings = read_settings(config)
-        overrides = {"prompts.max_prompts": self.settings.max_prompts} if self.settings.max_prompts else {}
+        overrides = {}
+        if self.settings.max_prompts:  # a quick run: also at most that many items per benchmark task
+            overrides.update({"prompts.max_prompts": self.settings.max_prompts, "benchmarks.limit": self.settings.max_prompts})
+        if self.settings.tasks:
+            overrides["benchmarks.tasks"] = list(self.settings.tasks)
         try:
             self.config = load_config(self.settings.config, **overrides)
         except AnalogError as exc:
@@ -45,6 +49,8 @@ class AnalogSession:
         self._measurements = None
         self._steering = None
         self._steering_memo: dict[tuple, Any] = {}  # steering_vector / steering_map results by arguments
+        self._tasks = None  # `evals.TaskSet`, resolved before collection when the benchmarks suite runs
+        self._benchmarks = None
         self._failure: str | None = None
         self.measurements_cached = False
         self.submitted: Path | None = None  # the bundle --analog-submit wrote
@@ -95,6 +101,11 @@ class AnalogSession:
             layer_map(self.config, gated_layers(self.config, depths[0]), *depths)
             if "steering" in settings.suites:
                 _check_steering(self.config.steering, depths)
+
+            if "benchmarks" in settings.suites:
+                from pytest_analog.evals import resolve_tasks
+
+                self._tasks = resolve_tasks(self.config.benchmarks.tasks)
         except AnalogError as exc:
             raise pytest.UsageError(str(exc)) from None
         self._sources = tuple(sources)
@@ -110,6 +121,10 @@ class AnalogSession:
         from pytest_analog.fidelity import gated_layers
 
         return gated_layers(self.config, self._depths[0]) if self._depths else []
+
+    def benchmark_tasks(self) -> list[str]:
+        """lm-eval task names of the benchmarks suite (for parametrizing); empty without models."""
+        return self._tasks.names if self._tasks else []
 
     def pair(self):
         """The loaded teacher and analog, loaded once per session."""
@@ -262,6 +277,49 @@ class AnalogSession:
         s = self.config.steering
         best = self.measurements().best_match if s.analog_layers == "best_match" else None
         return steering_layers(s, *self._depths, best_match=best)
+
+    def benchmarks(self) -> dict:
+        """Per-task lm-eval scores of both models and their paired deltas, from one run each or the cache."""
+        from pytest_analog import cache
+        from pytest_analog.evals import compare, resolve_tasks, run_pair
+
+        if self._benchmarks is None:
+            self._require()
+            settings = self.config.benchmarks
+            tasks = self._tasks or self._guarded(resolve_tasks, settings.tasks)
+            key = self._benchmark_key(tasks) if self.cache_dir else None
+            results = cache.load(self.cache_dir / "benchmarks", key) if key else None
+            cached = results is not None
+            if not cached:
+                pair = self.pair()
+                with self._showing_progress():  # lm-eval's progress bars
+                    results = self._guarded(run_pair, pair, tasks, settings, seed=self.config.seed)
+                if key:
+                    cache.store(self.cache_dir / "benchmarks", key, results)
+            self._benchmarks = self._guarded(compare, results["teacher"], results["analog"])
+            self.sections["benchmarks"] = {
+                "lm_eval_version": _version("lm_eval"),
+                "cached": cached,
+                "tasks": self._benchmarks,
+                "results": {role: {k: v for k, v in r.items() if k != "samples"} for role, r in results.items()},
+            }
+        return self._benchmarks
+
+    def _benchmark_key(self, tasks) -> str:
+        from pytest_analog import cache
+        from pytest_analog.models import resolve_device, resolve_dtype, sha256_files
+
+        settings = self.config.benchmarks
+        device = "cpu" if resolve_device(self.settings.device) == "cpu" else "cuda"
+        return cache.cache_key(
+            teacher=sha256_files(self._sources[0].files(), self.cache_dir),
+            student=sha256_files(self._sources[1].files(), self.cache_dir),
+            tasks=tasks.sha256,
+            run=[settings.num_fewshot, settings.limit, settings.batch_size, self.config.seed],
+            dtype=str(resolve_dtype(self.settings.dtype, device)),
+            device=device,
+            versions=[__version__, _version("lm_eval"), _version("torch"), _version("transformers")],
+        )
 
     def _measurement_key(self, prompts, with_logits: bool) -> str:
         from pytest_analog import cache

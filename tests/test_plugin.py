@@ -89,8 +89,8 @@ def test_self_pair_passes_and_writes_reports(pytester, tiny_dir):
     junit = pytester.path / "junit.xml"
     result = pytester.runpytest(*models(tiny_dir, tiny_dir), *FAST, FIDELITY, f"--analog-report={report}", f"--junitxml={junit}")
     assert result.ret == pytest.ExitCode.OK
-    # 4 layers x 3 representation metrics + 2 geometry + 3 logit criteria
-    result.assert_outcomes(passed=17)
+    # 4 layers x 3 representation metrics + 2 geometry + 3 logit + 4 benchmark criteria
+    result.assert_outcomes(passed=21)
     result.stdout.fnmatch_lines(["*analog fidelity*", "*report: *fidelity.html"])
     data = json.loads((report / "fidelity.json").read_text())
     assert data["schema_version"] == 1 and data["verdict"] == "pass"
@@ -167,10 +167,10 @@ def test_measurements_are_cached(pytester, tiny_dir):
     pytester.runpytest(*args).assert_outcomes(passed=17)
     entries = list((cache / "measurements").glob("*.json"))
     assert len(entries) == 1
-    pytester.runpytest(*args).assert_outcomes(passed=17)
+    pytester.runpytest(*args).assert_outcomes(passed=21)
     assert json.loads((pytester.path / "out" / "fidelity.json").read_text())["capture"]["cached"] is True
     entries[0].write_text(entries[0].read_text().replace('"cka"', '"cka_"', 1))  # corrupt it
-    pytester.runpytest(*args).assert_outcomes(passed=17)
+    pytester.runpytest(*args).assert_outcomes(passed=21)
     assert json.loads((pytester.path / "out" / "fidelity.json").read_text())["capture"]["cached"] is False
 
 

@@ -40,6 +40,7 @@ KNOWN_SECTIONS = frozenset(
         "summary",
         "error",
         "steering",
+        "benchmarks",
     }
 )
 

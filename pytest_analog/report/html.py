@@ -375,6 +375,29 @@ def _curves(report):
 _ENVIRONMENT_LABELS = {"device_name": "device"}
 
 
+def _benchmarks(report):
+    section = report.get("benchmarks")
+    if not section or not section.get("tasks"):
+        return None
+    img = _png_img(plots.benchmark_bars_png, section, alt="teacher and analog score per lm-eval task")
+    rows = []
+    for task, row in section["tasks"].items():
+        delta = fmt_value(row.get("delta"))
+        if row.get("delta_ci95"):
+            delta += " [" + ", ".join(fmt_value(v) for v in row["delta_ci95"]) + "]"
+        cells = [task, row.get("metric"), row.get("teacher"), row.get("analog"), delta, row.get("chance"), row.get("retained")]
+        rows.append("<tr>" + "".join(f"<td>{_value_html(c)}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("task", "metric", "teacher", "analog", "delta [95 % CI]", "chance", "retained"))
+    text = (
+        f"<p>lm-evaluation-harness {esc(section.get('lm_eval_version'))} on both models"
+        + (" (read from the cache)" if section.get("cached") else "")
+        + ". Bars are lm-eval's scores with 95 % intervals; the delta (analog − teacher) has a paired "
+        "interval over the same items; retained is chance-corrected for multiple choice.</p>\n"
+    )
+    table = f"<table>\n<tr>{head}</tr>\n" + "\n".join(rows) + "\n</table>"
+    return _section("Benchmarks", text + (img or "") + "\n" + table, "benchmarks")
+
+
 def _environment(report):
     environment = report.get("environment")
     if not environment:
@@ -486,6 +509,7 @@ SECTIONS = [
     _steering,
     _criteria,
     _compliance,
+    _benchmarks,
     _environment,
     _config,
     _unknown_sections,

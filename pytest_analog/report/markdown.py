@@ -242,6 +242,28 @@ def _steering(report):
     return f"**Steering transfer** ({cell(steering.get('map', '?'))} map; dose-response plots in fidelity.html):\n\n" + _table(header, rows)
 
 
+def _benchmarks(report):
+    section = report.get("benchmarks")
+    if not section or not section.get("tasks"):
+        return None
+
+    def shown(value):
+        return "—" if value is None else fmt_value(value)
+
+    rows = []
+    for task, row in section["tasks"].items():
+        delta = shown(row.get("delta"))
+        if row.get("delta_ci95"):
+            delta += " [" + ", ".join(fmt_value(v) for v in row["delta_ci95"]) + "]"
+        rows.append([code(task), cell(row.get("metric", "")), shown(row.get("teacher")), shown(row.get("analog")),
+                     delta, shown(row.get("chance")), shown(row.get("retained"))])
+    title = (
+        f"**Benchmarks** (lm-evaluation-harness {cell(section.get('lm_eval_version'))}; "
+        "delta = analog − teacher with a paired 95 % interval; retained is chance-corrected):\n\n"
+    )
+    return title + _table(["task", "metric", "teacher", "analog", "delta [95 % CI]", "chance", "retained"], rows)
+
+
 def _footer(report):
     extra = [key for key in report if key not in KNOWN_SECTIONS]
     tool = report.get("tool") or {}
@@ -255,7 +277,7 @@ def _footer(report):
 
 
 # Section renderers in page order: report -> markdown text, or None to skip.
-SECTIONS = [_heading, _error, _models, _capture, _criteria, _compliance, _layers, _steering, _footer]
+SECTIONS = [_heading, _error, _models, _capture, _criteria, _compliance, _layers, _steering, _benchmarks, _footer]
 
 
 def render_markdown(report):

@@ -277,4 +277,48 @@ def dose_response_png(steering):
         ax.set_ylabel("p(matching answer)")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False, fontsize="small")
+
+
+def benchmark_bars_png(benchmarks):
+    """Teacher and analog score per lm-eval task with 95 % intervals, one panel per task.
+
+    Args:
+        benchmarks: The report's ``benchmarks`` section (may be None).
+
+    Returns:
+        PNG bytes, or None when it has no tasks.
+    """
+    tasks = (benchmarks or {}).get("tasks") or {}
+    if not tasks:
+        return None
+    columns = min(4, len(tasks))
+    rows = math.ceil(len(tasks) / columns)
+    fig = _figure(2.6 * columns + 0.6, 2.8 * rows + 0.4)
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    colors = (_LINE_COLORS[0], _LINE_COLORS[3])
+    for ax, (task, row) in zip(axes, tasks.items()):
+        for x, (role, label) in enumerate((("teacher", "teacher"), ("analog", "analog"))):
+            value = as_float(row.get(role))
+            interval = row.get(f"{role}_ci95")
+            error = None
+            if interval and math.isfinite(value):
+                low, high = (as_float(v) for v in interval)
+                error = [[max(0.0, value - low)], [max(0.0, high - value)]]
+            ax.bar(x, value if math.isfinite(value) else 0.0, color=colors[x], yerr=error, capsize=6, width=0.6, label=label)
+        if row.get("chance") is not None:
+            ax.axhline(as_float(row["chance"]), linestyle="--", linewidth=1.2, color="0.25", label="chance")
+        ax.set_xticks([0, 1], labels=["teacher", "analog"])
+        direction = "higher is better" if row.get("higher_is_better", True) else "lower is better"
+        ax.set_ylabel(f"{row.get('metric', '')} ({direction})", fontsize="small")
+        ax.set_title(task, fontsize="medium")
+        ax.grid(True, axis="y", alpha=0.3)
+    for ax in axes[len(tasks):]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if any(row.get("chance") is not None for row in tasks.values()) and "chance" not in labels:
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], linestyle="--", color="0.25"))
+        labels.append("chance")
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
     return _to_png(fig)

@@ -123,6 +123,45 @@ class LayersSection(TypedDict, total=False):
     mapped: list[int | None]
 
 
+class BenchmarkTask(TypedDict):
+    # lm-eval metric compared (the task's first configured one), e.g. "acc", "bits_per_byte".
+    metric: str
+    # lm-eval filter the metric was reported under, e.g. "none".
+    filter: str
+    # The metric's direction, from lm-eval.
+    higher_is_better: bool
+    # Items both models answered.
+    n: int
+    # Accuracy of a uniform guess (mean of 1 / choices); null when not multiple choice.
+    chance: float | None
+    # lm-eval's aggregate score of each model, and its 95 % interval (null when not computable).
+    teacher: float
+    analog: float
+    teacher_ci95: list[float] | None
+    analog_ci95: list[float] | None
+    # analog - teacher, its paired standard error over the same items and 95 % interval.
+    delta: float
+    delta_se: float | None
+    delta_ci95: list[float] | None
+    # (analog - chance) / (teacher - chance) for multiple choice, analog / teacher for other
+    # higher-is-better metrics, teacher / analog for lower-is-better; null when the teacher
+    # is not above chance beyond its interval.
+    retained: float | None
+    # Why a value above is null, when one is.
+    note: str | None
+
+
+class BenchmarksSection(TypedDict):
+    # lm-evaluation-harness version that scored both models.
+    lm_eval_version: str
+    # True when the scores came from the cache.
+    cached: bool
+    # Per task name.
+    tasks: dict[str, BenchmarkTask]
+    # lm-eval's result dict per model ("teacher", "analog"), without per-sample rows.
+    results: dict[str, dict]
+
+
 class _CriterionRequired(TypedDict):
     # Unique id, "<suite>::<test name>[<params>]".
     id: str
@@ -213,6 +252,8 @@ class SteeringSection(TypedDict, total=False):
 class ReportDocument(_ReportRequired, total=False):
     # Layer-by-layer similarity; absent when no representation suite ran.
     layers: LayersSection
+    # lm-eval scores of both models and their paired deltas; absent when the benchmarks suite did not run.
+    benchmarks: BenchmarksSection
     # One-line message of a session-level failure (a model that would not load, a bad prompt
     # set) that stopped measuring and forced the verdict to "fail"; absent when there was none.
     error: str

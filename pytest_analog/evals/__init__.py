@@ -1,0 +1,55 @@
+"""Benchmark deltas on lm-evaluation-harness: which capabilities does the analog keep?
+
+`resolve_tasks` finds the tasks, `evaluate` runs lm-eval on one loaded model,
+`compare` turns both models' per-sample results into paired deltas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pytest_analog.evals.deltas import compare, paired_delta, retained_fraction
+from pytest_analog.evals.runner import evaluate
+from pytest_analog.evals.tasks import TaskSet, resolve_tasks, shipped_task_names
+
+
+def run_pair(pair, tasks: TaskSet, settings, *, seed: int) -> dict[str, Any]:
+    """lm-eval results of the teacher and the analog (`ModelPair`) on ``tasks`` (`config.Benchmarks`)."""
+    return {
+        role: evaluate(
+            loaded.model,
+            loaded.tokenizer,
+            tasks,
+            name=loaded.info["id"],
+            batch_size=settings.batch_size,
+            num_fewshot=settings.num_fewshot,
+            limit=settings.limit,
+            fewshot_seed=seed,
+        )
+        for role, loaded in (("teacher", pair.teacher), ("analog", pair.student))
+    }
+
+
+__all__ = ["TaskSet", "compare", "criterion", "evaluate", "paired_delta", "resolve_tasks", "retained_fraction", "run_pair", "shipped_task_names"]
+
+
+def criterion(row: dict[str, Any], min_retained: float | None, max_drop: float | None) -> dict[str, Any]:
+    """``fidelity_record`` arguments for one task's row of `compare`, gated as configured.
+
+    With ``max_drop``: the delta, at least -max_drop (at most +max_drop for a
+    lower-is-better metric). Otherwise the retained fraction, at least
+    ``min_retained``; a task with no retained fraction is reported, not gated.
+    """
+    details = {
+        "task_metric": row["metric"],
+        "teacher_score": row["teacher"],
+        "analog_score": row["analog"],
+        "delta": row["delta"],
+        "delta_ci95": row["delta_ci95"],
+        "chance": row["chance"],
+    }
+    if max_drop is not None:
+        bound = {"min": -max_drop} if row["higher_is_better"] else {"max": max_drop}
+        return {"metric": "benchmark_delta", "value": row["delta"], **bound, "reason": row["note"], **details}
+    gate = min_retained if row["retained"] is not None else None
+    return {"metric": "benchmark_retained", "value": row["retained"], "min": gate, "reason": row["note"], **details}

@@ -1,0 +1,106 @@
+"""Run lm-eval on an already-loaded model, with lm-eval's known traps handled.
+
+`HFLM` wraps the loaded model and its tokenizer (without a tokenizer it would
+load one by name); batch size and device live on that wrapper, because
+`simple_evaluate` ignores them for an LM object. The global seed arguments are
+None so the caller's Python, numpy and torch generators are not reseeded, and
+their states are restored afterwards, since lm-eval and datasets also draw from
+them; the few-shot sampler gets its own seed, so both models see the same examples. HFLM
+puts the model in eval mode: its train/eval mode is restored afterwards.
+lm-eval names a preloaded model by a path it guesses, so the name is ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+from typing import Any
+
+from pytest_analog.errors import AnalogError
+from pytest_analog.evals.tasks import TaskSet
+
+# lm-eval's own standard errors: closed form for mean metrics; this many resamples for
+# the few it bootstraps (its default of 100000 runs for minutes on a process pool).
+BOOTSTRAP_ITERS = 1000
+# Per-sample fields kept besides the metric values.
+_SAMPLE_KEYS = ("doc_id", "filter")
+
+
+def evaluate(
+    model,
+    tokenizer,
+    tasks: TaskSet,
+    *,
+    name: str,
+    batch_size: int,
+    num_fewshot: int | None = None,
+    limit: float | None = None,
+    fewshot_seed: int = 0,
+) -> dict[str, Any]:
+    """lm-eval's results for one model, as a JSON-able dict.
+
+    The dict is `simple_evaluate`'s, with ``samples`` reduced to the per-sample
+    metric values (``{task: [{"doc_id", "filter", "n_choices"?, METRIC: value}]}``,
+    ``n_choices`` for multiple-choice tasks), ``config.model`` set to ``name``,
+    and ``lm_eval_version``.
+    """
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    was_training = model.training
+    try:
+        with _callers_generators():
+            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_batch_size=batch_size)
+            results = simple_evaluate(
+                lm,
+                tasks=tasks.specs,
+                task_manager=TaskManager(include_defaults=bool(tasks.registry)),
+                num_fewshot=num_fewshot,
+                limit=limit,
+                log_samples=True,
+                bootstrap_iters=BOOTSTRAP_ITERS,
+                random_seed=None,
+                numpy_random_seed=None,
+                torch_random_seed=None,
+                fewshot_random_seed=fewshot_seed,
+            )
+    except (KeyError, ValueError, TypeError, FileNotFoundError) as exc:  # a task lm-eval cannot build or run
+        message = " ".join(str(exc).split())[:300]
+        raise AnalogError(f"lm-eval could not run tasks {', '.join(tasks.names)} on {name}: {type(exc).__name__}: {message}") from None
+    finally:
+        model.train(was_training)
+    samples = results.pop("samples")
+    results = json.loads(json.dumps(results, default=str))
+    results["samples"] = {task: [_compact(s, results["configs"][task]) for s in rows] for task, rows in samples.items()}
+    results["config"]["model"] = name
+    return results
+
+
+@contextlib.contextmanager
+def _callers_generators():
+    """Restore the global Python, numpy and torch (CPU and CUDA) random states on exit."""
+    import numpy as np
+    import torch
+
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def _compact(sample: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    row = {key: sample[key] for key in _SAMPLE_KEYS}
+    if config.get("output_type") == "multiple_choice":
+        row["n_choices"] = len(sample["filtered_resps"])
+    for metric in sample["metrics"]:
+        value = sample[metric]
+        row[metric] = list(value) if isinstance(value, tuple) else value
+    return json.loads(json.dumps(row, default=float))
