@@ -219,7 +219,8 @@ class AnalogSession:
             with self._showing_progress():
                 progress = _progress_bar(len(behaviours) * len(layer_pairs), "steering (behaviour x layer)", unit="case")
                 self._steering = self._guarded(
-                    steering_analysis, pair, behaviours, layer_pairs, s, map_texts=prompts.texts, progress=progress
+                    steering_analysis, pair, behaviours, layer_pairs, s, map_texts=prompts.texts, progress=progress,
+                    chance=self.config.chance,
                 )
                 progress.close()
             if key:

@@ -27,13 +27,15 @@ def steering(analog_session):
     return analog_session.steering()
 
 
-def _case_criterion(metric, value, steering_case, steering, analog_config, fidelity_record, **threshold):
+def _case_criterion(metric, value, steering_case, steering, analog_config, fidelity_record, against_chance=False,
+                    **threshold):
     behaviour, layer = steering_case
     result = steering["behaviours"][behaviour][layer]
     fidelity_record(
         metric,
         value(result),
         **threshold,
+        **(result.get("transfer_ratio_chance") or {} if against_chance else {}),
         reason=result["notes"].get(metric),
         behaviour=behaviour,
         steering_layer=layer,  # not teacher_layer: five behaviours per layer are not a per-layer curve
@@ -43,8 +45,9 @@ def _case_criterion(metric, value, steering_case, steering, analog_config, fidel
 
 
 def test_transfer_ratio(steering_case, steering, analog_config, fidelity_record):
+    # beside its chance level: the equal-norm random vector's ratio at the same dose
     _case_criterion("transfer_ratio", lambda r: r["transfer_ratio"], steering_case, steering, analog_config,
-                    fidelity_record, min=analog_config.steering.criteria.transfer_ratio.min)
+                    fidelity_record, against_chance=True, min=analog_config.steering.criteria.transfer_ratio.min)
 
 
 def test_transfer_gap(steering_case, steering, analog_config, fidelity_record):

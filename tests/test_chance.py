@@ -219,3 +219,47 @@ def test_the_report_carries_chance_and_renders_it():
     assert "0.5 [0.4, 0.7]" in md and "≥ 0.5 corrected" in md
     page = render_html(report)
     assert "<th>chance</th>" in page and "Hatched cells are at or below chance" in page
+
+
+# -- steering and benchmarks in the same form ---------------------------------------------------
+
+
+def test_the_transfer_ratio_stands_beside_the_random_vectors_ratio():
+    from pytest_analog.steering.transfer import transfer_criteria
+
+    rng = np.random.default_rng(0)
+    alphas, base = [-0.2, 0.0, 0.1, 0.2], rng.uniform(0.3, 0.7, 24)
+
+    def items(slope):
+        return [list(base + slope * a + rng.normal(0, 0.02, len(base))) for a in alphas]
+
+    per_item = {"native": items(1.5), "transferred": items(1.2), "random": items(0.1)}
+    per_item = {name: [base.tolist() if a == 0 else ps[k] for k, a in enumerate(alphas)] for name, ps in per_item.items()}
+    probability = {name: [float(np.mean(p)) for p in ps] for name, ps in per_item.items()}
+    curve = {"alphas": alphas, "baseline": float(base.mean()), "probability": probability,
+             "effect": {name: [p - base.mean() for p in ps] for name, ps in probability.items()},
+             "baseline_items": base.tolist(), "item_probability": per_item}
+    out = transfer_criteria(curve, min_native_effect=0.05)
+    k = alphas.index(out["half_max_alpha"])
+    effect = {name: np.mean(np.asarray(ps[k]) - base) for name, ps in per_item.items()}
+    chance = out["transfer_ratio_chance"]
+    assert out["transfer_ratio"] == pytest.approx(effect["transferred"] / effect["native"])
+    assert chance["chance"] == pytest.approx(effect["random"] / effect["native"])
+    assert chance["interval"][0] < out["transfer_ratio"] < chance["interval"][1]
+    assert chance["chance_interval"][0] < chance["chance"] < chance["chance_interval"][1]
+    criterion = make_criterion("s", "steering", "transfer_ratio", out["transfer_ratio"], min=0.9, **chance)
+    assert criterion.above_chance and not criterion.passed  # 0.8 transfers, beats chance, misses the 0.9 gate
+
+
+def test_the_retained_fraction_stands_beside_chance_zero():
+    from pytest_analog.evals import criterion
+
+    row = {"metric": "acc", "teacher": 0.85, "analog": 0.55, "delta": -0.30, "delta_ci95": [-0.36, -0.24],
+           "chance": 0.25, "retained": 0.5, "higher_is_better": True, "note": None}
+    args = criterion(row, min_retained=0.5, max_drop=None)
+    assert args["chance"] == 0.0 and args["chance_accuracy"] == 0.25
+    assert args["interval"] == pytest.approx((1 - 0.36 / 0.6, 1 - 0.24 / 0.6))  # 1 + delta / (teacher - chance)
+    made = make_criterion("b", "benchmarks", args.pop("metric"), args.pop("value"), **args)
+    assert made.corrected == pytest.approx(0.5) and made.above_chance
+    bits = {**row, "metric": "bits_per_byte", "chance": None, "retained": 0.8, "higher_is_better": False}
+    assert "chance" not in criterion(bits, min_retained=0.5, max_drop=None)

@@ -5,12 +5,13 @@ import json
 import numpy as np
 import pytest
 
+from pytest_analog import compliance
 from pytest_analog.config import load_config
 from pytest_analog.distill import DistillConfig, distill
 from pytest_analog.distill.data import read_texts
 from pytest_analog.distill.student import random_student
 from pytest_analog.fidelity import measure
-from pytest_analog.models import ModelPair, load_model
+from pytest_analog.models import ModelPair, load_model, resolve_source
 from pytest_analog.prompts import load_prompts
 
 pytestmark = pytest.mark.slow
@@ -24,6 +25,12 @@ def test_short_distillation_beats_a_random_student_of_the_same_size(smollm2_gguf
     out = distill(config, tmp_path / "analog", progress=False)
     record = json.loads((out / "training.json").read_text())
     assert abs(record["shape"]["fraction"] / 0.05 - 1) <= 0.05
+    # a release candidate the compliance suite accepts: the teacher's licence is read from its GGUF metadata
+    release, rules = compliance.release_of(resolve_source(str(out))), load_config().compliance
+    checks = [compliance.safetensors_weights(resolve_source(str(out))), compliance.model_card(release, rules.model_card.sections),
+              compliance.license_check(release, rules.license.allowed),
+              compliance.training_code(release, rules.training_code.files, rules.training_code.sections)]
+    assert all(c.passed for c in checks), [c.message for c in checks]
 
     teacher = load_model(str(smollm2_gguf), device="cpu", dtype="float32")
     analog = load_model(str(out), device="cpu", dtype="float32")

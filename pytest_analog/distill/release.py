@@ -72,8 +72,19 @@ analog-distill --config distill_config.json --out DIR
 """
 
 
-def write(out: Path, model, tokenizer, *, config, shape, keep: list[int], teacher: dict, training: dict) -> Path:
-    """Write the release folder ``out``: weights, config, tokenizer, settings, training record, model card."""
+def teacher_licence(source) -> str | None:
+    """The teacher's licence id as the compliance suite reads it (card metadata, LICENSE file, GGUF metadata)."""
+    from pytest_analog.compliance import license_of, release_of
+
+    return license_of(release_of(source))[0]
+
+
+def write(out: Path, model, tokenizer, *, config, shape, keep: list[int], teacher: dict, training: dict,
+          licence: str | None = None) -> Path:
+    """Write the release folder ``out``: weights, config, tokenizer, settings, training record, model card.
+
+    ``licence``: the teacher's licence id, which the analog inherits (None: unknown, the card says so).
+    """
     out = Path(out)
     model.config.architectures = [type(model).__name__]
     model.save_pretrained(out, safe_serialization=True)
@@ -82,11 +93,11 @@ def write(out: Path, model, tokenizer, *, config, shape, keep: list[int], teache
     write_atomic(out / "distill_config.json", json.dumps(settings, indent=2) + "\n")
     record = {"shape": shape.to_dict(), "kept_teacher_blocks": keep, "teacher": teacher, **training}
     write_atomic(out / "training.json", json.dumps(record, indent=2, default=str) + "\n")
-    write_atomic(out / "README.md", card(config, shape, keep, teacher, training))
+    write_atomic(out / "README.md", card(config, shape, keep, teacher, training, licence))
     return out
 
 
-def card(config, shape, keep, teacher: dict, training: dict) -> str:
+def card(config, shape, keep, teacher: dict, training: dict, licence: str | None = None) -> str:
     """The model card (Markdown with Hugging Face metadata)."""
     if config.init == "pruned":
         init_text = (f"from the teacher: blocks {keep} ({config.keep}), and within them the hidden channels, "
@@ -105,8 +116,9 @@ def card(config, shape, keep, teacher: dict, training: dict) -> str:
     builtin = config.corpus == "builtin"
     data_text = ("The prose corpus shipped with pytest-analog (fixtures/corpus, written for the project, Apache-2.0)"
                  if builtin else f"Corpus `{config.corpus}`")
-    licence_text = ("The teacher's licence applies to these weights, which derive from it"
-                    + (" (SmolLM2: Apache-2.0)." if "smollm2" in str(teacher.get("id", "")).lower() else "; check it before release."))
+    licence_text = (f"The teacher's licence ({licence}) applies to these weights, which derive from it." if licence else
+                    "The teacher's licence applies to these weights, which derive from it; pytest-analog could not read "
+                    "it from the teacher's files, so check it before release.")
     return CARD.format(
         teacher=teacher.get("id"), name=Path(str(teacher.get("id"))).name, sha256=teacher.get("sha256"), fraction=shape.fraction, version=__version__, architecture=teacher.get("architecture"),
         vocab=teacher["tokenizer"]["vocab_size"], teacher_parameters=teacher["parameters"], init_text=init_text,
@@ -114,7 +126,7 @@ def card(config, shape, keep, teacher: dict, training: dict) -> str:
         seed=config.seed, device=training["device"], mixed=training["mixed_precision"], top_k=config.top_k,
         temperature=config.temperature, before=training["heldout_kl_before"], after=training["heldout_kl_after"],
         data_text=data_text, stride=max(2, round(1 / config.heldout)), licence_text=licence_text,
-        licence="apache-2.0" if "smollm2" in str(teacher.get("id", "")).lower() else "other",
+        licence=licence or "other",
         **{k: v for k, v in shape.to_dict().items() if k != "fraction"}, **{k: training[k] for k in (
             "steps", "tokens_seen", "train_seconds", "corpus_tokens", "train_chunks", "heldout_chunks")},
     )

@@ -113,6 +113,7 @@ def distill(config: DistillConfig, out: str | Path, *, cache_dir: str | Path | N
         cache_dir=Path(cache_dir) if cache_dir else None,
     )
     tokenizer, teacher_info, teacher_config = teacher.tokenizer, teacher.info, teacher.model.config
+    licence = release.teacher_licence(teacher.source)  # the analog inherits it
     chunks = data.token_chunks(tokenizer, data.read_texts(config.corpus), config.seq_len)
     train_rows, held_rows = data.split_rows(len(chunks), config.heldout)
     train, held = chunks[train_rows], chunks[held_rows]
@@ -185,6 +186,7 @@ def distill(config: DistillConfig, out: str | Path, *, cache_dir: str | Path | N
     if accelerator.is_main_process:
         release.write(
             out, model, tokenizer, config=config, shape=shape, keep=keep, teacher=teacher_info,
+            licence=licence,
             training={
                 "steps": step, "train_seconds": round(trained, 1), "total_seconds": round(time.perf_counter() - started, 1),
                 "tokens_seen": step * tokens_per_step, "corpus_tokens": chunks.numel(), "train_chunks": len(train),

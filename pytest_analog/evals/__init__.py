@@ -46,10 +46,29 @@ def criterion(row: dict[str, Any], min_retained: float | None, max_drop: float |
         "analog_score": row["analog"],
         "delta": row["delta"],
         "delta_ci95": row["delta_ci95"],
-        "chance": row["chance"],
+        "chance_accuracy": row["chance"],
     }
     if max_drop is not None:
         bound = {"min": -max_drop} if row["higher_is_better"] else {"max": max_drop}
-        return {"metric": "benchmark_delta", "value": row["delta"], **bound, "reason": row["note"], **details}
+        return {"metric": "benchmark_delta", "value": row["delta"], **bound, "reason": row["note"],
+                "interval": row["delta_ci95"], **details}
     gate = min_retained if row["retained"] is not None else None
-    return {"metric": "benchmark_retained", "value": row["retained"], "min": gate, "reason": row["note"], **details}
+    return {"metric": "benchmark_retained", "value": row["retained"], "min": gate, "reason": row["note"],
+            **retained_against_chance(row), **details}
+
+
+def retained_against_chance(row: dict[str, Any]) -> dict[str, Any]:
+    """The retained fraction's chance level and interval (multiple choice), as `make_criterion` arguments.
+
+    An analog answering at chance accuracy retains 0, so the chance level is 0
+    and the corrected score equals the retained fraction. Its interval is the
+    paired delta's, over the teacher's margin above chance (taken as fixed):
+    retained = 1 + delta / (teacher - chance).
+    """
+    chance, margin, ci = row["chance"], None, row["delta_ci95"]
+    if chance is not None and row["retained"] is not None:
+        margin = row["teacher"] - chance
+    if margin is None or not margin > 0:
+        return {}
+    interval = None if ci is None else (1 + ci[0] / margin, 1 + ci[1] / margin)
+    return {"chance": 0.0, "interval": interval, "chance_interval": None, "corrected_interval": interval}

@@ -20,10 +20,12 @@ import contextlib
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 from pytest_analog.capture import capture, plan_alignment
 from pytest_analog.errors import AnalogError
+from pytest_analog.metrics import percentile_interval, resample_counts
 from pytest_analog.steering.behaviours import answer_tokens, matching_probability
 from pytest_analog.steering.hooks import steer
 from pytest_analog.steering.maps import MAP_KINDS, PairedMoments, evaluate, fit_map
@@ -173,34 +175,58 @@ def dose_response(model, items, layer: int, vectors: dict[str, torch.Tensor], al
     base, norm = behaviour_probabilities(model, items, from_position=from_position, batch_size=batch_size,
                                          norm_layer=layer, counter=counter)
     baseline = float(base.mean())
-    probability = {}
+    per_item = {}
     for name, vector in vectors.items():
         v = torch.as_tensor(vector).double()
         if not torch.isfinite(v).all() or v.norm() == 0:
             raise AnalogError(f"the {name} steering vector is zero or not finite; it has no direction to steer along")
         unit = v / v.norm()
-        probability[name] = [
-            baseline if a == 0 else float(behaviour_probabilities(
+        per_item[name] = [
+            base if a == 0 else behaviour_probabilities(
                 model, items, layer=layer, vector=unit, alpha=a * norm, from_position=from_position,
-                batch_size=batch_size, counter=counter).mean())
+                batch_size=batch_size, counter=counter)
             for a in alphas
         ]
+    probability = {name: [float(p.mean()) for p in ps] for name, ps in per_item.items()}
     return {
         "alphas": alphas,
         "residual_norm": norm,
         "baseline": baseline,
         "probability": probability,
         "effect": {name: [p - baseline for p in ps] for name, ps in probability.items()},
+        "baseline_items": base.tolist(),  # per eval item, for intervals over items
+        "item_probability": {name: [p.tolist() for p in ps] for name, ps in per_item.items()},
     }
 
 
-def transfer_criteria(curve: dict, *, min_native_effect: float) -> dict:
+def _ratio_against_chance(curve: dict, k: int, *, resamples: int, confidence: float, seed: int) -> dict:
+    """The transfer ratio's chance level (the equal-norm random vector's effect over the native one at
+    the same dose) and bootstrap intervals over eval items, as `make_criterion` arguments."""
+    base = np.asarray(curve["baseline_items"])
+    effect = {name: np.asarray(ps[k]) - base for name, ps in curve["item_probability"].items()}
+    weights = resample_counts(len(base), resamples, seed) / len(base)
+    mean = {name: weights @ e for name, e in effect.items()}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio, chance = mean["transferred"] / mean["native"], mean["random"] / mean["native"]
+        corrected = np.where(chance < 1, (ratio - chance) / (1 - chance), np.nan)
+    return {
+        "chance": float(effect["random"].mean() / effect["native"].mean()),
+        "interval": percentile_interval(ratio, confidence),
+        "chance_interval": percentile_interval(chance, confidence),
+        "corrected_interval": percentile_interval(corrected, confidence),
+    }
+
+
+def transfer_criteria(curve: dict, *, min_native_effect: float, resamples: int = 200, confidence: float = 0.95,
+                      seed: int = 0) -> dict:
     """Transfer ratio, gap, Spearman ρ and random control from a `dose_response` of native, transferred and random.
 
     - half_max_alpha: the smallest α > 0 where the native effect reaches half its maximum over α > 0;
     - transfer_ratio: transferred effect / native effect there; transfer_gap = 1 − ratio;
     - spearman: ρ between α and each vector's p(matching);
-    - random_control: max |random effect| / max |native effect| over α.
+    - random_control: max |random effect| / max |native effect| over α;
+    - transfer_ratio_chance: the ratio's chance level (the random vector's ratio at the same
+      dose) and intervals over eval items (``resamples`` bootstrap draws).
     Values that are undefined are None with the reason in ``notes``.
     """
     from scipy.stats import spearmanr
@@ -233,6 +259,9 @@ def transfer_criteria(curve: dict, *, min_native_effect: float) -> dict:
     return {
         "half_max_alpha": half_alpha,
         "transfer_ratio": ratio,
+        "transfer_ratio_chance": {} if ratio is None or "item_probability" not in curve else _ratio_against_chance(
+            curve, alphas.index(half_alpha), resamples=resamples, confidence=confidence, seed=seed
+        ),
         "transfer_gap": None if ratio is None else 1 - ratio,
         "spearman": spearman,
         "random_control": control,
@@ -264,7 +293,8 @@ def steering_layers(settings, teacher_depth: int, student_depth: int, *, best_ma
     return {i: mapping[i] for i in teacher}
 
 
-def steering_analysis(pair, behaviours, layer_pairs: dict[int, int], settings, *, map_texts, counter=None, progress=None) -> dict:
+def steering_analysis(pair, behaviours, layer_pairs: dict[int, int], settings, *, map_texts, counter=None, progress=None,
+                      chance=None) -> dict:
     """The whole steering-transfer measurement of a pair: maps per layer pair, then per behaviour and teacher layer.
 
     Args:
@@ -273,6 +303,8 @@ def steering_analysis(pair, behaviours, layer_pairs: dict[int, int], settings, *
         layer_pairs: teacher layer -> analog layer.
         settings: the config's `steering` section.
         map_texts: the neutral prompt texts the maps are fitted on.
+        chance: the config's `chance` section (bootstrap draws, confidence, seed of
+            the transfer ratio's intervals); None: 200 draws, 95 %, seed 0.
 
     Returns:
         A JSON-ready dict: ``maps`` (held-out FVU and cosine per kind and layer pair)
@@ -280,6 +312,7 @@ def steering_analysis(pair, behaviours, layer_pairs: dict[int, int], settings, *
         and the criteria).
     """
     s = settings
+    bootstrap = {} if chance is None else {"resamples": chance.resamples or 200, "confidence": chance.confidence, "seed": chance.seed}
     counter = counter or PassCounter()
     maps = fit_maps(pair, map_texts, list(layer_pairs.items()), ridge=s.ridge, steps=s.autoencoder_steps, seed=s.seed,
                     max_length=s.max_length, batch_size=s.batch_size)
@@ -315,7 +348,7 @@ def steering_analysis(pair, behaviours, layer_pairs: dict[int, int], settings, *
                 "eval_items": len(items),
                 "cosine_native_transferred": cosine,
                 **curve,
-                **transfer_criteria(curve, min_native_effect=s.min_native_effect),
+                **transfer_criteria(curve, min_native_effect=s.min_native_effect, **bootstrap),
             }
             if progress is not None:
                 progress.update(1)
