@@ -9,9 +9,8 @@ import pytest
 
 from tests.conftest import write_yaml
 
+# the fidelity suites only: a tiny model is no compliant release, and steering and lm-eval have their own tests
 FAST = ["--analog-max-prompts=24", "-p", "no:cacheprovider", "--analog-suites=representation,embeddings,logits"]
-# the fidelity suites: a tiny model is no compliant release (the compliance suite: tests/test_compliance.py)
-FIDELITY = "--analog-suites=representation,embeddings,logits"
 
 
 def models(teacher, student):
@@ -87,10 +86,10 @@ def test_layer_out_of_range_is_usage_error(pytester, tiny_dir):
 def test_self_pair_passes_and_writes_reports(pytester, tiny_dir):
     report = pytester.path / "fidelity"
     junit = pytester.path / "junit.xml"
-    result = pytester.runpytest(*models(tiny_dir, tiny_dir), *FAST, FIDELITY, f"--analog-report={report}", f"--junitxml={junit}")
+    result = pytester.runpytest(*models(tiny_dir, tiny_dir), *FAST, f"--analog-report={report}", f"--junitxml={junit}")
     assert result.ret == pytest.ExitCode.OK
     # 4 layers x 3 representation metrics + 2 geometry + 3 logit + 4 benchmark criteria
-    result.assert_outcomes(passed=21)
+    result.assert_outcomes(passed=17)
     result.stdout.fnmatch_lines(["*analog fidelity*", "*report: *fidelity.html"])
     data = json.loads((report / "fidelity.json").read_text())
     assert data["schema_version"] == 1 and data["verdict"] == "pass"
@@ -163,14 +162,14 @@ def test_different_tokenizers_skip_logits_and_align_words(pytester, tiny_dir, ti
 
 def test_measurements_are_cached(pytester, tiny_dir):
     cache = pytester.path / "cache"
-    args = [*models(tiny_dir, tiny_dir), *FAST, FIDELITY, f"--analog-cache={cache}", "--analog-report=out"]
+    args = [*models(tiny_dir, tiny_dir), *FAST, f"--analog-cache={cache}", "--analog-report=out"]
     pytester.runpytest(*args).assert_outcomes(passed=17)
     entries = list((cache / "measurements").glob("*.json"))
     assert len(entries) == 1
-    pytester.runpytest(*args).assert_outcomes(passed=21)
+    pytester.runpytest(*args).assert_outcomes(passed=17)
     assert json.loads((pytester.path / "out" / "fidelity.json").read_text())["capture"]["cached"] is True
     entries[0].write_text(entries[0].read_text().replace('"cka"', '"cka_"', 1))  # corrupt it
-    pytester.runpytest(*args).assert_outcomes(passed=21)
+    pytester.runpytest(*args).assert_outcomes(passed=17)
     assert json.loads((pytester.path / "out" / "fidelity.json").read_text())["capture"]["cached"] is False
 
 

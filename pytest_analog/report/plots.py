@@ -277,6 +277,7 @@ def dose_response_png(steering):
         ax.set_ylabel("p(matching answer)")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False, fontsize="small")
+    return _to_png(fig)
 
 
 def benchmark_bars_png(benchmarks):
