@@ -301,3 +301,17 @@ def test_real_teacher_compliant_release_submits_and_verifies(pytester, smollm2_g
     assert main(["build", str(bundle.parent), "--out", str(pytester.path / "site")]) == 0
     entry, = json.loads((pytester.path / "site" / "leaderboard.json").read_text())["entries"]
     assert (entry["verdict"], entry["scores"], entry["analog"]) == ("pass", {"compliance": 1.0}, str(analog))
+
+
+def test_a_corrected_score_must_be_the_configured_one_and_follow_from_value_and_chance(bundles):
+    bundle = copy.deepcopy(bundles["same"])
+    geometry = next(c for c in bundle["report"]["criteria"] if c["metric"] == "embedding_geometry")
+    geometry.update(score="corrected", chance=0.5, corrected=geometry["value"])  # should be 2 * value - 1
+    assert check_submission(sealed(copy.deepcopy(bundle))) == (
+        f"criterion {geometry['id']}: it is judged on the corrected score, but the config says raw"
+    )
+    for config in (bundle["config"], bundle["report"]["config"]):
+        config["criteria"]["embedding_geometry"]["score"] = "corrected"
+    assert check_submission(sealed(bundle)) == (
+        f"criterion {geometry['id']}: its corrected score does not follow from its value and chance level"
+    )

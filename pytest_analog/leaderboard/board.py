@@ -123,12 +123,21 @@ def _criterion_problem(c: dict, config: dict) -> str | None:
         configured = _configured_threshold(config, c["metric"], direction)
         if configured is not None and configured != threshold:
             return f"threshold {threshold:g} is not the configured {direction} {configured:g} of {c['metric']}"
+        score = ((config.get("criteria") or {}).get(c["metric"]) or {}).get("score", "raw")
+        if c.get("score", "raw") != score:
+            return f"it is judged on the {c.get('score', 'raw')} score, but the config says {score}"
+    judged = value
+    if c.get("score") == "corrected":  # the threshold applies to (value - chance) / (1 - chance)
+        chance, judged = c.get("chance"), c.get("corrected")
+        expected = None if value is None or chance is None or chance >= 1 else (value - chance) / (1 - chance)
+        if judged is not None and (expected is None or not math.isclose(judged, expected, rel_tol=1e-9, abs_tol=1e-12)):
+            return "its corrected score does not follow from its value and chance level"
     if not c["gated"]:
         return None if c["passed"] is None else "an ungated criterion has a verdict"
-    ok = value is not None and (value >= threshold if direction == "min" else value <= threshold)
+    ok = judged is not None and (judged >= threshold if direction == "min" else judged <= threshold)
     if c["passed"] is not ok:
         op = ">=" if direction == "min" else "<="
-        return f"value {value} {'meets' if ok else 'fails'} {op} {threshold:g} but 'passed' is {c['passed']}"
+        return f"value {judged} {'meets' if ok else 'fails'} {op} {threshold:g} but 'passed' is {c['passed']}"
     return None
 
 
