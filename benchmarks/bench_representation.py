@@ -5,6 +5,9 @@ padded, every hidden state) once bare and once through `fidelity.measure`, which
 adds the alignment, the streamed metrics, the layer matrix and the geometry.
 Two figures: the representation suite alone (no output logits needed, target
 <= 1.2) and the whole gate with logit fidelity (the forward then computes logits).
+Each runs with the default chance control (a random model of the analog's shape,
+read in the same pass, and the bootstrap intervals; its forward passes count as
+bare passes too) and without it (``chance.control: none``).
 Default pair: SmolLM2-135M-Instruct against itself.
 
     python benchmarks/bench_representation.py [--prompts 128] [--student DIR]
@@ -21,9 +24,10 @@ from pytest_analog.demo import smollm2_gguf
 from pytest_analog.fidelity import gated_layers, measure
 from pytest_analog.models import ModelPair, load_model
 from pytest_analog.prompts import load_prompts
+from pytest_analog.students import control_model
 
 
-def bare_forward_seconds(pair, plan, batch_size: int, with_logits: bool) -> float:
+def bare_forward_seconds(pair, plan, batch_size: int, with_logits: bool, control=None) -> float:
     from pytest_analog.capture import _forward
 
     order = sorted(range(len(plan.prompts)), key=lambda i: len(plan.prompts[i].teacher_ids))
@@ -33,6 +37,8 @@ def bare_forward_seconds(pair, plan, batch_size: int, with_logits: bool) -> floa
             chunk = [plan.prompts[i] for i in order[start : start + batch_size]]
             _forward(pair.teacher, [p.teacher_ids for p in chunk], with_logits)
             _forward(pair.student, [p.student_ids for p in chunk], with_logits)
+            if control is not None:
+                _forward(control, [p.student_ids for p in chunk], False)
     return time.perf_counter() - started
 
 
@@ -55,16 +61,18 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {len(plan.prompts)} prompts, "
           f"{sum(len(p.teacher_ids) for p in plan.prompts)} tokens, {plan.n_rows} aligned rows, "
           f"{len(gated_layers(config, teacher.num_layers))} gated layers, {config.layers.matrix_rows} matrix rows")
+    control = control_model(student, config.chance.control, config.chance.seed)
     bare_forward_seconds(pair, plan, config.batch_size, False)  # warm-up
     for label, with_logits in (("representation suite", False), ("whole gate with logits", True)):
-        bare, full = [], []
-        for _ in range(args.repeats):
-            bare.append(bare_forward_seconds(pair, plan, config.batch_size, with_logits))
-            started = time.perf_counter()
-            measure(pair, prompts, config, with_logits=with_logits)
-            full.append(time.perf_counter() - started)
-        print(f"{label}: bare forward passes {min(bare):.2f} s, measurement {min(full):.2f} s "
-              f"(best of {args.repeats}); ratio {min(full) / min(bare):.2f}")
+        for chance, ctl in (("with chance control", control), ("without", None)):
+            bare, full = [], []
+            for _ in range(args.repeats):
+                bare.append(bare_forward_seconds(pair, plan, config.batch_size, with_logits, ctl))
+                started = time.perf_counter()
+                measure(pair, prompts, config, with_logits=with_logits, control=ctl)
+                full.append(time.perf_counter() - started)
+            print(f"{label}, {chance}: bare forward passes {min(bare):.2f} s, measurement {min(full):.2f} s "
+                  f"(best of {args.repeats}); ratio {min(full) / min(bare):.2f}")
 
 if __name__ == "__main__":
     main()

@@ -266,17 +266,19 @@ def _intervals(config, layers, mapped, others, values, chance, notes, *, groups,
     """
     c = config.chance
     counts = metrics.resample_counts(n_prompts, c.resamples, c.seed)
-    ones = np.ones((1, n_prompts), dtype=np.int64)
+    with_sample = np.vstack([np.ones((1, n_prompts), dtype=counts.dtype), counts])  # row 0: the sample's own value
     pooled_counts = counts[:, order]  # pooled rows are in capture order
     debiased = config.criteria.cka.debiased
     out = {metric: {} for metric in PER_LAYER}
     for i in layers:
         reps = {}
+        teacher_gram = metrics.linear_gram(rows["teacher", i])
         for name in others:
-            t, o = rows["teacher", i].double(), rows[name, mapped[i]].double()
-            sample_value = metrics.linear_cka_replicates(t, o, groups, ones, debiased=debiased)[0]
+            sample = metrics.gram_cka_replicates(
+                teacher_gram, metrics.linear_gram(rows[name, mapped[i]]), groups, with_sample, debiased=debiased
+            )
             full = values["cka"][i] if name == "student" else chance["cka"][i]
-            reps["cka", name] = metrics.linear_cka_replicates(t, o, groups, counts, debiased=debiased) + (full - sample_value)
+            reps["cka", name] = sample[1:] + (full - sample[0])
             t_pool, o_pool = pooled["teacher", i], pooled[name, mapped[i]]
             if "rbf_cka" not in notes:
                 reps["rbf_cka", name] = metrics.rbf_cka_replicates(

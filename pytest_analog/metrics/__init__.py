@@ -7,6 +7,7 @@ logit softmax in float32 or better) and returns Python floats or numpy arrays.
 from pytest_analog.metrics.bootstrap import (
     gram_cka_replicates,
     linear_cka_replicates,
+    linear_gram,
     mutual_knn_replicates,
     percentile_interval,
     rbf_cka_replicates,
@@ -28,6 +29,7 @@ __all__ = [
     "gram_cka_replicates",
     "linear_cka",
     "linear_cka_replicates",
+    "linear_gram",
     "logit_fidelity",
     "mutual_knn",
     "mutual_knn_overlaps",

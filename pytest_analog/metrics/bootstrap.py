@@ -131,13 +131,19 @@ def _v_hsic(t: _Terms, a: str, b: str) -> torch.Tensor:
     return (t.quadratic(a, b, 1, 1) - 2 * cross / n + t.quadratic(a, "", 1, 1) * t.quadratic(b, "", 1, 1) / n**2) / n**2
 
 
+def linear_gram(x) -> torch.Tensor:
+    """The float64 Gram matrix of column-centred rows (centring for precision; CKA does not depend on it)."""
+    x = as_float64(x, "x")
+    x = x - x.mean(dim=0)
+    return x @ x.T
+
+
 def linear_cka_replicates(x, y, groups, counts, debiased: bool = True) -> np.ndarray:
     """Linear CKA of each replicate; rows of ``x`` and ``y`` are aligned tokens, ``groups`` their prompts."""
     x, y = as_float64(x, "x"), as_float64(y, "y")
     y = y.to(x.device)
     check_rows(x, y, 4 if debiased else 2, "debiased linear CKA" if debiased else "linear CKA")
-    x, y = x - x.mean(dim=0), y - y.mean(dim=0)  # for precision; CKA does not depend on it
-    return gram_cka_replicates(x @ x.T, y @ y.T, groups, counts, debiased)
+    return gram_cka_replicates(linear_gram(x), linear_gram(y), groups, counts, debiased)
 
 
 def rbf_cka_replicates(x, y, counts, sigma_frac: float = 1.0, debiased: bool = False) -> np.ndarray:
