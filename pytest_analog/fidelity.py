@@ -17,6 +17,7 @@ import torch
 from pytest_analog import metrics
 from pytest_analog.capture import LAYER_CONVENTION, capture, plan_alignment
 from pytest_analog.errors import AnalogError
+from pytest_analog.record import chance_corrected
 
 
 @dataclass
@@ -296,8 +297,7 @@ def _intervals(config, layers, mapped, others, values, chance, notes, *, groups,
             out[metric][i] = {"value": list(metrics.percentile_interval(value, c.confidence))}
             if (metric, "control") in reps:
                 level = reps[metric, "control"]
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    corrected = np.where(level < 1, (value - level) / (1 - level), np.nan)
+                corrected = chance_corrected(value, level)
                 out[metric][i]["chance"] = list(metrics.percentile_interval(level, c.confidence))
                 out[metric][i]["corrected"] = list(metrics.percentile_interval(corrected, c.confidence))
     return out

@@ -10,6 +10,18 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
+
+def chance_corrected(value, chance):
+    """(value - chance) / (1 - chance), elementwise on arrays: 0 at chance level, 1 for a perfect
+    score, NaN where chance >= 1. A float for floats."""
+    value, chance = np.asarray(value, dtype=np.float64), np.asarray(chance, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(chance < 1, (value - chance) / (1 - chance), np.nan)
+    return float(out) if out.ndim == 0 else out
+
+
 @dataclass(frozen=True)
 class Metric:
     """What the report says about a built-in metric."""
@@ -264,7 +276,7 @@ def make_criterion(
     chance = None if chance is None else float(chance)
     corrected = None
     if value is not None and chance is not None:
-        corrected = (value - chance) / (1 - chance) if chance < 1 else float("nan")
+        corrected = chance_corrected(value, chance)
     if score == "corrected" and chance is None and reason is None:
         reason = "no chance level was measured for the corrected score"
     judged = corrected if score == "corrected" else value

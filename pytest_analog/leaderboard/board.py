@@ -23,6 +23,7 @@ from typing import Any
 
 from pytest_analog.errors import AnalogError
 from pytest_analog.options import SUITES
+from pytest_analog.record import chance_corrected
 from pytest_analog.submission import content_sha256, load_submission, schema_errors, weights_sha256
 
 # The headline score of a built-in suite: the mean of this metric's values over the suite's criteria.
@@ -129,7 +130,7 @@ def _criterion_problem(c: dict, config: dict) -> str | None:
     judged = value
     if c.get("score") == "corrected":  # the threshold applies to (value - chance) / (1 - chance)
         chance, judged = c.get("chance"), c.get("corrected")
-        expected = None if value is None or chance is None or chance >= 1 else (value - chance) / (1 - chance)
+        expected = None if value is None or chance is None else chance_corrected(value, chance)
         if judged is not None and (expected is None or not math.isclose(judged, expected, rel_tol=1e-9, abs_tol=1e-12)):
             return "its corrected score does not follow from its value and chance level"
     if not c["gated"]:

@@ -26,6 +26,7 @@ import torch
 from pytest_analog.capture import capture, plan_alignment
 from pytest_analog.errors import AnalogError
 from pytest_analog.metrics import percentile_interval, resample_counts
+from pytest_analog.record import chance_corrected
 from pytest_analog.steering.behaviours import answer_tokens, matching_probability
 from pytest_analog.steering.hooks import steer
 from pytest_analog.steering.maps import MAP_KINDS, PairedMoments, evaluate, fit_map
@@ -208,7 +209,7 @@ def _ratio_against_chance(curve: dict, k: int, *, resamples: int, confidence: fl
     mean = {name: weights @ e for name, e in effect.items()}
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio, chance = mean["transferred"] / mean["native"], mean["random"] / mean["native"]
-        corrected = np.where(chance < 1, (ratio - chance) / (1 - chance), np.nan)
+    corrected = chance_corrected(ratio, chance)
     return {
         "chance": float(effect["random"].mean() / effect["native"].mean()),
         "interval": percentile_interval(ratio, confidence),
