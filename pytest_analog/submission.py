@@ -26,6 +26,9 @@ SUBMISSION_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "submission.schema.json"
 # Packages whose versions can change a measured value.
 PACKAGES = ("pytest-analog", "torch", "transformers", "tokenizers", "safetensors", "accelerate", "gguf", "numpy", "scipy", "pytest")
+# Lists and dicts nest at most this deep in a bundle (a real one: about 10), so every check,
+# recursive or not, stays far from Python's recursion limit.
+MAX_DEPTH = 64
 _TOKENIZER_FILES = {"special_tokens_map.json", "vocab.json", "vocab.txt", "merges.txt", "added_tokens.json", "chat_template.jinja"}
 
 
@@ -112,14 +115,33 @@ def _short(text: str) -> str:
 
 
 def load_submission(path: str | Path) -> dict:
-    """Read a bundle file; a missing file or one that is not JSON is an `AnalogError`."""
+    """Read a bundle file; a missing file, one that is not JSON or one nested deeper than `MAX_DEPTH` is an `AnalogError`."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        bundle = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise AnalogError(f"submission {path} does not exist") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise AnalogError(f"submission {path} is not a JSON file: {' '.join(str(exc).split())[:200]}") from None
+    except RecursionError:  # json's parser gives up on arrays or objects nested about a thousand deep
+        too_deep = True
+    else:
+        too_deep = nested_deeper_than(bundle, MAX_DEPTH)
+    if too_deep:
+        raise AnalogError(f"submission {path} nests deeper than {MAX_DEPTH} levels, which no submission bundle does")
+    return bundle
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and dicts in ``value`` nest more than ``limit`` levels (walked without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth >= limit:
+                return True
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return False
 
 
 def _version(package: str) -> str | None:

@@ -16,7 +16,7 @@ import pytest
 from pytest_analog.leaderboard import build_board, check_submission
 from pytest_analog.leaderboard.cli import main
 from pytest_analog.models import resolve_source, sha256_files
-from pytest_analog.submission import content_sha256, schema_errors, weights_sha256
+from pytest_analog.submission import content_sha256, nested_deeper_than, schema_errors, weights_sha256
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -205,16 +205,75 @@ def test_empty_folder_builds_an_empty_board(tmp_path):
 def test_verify_accepts_the_submitted_models_and_finds_a_swapped_weight_file(bundles, tmp_path, tiny_dir, tiny_random_dir, capsys):
     path = write(tmp_path, "same.json", bundles["same"])
     assert main(["verify", str(path), "--teacher", str(tiny_dir), "--student", str(tiny_random_dir)]) == 0
-    assert capsys.readouterr().out.splitlines() == ["teacher: the same files as submitted", "analog: the same files as submitted"]
+    assert capsys.readouterr().out.splitlines() == [
+        "submission: consistent (its own sha256, file hashes and verdicts)",
+        "teacher: the same files as submitted",
+        "analog: the same files as submitted",
+    ]
     swapped = tmp_path / "swapped"
     shutil.copytree(tiny_random_dir, swapped)
     shutil.copy(tiny_dir / "model.safetensors", swapped / "model.safetensors")
     (swapped / "tokenizer.json").unlink()
     assert main(["verify", str(path), "--teacher", str(tiny_dir), "--student", str(swapped)]) == 1
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "teacher: the same files as submitted"
-    assert out[1].startswith("analog: NOT the submitted files: model.safetensors differs (local ")
-    assert "tokenizer.json (tokenizer) is missing" in out[1]
+    assert out[1] == "teacher: the same files as submitted"
+    assert out[2].startswith("analog: NOT the submitted files: model.safetensors differs (local ")
+    assert "tokenizer.json (tokenizer) is missing" in out[2]
+
+
+def test_verify_fails_on_a_bundle_edited_after_it_was_written(bundles, tmp_path, tiny_dir, tiny_random_dir, capsys):
+    bundle = copy.deepcopy(bundles["same"])
+    _raise_score(bundle)  # not resealed: its own sha256 no longer matches
+    path = write(tmp_path, "edited.json", bundle)
+    assert main(["verify", str(path), "--teacher", str(tiny_dir), "--student", str(tiny_random_dir)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "submission: REJECTED: its content does not match its sha256: it was edited after pytest --analog-submit wrote it"
+    assert out[1:] == ["teacher: the same files as submitted", "analog: the same files as submitted"]
+
+
+def test_verify_checks_config_and_tokenizer_files_a_resealed_bundle_leaves_out(bundles, tmp_path, tiny_dir, tiny_random_dir, capsys):
+    bundle = copy.deepcopy(bundles["same"])
+    student = bundle["models"]["student"]
+    student["files"] = [f for f in student["files"] if f["kind"] == "weights"]
+    path = write(tmp_path, "weights-only.json", sealed(bundle))
+    assert check_submission(bundle) is None  # consistent: the report depends on the weights' hash only
+    local = tmp_path / "analog"
+    shutil.copytree(tiny_random_dir, local)
+    config = json.loads((local / "config.json").read_text())
+    (local / "config.json").write_text(json.dumps({**config, "rope_theta": 1.0}))
+    assert main(["verify", str(path), "--teacher", str(tiny_dir), "--student", str(local)]) == 1
+    analog = capsys.readouterr().out.splitlines()[2]
+    assert analog.startswith("analog: NOT the submitted files: ")
+    assert "config.json is a config file the submission does not list" in analog
+    assert "tokenizer.json is a tokenizer file the submission does not list" in analog
+
+
+def test_deeply_nested_json_is_one_rejection_and_the_board_is_written(bundles, tmp_path, tiny_dir, capsys):
+    folder = tmp_path / "submissions"
+    write(folder, "same.json", bundles["same"])
+    write(folder, "nested.json", "[" * 100_000 + "]" * 100_000)
+    deep = json.dumps(bundles["smaller"]).replace('"environment": {', '"environment": {"deep": ' + "[" * 500 + "]" * 500 + ", ", 1)
+    write(folder, "deep.json", deep)  # parses, but nests deeper than any bundle
+    out = tmp_path / "site"
+    assert main(["build", str(folder), "--out", str(out)]) == 1
+    reason = "nests deeper than 64 levels, which no submission bundle does"
+    assert capsys.readouterr().err.splitlines()[:2] == [f"rejected deep.json: {reason}", f"rejected nested.json: {reason}"]
+    data = json.loads((out / "leaderboard.json").read_text())
+    assert [e["file"] for e in data["entries"]] == ["same.json"]
+    assert main(["verify", str(folder / "nested.json"), "--teacher", str(tiny_dir), "--student", str(tiny_dir)]) == 2
+    assert capsys.readouterr().err == f"analog-leaderboard: error: submission {folder / 'nested.json'} {reason}\n"
+    assert not nested_deeper_than(bundles["same"], 16)  # a real bundle stays far from the limit
+
+
+@pytest.mark.parametrize("where", ["file", "under-file"])
+def test_build_out_that_is_a_file_is_one_line_before_any_work(tmp_path, capsys, where):
+    site = tmp_path / "site.html"
+    site.write_text("keep")
+    out = site if where == "file" else site / "sub"
+    assert main(["build", str(tmp_path / "no-such-folder"), "--out", str(out)]) == 2
+    reason = "is a file" if where == "file" else f"is under the file {site}"
+    assert capsys.readouterr().err == f"analog-leaderboard: error: --out {out} {reason}; give a folder for index.html and leaderboard.json\n"
+    assert site.read_text() == "keep"
 
 
 def test_verify_bad_input_is_one_line(tmp_path, tiny_dir, capsys):

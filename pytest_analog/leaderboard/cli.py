@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def _build(args) -> int:
     from pytest_analog.leaderboard.board import build_board
     from pytest_analog.leaderboard.page import render_page
 
+    _check_site_folder(args.out)
     board = build_board(args.submissions)
     page, data = render_page(board), json.dumps(board.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     write_atomic(args.out / "leaderboard.json", data)
@@ -48,18 +50,31 @@ def _build(args) -> int:
     return 1 if board.rejected else 0
 
 
+def _check_site_folder(out: Path) -> None:
+    """The site can be written to ``out``: a folder, or a new one under a writable folder."""
+    if out.exists() and not out.is_dir():
+        raise AnalogError(f"--out {out} is a file; give a folder for index.html and leaderboard.json")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise AnalogError(f"--out {out} is under the file {existing}; give a folder for index.html and leaderboard.json")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise AnalogError(f"--out {out}: the folder {existing} is not writable")
+
+
 def _verify(args) -> int:
     from pytest_analog.leaderboard.verify import verify_models
     from pytest_analog.submission import load_submission
 
     differences = verify_models(load_submission(args.submission), args.teacher, args.student, allow_pickle=args.allow_pickle)
+    reasons = differences.pop("submission")
+    print(f"submission: REJECTED: {reasons[0]}" if reasons else "submission: consistent (its own sha256, file hashes and verdicts)")
     for role, found in differences.items():
         name = "analog" if role == "student" else role
         if found:
             print(f"{name}: NOT the submitted files: {'; '.join(found)}")
         else:
             print(f"{name}: the same files as submitted")
-    return 1 if any(differences.values()) else 0
+    return 1 if reasons or any(differences.values()) else 0
 
 
 if __name__ == "__main__":

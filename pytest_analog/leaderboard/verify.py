@@ -5,35 +5,44 @@ from __future__ import annotations
 from pytest_analog.models import resolve_source
 from pytest_analog.submission import model_files, schema_errors
 
+# What the report's numbers depend on; model cards, licences and other files are not compared.
 CHECKED_KINDS = ("weights", "config", "tokenizer")
 
 
 def verify_models(bundle: dict, teacher: str, student: str, *, allow_pickle: bool = False) -> dict[str, list[str]]:
-    """Re-hash both local models; for each role, the differences from the bundle (empty: the same files).
+    """Check the bundle itself, then re-hash both local models.
 
-    Every weight, config and tokenizer file of the submission must exist locally
-    with the same SHA-256, and the local model must have no weight file the
-    submission lacks. Model cards and other files are not compared.
+    Returns, for ``submission``, why the bundle could not go on the board (its
+    own sha256, its report against its file hashes and thresholds; see
+    `check_submission`), and for ``teacher`` and ``student``, how the local
+    files differ from the bundle's. Empty lists: the same files as submitted.
+    Every weight, config and tokenizer file, by the bundle's kind or the local
+    one, must be in both with the same SHA-256: a bundle that leaves out a
+    config or tokenizer entry does not vouch for the local file.
 
     Raises:
         AnalogError: a model path cannot be resolved, or the bundle breaks the schema.
     """
     from pytest_analog.errors import AnalogError
+    from pytest_analog.leaderboard.board import check_submission
 
     problems = schema_errors(bundle)
     if problems:
         raise AnalogError(f"the submission does not follow the submission schema: {problems[0]}")
-    differences = {}
+    reason = check_submission(bundle)
+    differences = {"submission": [reason] if reason else []}
     for role, ref in (("teacher", teacher), ("student", student)):
-        submitted = {f["name"]: f for f in bundle["models"][role]["files"] if f["kind"] in CHECKED_KINDS}
+        submitted = {f["name"]: f for f in bundle["models"][role]["files"]}
         local = {f["name"]: f for f in model_files(resolve_source(ref, allow_pickle=allow_pickle))["files"]}
+        checked = {n for files in (submitted, local) for n, f in files.items() if f["kind"] in CHECKED_KINDS}
         found = []
-        for name, record in sorted(submitted.items()):
-            mine = local.get(name)
+        for name in sorted(checked):
+            mine, theirs = local.get(name), submitted.get(name)
             if mine is None:
-                found.append(f"{name} ({record['kind']}) is missing")
-            elif mine["sha256"] != record["sha256"]:
-                found.append(f"{name} differs (local {mine['sha256'][:12]}…, submitted {record['sha256'][:12]}…)")
-        found += [f"{n} is a weight file the submission does not list" for n, f in sorted(local.items()) if f["kind"] == "weights" and n not in submitted]
+                found.append(f"{name} ({theirs['kind']}) is missing")
+            elif theirs is None:
+                found.append(f"{name} is a {mine['kind']} file the submission does not list")
+            elif mine["sha256"] != theirs["sha256"]:
+                found.append(f"{name} differs (local {mine['sha256'][:12]}…, submitted {theirs['sha256'][:12]}…)")
         differences[role] = found
     return differences
