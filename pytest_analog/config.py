@@ -13,6 +13,7 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -20,6 +21,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from pytest_analog.errors import AnalogError
+from pytest_analog.record import METRICS
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
 
@@ -83,6 +85,11 @@ class KNNCriterion(Scored):
 @dataclass(frozen=True)
 class GeometryCriterion(Scored):
     rows: int
+    min_rows: int
+
+    def __post_init__(self):
+        if self.rows < self.min_rows:
+            raise AnalogError(f"geometry criteria: rows ({self.rows}) must be at least min_rows ({self.min_rows})")
 
 
 @dataclass(frozen=True)
@@ -250,6 +257,8 @@ _RANGES = {
     "criteria.rbf_cka.sigma_frac": (lambda v: v > 0, "a number > 0"),
     "criteria.embedding_geometry.rows": (lambda v: v >= 3, "an integer >= 3"),
     "criteria.unembedding_geometry.rows": (lambda v: v >= 3, "an integer >= 3"),
+    "criteria.embedding_geometry.min_rows": (lambda v: v >= 3, "an integer >= 3"),
+    "criteria.unembedding_geometry.min_rows": (lambda v: v >= 3, "an integer >= 3"),
     "compliance.release_lag.teacher": (lambda v: v is None or _is_date(v), "null or a date YYYY-MM-DD"),
     "compliance.release_lag.analog": (lambda v: v is None or _is_date(v), "null or a date YYYY-MM-DD"),
     "steering.behaviours": (lambda v: len(v) >= 1, "a non-empty list of behaviour names or .jsonl paths"),
@@ -299,6 +308,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
             node = node[key]
         node[leaf] = value
     config = _build(Config, data, "", str(path or DEFAULTS_PATH))
+    _check_thresholds(config, str(path or DEFAULTS_PATH))
     if config.chance.control == "none":
         corrected = [name for name, c in vars(config.criteria).items() if getattr(c, "score", "raw") == "corrected"]
         if corrected:
@@ -309,11 +319,55 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     return config
 
 
+def _check_thresholds(config: Config, source: str) -> None:
+    """Refuse a threshold outside the values its metric can take (`record.Metric.bounds`): it could never
+    pass, or never fail."""
+    groups = {"criteria": config.criteria, "steering.criteria": config.steering.criteria, "compliance": config.compliance}
+    for prefix, group in groups.items():
+        for name, rule in vars(group).items():
+            low, high = (-math.inf, 1.0) if getattr(rule, "score", "raw") == "corrected" else METRICS[name].bounds
+            scale = "its corrected score takes" if getattr(rule, "score", "raw") == "corrected" else f"{name} takes"
+            at_least, at_most = getattr(rule, "min", None), getattr(rule, "max", None)
+            for side, threshold in (("min", at_least), ("max", at_most)):
+                if threshold is not None and not low <= threshold <= high:
+                    never = "pass" if (side == "min") == (threshold > high) else "fail"
+                    raise AnalogError(
+                        f"{source}: '{prefix}.{name}.{side}: {threshold:g}' can never {never}: {scale} "
+                        f"values in {'(' if low == -math.inf else '['}{low:g}, {high:g}{')' if high == math.inf else ']'}"
+                    )
+            if at_least is not None and at_most is not None and at_least > at_most:
+                raise AnalogError(f"{source}: '{prefix}.{name}' can never pass: min {at_least:g} is above max {at_most:g}")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (it would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, Hashable):  # the safe loader's own error names it
+                continue
+            if key in seen:
+                raise AnalogError(
+                    f"config file {self.name}, line {line}: duplicate key '{key}' (first given on line {seen[key]}); "
+                    "give each key once"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise AnalogError(f"config file {path} does not exist; pass a YAML file to --analog-config")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loader = _UniqueKeyLoader(path.read_text(encoding="utf-8"))
+        loader.name = str(path)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise AnalogError(f"config file {path} is not valid YAML: {first}") from None

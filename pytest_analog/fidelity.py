@@ -328,8 +328,11 @@ def _geometry(teacher, student, config) -> tuple[dict[str, float | None], dict[s
         # rows that are all zero (a padding embedding) have no direction to compare
         keep[keep] &= (t_w[torch.from_numpy(t_ids[keep])].norm(dim=1) > 0).cpu().numpy()
         keep[keep] &= (s_w[torch.from_numpy(s_ids[keep])].norm(dim=1) > 0).cpu().numpy()
-        if keep.sum() < 3:
-            notes[f"{name}_geometry"] = f"the two vocabularies share {int(keep.sum())} tokens; at least 3 are needed"
+        if keep.sum() < crit.min_rows:
+            notes[f"{name}_geometry"] = (
+                f"not measurable: the two models share {int(keep.sum())} usable token rows; at least "
+                f"{crit.min_rows} are needed (criteria.{name}_geometry.min_rows)"
+            )
             continue
         rng = np.random.default_rng(config.seed)
         rows = np.flatnonzero(keep)

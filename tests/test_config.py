@@ -80,3 +80,62 @@ def test_missing_file(tmp_path):
 def test_config_round_trips_into_the_report():
     data = load_config().to_dict()
     assert data["criteria"]["cka"] == {"min": 0.5, "score": "corrected", "debiased": True}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("criteria:\n  cka: {min: 0.6}\nbatch_size: 4\ncriteria:\n  kl: {max: 2}\n",
+         "line 4: duplicate key 'criteria' (first given on line 1); give each key once"),
+        ("criteria:\n  cka:\n    min: 0.6\n    min: 0.7\n", "line 4: duplicate key 'min' (first given on line 3)"),
+    ],
+    ids=["top-level", "nested"],
+)
+def test_duplicate_keys_are_refused_with_their_line(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(AnalogError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"config file {path}, {message}")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"criteria": {"kl": {"max": -1}}}, "'criteria.kl.max: -1' can never pass: kl takes values in [0, inf)"),
+        ({"criteria": {"embedding_geometry": {"min": 1.5}}},
+         "'criteria.embedding_geometry.min: 1.5' can never pass: embedding_geometry takes values in [-1, 1]"),
+        ({"criteria": {"top1_agreement": {"min": -0.2}}},
+         "'criteria.top1_agreement.min: -0.2' can never fail: top1_agreement takes values in [0, 1]"),
+        ({"criteria": {"cka": {"min": 1.2}}}, "'criteria.cka.min: 1.2' can never pass: its corrected score takes values in (-inf, 1]"),
+        ({"steering": {"criteria": {"random_control": {"max": -0.1}}}},
+         "'steering.criteria.random_control.max: -0.1' can never pass: random_control takes values in [0, inf)"),
+        ({"steering": {"criteria": {"spearman": {"min": 2}}}}, "'steering.criteria.spearman.min: 2' can never pass"),
+        ({"compliance": {"parameter_fraction": {"max": -0.01}}}, "'compliance.parameter_fraction.max: -0.01' can never pass"),
+        ({"compliance": {"parameter_fraction": {"min": 0.1, "max": 0.05}}},
+         "'compliance.parameter_fraction' can never pass: min 0.1 is above max 0.05"),
+    ],
+    ids=["kl-negative", "r-above-1", "fraction-below-0", "corrected-above-1", "ratio-negative", "rho-above-1",
+         "param-fraction", "min-above-max"],
+)
+def test_impossible_thresholds_are_refused(tmp_path, data, message):
+    path = write_yaml(tmp_path / "c.yaml", data)
+    with pytest.raises(AnalogError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: {message}") and "\n" not in str(info.value)
+
+
+def test_thresholds_at_the_ends_of_a_metrics_values_are_accepted(tmp_path):
+    path = write_yaml(tmp_path / "c.yaml", {"criteria": {"kl": {"max": 0}, "embedding_geometry": {"min": 1}, "cka": {"min": -3}}})
+    config = load_config(path)
+    assert (config.criteria.kl.max, config.criteria.embedding_geometry.min, config.criteria.cka.min) == (0, 1, -3)
+
+
+def test_geometry_needs_a_documented_minimum_of_shared_rows(tmp_path):
+    config = load_config()
+    assert config.criteria.embedding_geometry.min_rows == config.criteria.unembedding_geometry.min_rows == 100
+    text = DEFAULTS_PATH.read_text()
+    assert "min_rows: 100" in text and "not measurable" in text and "FAILS" in text
+    with pytest.raises(AnalogError, match=r"rows \(50\) must be at least min_rows \(100\)"):
+        load_config(write_yaml(tmp_path / "c.yaml", {"criteria": {"embedding_geometry": {"rows": 50}}}))

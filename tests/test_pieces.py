@@ -94,27 +94,36 @@ def test_prompt_set_errors(tmp_path, name, content, message):
         load_prompts(name if name == "nosuchset" else str(path))
 
 
-def test_disjoint_vocabularies_give_geometry_a_reason_not_a_value(tmp_path):
+@pytest.mark.parametrize("shared", [0, 5])
+def test_too_few_shared_tokens_give_geometry_a_reason_not_a_value(tmp_path, shared):
+    """Below criteria.*_geometry.min_rows shared rows the geometry is not measurable, and its gate fails."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     from pytest_analog.config import load_config
     from pytest_analog.fidelity import _geometry, shared_token_ids
     from pytest_analog.models import ModelPair, load_model
+    from pytest_analog.record import make_criterion
     from tests.conftest import save_model, tiny_llama
 
     dirs = []
     for prefix in ("a", "b"):
-        vocab = {f"{prefix}{i}": i for i in range(40)}
-        tok = Tokenizer(models.WordLevel(vocab, unk_token=f"{prefix}0"))
+        vocab = {(f"s{i}" if i < shared else f"{prefix}{i}"): i for i in range(40)}
+        tok = Tokenizer(models.WordLevel(vocab, unk_token=f"{prefix}38"))
         tok.pre_tokenizer = pre_tokenizers.Whitespace()
-        fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=f"{prefix}0", pad_token=f"{prefix}1")
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=f"{prefix}38", pad_token=f"{prefix}39")
         dirs.append(save_model(tiny_llama(fast, layers=1, hidden=16), fast, tmp_path / prefix))
     pair = ModelPair(*(load_model(str(d), device="cpu") for d in dirs))
-    assert len(shared_token_ids(pair.teacher.tokenizer, pair.student.tokenizer)[0]) == 0
+    assert len(shared_token_ids(pair.teacher.tokenizer, pair.student.tokenizer)[0]) == shared
     values, notes = _geometry(pair.teacher, pair.student, load_config())
     assert values == {"embedding": None, "unembedding": None}
-    assert notes["embedding_geometry"] == "the two vocabularies share 0 tokens; at least 3 are needed"
+    assert notes["embedding_geometry"] == (
+        f"not measurable: the two models share {shared} usable token rows; at least 100 are needed "
+        "(criteria.embedding_geometry.min_rows)"
+    )
+    gate = make_criterion("embeddings::test_geometry", "embeddings", "embedding_geometry", None, min=0.9,
+                          reason=notes["embedding_geometry"])
+    assert gate.passed is False and gate.message == f"embedding_geometry has no value: {notes['embedding_geometry']}"
 
 
 def test_shipped_folders_found_installed_or_in_a_checkout(monkeypatch):
