@@ -20,3 +20,16 @@ def write_atomic(path, data):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def folder_problem(path) -> str | None:
+    """Why files cannot be written into the folder ``path`` (made when missing), as a phrase; None when they can."""
+    path = Path(path).absolute()
+    if path.exists() and not path.is_dir():
+        return "is a file, not a folder"
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        return f"is under the file {existing}"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot be made: {existing} is not writable"
+    return None

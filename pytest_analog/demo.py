@@ -6,15 +6,27 @@ analog distilled from it by `pytest_analog.distill` on the shipped corpus
 (`DEMO_DISTILLATION`), built once and cached under ``--workdir``.
 
     analog-demo --report fidelity/     # exit code 0 only if every gated criterion passes
+
+Any other option goes to pytest (``--analog-suites=...``, ``-x``); they are
+checked before the analog is distilled, so a typo costs seconds, not minutes.
+The demo says what it will do and how long each stage took on the reference
+machine, then one line per stage with the time left at this machine's
+measured speed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import sys
+import time
 from importlib.util import find_spec
 from pathlib import Path
 
+import pytest
+
+from pytest_analog.atomic import folder_problem
 from pytest_analog.errors import AnalogError
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -34,6 +46,15 @@ def smollm2_gguf() -> Path:
 # practical on two CPU cores: a few minutes, once
 DEMO_DISTILLATION = {"fraction": 0.05, "max_steps": 200, "align": "cosine"}
 
+# Seconds each stage took on the reference machine: two quiet CPU cores (load average below 1),
+# a first run with empty caches (issue 12's measurement: 6 min 40 s in all). Remaining times
+# scale these by how much slower this machine ran the stages already done.
+REFERENCE_SECONDS = {"distil": 133.0, "suites": 267.0}
+# A stage faster than this read its result from the cache: it says nothing about the machine's speed.
+_CACHED_SECONDS = 10.0
+
+USAGE_ERROR = 4  # pytest's exit code for a usage error
+
 
 def build_distilled_student(teacher: Path, workdir: Path) -> Path:
     """The demo's analog of ``teacher``, distilled into ``workdir`` on first use and read from there after."""
@@ -42,35 +63,104 @@ def build_distilled_student(teacher: Path, workdir: Path) -> Path:
     return distilled(DistillConfig(teacher=str(teacher), device="cpu", **DEMO_DISTILLATION), workdir)
 
 
+def pytest_args(teacher: Path, student: Path, workdir: Path, report: Path, ini: Path, extra: list[str]) -> list[str]:
+    """The pytest command line of the demo's gate."""
+    return [
+        str(workdir),
+        f"-c={ini}",
+        f"--analog-teacher={teacher}",
+        f"--analog-student={student}",
+        f"--analog-report={report}",
+        f"--analog-cache={workdir / 'cache'}",
+        "-p", "no:cacheprovider",
+        # the analog was built above, so transformers' imports precede pytest's assertion rewriting
+        "-W", "ignore::pytest.PytestAssertRewriteWarning",
+        *extra,
+    ]
+
+
+class _StopAfterChecks:
+    """Ends a pytest run once every option, path and model has been checked, before collection."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionstart(self, session):
+        pytest.exit("options checked", returncode=0)
+
+
+def check_pytest_options(args: list[str]) -> tuple[int, str]:
+    """Run pytest's option parsing and the plugin's checks on ``args``, and stop before any test.
+
+    Returns pytest's exit code (0: all accepted, 4: a usage error) and what it printed.
+    """
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(shown), contextlib.redirect_stderr(shown):
+        code = pytest.main(args, plugins=[_StopAfterChecks()])
+    return int(code), shown.getvalue().strip()
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def _say(text: str) -> None:
+    print(f"analog-demo: {text}", flush=True)
+
+
+def _announce(workdir: Path, report: Path) -> None:
+    _say(
+        "the fidelity gate on SmolLM2-135M-Instruct (teacher) and a 5 % analog distilled from it, offline. "
+        "Stages, with the time each took on two quiet CPU cores on a first run:"
+    )
+    print("  1. check the options: seconds", flush=True)
+    print(f"  2. distil the analog (once; cached in {workdir}): {_duration(REFERENCE_SECONDS['distil'])}", flush=True)
+    print(f"  3. run the suites (report in {report}): {_duration(REFERENCE_SECONDS['suites'])}", flush=True)
+    print("  A rerun reads the analog and the measurements from the cache. A loaded machine takes longer;", flush=True)
+    print("  each stage's line says the time left at the speed this machine has shown.", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="analog-demo", description=__doc__.splitlines()[0])
     parser.add_argument("--report", default="fidelity", help="report directory (default: fidelity)")
     parser.add_argument("--workdir", default=".analog", help="where the distilled analog is cached (default: .analog)")
-    args, pytest_args = parser.parse_known_args(argv)
-    import pytest
-
-    workdir = Path(args.workdir).resolve()
+    args, extra = parser.parse_known_args(argv)
+    workdir, report = Path(args.workdir).resolve(), Path(args.report).resolve()
+    problem = folder_problem(workdir)
+    if problem:
+        print(f"analog-demo: error: --workdir {args.workdir} {problem}; give a folder for the analog and the cache", file=sys.stderr)
+        return USAGE_ERROR
     teacher = smollm2_gguf()
+    _announce(workdir, report)
+    ini = workdir / "pytest.ini"  # an empty ini: the surrounding project's pytest settings stay out
+
+    _say("[1/3] checking the options")
+    workdir.mkdir(parents=True, exist_ok=True)
+    ini.write_text("[pytest]\n")
+    # the analog does not exist yet: the teacher stands in for it (layer maps are checked against the analog later)
+    code, shown = check_pytest_options(pytest_args(teacher, teacher, workdir, report, ini, extra))
+    if code != 0:
+        print(shown, file=sys.stderr)
+        return code
+
+    _say(f"[2/3] distilling the analog (about {_duration(REFERENCE_SECONDS['distil'])} on the reference machine)")
+    started = time.monotonic()
     try:
         student = build_distilled_student(teacher, workdir)
     except AnalogError as exc:
         sys.exit(f"analog-demo: {exc}")
-    ini = workdir / "pytest.ini"  # an empty ini: the surrounding project's pytest settings stay out
-    ini.write_text("[pytest]\n")
-    return pytest.main(
-        [
-            str(workdir),
-            f"-c={ini}",
-            f"--analog-teacher={teacher}",
-            f"--analog-student={student}",
-            f"--analog-report={Path(args.report).resolve()}",
-            f"--analog-cache={workdir / 'cache'}",
-            "-p", "no:cacheprovider",
-            # the analog was built above, so transformers' imports precede pytest's assertion rewriting
-            "-W", "ignore::pytest.PytestAssertRewriteWarning",
-            *pytest_args,
-        ]
-    )
+    took = time.monotonic() - started
+    if took < _CACHED_SECONDS:
+        slowdown, how = 1.0, "the reference machine's time; cached measurements take seconds"
+        _say(f"[2/3] analog read from {student.parent}")
+    else:
+        slowdown = took / REFERENCE_SECONDS["distil"]
+        how = f"this machine ran the distillation at {1 / slowdown:.2g}x the reference speed"
+        _say(f"[2/3] analog distilled in {_duration(took)}")
+    _say(f"[3/3] running the suites: about {_duration(REFERENCE_SECONDS['suites'] * slowdown)} left ({how})")
+    started = time.monotonic()
+    code = pytest.main(pytest_args(teacher, student, workdir, report, ini, extra))
+    _say(f"[3/3] suites done in {_duration(time.monotonic() - started)}; report in {report}")
+    return code
 
 
 if __name__ == "__main__":

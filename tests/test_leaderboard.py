@@ -271,7 +271,7 @@ def test_build_out_that_is_a_file_is_one_line_before_any_work(tmp_path, capsys, 
     site.write_text("keep")
     out = site if where == "file" else site / "sub"
     assert main(["build", str(tmp_path / "no-such-folder"), "--out", str(out)]) == 2
-    reason = "is a file" if where == "file" else f"is under the file {site}"
+    reason = "is a file, not a folder" if where == "file" else f"is under the file {site}"
     assert capsys.readouterr().err == f"analog-leaderboard: error: --out {out} {reason}; give a folder for index.html and leaderboard.json\n"
     assert site.read_text() == "keep"
 

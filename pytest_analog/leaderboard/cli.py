@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-from pytest_analog.atomic import write_atomic
+from pytest_analog.atomic import folder_problem, write_atomic
 from pytest_analog.errors import AnalogError
 
 
@@ -39,7 +38,9 @@ def _build(args) -> int:
     from pytest_analog.leaderboard.board import build_board
     from pytest_analog.leaderboard.page import render_page
 
-    _check_site_folder(args.out)
+    problem = folder_problem(args.out)
+    if problem:
+        raise AnalogError(f"--out {args.out} {problem}; give a folder for index.html and leaderboard.json")
     board = build_board(args.submissions)
     page, data = render_page(board), json.dumps(board.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     write_atomic(args.out / "leaderboard.json", data)
@@ -48,17 +49,6 @@ def _build(args) -> int:
         print(f"rejected {rejection['file']}: {rejection['reason']}", file=sys.stderr)
     print(f"{len(board.entries)} entries, {len(board.rejected)} rejected: {args.out / 'index.html'}")
     return 1 if board.rejected else 0
-
-
-def _check_site_folder(out: Path) -> None:
-    """The site can be written to ``out``: a folder, or a new one under a writable folder."""
-    if out.exists() and not out.is_dir():
-        raise AnalogError(f"--out {out} is a file; give a folder for index.html and leaderboard.json")
-    existing = next(p for p in (out, *out.parents) if p.exists())
-    if not existing.is_dir():
-        raise AnalogError(f"--out {out} is under the file {existing}; give a folder for index.html and leaderboard.json")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise AnalogError(f"--out {out}: the folder {existing} is not writable")
 
 
 def _verify(args) -> int:

@@ -1,0 +1,76 @@
+"""analog-demo: options checked before the distillation, stages announced with their times."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_analog import demo
+
+
+@pytest.fixture
+def no_distillation(monkeypatch, tiny_dir):
+    """The demo on the tiny pair; fails the test if it reaches the distillation."""
+    monkeypatch.setattr(demo, "smollm2_gguf", lambda: tiny_dir)
+
+    def distil(teacher, workdir):
+        raise AssertionError("the demo distilled before it checked its options")
+
+    monkeypatch.setattr(demo, "build_distilled_student", distil)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--analog-suites=bogus", "error: argument --analog-suites: expected all, none or a comma-separated list"),
+        ("--analog-max-prompts=zero", "error: argument --analog-max-prompts: expected an integer >= 1, got 'zero'"),
+        ("--no-such-option", "unrecognized arguments: --no-such-option"),
+    ],
+    ids=["bad-suite", "bad-value", "unknown-option"],
+)
+def test_bad_pytest_options_are_refused_before_distilling(tmp_path, no_distillation, capsys, option, message):
+    code = demo.main(["--workdir", str(tmp_path / "work"), "--report", str(tmp_path / "report"), option])
+    assert code == 4
+    out, err = capsys.readouterr()
+    assert "[1/3] checking the options" in out and "[2/3]" not in out
+    assert message in err, err
+
+
+def test_workdir_that_is_a_file_is_one_line_before_any_work(tmp_path, no_distillation, capsys):
+    workdir = tmp_path / "analog.txt"
+    workdir.write_text("keep")
+    assert demo.main(["--workdir", str(workdir)]) == 4
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"analog-demo: error: --workdir {workdir} is a file, not a folder; give a folder for the analog and the cache\n"
+    assert workdir.read_text() == "keep"
+
+
+def test_demo_announces_its_stages_then_one_line_each(tmp_path, monkeypatch, tiny_dir, tiny_random_dir, capsys):
+    monkeypatch.setattr(demo, "smollm2_gguf", lambda: tiny_dir)
+    monkeypatch.setattr(demo, "build_distilled_student", lambda teacher, workdir: tiny_random_dir)
+    code = demo.main(["--workdir", str(tmp_path / "work"), "--report", str(tmp_path / "report"),
+                      "--analog-suites=compliance", "-q"])
+    assert code == 1  # the tiny analog has no card, no licence
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("analog-demo: ")]
+    assert lines[0].startswith("analog-demo: the fidelity gate on SmolLM2-135M-Instruct")
+    assert "  2. distil the analog (once; cached in " in out and "): 2 min 13 s" in out and "): 4 min 27 s" in out
+    assert [line.split("]")[0] for line in lines[1:]] == ["analog-demo: [1/3", "analog-demo: [2/3", "analog-demo: [2/3",
+                                                          "analog-demo: [3/3", "analog-demo: [3/3"]
+    assert lines[3] == f"analog-demo: [2/3] analog read from {tiny_random_dir.parent}"
+    assert lines[4].startswith("analog-demo: [3/3] running the suites: about 4 min 27 s left")
+    assert lines[5].startswith("analog-demo: [3/3] suites done in ")
+    assert (tmp_path / "report" / "fidelity.json").is_file()
+
+
+def test_remaining_time_scales_with_the_measured_distillation(tmp_path, monkeypatch, tiny_dir, tiny_random_dir, capsys):
+    """A machine that distilled at half the reference speed is told the suites take twice as long."""
+    clock = iter([0.0, 2 * demo.REFERENCE_SECONDS["distil"], 1000.0, 1001.0])
+    monkeypatch.setattr(demo.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(demo, "smollm2_gguf", lambda: tiny_dir)
+    monkeypatch.setattr(demo, "build_distilled_student", lambda teacher, workdir: tiny_random_dir)
+    demo.main(["--workdir", str(tmp_path / "work"), "--report", str(tmp_path / "report"), "--analog-suites=compliance", "-q"])
+    out = capsys.readouterr().out
+    assert "analog-demo: [2/3] analog distilled in 4 min 26 s" in out
+    expected = demo._duration(2 * demo.REFERENCE_SECONDS["suites"])
+    assert f"analog-demo: [3/3] running the suites: about {expected} left (this machine ran the distillation at 0.5x the reference speed)" in out
