@@ -293,8 +293,9 @@ class AnalogSession:
             cached = results is not None
             if not cached:
                 pair = self.pair()
-                with self._showing_progress():  # lm-eval's progress bars
-                    results = self._guarded(run_pair, pair, tasks, settings, seed=self.config.seed)
+                verbose = self.pytest_config.get_verbosity() >= 2  # -vv: lm-eval's warnings and progress bars
+                with self._showing_progress():
+                    results = self._guarded(run_pair, pair, tasks, settings, seed=self.config.seed, verbose=verbose)
                 if key:
                     cache.store(self.cache_dir / "benchmarks", key, results)
             self._benchmarks = self._guarded(compare, results["teacher"], results["analog"])

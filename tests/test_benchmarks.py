@@ -202,6 +202,24 @@ def test_evaluate_leaves_the_callers_generators_and_train_mode_alone(tiny_dir):
     json.dumps(results)  # JSON-able as it is
 
 
+@pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
+def test_lm_eval_warnings_and_progress_bars_only_when_asked(tiny_dir, capfd, caplog, verbose):
+    import logging
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    capfd.readouterr()
+    level = logging.getLogger("lm_eval").level
+    with caplog.at_level(logging.INFO):
+        evaluate(model, tokenizer, resolve_tasks(["analog_agreement"]), name="m", batch_size=8, limit=4, verbose=verbose)
+    shown = capfd.readouterr().err + caplog.text
+    assert ("`pretrained` model kwarg is not of type `str`" in shown) is verbose
+    assert ("Running loglikelihood requests" in shown) is verbose
+    assert logging.getLogger("lm_eval").level == level  # restored
+
+
 def test_suite_scores_equal_lm_eval_run_on_its_own_and_are_cached(pytester, tiny_dir, monkeypatch):
     """Same numbers as `simple_evaluate` run alone on the shipped YAML; a rerun reads the cache."""
     from lm_eval import simple_evaluate

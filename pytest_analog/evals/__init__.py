@@ -13,8 +13,9 @@ from pytest_analog.evals.runner import evaluate
 from pytest_analog.evals.tasks import TaskSet, resolve_tasks, shipped_task_names
 
 
-def run_pair(pair, tasks: TaskSet, settings, *, seed: int) -> dict[str, Any]:
-    """lm-eval results of the teacher and the analog (`ModelPair`) on ``tasks`` (`config.Benchmarks`)."""
+def run_pair(pair, tasks: TaskSet, settings, *, seed: int, verbose: bool = False) -> dict[str, Any]:
+    """lm-eval results of the teacher and the analog (`ModelPair`) on ``tasks`` (`config.Benchmarks`);
+    ``verbose`` shows lm-eval's warnings and progress bars."""
     return {
         role: evaluate(
             loaded.model,
@@ -25,6 +26,7 @@ def run_pair(pair, tasks: TaskSet, settings, *, seed: int) -> dict[str, Any]:
             num_fewshot=settings.num_fewshot,
             limit=settings.limit,
             fewshot_seed=seed,
+            verbose=verbose,
         )
         for role, loaded in (("teacher", pair.teacher), ("analog", pair.student))
     }

@@ -8,12 +8,16 @@ their states are restored afterwards, since lm-eval and datasets also draw from
 them; the few-shot sampler gets its own seed, so both models see the same examples. HFLM
 puts the model in eval mode: its train/eval mode is restored afterwards.
 lm-eval names a preloaded model by a path it guesses, so the name is ours.
+Its warnings (one "`pretrained` model kwarg is not of type `str`" per model) and its
+per-request progress bars stay out of the terminal unless ``verbose``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
 import random
 from typing import Any
 
@@ -37,13 +41,15 @@ def evaluate(
     num_fewshot: int | None = None,
     limit: float | None = None,
     fewshot_seed: int = 0,
+    verbose: bool = False,
 ) -> dict[str, Any]:
     """lm-eval's results for one model, as a JSON-able dict.
 
     The dict is `simple_evaluate`'s, with ``samples`` reduced to the per-sample
     metric values (``{task: [{"doc_id", "filter", "n_choices"?, METRIC: value}]}``,
     ``n_choices`` for multiple-choice tasks), ``config.model`` set to ``name``,
-    and ``lm_eval_version``.
+    and ``lm_eval_version``. Errors are raised either way; ``verbose`` lets lm-eval's
+    warnings and progress bars through.
     """
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -51,7 +57,7 @@ def evaluate(
 
     was_training = model.training
     try:
-        with _callers_generators():
+        with _callers_generators(), contextlib.nullcontext() if verbose else _quiet_lm_eval():
             lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_batch_size=batch_size)
             results = simple_evaluate(
                 lm,
@@ -76,6 +82,19 @@ def evaluate(
     results["samples"] = {task: [_compact(s, results["configs"][task]) for s in rows] for task, rows in samples.items()}
     results["config"]["model"] = name
     return results
+
+
+@contextlib.contextmanager
+def _quiet_lm_eval():
+    """lm-eval's log records below ERROR dropped and stderr (its and datasets' tqdm bars) discarded; restored on exit."""
+    logger = logging.getLogger("lm_eval")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager
