@@ -28,7 +28,8 @@ def _comments() -> dict[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="analog-distill", description=__doc__.splitlines()[0])
+    summary = __doc__.splitlines()[0].removeprefix("``analog-distill``: ")  # the docstring's markup stays out of --help
+    parser = argparse.ArgumentParser(prog="analog-distill", description=summary[0].upper() + summary[1:])
     parser.add_argument("--out", required=True, help="output folder: the analog's release (resumes a run interrupted there)")
     parser.add_argument("--config", help="JSON or YAML file of settings (a release's distill_config.json)")
     parser.add_argument("--cache", help="folder that keeps the teacher's targets for later runs (default: inside --out)")
@@ -41,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(flag, action="store_true", default=None, help=helps.get(f.name))
             continue
         kind = {int: int, float: float}.get(type(default), float if f.name == "max_seconds" else str)
-        parser.add_argument(flag, type=kind, default=None, metavar=f.name.upper(),
-                            help=f"{helps.get(f.name, '')} (default: {default})")
+        given = "required, here or in --config" if f.default is MISSING else f"default: {'unset' if default is None else default}"
+        parser.add_argument(flag, type=kind, default=None, metavar=f.name.upper(), help=f"{helps.get(f.name, '')} ({given})")
     return parser
 
 

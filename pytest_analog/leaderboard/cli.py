@@ -16,7 +16,8 @@ from pytest_analog.errors import AnalogError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="analog-leaderboard", description=__doc__.splitlines()[0])
+    summary = __doc__.splitlines()[0].removeprefix("``analog-leaderboard``: ")  # the docstring's markup stays out of --help
+    parser = argparse.ArgumentParser(prog="analog-leaderboard", description=summary[0].upper() + summary[1:])
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="validate every *.json submission in a folder and write the site")
     build.add_argument("submissions", type=Path, metavar="SUBMISSIONS_DIR")
