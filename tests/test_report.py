@@ -543,3 +543,34 @@ def test_schema_documents_the_report_keys(report):
 
 def test_no_temp_files_after_success(written):
     assert sorted(os.listdir(written[1][0].parent)) == ["fidelity.html", "fidelity.json", "fidelity.md"]
+
+
+def test_each_failing_metric_says_what_it_means_and_what_helps_once(report, no_plots):
+    from pytest_analog.record import METRICS
+
+    report["criteria"].append(_criterion("custom", "my_probe", 0.1, 0.5, "min"))  # a user metric: no advice to give
+    failing = {c["metric"] for c in report["criteria"] if c["gated"] and c["passed"] is False}
+    assert failing == {"cka", "mutual_knn", "kl", "my_probe"}
+    markdown = render_markdown(report).split("**What to do next**")[1]
+    page = render_html(report)
+    section = page[page.index('<section id="next">'):]
+    section = section[: section.index("</section>")]
+    for metric in failing - {"my_probe"}:
+        facts = METRICS[metric]
+        for text in (facts.failure, facts.remedy):
+            assert markdown.count(text) == 1
+            assert section.count(html_escape(text)) == 1
+    assert "my_probe" not in section and "`my_probe`" not in markdown.split("\n\n**")[0]
+    assert "representation::test_cka[teacher_layer=17]" in section
+
+
+def test_a_passing_report_has_no_next_steps(no_plots):
+    report = make_report()
+    report["criteria"] = [c for c in report["criteria"] if c["passed"] is not False]
+    assert "What to do next" not in render_markdown(report) and "What to do next" not in render_html(report)
+
+
+def html_escape(text):
+    import html
+
+    return html.escape(text, quote=True)

@@ -307,6 +307,24 @@ def describe_metric(metric, criteria=()):
     return "User-defined metric; no description was given."
 
 
+def next_steps(criteria):
+    """What each failing built-in metric means for the analog and what usually helps, once per metric.
+
+    Returns:
+        A list, in failures-first order, of dicts with ``metric``, ``ids`` (its
+        failing or unmeasured gated criteria), ``failure`` and ``remedy``
+        (from `pytest_analog.record.METRICS`). User metrics have no entry.
+    """
+    steps = {}
+    for c in failures_first(criteria):
+        metric = c.get("metric")
+        if status(c) in (FAIL, UNKNOWN) and metric in METRICS:
+            facts = METRICS[metric]
+            step = steps.setdefault(metric, {"metric": metric, "ids": [], "failure": facts.failure, "remedy": facts.remedy})
+            step["ids"].append(str(c.get("id", "?")))
+    return list(steps.values())
+
+
 def to_jsonable(obj, where="report"):
     """Return a copy of ``obj`` that `json.dumps` accepts with ``allow_nan=False``.
 

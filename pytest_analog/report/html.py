@@ -37,6 +37,7 @@ from pytest_analog.report._format import (
     has_chance,
     is_number,
     layer_pair,
+    next_steps,
     status,
     summary_counts,
     to_jsonable,
@@ -80,6 +81,7 @@ td.id { white-space: nowrap; }
 .banner ul { margin: .5rem 0 0; padding-left: 1.2rem; }
 img.plot { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
 details { margin: .5rem 0; } summary { cursor: pointer; font-weight: 600; }
+dl.next dt { margin-top: .5rem; } dl.next dd { margin: .15rem 0 0 1.2rem; }
 footer { margin-top: 2rem; color: #57606a; font-size: .85rem; }
 """
 
@@ -287,6 +289,20 @@ def _criteria(report):
     if informational:
         body += "\n<h3>Informational criteria (reported, not gated)</h3>\n" + _criteria_table(informational)
     return _section("Criteria", body, "criteria")
+
+
+def _next_steps(report):
+    """Per failing metric: what the failure means for the analog and what usually helps."""
+    steps = next_steps(criteria_of(report))
+    if not steps:
+        return None
+    items = "\n".join(
+        f'<dt><code>{esc(step["metric"])}</code> <span class="note">({len(step["ids"])} failing: '
+        f'{esc(", ".join(step["ids"][:3]))}{" …" if len(step["ids"]) > 3 else ""})</span></dt>'
+        f"<dd>{esc(step['failure'])}. <strong>Usually helps:</strong> {esc(step['remedy'])}.</dd>"
+        for step in steps
+    )
+    return _section("What to do next", f'<dl class="next">\n{items}\n</dl>', "next")
 
 
 def _compliance(report):
@@ -502,6 +518,7 @@ def _steering(report):
 # Section renderers in page order: report -> HTML fragment, or None to skip.
 SECTIONS = [
     _banner,
+    _next_steps,
     _models,
     _capture,
     _layers,

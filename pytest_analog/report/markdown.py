@@ -24,6 +24,7 @@ from pytest_analog.report._format import (
     has_chance,
     is_per_layer,
     layer_metric_summary,
+    next_steps,
     per_layer_groups,
     short_sha,
     status,
@@ -193,6 +194,25 @@ def _criteria(report):
     )
 
 
+# Failing criteria named per metric in "What to do next"; the rest are counted.
+_NEXT_STEP_IDS = 3
+
+
+def _next_steps(report):
+    """Per failing metric: what the failure means for the analog and what usually helps."""
+    steps = next_steps(criteria_of(report))
+    if not steps:
+        return None
+    lines = []
+    for step in steps:
+        ids = ", ".join(code(i, in_table=False) for i in step["ids"][:_NEXT_STEP_IDS])
+        if len(step["ids"]) > _NEXT_STEP_IDS:
+            ids += f" and {len(step['ids']) - _NEXT_STEP_IDS} more"
+        lines.append(f"- {code(step['metric'], in_table=False)} ({ids}): {cell(step['failure'])}. "
+                     f"Usually helps: {cell(step['remedy'])}.")
+    return "**What to do next**\n\n" + "\n".join(lines)
+
+
 def _layers(report):
     layers = report.get("layers")
     if not layers:
@@ -277,7 +297,7 @@ def _footer(report):
 
 
 # Section renderers in page order: report -> markdown text, or None to skip.
-SECTIONS = [_heading, _error, _models, _capture, _criteria, _compliance, _layers, _steering, _benchmarks, _footer]
+SECTIONS = [_heading, _error, _models, _capture, _criteria, _next_steps, _compliance, _layers, _steering, _benchmarks, _footer]
 
 
 def render_markdown(report):
