@@ -574,3 +574,39 @@ def html_escape(text):
     import html
 
     return html.escape(text, quote=True)
+
+
+def _steering_section(behaviours=1):
+    case = {"analog_layer": 2, "alphas": [-0.2, -0.1, 0.0, 0.1, 0.2], "half_max_alpha": 0.1, "transfer_ratio": 0.28,
+            "probability": {"native": [0.3, 0.4, 0.5, 0.6, 0.7], "transferred": [0.45, 0.5, 0.5, 0.52, 0.55],
+                            "random": [0.5] * 5}}
+    names = ["sentiment", "formality", "refusal", "sycophancy", "french"][:behaviours]
+    return {"map": "ridge", "behaviours": {name: {"10": case} for name in names}}
+
+
+@pytest.mark.parametrize(
+    ("draw", "section"),
+    [
+        *[(plots.dose_response_png, _steering_section(n)) for n in (1, 2, 3, 5)],
+        *[(plots.benchmark_bars_png, {"tasks": {f"task_{i}": {"metric": "acc", "teacher": 0.6, "analog": 0.4, "chance": 0.25}
+                                                for i in range(n)}}) for n in (1, 4)],
+    ],
+    ids=["dose-1", "dose-2", "dose-3", "dose-5", "bars-1", "bars-4"],
+)
+def test_plot_legends_lie_inside_the_image(monkeypatch, draw, section):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    boxes = []
+    to_png = plots._to_png
+
+    def measure(fig):
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        boxes.extend((fig.bbox, legend.get_window_extent(canvas.get_renderer())) for legend in fig.legends)
+        return to_png(fig)
+
+    monkeypatch.setattr(plots, "_to_png", measure)
+    assert draw(section) is not None
+    assert boxes
+    for figure, legend in boxes:
+        assert figure.x0 <= legend.x0 and legend.x1 <= figure.x1 and figure.y0 <= legend.y0 and legend.y1 <= figure.y1, (figure, legend)

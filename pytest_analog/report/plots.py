@@ -276,7 +276,8 @@ def dose_response_png(steering):
     for ax in axes[::columns]:
         ax.set_ylabel("p(matching answer)")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False, fontsize="small")
+    # one legend column per panel column: the long labels side by side are wider than one panel
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), columns), frameon=False, fontsize="small")
     return _to_png(fig)
 
 
@@ -321,5 +322,5 @@ def benchmark_bars_png(benchmarks):
 
         handles.append(Line2D([], [], linestyle="--", color="0.25"))
         labels.append("chance")
-    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), columns), frameon=False)
     return _to_png(fig)
