@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -99,6 +100,11 @@ def smollm2_gguf() -> Path:
     from pytest_analog.demo import smollm2_gguf as locate
 
     return locate()
+
+
+def chromium() -> str | None:
+    """The system's headless Chromium (Debian's ``chromium`` package), or None."""
+    return shutil.which("chromium") or shutil.which("chromium-headless-shell")
 
 
 def write_yaml(path: Path, data: dict) -> Path:

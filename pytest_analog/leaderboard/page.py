@@ -8,10 +8,11 @@ import json
 from pytest_analog.leaderboard.board import Board
 
 _STYLE = """
-body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; padding: 0 1rem; color: #1d1d1f; }
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 96rem; padding: 0 1rem; color: #1d1d1f; }
 table { border-collapse: collapse; width: 100%; }
-th, td { padding: .4rem .6rem; border-bottom: 1px solid #ddd; text-align: left; }
-td { white-space: nowrap; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th, td { padding: .4rem .5rem; border-bottom: 1px solid #ddd; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.model { overflow-wrap: anywhere; min-width: 8rem; } td.pass, td.fail { white-space: nowrap; }
 th button { font: inherit; font-weight: 600; background: none; border: 0; padding: 0; cursor: pointer; }
 th[aria-sort=ascending] button::after { content: " \\25B2"; }
 th[aria-sort=descending] button::after { content: " \\25BC"; }
@@ -69,9 +70,10 @@ def render_page(board: Board) -> str:
 
 
 def _row(entry: dict, suites: list[str]) -> str:
-    def cell(text, sort, numeric=False, css=""):
+    def cell(text, sort, numeric=False, css="", title=None):
         classes = " ".join(c for c in ("num" if numeric else "", css) if c)
         attr = f' class="{classes}"' if classes else ""
+        attr += f' title="{html.escape(title)}"' if title else ""
         return f'<td{attr} data-sort="{html.escape(str(sort))}">{html.escape(text)}</td>'
 
     scores = [
@@ -80,8 +82,8 @@ def _row(entry: dict, suites: list[str]) -> str:
     ]
     fraction = entry["parameter_fraction"]
     cells = [
-        cell(entry["teacher"], entry["teacher"]),
-        cell(entry["analog"], entry["analog"]),
+        cell(short_model_id(entry["teacher"]), entry["teacher"], css="model", title=entry["teacher"]),
+        cell(short_model_id(entry["analog"]), entry["analog"], css="model", title=entry["analog"]),
         cell(f"{fraction:.2%}", _num(fraction), True),
         *scores,
         cell(entry["verdict"], entry["verdict"], css=entry["verdict"] if entry["verdict"] in ("pass", "fail") else ""),
@@ -89,6 +91,18 @@ def _row(entry: dict, suites: list[str]) -> str:
         cell(entry["date"], entry["date"]),
     ]
     return f'<tr data-file="{html.escape(entry["file"])}">{"".join(cells)}</tr>'
+
+
+# A model id longer than this shows its last two path parts; the full id is the cell's tooltip.
+_MODEL_ID_CHARS = 40
+
+
+def short_model_id(model_id: str) -> str:
+    """``…/analog-5pct/release`` for a long local path; a hub id or a short path as it is."""
+    parts = model_id.rstrip("/").split("/")
+    if len(model_id) <= _MODEL_ID_CHARS or len(parts) <= 2:
+        return model_id
+    return "…/" + "/".join(parts[-2:])
 
 
 def _num(value) -> str:

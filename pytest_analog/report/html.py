@@ -74,7 +74,9 @@ tr.unknown td { background: #fff3e0; } tr.unknown .status { color: var(--unknown
 .note { color: #57606a; font-size: .9rem; }
 .important { background: #fff8c5; border-left: 4px solid #d4a72c; padding: .5rem .75rem; }
 .scroll { overflow-x: auto; }
-td.id { white-space: nowrap; }
+/* The criteria tables fit the page: ids wrap anywhere, an interval sits below its value. */
+table.criteria { width: 100%; }
+.ci { display: block; font-size: .8em; color: #57606a; }
 .glossary { background: #f6f8fa; border-radius: 6px; padding: .5rem 1rem; font-size: .9rem; margin: 0;
             display: grid; grid-template-columns: max-content 1fr; gap: .3rem 1rem; }
 .glossary dt { font-weight: 700; } .glossary dd { margin: 0; }
@@ -253,17 +255,24 @@ def _capture(report):
     return _section("Capture", body, "capture")
 
 
-def _criteria_table(criteria):
+def _score_cell(criterion, key):
+    """A score with its [interval] on a line of its own below, so intervals do not widen the table."""
+    value, bracket, interval = fmt_score(criterion, key).partition(" [")
+    below = f'<span class="ci">[{esc(interval)}</span>' if bracket else ""
+    return f'<td class="num">{esc(value)}{below}</td>'
+
+
+def _criteria_table(criteria, css):
     chance = has_chance(criteria)
     keys = ("value", "chance", "corrected") if chance else ("value",)
     rows = []
     for c in criteria:
         s = status(c)
         title = f' title="{esc(c["description"])}"' if c.get("description") else ""
-        scores = "".join(f'<td class="num">{esc(fmt_score(c, key))}</td>' for key in keys)
+        scores = "".join(_score_cell(c, key) for key in keys)
         rows.append(
             f'<tr class="{s}"><td class="status">{_STATUS_LABEL[s]}</td>'
-            f'<td class="id"{title}><code>{esc(c.get("id", "?"))}</code></td>'
+            f'<td class="id"{title}><code>{esc(c.get("id", "?")).replace("[", "<wbr>[")}</code></td>'
             f"<td>{esc(c.get('metric', ''))}</td><td class=\"num\">{esc(layer_pair(c))}</td>"
             f'{scores}<td class="num">{esc(fmt_threshold(c))}</td></tr>'
         )
@@ -271,7 +280,7 @@ def _criteria_table(criteria):
         "<tr><th>status</th><th>criterion</th><th>metric</th><th>layer (teacher → analog)</th>"
         + "".join(f"<th>{key}</th>" for key in keys) + "<th>threshold</th></tr>"
     )
-    return '<div class="scroll"><table>\n' + header + "\n" + "\n".join(rows) + "\n</table></div>"
+    return f'<div class="scroll"><table class="criteria {css}">\n' + header + "\n" + "\n".join(rows) + "\n</table></div>"
 
 
 def _criteria(report):
@@ -285,9 +294,9 @@ def _criteria(report):
     gated = [c for c in ordered if status(c) != INFO]
     informational = [c for c in ordered if status(c) == INFO]
     if gated:
-        body += "\n<h3>Gated criteria (decide the verdict), failures first</h3>\n" + _criteria_table(gated)
+        body += "\n<h3>Gated criteria (decide the verdict), failures first</h3>\n" + _criteria_table(gated, "gated")
     if informational:
-        body += "\n<h3>Informational criteria (reported, not gated)</h3>\n" + _criteria_table(informational)
+        body += "\n<h3>Informational criteria (reported, not gated)</h3>\n" + _criteria_table(informational, "informational")
     return _section("Criteria", body, "criteria")
 
 
