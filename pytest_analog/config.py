@@ -325,8 +325,9 @@ def _check_thresholds(config: Config, source: str) -> None:
     groups = {"criteria": config.criteria, "steering.criteria": config.steering.criteria, "compliance": config.compliance}
     for prefix, group in groups.items():
         for name, rule in vars(group).items():
-            low, high = (-math.inf, 1.0) if getattr(rule, "score", "raw") == "corrected" else METRICS[name].bounds
-            scale = "its corrected score takes" if getattr(rule, "score", "raw") == "corrected" else f"{name} takes"
+            corrected = getattr(rule, "score", "raw") == "corrected"  # (value - chance) / (1 - chance) <= 1
+            low, high = (-math.inf, 1.0) if corrected else METRICS[name].bounds
+            scale = "its corrected score takes" if corrected else f"{name} takes"
             at_least, at_most = getattr(rule, "min", None), getattr(rule, "max", None)
             for side, threshold in (("min", at_least), ("max", at_most)):
                 if threshold is not None and not low <= threshold <= high:
