@@ -30,6 +30,9 @@ def folder_problem(path) -> str | None:
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
         return f"is under the file {existing}"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"cannot be made: {existing} is not writable"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return f"cannot be written: {existing}: {exc.strerror or type(exc).__name__}"
     return None
