@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from pytest_analog import demo
@@ -57,7 +59,7 @@ def test_demo_announces_its_stages_then_one_line_each(tmp_path, monkeypatch, tin
     assert "  2. distil the analog (once; cached in " in out and "): 2 min 13 s" in out and "): 4 min 27 s" in out
     assert [line.split("]")[0] for line in lines[1:]] == ["analog-demo: [1/3", "analog-demo: [2/3", "analog-demo: [2/3",
                                                           "analog-demo: [3/3", "analog-demo: [3/3"]
-    assert lines[3] == f"analog-demo: [2/3] analog read from {tiny_random_dir.parent}"
+    assert lines[3] == f"analog-demo: [2/3] analog read from {tiny_random_dir.parent}"  # built before this run
     assert lines[4].startswith("analog-demo: [3/3] running the suites: about 4 min 27 s left")
     assert lines[5].startswith("analog-demo: [3/3] suites done in ")
     assert (tmp_path / "report" / "fidelity.json").is_file()
@@ -68,7 +70,7 @@ def test_remaining_time_scales_with_the_measured_distillation(tmp_path, monkeypa
     clock = iter([0.0, 2 * demo.REFERENCE_SECONDS["distil"], 1000.0, 1001.0])
     monkeypatch.setattr(demo.time, "monotonic", lambda: next(clock))
     monkeypatch.setattr(demo, "smollm2_gguf", lambda: tiny_dir)
-    monkeypatch.setattr(demo, "build_distilled_student", lambda teacher, workdir: tiny_random_dir)
+    monkeypatch.setattr(demo, "build_distilled_student", lambda teacher, workdir: shutil.copytree(tiny_random_dir, workdir / "analog", copy_function=shutil.copy))  # written now, as a distillation
     demo.main(["--workdir", str(tmp_path / "work"), "--report", str(tmp_path / "report"), "--analog-suites=compliance", "-q"])
     out = capsys.readouterr().out
     assert "analog-demo: [2/3] analog distilled in 4 min 26 s" in out
