@@ -96,6 +96,15 @@ def check_pytest_options(args: list[str]) -> tuple[int, str]:
     return int(code), shown.getvalue().strip()
 
 
+def suites_estimate(distil_seconds: float | None) -> tuple[float, str]:
+    """Seconds the suites should take on this machine, and why: their reference time scaled by how much
+    slower than the reference this machine distilled (``None``: the analog came from the cache)."""
+    if distil_seconds is None:  # no measurement of this machine's speed yet
+        return REFERENCE_SECONDS["suites"], "the reference machine's time; cached measurements take seconds"
+    slowdown = distil_seconds / REFERENCE_SECONDS["distil"]
+    return REFERENCE_SECONDS["suites"] * slowdown, f"this machine ran the distillation at {1 / slowdown:.2g}x the reference speed"
+
+
 def _duration(seconds: float) -> str:
     seconds = round(seconds)
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
@@ -147,14 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     except AnalogError as exc:
         sys.exit(f"analog-demo: {exc}")
     took = time.monotonic() - started
-    if (student / "model.safetensors").stat().st_mtime < wall:  # read from the cache: says nothing about speed
-        slowdown, how = 1.0, "the reference machine's time; cached measurements take seconds"
-        _say(f"[2/3] analog read from {student.parent}")
-    else:
-        slowdown = took / REFERENCE_SECONDS["distil"]
-        how = f"this machine ran the distillation at {1 / slowdown:.2g}x the reference speed"
-        _say(f"[2/3] analog distilled in {_duration(took)}")
-    _say(f"[3/3] running the suites: about {_duration(REFERENCE_SECONDS['suites'] * slowdown)} left ({how})")
+    cached = (student / "model.safetensors").stat().st_mtime < wall  # built before this run
+    _say(f"[2/3] analog read from {student.parent}" if cached else f"[2/3] analog distilled in {_duration(took)}")
+    seconds, why = suites_estimate(None if cached else took)
+    _say(f"[3/3] running the suites: about {_duration(seconds)} left ({why})")
     started = time.monotonic()
     code = pytest.main(pytest_args(teacher, student, workdir, report, ini, extra))
     _say(f"[3/3] suites done in {_duration(time.monotonic() - started)}; report in {report}")
