@@ -371,3 +371,38 @@ def test_a_corrected_score_must_be_the_configured_one_and_follow_from_value_and_
     assert check_submission(sealed(bundle)) == (
         f"criterion {geometry['id']}: its corrected score does not follow from its value and chance level"
     )
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (lambda config: config.update(criteria=-1), "its config has no entry for embedding_geometry to check its threshold against"),
+        (lambda config: config["criteria"].update(embedding_geometry="x"),
+         "its config has no entry for embedding_geometry to check its threshold against"),
+        (lambda config: config["criteria"]["embedding_geometry"].update(min="x"), "its config gives embedding_geometry a min of 'x', not a number"),
+        (lambda config: config["criteria"]["embedding_geometry"].update(min=[1]), "its config gives embedding_geometry a min of [1], not a number"),
+    ],
+    ids=["criteria-a-number", "rule-a-string", "threshold-a-string", "threshold-a-list"],
+)
+def test_a_resealed_bundle_with_a_malformed_config_is_one_rejection(bundles, tmp_path, edit, reason):
+    """The config is free-form in the schema: checks read it defensively, and the board is still written."""
+    bundle = copy.deepcopy(bundles["same"])
+    for config in (bundle["config"], bundle["report"]["config"]):
+        edit(config)
+    assert check_submission(sealed(bundle)).endswith(reason)
+    write(tmp_path / "submissions", "bad.json", bundle)
+    write(tmp_path / "submissions", "same.json", bundles["same"])
+    assert main(["build", str(tmp_path / "submissions"), "--out", str(tmp_path / "site")]) == 1
+    data = json.loads((tmp_path / "site" / "leaderboard.json").read_text())
+    assert [e["file"] for e in data["entries"]] == ["same.json"] and data["rejected"][0]["reason"].endswith(reason)
+
+
+def test_a_lowered_steering_threshold_is_not_the_configured_one(bundles):
+    bundle = copy.deepcopy(bundles["same"])
+    c = next(c for c in bundle["report"]["criteria"] if c["metric"] == "embedding_geometry")
+    c.update(suite="steering", metric="transfer_ratio", threshold=0.0, direction="min", gated=True, passed=c["value"] >= 0.0)
+    summary = bundle["report"]["summary"]
+    gated = [x for x in bundle["report"]["criteria"] if x["gated"]]
+    failed = sum(not x["passed"] for x in gated)
+    summary.update(gated=len(gated), passed=len(gated) - failed, failed=failed)
+    assert check_submission(sealed(bundle)) == f"criterion {c['id']}: threshold 0 is not the configured min 0.9 of transfer_ratio"

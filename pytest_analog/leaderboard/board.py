@@ -17,14 +17,22 @@ from __future__ import annotations
 
 import datetime
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pytest_analog.config import Compliance, Criteria, SteeringCriteria
 from pytest_analog.errors import AnalogError
 from pytest_analog.options import SUITES
 from pytest_analog.record import chance_corrected
 from pytest_analog.submission import content_sha256, load_submission, schema_errors, weights_sha256
+
+# Where the config holds each built-in metric's threshold (benchmark tasks have their own gate).
+CONFIGURED = {
+    **{f.name: ("criteria", f.name) for f in fields(Criteria)},
+    **{f.name: ("steering", "criteria", f.name) for f in fields(SteeringCriteria)},
+    **{f.name: ("compliance", f.name) for f in fields(Compliance)},
+}
 
 # The headline score of a built-in suite: the mean of this metric's values over the suite's criteria.
 # Any other suite's headline is the fraction of its gated criteria that pass.
@@ -121,10 +129,15 @@ def _criterion_problem(c: dict, config: dict) -> str | None:
     if c["gated"] != (threshold is not None and direction is not None):
         return "'gated' does not follow from its threshold and direction"
     if c["suite"] in SUITES and c["gated"]:
-        configured = _configured_threshold(config, c["metric"], direction)
+        rule = _configured_rule(config, c["metric"])
+        if rule is None:
+            return f"its config has no entry for {c['metric']} to check its threshold against"
+        configured = rule.get(direction, 1.0 if rule.get("required") else None)
+        if configured is not None and (isinstance(configured, bool) or not isinstance(configured, (int, float))):
+            return f"its config gives {c['metric']} a {direction} of {configured!r}, not a number"
         if configured is not None and configured != threshold:
             return f"threshold {threshold:g} is not the configured {direction} {configured:g} of {c['metric']}"
-        score = ((config.get("criteria") or {}).get(c["metric"]) or {}).get("score", "raw")
+        score = rule.get("score", "raw")
         if c.get("score", "raw") != score:
             return f"it is judged on the {c.get('score', 'raw')} score, but the config says {score}"
     judged = value
@@ -142,13 +155,14 @@ def _criterion_problem(c: dict, config: dict) -> str | None:
     return None
 
 
-def _configured_threshold(config: dict, metric: str, direction: str) -> float | None:
-    rule = (config.get("criteria") or {}).get(metric) or (config.get("compliance") or {}).get(metric)
-    if not isinstance(rule, dict):
-        return None
-    if direction in rule:
-        return rule[direction]
-    return 1.0 if rule.get("required") else None
+def _configured_rule(config: dict, metric: str) -> dict | None:
+    """The config's entry for a built-in metric with a threshold in the config; {} for other metrics
+    (benchmarks), None when the bundle's config lacks it or it is not a mapping."""
+    path = CONFIGURED.get(metric)
+    node = config
+    for key in path or ():
+        node = node.get(key) if isinstance(node, dict) else None
+    return {} if path is None else node if isinstance(node, dict) else None
 
 
 def _summary_problem(report: dict) -> str | None:
