@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,10 +145,30 @@ def read_settings(config: pytest.Config) -> Settings:
         values[key] = Path(values[key]).expanduser() if values[key] else None
     if values["submit"] and values["submit"].is_dir():
         raise pytest.UsageError(f"--analog-submit={values['submit']} is a folder; give a file name such as submission.json")
+    for key, folder in (("report", values["report"]), ("cache", values["cache"]), ("submit", values["submit"] and values["submit"].parent)):
+        if folder is not None:
+            _check_writable(f"--analog-{key}={values[key]}", folder)
     if bool(values["teacher"]) != bool(values["student"]):
         given, missing = ("teacher", "student") if values["teacher"] else ("student", "teacher")
         raise pytest.UsageError(f"--analog-{given} was given without --analog-{missing}; give both models")
     return Settings(**values)
+
+
+def _check_writable(option: str, folder: Path) -> None:
+    """Fail now, before any model loads, when ``folder`` cannot hold the files written at the end.
+
+    A folder that does not exist yet is created at the end: its nearest existing parent must take a file.
+    """
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        what = "is a file" if existing == folder else f"cannot be created: {existing} is a file"
+        raise pytest.UsageError(f"{option}: {folder} {what}; give a folder that can be written")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise pytest.UsageError(f"{option}: cannot write in {existing} ({reason}); give a folder that can be written") from None
 
 
 def _ini_path(config: pytest.Config, raw: str, name: str) -> str:
