@@ -9,6 +9,7 @@ import contextlib
 import os
 import secrets
 import signal
+import threading
 from pathlib import Path
 
 
@@ -101,14 +102,20 @@ def _write_temp(path: Path, data) -> Path:
 
 @contextlib.contextmanager
 def _signals_held():
-    """Hold SIGINT and SIGTERM back (POSIX, main thread) until the block ends; they are delivered then."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    except (AttributeError, ValueError, OSError):  # no pthread_sigmask (Windows)
+    """Defer SIGINT and SIGTERM to the end of the block, then deliver them (main thread only).
+
+    A handler, not a signal mask: a mask is per thread, and the kernel hands a
+    signal to any thread that does not block it (torch and BLAS start many).
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    caught = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        for signum in caught:
+            signal.raise_signal(signum)
