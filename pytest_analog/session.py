@@ -25,9 +25,9 @@ from pytest_analog.config import load_config
 from pytest_analog.errors import AnalogError
 from pytest_analog.options import read_settings
 from pytest_analog.record import Criterion
+from pytest_analog.resources import shipped
 
 WORKER_OUTPUT = "pytest_analog"  # key of a worker's state in pytest-xdist's ``workeroutput``
-from pytest_analog.resources import shipped
 
 
 class AnalogSession:
