@@ -59,11 +59,11 @@ def replace_files(documents):
 
 
 def remove_files(paths) -> None:
-    """Remove ``paths`` (files; missing ones are fine) and any temporary files left beside them."""
+    """Remove ``paths`` (files; missing or unreachable ones are fine) and temporary files left beside them."""
     for path in map(Path, paths):
         remove_stale_temps(path)
         if not path.is_dir():
-            path.unlink(missing_ok=True)
+            _unlink([path])
 
 
 def _unlink(paths) -> None:

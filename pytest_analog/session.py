@@ -23,7 +23,7 @@ import pytest
 from pytest_analog import __version__
 from pytest_analog.config import load_config
 from pytest_analog.errors import AnalogError
-from pytest_analog.options import read_settings
+from pytest_analog.options import SettingsError, read_settings
 from pytest_analog.record import Criterion
 from pytest_analog.resources import shipped
 
@@ -37,7 +37,12 @@ class AnalogSession:
         self.pytest_config = config
         # a pytest-xdist worker measures and hands its state to the controller, which alone writes
         self.is_worker = hasattr(config, "workerinput")
-        self.settings = read_settings(config)
+        try:
+            self.settings = read_settings(config)
+        except SettingsError as exc:
+            self.settings = exc.settings
+            self._withdraw()
+            raise
         overrides = {}
         if self.settings.max_prompts:  # a quick run: also at most that many items per benchmark task
             overrides.update({"prompts.max_prompts": self.settings.max_prompts, "benchmarks.limit": self.settings.max_prompts})

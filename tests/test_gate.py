@@ -100,15 +100,25 @@ def test_last_failed_and_deselected_runs_are_partial(pytester, tiny_dir, tiny_ra
 # ------------------------------------------------------------------ stale and mixed reports
 
 
-def test_a_usage_error_run_leaves_no_earlier_verdict(pytester, tiny_dir):
-    args = [*models(tiny_dir, tiny_dir), "--analog-max-prompts=24", "--analog-suites=embeddings", "-p", "no:cacheprovider"]
-    outputs = ["--analog-report=fidelity", "--analog-submit=bundle.json"]
-    assert pytester.runpytest(*args, *outputs).ret == pytest.ExitCode.OK
-    assert read_report(pytester.path / "fidelity")["verdict"] == "pass" and (pytester.path / "bundle.json").is_file()
-    bad = write_yaml(pytester.path / "bad.yaml", {"batch_size": 0})
-    result = pytester.runpytest(*args, *outputs, f"--analog-config={bad}")
+@pytest.mark.parametrize(
+    "mistake",
+    [["--analog-config=bad.yaml"], ["--analog-device=gpu"], ["--analog-suites=bogus"], ["--analog-student=./nowhere"]],
+    ids=["config value", "option value", "suite name", "model path"],
+)
+def test_a_usage_error_run_leaves_no_earlier_verdict(pytester, tiny_dir, mistake):
+    """A run that stops before measuring (exit 4) removes the earlier PASS report set and bundle."""
+    write_yaml(pytester.path / "bad.yaml", {"batch_size": 0})
+    (pytester.path / "fidelity").mkdir()
+    for name in REPORTS:
+        (pytester.path / "fidelity" / name).write_text("PASS from an earlier run")
+    (pytester.path / "fidelity" / ".fidelity.md.0123456789ab.tmp").write_text("orphan of a killed write")
+    (pytester.path / "fidelity" / "notes.txt").write_text("not ours")
+    (pytester.path / "bundle.json").write_text("PASS from an earlier run")
+    result = pytester.runpytest(
+        *models(tiny_dir, tiny_dir), *QUICK, "--analog-report=fidelity", "--analog-submit=bundle.json", *mistake
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert [p.name for p in (pytester.path / "fidelity").iterdir()] == []
+    assert [p.name for p in (pytester.path / "fidelity").iterdir()] == ["notes.txt"]
     assert not (pytester.path / "bundle.json").exists()
 
 
