@@ -301,6 +301,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     if path is not None:
         user = _read_yaml(Path(path))
         _overlay(data, user, "", str(path))
+        if isinstance(data["prompts"], dict):  # a relative prompt file is beside the config file
+            data["prompts"]["set"] = _beside(Path(path), data["prompts"]["set"])
     for dotted, value in overrides.items():
         *parents, leaf = dotted.split(".")
         node = data
@@ -357,6 +359,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 )
             seen[key] = line
         return super().construct_mapping(node, deep)
+
+
+def _beside(config_path: Path, value: Any) -> Any:
+    """A relative file path (it has a suffix) resolved against the config file's folder; a shipped set name stays."""
+    if isinstance(value, str) and Path(value).suffix and not Path(value).expanduser().is_absolute():
+        return str(config_path.parent / value)
+    return value
 
 
 def _read_yaml(path: Path) -> dict:

@@ -144,35 +144,109 @@ def _check_weights(source: ModelSource, allow_pickle: bool) -> None:
         )
 
 
+def check_files(source: ModelSource, *, trust_remote_code: bool = False) -> None:
+    """Check what can be checked without loading weights: each safetensors header (its tensor
+    table must cover the file exactly) and whether the tokenizer needs custom code.
+
+    Raises:
+        AnalogError: a damaged safetensors file, or a tokenizer that needs code that is not trusted.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    for path in source.weight_files():
+        if path.suffix == ".safetensors":
+            try:
+                with safe_open(str(path), framework="pt"):
+                    pass
+            except (SafetensorError, OSError) as exc:
+                raise AnalogError(
+                    f"{source.ref}: {path.name} is not a readable safetensors file ({' '.join(str(exc).split())}); "
+                    "save or download the weights again"
+                ) from None
+    if not trust_remote_code and not source.gguf_file and _tokenizer_needs_code(source.directory):
+        raise AnalogError(
+            f"{source.ref}'s tokenizer needs custom code from its repository (auto_map in tokenizer_config.json); "
+            "pytest-analog runs none by default. Pass --analog-trust-remote-code if you trust it"
+        )
+
+
+def _tokenizer_needs_code(directory: Path) -> bool:
+    """True when tokenizer_config.json maps AutoTokenizer to repository code and names no transformers class,
+    which is when transformers refuses to load it without ``trust_remote_code``."""
+    from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
+
+    config = _read_json(directory / "tokenizer_config.json")
+    auto_map = config.get("auto_map")
+    remote = auto_map if isinstance(auto_map, (list, tuple)) else (auto_map or {}).get("AutoTokenizer")
+    if not remote:
+        return False
+    name = config.get("tokenizer_class")
+    return not (isinstance(name, str) and (tokenizer_class_from_name(name) or tokenizer_class_from_name(f"{name}Fast")))
+
+
+def check_finite(loaded: LoadedModel) -> None:
+    """Raise when a parameter holds NaN or infinite values, naming the first such tensor.
+
+    Raises:
+        AnalogError: naming the model and the first parameter (in module order) that is not finite.
+    """
+    import torch
+
+    for name, param in loaded.model.named_parameters():
+        if not bool(torch.isfinite(param).all()):
+            raise AnalogError(
+                f"{loaded.source.ref} has NaN or infinite weights, first in {name}; "
+                "every metric would be NaN: fix or re-export the weights"
+            )
+
+
 def sha256_files(files: list[Path], cache_dir: Path | None = None) -> str:
     """SHA-256 over the names and contents of ``files`` (see `combine_sha256`).
 
-    Per-file digests are remembered in ``cache_dir/hashes.json`` keyed by path,
-    size and modification time, so a large teacher is read once.
+    Per-file digests are remembered in ``cache_dir/hashes.json`` (see `file_sha256s`),
+    so a large teacher is read once.
     """
     return combine_sha256((path.name, digest) for path, digest in file_sha256s(files, cache_dir).items())
 
 
 def file_sha256s(files: list[Path], cache_dir: Path | None = None) -> dict[Path, str]:
-    """The hex SHA-256 of each file's contents (as ``sha256sum`` prints it), in the order given."""
+    """The hex SHA-256 of each file's contents (as ``sha256sum`` prints it), in the order given.
+
+    A remembered digest is reused only while the file's size, mtime, ctime,
+    inode and device all match (`_stamp`). Size and mtime alone can be kept by
+    new weights (``rsync -t``, tar and container layers restore the mtime);
+    the ctime cannot: every write or rename sets it to the current time, and
+    no call sets it back.
+    """
     memo_path = cache_dir / "hashes.json" if cache_dir else None
     memo = _read_json(memo_path) if memo_path else {}
     digests = {}
     changed = False
     for path in files:
-        stat = path.stat()
-        key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-        if key not in memo:
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 22), b""):
-                    digest.update(chunk)
-            memo[key] = digest.hexdigest()
+        key, stamp = str(path.resolve()), _stamp(path)
+        entry = memo.get(key)
+        if not (isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("sha256"), str)):
+            entry = memo[key] = {"stamp": stamp, "sha256": _sha256(path)}
             changed = True
-        digests[path] = memo[key]
+        digests[path] = entry["sha256"]
     if changed and memo_path:
+        memo = {k: v for k, v in memo.items() if isinstance(v, dict)}  # drops entries of the old path:size:mtime form
         write_atomic(memo_path, json.dumps(memo, indent=0))
     return digests
+
+
+def _stamp(path: Path) -> str:
+    """What changes whenever the file's content may have: size, mtime, ctime (ns), inode, device."""
+    s = path.stat()
+    return f"{s.st_size}:{s.st_mtime_ns}:{s.st_ctime_ns}:{s.st_ino}:{s.st_dev}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def combine_sha256(named_digests) -> str:
@@ -249,7 +323,8 @@ def load_model(
     the CPU otherwise.
 
     Raises:
-        AnalogError: with a one-line reason for any model that cannot be used.
+        AnalogError: with a one-line reason for any model that cannot be used,
+            NaN or infinite weights included.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -280,8 +355,9 @@ def load_model(
     if placement not in ("auto", "cpu"):
         model.to(placement)
     model.eval().requires_grad_(False)
-    info = describe(model, tokenizer, source, cache_dir)
-    return LoadedModel(model, tokenizer, info, source)
+    loaded = LoadedModel(model, tokenizer, describe(model, tokenizer, source, cache_dir), source)
+    check_finite(loaded)
+    return loaded
 
 
 def read_config(source: ModelSource, *, trust_remote_code: bool = False):
@@ -370,6 +446,6 @@ def load_pair(teacher: str | ModelSource, student: str | ModelSource, **kwargs) 
 
 
 __all__ = [
-    "LoadedModel", "ModelPair", "ModelSource", "combine_sha256", "file_sha256s", "load_model", "load_pair",
-    "read_config", "resolve_source", "sha256_files",
+    "LoadedModel", "ModelPair", "ModelSource", "check_files", "check_finite", "combine_sha256", "file_sha256s",
+    "load_model", "load_pair", "read_config", "resolve_source", "sha256_files",
 ]

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_analog.atomic import folder_problem
+
 SUITES = ("representation", "embeddings", "logits", "steering", "benchmarks", "compliance")
 
 
@@ -80,28 +82,19 @@ _FLAGS = [
 
 
 def add_options(parser: pytest.Parser) -> None:
-    """Add the ``analog`` option group and an ini twin (``analog_NAME``) for each option."""
+    """Add the ``analog`` option group and an ini twin (``analog_NAME``) for each option.
+
+    Values are checked in `read_settings`, not by argparse, so that a bad one is
+    one line and the run can still withdraw the earlier report (see `SettingsError`).
+    """
     group = parser.getgroup("analog", "pytest-analog: fidelity of an analog model to its teacher")
-    for name, metavar, parse, default, text in _OPTIONS:
+    for name, metavar, _, default, text in _OPTIONS:
         shown = f" (default: {default})" if default is not None else ""
-        group.addoption(f"--analog-{name}", metavar=metavar, type=_argparse_type(parse), default=None, help=text + shown)
+        group.addoption(f"--analog-{name}", metavar=metavar, default=None, help=text + shown)
         parser.addini(f"analog_{name.replace('-', '_')}", text + shown, default=None)
     for name, text in _FLAGS:
         group.addoption(f"--analog-{name}", action="store_true", default=None, help=text)
         parser.addini(f"analog_{name.replace('-', '_')}", text, type="bool", default=False)
-
-
-def _argparse_type(parse):
-    import argparse
-
-    def convert(value: str):
-        try:
-            return parse(value)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    convert.__name__ = parse.__name__.lstrip("_")
-    return convert
 
 
 @dataclass(frozen=True)
@@ -123,31 +116,63 @@ class Settings:
     allow_pickle: bool
 
 
+class SettingsError(pytest.UsageError):
+    """A bad option; ``settings`` holds every option as far as it could be read (a bad one is None)."""
+
+    def __init__(self, message: str, settings: Settings):
+        super().__init__(message)
+        self.settings = settings
+
+
 def read_settings(config: pytest.Config) -> Settings:
-    """Resolve every option; a bad ini value is a `pytest.UsageError`."""
-    values = {}
+    """Resolve every option: command line, then ini file, then default.
+
+    Raises:
+        SettingsError: for the first bad option or option pair, one line.
+    """
+    values, problems = {}, []
     for name, _, parse, default, _ in _OPTIONS:
         key = name.replace("-", "_")
-        value = config.getoption(f"analog_{key}")
-        if value is None:
-            raw = config.getini(f"analog_{key}")
-            if raw:
-                try:
-                    value = _ini_path(config, raw, name) if parse is str else parse(raw)
-                except ValueError as exc:
-                    raise pytest.UsageError(f"ini option analog_{key}: {exc}") from None
-        values[key] = parse(default) if value is None and default is not None else value
+        option = config.getoption(f"analog_{key}")
+        raw = option if option is not None else config.getini(f"analog_{key}") or None
+        try:
+            if raw is None:
+                values[key] = parse(default) if default is not None else None
+            elif parse is str:
+                values[key] = raw if option is not None else _ini_path(config, raw, name)
+            else:
+                values[key] = parse(raw)
+        except ValueError as exc:
+            problems.append(f"{f'--analog-{name}' if option is not None else f'ini option analog_{key}'}: {exc}")
+            values[key] = None
     for name, _ in _FLAGS:
         key = name.replace("-", "_")
         values[key] = bool(config.getoption(f"analog_{key}") or config.getini(f"analog_{key}"))
     for key in ("config", "report", "cache", "submit"):
         values[key] = Path(values[key]).expanduser() if values[key] else None
-    if values["submit"] and values["submit"].is_dir():
-        raise pytest.UsageError(f"--analog-submit={values['submit']} is a folder; give a file name such as submission.json")
-    if bool(values["teacher"]) != bool(values["student"]):
-        given, missing = ("teacher", "student") if values["teacher"] else ("student", "teacher")
-        raise pytest.UsageError(f"--analog-{given} was given without --analog-{missing}; give both models")
-    return Settings(**values)
+    settings = Settings(**values)
+    problems += _output_problems(settings)
+    if bool(settings.teacher) != bool(settings.student):
+        given, missing = ("teacher", "student") if settings.teacher else ("student", "teacher")
+        problems.append(f"--analog-{given} was given without --analog-{missing}; give both models")
+    if problems:
+        raise SettingsError(problems[0], settings)
+    return settings
+
+
+def _output_problems(settings: Settings) -> list[str]:
+    """Output paths that cannot be written, found before any model loads."""
+    if settings.submit and settings.submit.is_dir():
+        return [f"--analog-submit={settings.submit} is a folder; give a file name such as submission.json"]
+    folders = {"report": settings.report, "cache": settings.cache, "submit": settings.submit and settings.submit.parent}
+    problems = (_unwritable(f"--analog-{key}={getattr(settings, key)}", folder) for key, folder in folders.items() if folder)
+    return [problem for problem in problems if problem][:1]
+
+
+def _unwritable(option: str, folder: Path) -> str | None:
+    """Why ``folder`` cannot hold the files written at the end, or None (a missing folder is made then)."""
+    problem = folder_problem(folder)
+    return f"{option}: {folder} {problem}; give a folder that can be written" if problem else None
 
 
 def _ini_path(config: pytest.Config, raw: str, name: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from pytest_analog.options import add_options
 from pytest_analog.record import make_criterion
-from pytest_analog.session import AnalogSession
+from pytest_analog.session import WORKER_OUTPUT, AnalogSession
 
 session_key = pytest.StashKey[AnalogSession]()
 
@@ -60,10 +60,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("benchmark_task", tasks, ids=tasks)
 
 
+def pytest_deselected(items) -> None:
+    if items:
+        items[0].config.stash[session_key].note_deselected(items)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     analog = session.config.stash.get(session_key, None)
+    if analog is not None and analog.is_worker:
+        session.config.workeroutput[WORKER_OUTPUT] = analog.worker_output(getattr(session, "items", []))
+    elif analog is not None:
+        analog.finish(session)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """pytest-xdist: a worker finished; merge its criteria and measurements into the controller's session."""
+    analog = node.config.stash.get(session_key, None)
     if analog is not None:
-        analog.finish()
+        analog.merge_worker(node.gateway.id, getattr(node, "workeroutput", {}).get(WORKER_OUTPUT), error)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -131,7 +146,7 @@ def fidelity_record(request: pytest.FixtureRequest, analog_session):
                 "(parametrize the test for more)",
                 pytrace=False,
             )
-        analog_session.add(criterion)
+        analog_session.add(criterion, request.node.nodeid)
         request.node.user_properties.extend(
             (f"analog_{key}", criterion.to_dict()[key]) for key in ("metric", "value", "threshold", "passed")
         )

@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import functools
 import hashlib
+import json
 import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -21,9 +23,11 @@ import pytest
 from pytest_analog import __version__
 from pytest_analog.config import load_config
 from pytest_analog.errors import AnalogError
-from pytest_analog.options import read_settings
+from pytest_analog.options import SettingsError, read_settings
 from pytest_analog.record import Criterion
 from pytest_analog.resources import shipped
+
+WORKER_OUTPUT = "pytest_analog"  # key of a worker's state in pytest-xdist's ``workeroutput``
 
 
 class AnalogSession:
@@ -31,17 +35,28 @@ class AnalogSession:
 
     def __init__(self, config: pytest.Config):
         self.pytest_config = config
-        self.settings = read_settings(config)
+        # a pytest-xdist worker measures and hands its state to the controller, which alone writes
+        self.is_worker = hasattr(config, "workerinput")
+        try:
+            self.settings = read_settings(config)
+        except SettingsError as exc:
+            self.settings = exc.settings
+            self._withdraw()
+            raise
         overrides = {}
         if self.settings.max_prompts:  # a quick run: also at most that many items per benchmark task
             overrides.update({"prompts.max_prompts": self.settings.max_prompts, "benchmarks.limit": self.settings.max_prompts})
         if self.settings.tasks:
             overrides["benchmarks.tasks"] = list(self.settings.tasks)
-        try:
+        with self._checking():
             self.config = load_config(self.settings.config, **overrides)
-        except AnalogError as exc:
-            raise pytest.UsageError(str(exc)) from None
         self.criteria: list[Criterion] = []
+        self._nodeids: dict[str, str] = {}  # criterion id -> id of the test that recorded it
+        self._collected: list[tuple[int, Criterion]] = []  # (collection index, criterion) from xdist workers
+        self._merged: set[str] = set()  # xdist workers whose state was merged
+        self._merged_models: dict | None = None  # model records from a worker that loaded the models
+        self._deselected = 0  # deselected tests that record criteria (-k, -m, --lf, --deselect, --sw)
+        self._partial: str | None = None  # why this run's report covers only part of the criteria
         self.sections: dict[str, Any] = {}  # report sections a suite adds (steering, benchmarks, ...), by key
         self._sources: tuple = ()  # (teacher, student) `ModelSource`, resolved before collection
         self._depths: tuple[int, int] | None = None
@@ -83,12 +98,15 @@ class AnalogSession:
     # -- models ---------------------------------------------------------------------------
 
     def check_models(self) -> None:
-        """Resolve both models and read their configs (no weights), so bad input fails before any test."""
+        """Check every input that can be checked before any test, so bad input is a usage error (exit 4):
+        both models (resolved, configs read, safetensors headers, tokenizer code; no weights loaded),
+        the prompt set, steering layers and behaviours, benchmark tasks."""
         from pytest_analog.fidelity import gated_layers, layer_map
-        from pytest_analog.models import read_config, resolve_device, resolve_source
+        from pytest_analog.models import check_files, read_config, resolve_device, resolve_source
+        from pytest_analog.prompts import load_prompts
 
         settings = self.settings
-        try:
+        with self._checking():
             resolve_device(settings.device)
             sources, depths = [], []
             for ref in (settings.teacher, settings.student):
@@ -97,7 +115,9 @@ class AnalogSession:
                         resolve_source(ref, allow_pickle=settings.allow_pickle, trust_remote_code=settings.trust_remote_code)
                     )
                 config = read_config(sources[-1], trust_remote_code=settings.trust_remote_code)
+                check_files(sources[-1], trust_remote_code=settings.trust_remote_code)
                 depths.append(config.get_text_config().num_hidden_layers)
+            load_prompts(self.config.prompts.set)
             layer_map(self.config, gated_layers(self.config, depths[0]), *depths)
             if "steering" in settings.suites:
                 _check_steering(self.config.steering, depths)
@@ -106,8 +126,6 @@ class AnalogSession:
                 from pytest_analog.evals import resolve_tasks
 
                 self._tasks = resolve_tasks(self.config.benchmarks.tasks)
-        except AnalogError as exc:
-            raise pytest.UsageError(str(exc)) from None
         self._sources = tuple(sources)
         self._depths = (depths[0], depths[1])
 
@@ -369,8 +387,64 @@ class AnalogSession:
 
     # -- criteria and report -----------------------------------------------------------------
 
-    def add(self, criterion: Criterion) -> None:
+    def add(self, criterion: Criterion, nodeid: str | None = None) -> None:
+        """Record ``criterion``; ``nodeid``, the test that measured it, orders criteria merged from xdist workers."""
         self.criteria.append(criterion)
+        if nodeid:
+            self._nodeids[criterion.id] = nodeid
+
+    def note_deselected(self, items) -> None:
+        """Count deselected tests that record criteria: without them the report covers part of the gate."""
+        self._deselected += sum("fidelity_record" in getattr(item, "fixturenames", ()) for item in items)
+
+    def worker_output(self, items) -> str:
+        """What an xdist worker hands the controller (JSON): its criteria with their tests' collection
+        indices, report sections, failure, measurements and model records."""
+        order = {item.nodeid: i for i, item in enumerate(items)}
+        state = {
+            "criteria": [
+                [order.get(self._nodeids.get(c.id), len(order)), dataclasses.asdict(c)] for c in self.criteria
+            ],
+            "sections": self.sections,
+            "failure": self._failure,
+            "measurements": self._measurements.to_dict() if self._measurements else None,
+            "measurements_cached": self.measurements_cached,
+            "models": self._models_info(),
+            "deselected": self._deselected,
+        }
+        return json.dumps(state, default=lambda value: value.tolist() if hasattr(value, "tolist") else str(value))
+
+    def merge_worker(self, worker: str, output: str | None, error: object = None) -> None:
+        """Take in an xdist worker's `worker_output`; a worker that went down without one fails the run."""
+        from pytest_analog.fidelity import Measurements
+
+        if worker in self._merged:
+            return
+        self._merged.add(worker)
+        if output is None:
+            self._failure = self._failure or (
+                f"pytest-xdist worker {worker} went down ({error or 'no output'}); the criteria it measured are missing"
+            )
+            return
+        state = json.loads(output)
+        self._collected += [(index, Criterion(**fields)) for index, fields in state["criteria"]]
+        self._collected.sort(key=lambda pair: pair[0])  # collection order, as a serial run records them
+        self.criteria = [criterion for _, criterion in self._collected]
+        for key, section in state["sections"].items():
+            self.sections.setdefault(key, section)
+        self._failure = self._failure or state["failure"]
+        if self._measurements is None and state["measurements"] is not None:
+            self._measurements = Measurements.from_dict(state["measurements"])
+            self.measurements_cached = state["measurements_cached"]
+        self._merged_models = self._merged_models or state["models"]
+        self._deselected = max(self._deselected, state["deselected"])  # every worker collects the same tests
+
+    def _models_info(self) -> dict | None:
+        if self._measurements:
+            return self._measurements.models
+        if self._pair:
+            return {"teacher": self._pair.teacher.info, "student": self._pair.student.info}
+        return self._merged_models
 
     def report(self) -> dict[str, Any]:
         """The report document (see `pytest_analog.report.schema`)."""
@@ -379,7 +453,7 @@ class AnalogSession:
         criteria = [c.to_dict() for c in self.criteria]
         gated = [c for c in self.criteria if c.gated]
         failed = sum(not c.passed for c in gated)
-        verdict = "fail" if failed or self._failure else "pass" if gated else "no gated criteria"
+        verdict = "fail" if failed or self._failure else "partial" if self._partial else "pass" if gated else "no gated criteria"
         report = {
             "schema_version": SCHEMA_VERSION,
             "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -397,9 +471,11 @@ class AnalogSession:
         }
         if self._failure:
             report["error"] = self._failure
+        if self._partial:
+            report["partial"] = self._partial
         report.update(self.sections)
         m = self._measurements
-        infos = m.models if m else {"teacher": self._pair.teacher.info, "student": self._pair.student.info} if self._pair else None
+        infos = self._models_info()
         if infos:
             report["models"] = {
                 **infos,
@@ -426,20 +502,66 @@ class AnalogSession:
             }
         return report
 
-    def finish(self) -> list[Path]:
-        """Write the report files when --analog-report was given, and the bundle for --analog-submit."""
+    def finish(self, session: pytest.Session) -> list[Path]:
+        """Write the report files for --analog-report and the bundle for --analog-submit (the xdist
+        controller or a serial run only; a worker hands its state over in `worker_output`).
+
+        What this run leaves at those paths is its own: a run with nothing to report removes
+        the earlier report files and bundle, and a partial run (`_partial_reason`) writes a
+        report whose verdict is at best "partial" and no bundle. ``--collect-only`` touches nothing.
+        """
+        from pytest_analog.atomic import remove_files
         from pytest_analog.report import write_reports
 
-        if not (self.settings.report or self.settings.submit) or not (self.criteria or self._failure):
+        if self.is_worker or session.config.option.collectonly:
+            return []
+        self._partial = self._partial_reason(session)
+        if not (self.criteria or self._failure):
+            self._withdraw()
             return []
         report = self.report()
         written = write_reports(report, self.settings.report) if self.settings.report else []
-        if self.settings.submit and "models" in report:
+        if self.settings.submit and "models" in report and not self._partial:
             from pytest_analog.submission import write_submission
 
             self.submitted = write_submission(report, *self._sources, self.settings.submit, self.cache_dir)
             written.append(self.submitted)
+        elif self.settings.submit:
+            remove_files([self.settings.submit])
         return written
+
+    def _partial_reason(self, session: pytest.Session) -> str | None:
+        """Why the tests that ran are not every test that records a criterion, or None."""
+        if self._deselected:
+            return f"{self._deselected} test(s) that record criteria were deselected (-k, -m, --lf, --deselect or --sw)"
+        last_failed = self.pytest_config.pluginmanager.get_plugin("lfplugin")
+        if self.pytest_config.getoption("lf", False) and last_failed is not None and last_failed.lastfailed:
+            return "run with --lf: only the tests that failed last time ran"
+        stopped = session.shouldfail or session.shouldstop or session.exitstatus == pytest.ExitCode.INTERRUPTED
+        if stopped:
+            return f"the run stopped before every test ran ({stopped if isinstance(stopped, str) else 'interrupted'})"
+        return None
+
+    @contextlib.contextmanager
+    def _checking(self):
+        """Bad input found before measuring: a one-line usage error, and no earlier verdict left behind."""
+        try:
+            yield
+        except AnalogError as exc:
+            self._withdraw()
+            raise pytest.UsageError(str(exc)) from None
+
+    def _withdraw(self) -> None:
+        """Remove the earlier report files and bundle from this run's output paths (never on a worker)."""
+        from pytest_analog.atomic import remove_files
+        from pytest_analog.report import remove_reports
+
+        if self.is_worker:
+            return
+        if self.settings.report:
+            remove_reports(self.settings.report)
+        if self.settings.submit:
+            remove_files([self.settings.submit])
 
     def display(self, terminalreporter) -> None:
         from pytest_analog.report import terminal_lines
@@ -452,7 +574,8 @@ class AnalogSession:
         if self.settings.report:
             terminalreporter.write_line(f"report: {self.settings.report / 'fidelity.html'}")
         if self.settings.submit:
-            written = f"submission: {self.submitted}" if self.submitted else "submission: none written (no model was measured)"
+            why = "partial run" if self._partial else "no model was measured"
+            written = f"submission: {self.submitted}" if self.submitted else f"submission: none written ({why})"
             terminalreporter.write_line(written)
 
 

@@ -5,10 +5,10 @@ this package only renders it, so a saved ``fidelity.json`` can be rendered
 again later without models or torch.
 """
 
-from pytest_analog.report._write import write_reports
+from pytest_analog.report._write import remove_reports, write_reports
 from pytest_analog.report.html import render_html
 from pytest_analog.report.markdown import render_markdown
 from pytest_analog.report.schema import SCHEMA_VERSION
 from pytest_analog.report.terminal import terminal_lines
 
-__all__ = ["SCHEMA_VERSION", "render_html", "render_markdown", "terminal_lines", "write_reports"]
+__all__ = ["SCHEMA_VERSION", "remove_reports", "render_html", "render_markdown", "terminal_lines", "write_reports"]

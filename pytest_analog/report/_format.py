@@ -39,6 +39,7 @@ KNOWN_SECTIONS = frozenset(
         "criteria",
         "summary",
         "error",
+        "partial",
         "steering",
         "benchmarks",
     }

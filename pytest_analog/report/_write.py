@@ -1,14 +1,15 @@
 """Writing the three report files.
 
 All three documents are rendered in memory before the first byte is written,
-so a renderer that raises leaves the previous reports untouched, and each
-file is replaced atomically, so a reader never sees half a file.
+so a renderer that raises leaves the previous reports untouched, and the three
+files are replaced as a set (`atomic.replace_files`), so a reader never sees
+half a file, nor a new ``fidelity.json`` beside an old ``fidelity.md``.
 """
 
 import json
 from pathlib import Path
 
-from pytest_analog.atomic import write_atomic
+from pytest_analog.atomic import remove_files, replace_files
 from pytest_analog.report._format import to_jsonable
 from pytest_analog.report.html import render_html
 from pytest_analog.report.markdown import render_markdown
@@ -43,7 +44,11 @@ def write_reports(report, directory):
         directory / MARKDOWN_NAME: render_markdown(report),
         directory / HTML_NAME: render_html(report),
     }
-    directory.mkdir(parents=True, exist_ok=True)
-    for path, text in documents.items():
-        write_atomic(path, text)
+    replace_files(documents)
     return list(documents)
+
+
+def remove_reports(directory):
+    """Remove the report files (and temporary files of killed writes) from ``directory``: a run
+    that measured nothing leaves no earlier verdict behind."""
+    remove_files(Path(directory) / name for name in (JSON_NAME, MARKDOWN_NAME, HTML_NAME))

@@ -153,6 +153,7 @@ def _banner(report):
         f"<div>{esc(counts_sentence(summary_counts(report)))}</div>"
         f"<div>teacher <code>{esc(teacher)}</code> → analog <code>{esc(student)}</code></div>"
         + (f"<p><strong>Error:</strong> {esc(report['error'])}</p>" if report.get("error") else "")
+        + (f"<p><strong>Partial run:</strong> {esc(report['partial'])}</p>" if report.get("partial") else "")
         + (f"<ul>{items}</ul>" if items else "")
         + "</div>\n</header>"
     )

@@ -64,9 +64,8 @@ def _heading(report):
 
 
 def _error(report):
-    if not report.get("error"):
-        return None
-    return f"> **Error:** {cell(report['error'])}"
+    notes = [f"> **{label}:** {cell(report[key])}" for key, label in (("error", "Error"), ("partial", "Partial run")) if report.get(key)]
+    return "\n>\n".join(notes) or None
 
 
 def _models(report):

@@ -12,7 +12,7 @@ from typing import Literal, TypedDict
 
 SCHEMA_VERSION = 1
 
-Verdict = Literal["pass", "fail", "no gated criteria"]
+Verdict = Literal["pass", "fail", "partial", "no gated criteria"]
 
 
 class ToolInfo(TypedDict):
@@ -208,7 +208,7 @@ class _ReportRequired(TypedDict):
     created: str
     # What wrote the report.
     tool: ToolInfo
-    # "pass", "fail", or "no gated criteria".
+    # "pass", "fail", "partial" (nothing failed, but not every criterion ran: see ``partial``), or "no gated criteria".
     verdict: Verdict
     # Teacher and analog descriptions.
     models: ModelsSection
@@ -257,5 +257,8 @@ class ReportDocument(_ReportRequired, total=False):
     # One-line message of a session-level failure (a model that would not load, a bad prompt
     # set) that stopped measuring and forced the verdict to "fail"; absent when there was none.
     error: str
+    # Why the report covers only part of the criteria (deselected tests, --lf, a run stopped
+    # early); absent for a full run. Such a report never passes and is never submitted.
+    partial: str
     # Steering transfer; present when the steering suite ran.
     steering: SteeringSection

@@ -75,6 +75,8 @@ def terminal_lines(report, max_lines=40):
     head = [f"analog fidelity: {verdict_of(report).upper()} - {counts_sentence(summary_counts(report))}"]
     if report.get("error"):
         head.append(f"  error: {report['error']}")
+    if report.get("partial"):
+        head.append(f"  partial run: {report['partial']}")
     if not criteria:
         return head
 
