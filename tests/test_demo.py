@@ -23,8 +23,8 @@ def no_distillation(monkeypatch, tiny_dir):
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        ("--analog-suites=bogus", "error: argument --analog-suites: expected all, none or a comma-separated list"),
-        ("--analog-max-prompts=zero", "error: argument --analog-max-prompts: expected an integer >= 1, got 'zero'"),
+        ("--analog-suites=bogus", "ERROR: --analog-suites: expected all, none or a comma-separated list"),
+        ("--analog-max-prompts=zero", "ERROR: --analog-max-prompts: expected an integer >= 1, got 'zero'"),
         ("--no-such-option", "unrecognized arguments: --no-such-option"),
     ],
     ids=["bad-suite", "bad-value", "unknown-option"],
