@@ -43,18 +43,23 @@ class Layers:
     matrix_rows: int
 
 
+Gate = Literal["point", "lower_bound"]  # the decision rule: see `record.judge`
+
+
 @dataclass(frozen=True)
 class AtLeast:
-    """A higher-is-better criterion, gated when ``min`` is set."""
+    """A higher-is-better criterion, gated when ``min`` is set; ``gate`` null follows the global rule."""
 
     min: float | None
+    gate: Gate | None
 
 
 @dataclass(frozen=True)
 class AtMost:
-    """A lower-is-better criterion, gated when ``max`` is set."""
+    """A lower-is-better criterion, gated when ``max`` is set; ``gate`` null follows the global rule."""
 
     max: float | None
+    gate: Gate | None
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,7 @@ class Benchmarks:
     batch_size: int
     min_retained: float | None
     max_drop: float | None
+    gate: Gate | None
     per_task: dict[str, dict[str, float | None]]
 
     def __post_init__(self):
@@ -204,12 +210,12 @@ class Benchmarks:
             if unknown:
                 raise AnalogError(f"benchmarks.per_task.{task}: unknown key(s) {', '.join(sorted(unknown))}; use min_retained or max_drop")
         for task in ["", *self.per_task]:
-            retained, drop = self.gate(task or None)
+            retained, drop = self.thresholds(task or None)
             if retained is not None and drop is not None:
                 where = f"benchmarks.per_task.{task}" if task else "benchmarks"
                 raise AnalogError(f"{where}: give min_retained or max_drop, not both (set the other to null)")
 
-    def gate(self, task: str | None) -> tuple[float | None, float | None]:
+    def thresholds(self, task: str | None) -> tuple[float | None, float | None]:
         """(min_retained, max_drop) for ``task``: its per_task entry (a key left out is null), else the defaults."""
         own = self.per_task.get(task) if task else None
         if own is None:
@@ -223,6 +229,7 @@ class Config:
     prompts: Prompts
     batch_size: int
     seed: int
+    gate: Gate
     positions: Positions
     layers: Layers
     chance: Chance

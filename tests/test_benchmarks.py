@@ -132,8 +132,8 @@ def test_compare_gives_chance_delta_and_retained_per_task():
 
 def test_per_task_gates_in_the_config(tmp_path):
     config = load_config(write_yaml(tmp_path / "a.yaml", {"benchmarks": {"per_task": {"analog_capitals": {"max_drop": 0.1}}}}))
-    assert config.benchmarks.gate("analog_capitals") == (None, 0.1)
-    assert config.benchmarks.gate("analog_agreement") == (0.5, None)
+    assert config.benchmarks.thresholds("analog_capitals") == (None, 0.1)
+    assert config.benchmarks.thresholds("analog_agreement") == (0.5, None)
     with pytest.raises(AnalogError, match="give min_retained or max_drop, not both"):
         load_config(write_yaml(tmp_path / "b.yaml", {"benchmarks": {"max_drop": 0.1}}))
     with pytest.raises(AnalogError, match="unknown key.*min_retaind"):

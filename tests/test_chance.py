@@ -9,7 +9,7 @@ import torch
 from pytest_analog import metrics
 from pytest_analog.config import load_config
 from pytest_analog.errors import AnalogError
-from pytest_analog.record import make_criterion
+from pytest_analog.record import chance_corrected, make_criterion
 from tests.conftest import write_yaml
 
 
@@ -146,6 +146,51 @@ def test_a_criterion_can_gate_on_the_corrected_score():
     assert "on the corrected score" in corrected.message and "chance 0.45" in corrected.message
     missing = make_criterion("a", "s", "cka", 0.9, min=0.5, score="corrected")
     assert not missing.passed and "no corrected score" in missing.message
+
+
+def test_a_chance_level_below_zero_never_lifts_the_corrected_score_above_the_raw_one():
+    rng = np.random.default_rng(0)
+    value, chance = rng.uniform(-1, 1, 500), rng.uniform(-1, 0.99, 500)
+    floor = np.where(chance > 0, chance, 0.0)  # written out: chance is clipped at 0
+    assert np.allclose(chance_corrected(value, chance), (value - floor) / (1 - floor))
+    assert np.all(chance_corrected(value, chance) <= value + 1e-15)
+    assert chance_corrected(0.5, -0.2) == 0.5
+    lifted = make_criterion("a", "s", "cka", 0.45, min=0.5, chance=-0.2, score="corrected")
+    assert lifted.corrected == 0.45 and not lifted.passed  # (0.45 + 0.2) / 1.2 = 0.54 would pass
+
+
+def test_a_score_exactly_at_its_threshold_passes_despite_float_rounding():
+    assert (0.6 - 0.2) / 0.8 < 0.5  # what a naive comparison sees
+    assert make_criterion("a", "s", "cka", 0.6, min=0.5, chance=0.2, score="corrected").passed
+    assert make_criterion("a", "s", "kl", 0.1 + 0.2, max=0.3).passed  # 0.30000000000000004
+    assert not make_criterion("a", "s", "cka", 0.6, min=0.5, chance=0.2001, score="corrected").passed
+    assert not make_criterion("a", "s", "kl", 0.3001, max=0.3).passed
+
+
+@pytest.mark.parametrize(
+    ("bound", "value", "interval", "point", "lower_bound", "close"),
+    [
+        ({"min": 0.5}, 0.6, (0.45, 0.7), True, False, True),  # estimate clears it, the interval does not
+        ({"min": 0.5}, 0.6, (0.55, 0.7), True, True, False),
+        ({"min": 0.5}, 0.45, (0.4, 0.55), False, False, True),
+        ({"max": 0.25}, 0.2, (0.1, 0.3), True, False, True),  # a max is judged at the interval's upper end
+        ({"max": 0.25}, 0.2, (0.1, 0.24), True, True, False),
+        ({"min": 0.5}, 0.6, None, True, True, False),  # no interval: the estimate stands for it
+    ],
+)
+def test_the_decision_rule_and_too_close_to_call(bound, value, interval, point, lower_bound, close):
+    made = {gate: make_criterion("a", "s", "m", value, interval=interval, gate=gate, **bound)
+            for gate in ("point", "lower_bound")}
+    assert (made["point"].passed, made["lower_bound"].passed) == (point, lower_bound)
+    assert made["point"].too_close_to_call is close and made["point"].to_dict()["too_close_to_call"] is close
+    assert ("too close to call" in made["lower_bound"].message) is close
+    assert made["lower_bound"].to_dict()["gate"] == "lower_bound"
+    corrected = make_criterion("a", "s", "cka", 0.7, min=0.5, chance=0.1, score="corrected",
+                               interval=(0.65, 0.75), corrected_interval=(0.4, 0.7), gate="lower_bound")
+    assert not corrected.passed and corrected.too_close_to_call  # the corrected interval is the one judged
+    assert not make_criterion("a", "s", "m", 0.2, interval=(0.1, 0.3)).too_close_to_call  # ungated
+    with pytest.raises(ValueError, match="gate must be 'point' or 'lower_bound'"):
+        make_criterion("a", "s", "m", 0.6, min=0.5, gate="upper")
 
 
 def test_corrected_score_needs_a_control(tmp_path):
