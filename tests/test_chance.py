@@ -296,6 +296,28 @@ def test_the_transfer_ratio_stands_beside_the_random_vectors_ratio():
     assert criterion.above_chance and not criterion.passed  # 0.8 transfers, beats chance, misses the 0.9 gate
 
 
+def test_a_random_vector_pushing_the_other_way_is_no_lower_chance_level():
+    from pytest_analog.steering.transfer import transfer_criteria
+
+    rng = np.random.default_rng(1)
+    alphas, base = [0.0, 0.1, 0.2], rng.uniform(0.3, 0.7, 30)
+    slopes = {"native": 1.5, "transferred": 0.9, "random": -0.6}
+    per_item = {name: [list(base + slope * a + (a > 0) * rng.normal(0, 0.01, 30)) for a in alphas]
+                for name, slope in slopes.items()}
+    probability = {name: [float(np.mean(p)) for p in ps] for name, ps in per_item.items()}
+    curve = {"alphas": alphas, "baseline": float(base.mean()), "probability": probability,
+             "effect": {name: [p - base.mean() for p in ps] for name, ps in probability.items()},
+             "baseline_items": base.tolist(), "item_probability": per_item}
+    out = transfer_criteria(curve, min_native_effect=0.05)
+    k = alphas.index(out["half_max_alpha"])
+    effect = {name: np.mean(np.asarray(ps[k]) - base) for name, ps in per_item.items()}
+    chance = out["transfer_ratio_chance"]
+    assert chance["chance"] == pytest.approx(abs(effect["random"]) / effect["native"])  # about 0.4, not -0.4
+    made = make_criterion("s", "steering", "transfer_ratio", out["transfer_ratio"], min=0.9, **chance)
+    assert made.corrected < made.value  # 0.6 raw; a chance of -0.4 would have made it 0.71
+    assert chance["corrected_interval"][1] <= chance["interval"][1]
+
+
 def test_the_retained_fraction_stands_beside_chance_zero():
     from pytest_analog.evals import criterion
 
