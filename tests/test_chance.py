@@ -322,10 +322,10 @@ def test_the_retained_fraction_stands_beside_chance_zero():
     from pytest_analog.evals import criterion
 
     row = {"metric": "acc", "teacher": 0.85, "analog": 0.55, "delta": -0.30, "delta_ci95": [-0.36, -0.24],
-           "chance": 0.25, "retained": 0.5, "higher_is_better": True, "note": None}
+           "chance": 0.25, "retained": 0.5, "retained_ci95": [0.41, 0.59], "higher_is_better": True, "note": None}
     args = criterion(row, min_retained=0.5, max_drop=None)
     assert args["chance"] == 0.0 and args["chance_accuracy"] == 0.25
-    assert args["interval"] == pytest.approx((1 - 0.36 / 0.6, 1 - 0.24 / 0.6))  # 1 + delta / (teacher - chance)
+    assert args["interval"] == args["corrected_interval"] == [0.41, 0.59]
     made = make_criterion("b", "benchmarks", args.pop("metric"), args.pop("value"), **args)
     assert made.corrected == pytest.approx(0.5) and made.above_chance
     bits = {**row, "metric": "bits_per_byte", "chance": None, "retained": 0.8, "higher_is_better": False}

@@ -147,6 +147,8 @@ class BenchmarkTask(TypedDict):
     # higher-is-better metrics, teacher / analog for lower-is-better; null when the teacher
     # is not above chance beyond its interval.
     retained: float | None
+    # Its 95 % delta-method interval: a ratio of both models' scores, each varying over the items.
+    retained_ci95: list[float] | None
     # Why a value above is null, when one is.
     note: str | None
 
