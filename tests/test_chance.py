@@ -112,6 +112,26 @@ def test_rbf_and_knn_replicates_match_the_full_metric_and_their_null():
     assert abs(np.mean(metrics.rbf_cka_replicates(x, z, counts, debiased=True))) < 0.03
 
 
+def test_mutual_knn_intervals_cover_at_about_their_nominal_rate():
+    # prompts share a latent structure both models see through noise; the truth is the
+    # metric's mean over many independent prompt sets of the same size
+    rng = np.random.default_rng(0)
+    n, k, latent = 60, 4, rng.normal(size=(2, 4, 16))
+
+    def prompts():
+        z = rng.normal(size=(n, 4))
+        return z @ latent[0] + rng.normal(size=(n, 16)), z @ latent[1] + rng.normal(size=(n, 16))
+
+    truth = np.mean([metrics.mutual_knn(*prompts(), k=k) for _ in range(200)])
+    covered = []
+    for seed in range(60):
+        x, y = prompts()
+        low, high = metrics.percentile_interval(
+            metrics.mutual_knn_replicates(x, y, metrics.resample_counts(n, 100, seed=seed), k=k))
+        covered.append(low <= truth <= high)
+    assert 0.9 <= np.mean(covered) <= 1.0, np.mean(covered)  # 0.95 nominal; resampling only the overlaps: 0.8
+
+
 def test_interval_covers_the_full_data_value_and_narrows_with_more_prompts():
     rng = np.random.default_rng(5)
     widths = []
