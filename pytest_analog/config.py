@@ -72,6 +72,7 @@ class Scored(AtLeast):
 @dataclass(frozen=True)
 class CKACriterion(Scored):
     debiased: bool
+    min_prompts: int
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,7 @@ _RANGES = {
     "chance.resamples": (lambda v: v == 0 or v >= 10, "0 (no intervals) or an integer >= 10"),
     "chance.confidence": (lambda v: 0 < v < 1, "a number between 0 and 1"),
     "chance.rows": (lambda v: v >= 8, "an integer >= 8"),
+    "criteria.cka.min_prompts": (lambda v: v >= 1, "an integer >= 1"),
     "criteria.mutual_knn.k": (lambda v: v >= 1, "an integer >= 1"),
     "criteria.rbf_cka.sigma_frac": (lambda v: v > 0, "a number > 0"),
     "criteria.embedding_geometry.rows": (lambda v: v >= 3, "an integer >= 3"),
