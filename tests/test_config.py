@@ -93,5 +93,5 @@ def test_missing_file(tmp_path):
 
 def test_config_round_trips_into_the_report():
     data = load_config().to_dict()
-    assert data["criteria"]["cka"] == {"min": 0.5, "gate": None, "score": "corrected", "debiased": True}
+    assert data["criteria"]["cka"] == {"min": 0.5, "gate": None, "score": "corrected", "debiased": True, "min_prompts": 50}
     assert data["gate"] == "point"
