@@ -11,11 +11,12 @@ Rows are aligned between the two models before any metric sees them:
   tokenizer added (BOS) and, by default, the first position of every sequence
   (the attention sink) are left out;
 - different tokenizers: the last sub-token of each whitespace word, from the
-  tokenizers' character offsets; a prompt whose word counts differ after
-  truncation is dropped.
+  tokenizers' character offsets; where truncation cuts the two tokenizations
+  at different words, the words both hold (a shared prefix) are compared.
 
 Each prompt also yields one mean-pooled vector per layer (over the same kept
-positions) for sequence-level metrics.
+positions; with word alignment, those up to the last compared word) for
+sequence-level metrics.
 """
 
 from __future__ import annotations
@@ -153,17 +154,16 @@ def _token_aligned(ids, special, _offsets, skip_first) -> Aligned:
 def _word_aligned(text: str, teacher, student, skip_first: bool) -> Aligned | None:
     t_rows = _last_subtokens(text, *teacher, skip_first)
     s_rows = _last_subtokens(text, *student, skip_first)
-    if len(t_rows) != len(s_rows):
-        return None
-    t_rows, s_rows = np.asarray(t_rows, dtype=np.int64), np.asarray(s_rows, dtype=np.int64)
+    shared = min(len(t_rows), len(s_rows))  # truncation may cut the two at different words: keep the words both hold
+    t_rows, s_rows = np.asarray(t_rows[:shared], dtype=np.int64), np.asarray(s_rows[:shared], dtype=np.int64)
     # A word whose last sub-token is a left-out position (the sink) is left out in both models.
     keep = (t_rows >= 0) & (s_rows >= 0)
     if not keep.any():
         return None
-    return Aligned(
-        teacher[0], student[0], t_rows[keep], s_rows[keep],
-        _kept_positions(teacher[1], skip_first), _kept_positions(student[1], skip_first),
-    )
+    t_rows, s_rows = t_rows[keep], s_rows[keep]
+    # each model's sequence vector averages the tokens of the same words
+    t_pool, s_pool = _kept_positions(teacher[1], skip_first), _kept_positions(student[1], skip_first)
+    return Aligned(teacher[0], student[0], t_rows, s_rows, t_pool[t_pool <= t_rows[-1]], s_pool[s_pool <= s_rows[-1]])
 
 
 def _last_subtokens(text, ids, special, offsets, skip_first) -> list[int]:

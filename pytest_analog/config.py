@@ -45,18 +45,23 @@ class Layers:
     matrix_rows: int
 
 
+Gate = Literal["point", "lower_bound"]  # the decision rule: see `record.judge`
+
+
 @dataclass(frozen=True)
 class AtLeast:
-    """A higher-is-better criterion, gated when ``min`` is set."""
+    """A higher-is-better criterion, gated when ``min`` is set; ``gate`` null follows the global rule."""
 
     min: float | None
+    gate: Gate | None
 
 
 @dataclass(frozen=True)
 class AtMost:
-    """A lower-is-better criterion, gated when ``max`` is set."""
+    """A lower-is-better criterion, gated when ``max`` is set; ``gate`` null follows the global rule."""
 
     max: float | None
+    gate: Gate | None
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class Scored(AtLeast):
 @dataclass(frozen=True)
 class CKACriterion(Scored):
     debiased: bool
+    min_prompts: int
 
 
 @dataclass(frozen=True)
@@ -203,6 +209,7 @@ class Benchmarks:
     batch_size: int
     min_retained: float | None
     max_drop: float | None
+    gate: Gate | None
     per_task: dict[str, dict[str, float | None]]
 
     def __post_init__(self):
@@ -211,12 +218,12 @@ class Benchmarks:
             if unknown:
                 raise AnalogError(f"benchmarks.per_task.{task}: unknown key(s) {', '.join(sorted(unknown))}; use min_retained or max_drop")
         for task in ["", *self.per_task]:
-            retained, drop = self.gate(task or None)
+            retained, drop = self.thresholds(task or None)
             if retained is not None and drop is not None:
                 where = f"benchmarks.per_task.{task}" if task else "benchmarks"
                 raise AnalogError(f"{where}: give min_retained or max_drop, not both (set the other to null)")
 
-    def gate(self, task: str | None) -> tuple[float | None, float | None]:
+    def thresholds(self, task: str | None) -> tuple[float | None, float | None]:
         """(min_retained, max_drop) for ``task``: its per_task entry (a key left out is null), else the defaults."""
         own = self.per_task.get(task) if task else None
         if own is None:
@@ -230,6 +237,7 @@ class Config:
     prompts: Prompts
     batch_size: int
     seed: int
+    gate: Gate
     positions: Positions
     layers: Layers
     chance: Chance
@@ -253,6 +261,7 @@ _RANGES = {
     "chance.resamples": (lambda v: v == 0 or v >= 10, "0 (no intervals) or an integer >= 10"),
     "chance.confidence": (lambda v: 0 < v < 1, "a number between 0 and 1"),
     "chance.rows": (lambda v: v >= 8, "an integer >= 8"),
+    "criteria.cka.min_prompts": (lambda v: v >= 1, "an integer >= 1"),
     "criteria.mutual_knn.k": (lambda v: v >= 1, "an integer >= 1"),
     "criteria.rbf_cka.sigma_frac": (lambda v: v > 0, "a number > 0"),
     "criteria.embedding_geometry.rows": (lambda v: v >= 3, "an integer >= 3"),

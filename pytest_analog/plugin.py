@@ -134,11 +134,14 @@ def fidelity_record(request: pytest.FixtureRequest, analog_session):
     """Record a criterion in the fidelity report; fails the test when a gated one fails.
 
     Call it once per test as ``fidelity_record(metric, value, min=..., max=..., **details)``;
-    without ``min`` or ``max`` the value is reported but never fails.
+    without ``min`` or ``max`` the value is reported but never fails. ``gate`` (the decision
+    rule, `record.judge`) defaults to the config's global ``gate``.
     """
 
     def record(metric: str, value, **kwargs):
         suite = request.node.module.__name__.rpartition(".")[2].removeprefix("test_")
+        if kwargs.get("gate") is None:
+            kwargs["gate"] = analog_session.config.gate
         criterion = make_criterion(f"{suite}::{request.node.name}", suite, metric, value, **kwargs)
         if any(c.id == criterion.id for c in analog_session.criteria):
             pytest.fail(

@@ -14,15 +14,61 @@ import numpy as np
 
 
 def chance_corrected(value, chance):
-    """(value - chance) / (1 - chance), elementwise on arrays: 0 at chance level, 1 for a perfect
-    score, NaN where chance >= 1. A float for floats."""
-    value, chance = np.asarray(value, dtype=np.float64), np.asarray(chance, dtype=np.float64)
+    """(value - c) / (1 - c) with c = max(chance, 0), elementwise on arrays: 0 at chance level, 1 for a
+    perfect score, NaN where chance >= 1. A float for floats.
+
+    A chance level below 0 (a control whose debiased score is noise around 0, or a random
+    direction that happened to move the behaviour the other way) is taken as 0: no control
+    lacks structure more than none, and dividing by 1 - c > 1 would lift the corrected score
+    above the raw one. So the corrected score never exceeds a raw score <= 1.
+    """
+    value = np.asarray(value, dtype=np.float64)
+    chance = np.maximum(np.asarray(chance, dtype=np.float64), 0.0)  # NaN stays NaN
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(chance < 1, (value - chance) / (1 - chance), np.nan)
     return float(out) if out.ndim == 0 else out
 
 
 _ANY = (-math.inf, math.inf)
+
+GATES = ("point", "lower_bound")
+
+# Values this close to a threshold count as at it: float rounding leaves a few units in the last
+# place, e.g. (0.6 - 0.2) / 0.8 = 0.49999999999999994 must meet ">= 0.5". 1e-9 is far above that
+# rounding and far below any difference a measurement resolves.
+TOLERANCE = 1e-9
+
+
+def meets(value: float | None, threshold: float, direction: str) -> bool:
+    """Whether ``value`` is at least (``direction="min"``) or at most (``"max"``) ``threshold``,
+    within `TOLERANCE` (relative, absolute near 0). False for None or NaN."""
+    if value is None or not math.isfinite(value):
+        return False
+    if math.isclose(value, threshold, rel_tol=TOLERANCE, abs_tol=TOLERANCE):
+        return True
+    return value >= threshold if direction == "min" else value <= threshold
+
+
+def judge(judged: float | None, threshold: float, direction: str, interval=None, gate: str = "point") -> bool:
+    """The verdict of a gated criterion, shared by the suites, the reports and the leaderboard.
+
+    ``gate="point"`` judges the estimate ``judged``. ``gate="lower_bound"`` asks the
+    interval to clear the threshold: its lower end for a ``min``, its upper end for a
+    ``max``; without a (finite) interval the estimate stands for it, as for the exact
+    compliance checks. No estimate fails either way.
+    """
+    if judged is None or not math.isfinite(judged):
+        return False
+    if gate == "lower_bound" and interval is not None and all(math.isfinite(v) for v in interval):
+        judged = interval[0] if direction == "min" else interval[1]
+    return meets(judged, threshold, direction)
+
+
+def straddles(interval, threshold: float | None) -> bool:
+    """Whether ``interval`` (low, high) holds ``threshold`` strictly inside: too close to call."""
+    if interval is None or threshold is None or not all(math.isfinite(v) for v in interval):
+        return False
+    return interval[0] < threshold < interval[1]
 
 
 @dataclass(frozen=True)
@@ -242,11 +288,22 @@ class Criterion:
     corrected: float | None = None  # (value - chance) / (1 - chance): 0 at chance, 1 perfect
     corrected_interval: tuple[float, float] | None = None
     score: str = "raw"  # what the threshold applies to: "raw" (value) or "corrected"
+    gate: str = "point"  # decision rule: "point" (the estimate) or "lower_bound" (the interval's far end)
 
     @property
     def judged(self) -> float | None:
         """The number the threshold applies to."""
         return self.corrected if self.score == "corrected" else self.value
+
+    @property
+    def judged_interval(self) -> tuple[float, float] | None:
+        """The interval of the number the threshold applies to."""
+        return self.corrected_interval if self.score == "corrected" else self.interval
+
+    @property
+    def too_close_to_call(self) -> bool:
+        """A gated criterion whose interval holds its threshold: the data do not decide the verdict."""
+        return self.gated and straddles(self.judged_interval, self.threshold)
 
     @property
     def above_chance(self) -> bool | None:
@@ -265,6 +322,7 @@ class Criterion:
             if data[key] is not None:
                 data[key] = [v if math.isfinite(v) else None for v in data[key]]
         data["above_chance"] = self.above_chance
+        data["too_close_to_call"] = self.too_close_to_call
         return data
 
     @property
@@ -287,6 +345,12 @@ class Criterion:
         op = ">=" if self.direction == "min" else "<="
         verdict = "passes" if self.passed else "fails"
         text = f"{head} {verdict} {op} {self.threshold:g}" + (" on the corrected score" if self.score == "corrected" else "")
+        bounds = self.judged_interval
+        if self.gate == "lower_bound" and bounds is not None and all(math.isfinite(v) for v in bounds):
+            end = "lower" if self.direction == "min" else "upper"
+            text += f" at its interval's {end} end {bounds[0] if end == 'lower' else bounds[1]:.4g}"
+        if self.too_close_to_call:
+            text += f" (too close to call: its interval [{bounds[0]:.4g}, {bounds[1]:.4g}] holds the threshold)"
         metric = METRICS.get(self.metric)
         why = self.reason or (metric.failure if metric else None)
         return f"{text}: {why}" if not self.passed and why else text
@@ -307,6 +371,7 @@ def make_criterion(
     chance_interval=None,
     corrected_interval=None,
     score: str = "raw",
+    gate: str = "point",
     **details: Any,
 ) -> Criterion:
     """Judge ``value`` (or, with ``score="corrected"``, its chance-corrected score) against at most
@@ -314,12 +379,15 @@ def make_criterion(
 
     ``chance`` is the same metric for a control without learned structure; the
     corrected score (value - chance) / (1 - chance) is computed from it.
-    Intervals are (low, high) pairs, e.g. from a bootstrap.
+    Intervals are (low, high) pairs, e.g. from a bootstrap. ``gate`` is the decision rule
+    (`judge`): "point" judges the estimate, "lower_bound" the interval's conservative end.
     """
     if min is not None and max is not None:
         raise ValueError(f"criterion {id}: give min or max, not both")
     if score not in ("raw", "corrected"):
         raise ValueError(f"criterion {id}: score must be 'raw' or 'corrected', got {score!r}")
+    if gate not in GATES:
+        raise ValueError(f"criterion {id}: gate must be 'point' or 'lower_bound', got {gate!r}")
     threshold = min if min is not None else max
     direction = "min" if min is not None else "max" if max is not None else None
     gated = threshold is not None
@@ -331,15 +399,13 @@ def make_criterion(
     if score == "corrected" and chance is None and reason is None:
         reason = "no chance level was measured for the corrected score"
     judged = corrected if score == "corrected" else value
-    passed = None
-    if gated:
-        finite = judged is not None and math.isfinite(judged)
-        passed = finite and (judged >= threshold if direction == "min" else judged <= threshold)
+    judged_interval = _pair(corrected_interval if score == "corrected" else interval)
+    passed = judge(judged, threshold, direction, judged_interval, gate) if gated else None
     if description is None:
         description = METRICS[metric].description if metric in METRICS else ""
     return Criterion(
         id, suite, metric, value, threshold, direction, gated, passed, description, reason, details,
-        _pair(interval), chance, _pair(chance_interval), corrected, _pair(corrected_interval), score,
+        _pair(interval), chance, _pair(chance_interval), corrected, _pair(corrected_interval), score, gate,
     )
 
 

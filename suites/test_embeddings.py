@@ -11,6 +11,7 @@ def test_geometry(metric, analog_measurements, analog_config, fidelity_record):
         getattr(analog_measurements, metric),
         min=criterion.min,
         score=criterion.score,
+        gate=criterion.gate,
         **analog_measurements.against_chance(metric),
         reason=analog_measurements.notes.get(metric),
     )

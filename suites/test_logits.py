@@ -15,4 +15,5 @@ def test_logits(metric, analog_measurements, analog_config, fidelity_record):
         None if logits is None else logits[metric],
         reason=analog_measurements.notes.get("logits"),
         **threshold,
+        gate=bound.gate,
     )

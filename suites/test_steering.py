@@ -22,19 +22,23 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("steering_layer", layers, ids=[f"teacher_layer={i}" for i in layers])
 
 
+def _threshold(bound) -> dict:
+    """``min`` or ``max`` and ``gate`` of a criterion's config, as `fidelity_record` arguments."""
+    return ({"min": bound.min} if hasattr(bound, "min") else {"max": bound.max}) | {"gate": bound.gate}
+
+
 @pytest.fixture(scope="module")
 def steering(analog_session):
     return analog_session.steering()
 
 
-def _case_criterion(metric, value, steering_case, steering, analog_config, fidelity_record, against_chance=False,
-                    **threshold):
+def _case_criterion(metric, value, steering_case, steering, analog_config, fidelity_record, against_chance=False):
     behaviour, layer = steering_case
     result = steering["behaviours"][behaviour][layer]
     fidelity_record(
         metric,
         value(result),
-        **threshold,
+        **_threshold(getattr(analog_config.steering.criteria, metric)),
         **(result.get("transfer_ratio_chance") or {} if against_chance else {}),
         reason=result["notes"].get(metric),
         behaviour=behaviour,
@@ -47,33 +51,31 @@ def _case_criterion(metric, value, steering_case, steering, analog_config, fidel
 def test_transfer_ratio(steering_case, steering, analog_config, fidelity_record):
     # beside its chance level: the equal-norm random vector's ratio at the same dose
     _case_criterion("transfer_ratio", lambda r: r["transfer_ratio"], steering_case, steering, analog_config,
-                    fidelity_record, against_chance=True, min=analog_config.steering.criteria.transfer_ratio.min)
+                    fidelity_record, against_chance=True)
 
 
 def test_transfer_gap(steering_case, steering, analog_config, fidelity_record):
     _case_criterion("transfer_gap", lambda r: r["transfer_gap"], steering_case, steering, analog_config,
-                    fidelity_record, max=analog_config.steering.criteria.transfer_gap.max)
+                    fidelity_record)
 
 
 def test_dose_response(steering_case, steering, analog_config, fidelity_record):
     _case_criterion("spearman", lambda r: r["spearman"]["transferred"], steering_case, steering, analog_config,
-                    fidelity_record, min=analog_config.steering.criteria.spearman.min)
+                    fidelity_record)
 
 
 def test_random_control(steering_case, steering, analog_config, fidelity_record):
     _case_criterion("random_control", lambda r: r["random_control"], steering_case, steering, analog_config,
-                    fidelity_record, max=analog_config.steering.criteria.random_control.max)
+                    fidelity_record)
 
 
 @pytest.mark.parametrize("metric", ["map_fvu", "map_cosine"])
 def test_map(metric, steering_layer, steering, analog_config, fidelity_record):
     heldout = steering["maps"][steering_layer]
-    bound = getattr(analog_config.steering.criteria, metric)
-    threshold = {"min": bound.min} if hasattr(bound, "min") else {"max": bound.max}
     fidelity_record(
         metric,
         heldout[steering["map"]][metric.removeprefix("map_")],
-        **threshold,
+        **_threshold(getattr(analog_config.steering.criteria, metric)),
         teacher_layer=steering_layer,
         student_layer=heldout["analog_layer"],
         map=steering["map"],

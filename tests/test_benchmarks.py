@@ -130,10 +130,55 @@ def test_compare_gives_chance_delta_and_retained_per_task():
     assert args["metric"] == "benchmark_delta" and args["min"] == -0.05 and args["value"] == row["delta"]
 
 
+def _retained_interval(teacher_p, analog_p, n, rng):
+    """One simulated task: correlated per-item answers of both models, then the retained fraction's interval."""
+    skill = rng.random(n)  # item easiness shared by both models
+    teacher = (skill < teacher_p).astype(int)
+    analog = np.where(rng.random(n) < 0.5, skill < analog_p, rng.random(n) < analog_p).astype(int)
+    row = compare(_results("t", teacher.tolist()), _results("t", analog.tolist()))["t"]
+    return criterion(row, 0.5, None)["interval"]
+
+
+@pytest.mark.parametrize(("teacher_p", "analog_p"), [(0.85, 0.55), (0.6, 0.7)])  # R = 0.5, R = 1.29 (analog beats teacher)
+def test_retained_fraction_interval_covers_the_true_ratio_at_its_nominal_rate(teacher_p, analog_p):
+    rng = np.random.default_rng(0)
+    true = (analog_p - 0.25) / (teacher_p - 0.25)
+    intervals = np.array([_retained_interval(teacher_p, analog_p, 300, rng) for _ in range(400)])
+    coverage = np.mean((intervals[:, 0] <= true) & (true <= intervals[:, 1]))
+    assert 0.92 <= coverage <= 0.975, coverage  # 0.95 nominal; the SE of 400 draws is 0.011
+
+
+def test_retained_fraction_interval_is_the_delta_method_written_out():
+    rng = np.random.default_rng(1)
+    teacher = (rng.random(150) < 0.8).astype(float)
+    analog = np.where(rng.random(150) < 0.6, teacher, rng.random(150) < 0.4)
+    row = compare(_results("t", teacher.tolist()), _results("t", analog.tolist()))["t"]
+    t, a, c = teacher.mean(), analog.mean(), 0.25
+    r = (a - c) / (t - c)
+    psi = ((analog - a) - r * (teacher - t)) / (t - c)  # linearisation of the ratio in both means
+    se = psi.std(ddof=1) / np.sqrt(150)
+    assert row["retained_ci95"] == pytest.approx([r - 1.959964 * se, r + 1.959964 * se], rel=1e-6)
+    # bits per byte, lower is better: retained = teacher / analog; an analog 1.25x worse on every item keeps 0.8, exactly
+    bits = [(-(1.0 + i % 3), 4 + i % 5) for i in range(40)]  # (log-likelihood, bytes)
+    row = compare(_bits_results(bits), _bits_results([(ll * 1.25, w) for ll, w in bits]))["t"]
+    assert row["retained"] == pytest.approx(0.8) and row["retained_ci95"] == pytest.approx([0.8, 0.8])
+
+
+def _bits_results(pairs):
+    out = _results("t", [0.0] * len(pairs), metric="bits_per_byte")
+    for row, pair in zip(out["samples"]["t"], pairs):
+        row["bits_per_byte"] = list(pair)
+        del row["n_choices"]
+    ll, size = np.asarray(pairs).T
+    out["results"]["t"]["bits_per_byte,none"] = -ll.sum() / size.sum() / math.log(2)
+    out["higher_is_better"]["t"]["bits_per_byte"] = False
+    return out
+
+
 def test_per_task_gates_in_the_config(tmp_path):
     config = load_config(write_yaml(tmp_path / "a.yaml", {"benchmarks": {"per_task": {"analog_capitals": {"max_drop": 0.1}}}}))
-    assert config.benchmarks.gate("analog_capitals") == (None, 0.1)
-    assert config.benchmarks.gate("analog_agreement") == (0.5, None)
+    assert config.benchmarks.thresholds("analog_capitals") == (None, 0.1)
+    assert config.benchmarks.thresholds("analog_agreement") == (0.5, None)
     with pytest.raises(AnalogError, match="give min_retained or max_drop, not both"):
         load_config(write_yaml(tmp_path / "b.yaml", {"benchmarks": {"max_drop": 0.1}}))
     with pytest.raises(AnalogError, match="unknown key.*min_retaind"):

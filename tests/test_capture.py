@@ -91,11 +91,33 @@ def test_word_alignment_pairs_last_subtokens_of_the_same_words(tiny, other):
             assert r + 1 == len(t_off) or t_off[r + 1][0] >= t_off[r][1]
 
 
-def test_prompts_whose_word_counts_differ_are_dropped(tiny, other):
+def _covered_word_ends(tokenizer, text, max_length):
+    """Ends of the whitespace words a truncated tokenization holds whole, written out from its offsets."""
+    enc = tokenizer(text, truncation=True, max_length=max_length, return_offsets_mapping=True,
+                    return_special_tokens_mask=True)
+    covered = max(end for (start, end), special in zip(enc["offset_mapping"], enc["special_tokens_mask"]) if not special and end > start)
+    ends, position = [], 0
+    for word in text.split():
+        position = text.index(word, position) + len(word)
+        ends.append(position)
+    return [e for e in ends if e <= covered]
+
+
+def test_truncation_at_different_words_keeps_the_shared_word_prefix(tiny, other):
     plan = plan_alignment(tiny.tokenizer, other.tokenizer, TEXTS, same_tokenizer=False, max_length=16, skip_first=True)
-    assert plan.dropped > 0 and len(plan.prompts) + plan.dropped == len(TEXTS)
-    for prompt in plan.prompts:
-        assert len(prompt.teacher_rows) == len(prompt.student_rows)
+    assert plan.dropped == 0 and len(plan.prompts) == len(TEXTS)
+    cut_differently = 0
+    for text, prompt in zip(TEXTS, plan.prompts):
+        t_words, s_words = (_covered_word_ends(tok, text, 16) for tok in (tiny.tokenizer, other.tokenizer))
+        cut_differently += len(t_words) != len(s_words)
+        shared = t_words[: min(len(t_words), len(s_words))]
+        t_off = tiny.tokenizer(text, truncation=True, max_length=16, return_offsets_mapping=True)["offset_mapping"]
+        s_off = other.tokenizer(text, truncation=True, max_length=16, return_offsets_mapping=True)["offset_mapping"]
+        t_ends = [t_off[r][1] for r in prompt.teacher_rows]
+        assert t_ends == [s_off[r][1] for r in prompt.student_rows]  # the same word, row by row
+        assert t_ends == shared[len(shared) - len(t_ends):] and len(t_ends) >= len(shared) - 1  # less the sink's word
+        assert prompt.teacher_pool.max() == prompt.teacher_rows[-1] and prompt.student_pool.max() == prompt.student_rows[-1]
+    assert cut_differently > 0  # the case this test is about occurs
 
 
 def test_logit_rows_predict_the_next_token(tiny):

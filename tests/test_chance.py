@@ -9,7 +9,7 @@ import torch
 from pytest_analog import metrics
 from pytest_analog.config import load_config
 from pytest_analog.errors import AnalogError
-from pytest_analog.record import make_criterion
+from pytest_analog.record import chance_corrected, make_criterion
 from tests.conftest import write_yaml
 
 
@@ -112,6 +112,26 @@ def test_rbf_and_knn_replicates_match_the_full_metric_and_their_null():
     assert abs(np.mean(metrics.rbf_cka_replicates(x, z, counts, debiased=True))) < 0.03
 
 
+def test_mutual_knn_intervals_cover_at_about_their_nominal_rate():
+    # prompts share a latent structure both models see through noise; the truth is the
+    # metric's mean over many independent prompt sets of the same size
+    rng = np.random.default_rng(0)
+    n, k, latent = 60, 4, rng.normal(size=(2, 4, 16))
+
+    def prompts():
+        z = rng.normal(size=(n, 4))
+        return z @ latent[0] + rng.normal(size=(n, 16)), z @ latent[1] + rng.normal(size=(n, 16))
+
+    truth = np.mean([metrics.mutual_knn(*prompts(), k=k) for _ in range(200)])
+    covered = []
+    for seed in range(60):
+        x, y = prompts()
+        low, high = metrics.percentile_interval(
+            metrics.mutual_knn_replicates(x, y, metrics.resample_counts(n, 100, seed=seed), k=k))
+        covered.append(low <= truth <= high)
+    assert 0.9 <= np.mean(covered) <= 1.0, np.mean(covered)  # 0.95 nominal; resampling only the overlaps: 0.8
+
+
 def test_interval_covers_the_full_data_value_and_narrows_with_more_prompts():
     rng = np.random.default_rng(5)
     widths = []
@@ -146,6 +166,51 @@ def test_a_criterion_can_gate_on_the_corrected_score():
     assert "on the corrected score" in corrected.message and "chance 0.45" in corrected.message
     missing = make_criterion("a", "s", "cka", 0.9, min=0.5, score="corrected")
     assert not missing.passed and "no corrected score" in missing.message
+
+
+def test_a_chance_level_below_zero_never_lifts_the_corrected_score_above_the_raw_one():
+    rng = np.random.default_rng(0)
+    value, chance = rng.uniform(-1, 1, 500), rng.uniform(-1, 0.99, 500)
+    floor = np.where(chance > 0, chance, 0.0)  # written out: chance is clipped at 0
+    assert np.allclose(chance_corrected(value, chance), (value - floor) / (1 - floor))
+    assert np.all(chance_corrected(value, chance) <= value + 1e-15)
+    assert chance_corrected(0.5, -0.2) == 0.5
+    lifted = make_criterion("a", "s", "cka", 0.45, min=0.5, chance=-0.2, score="corrected")
+    assert lifted.corrected == 0.45 and not lifted.passed  # (0.45 + 0.2) / 1.2 = 0.54 would pass
+
+
+def test_a_score_exactly_at_its_threshold_passes_despite_float_rounding():
+    assert (0.6 - 0.2) / 0.8 < 0.5  # what a naive comparison sees
+    assert make_criterion("a", "s", "cka", 0.6, min=0.5, chance=0.2, score="corrected").passed
+    assert make_criterion("a", "s", "kl", 0.1 + 0.2, max=0.3).passed  # 0.30000000000000004
+    assert not make_criterion("a", "s", "cka", 0.6, min=0.5, chance=0.2001, score="corrected").passed
+    assert not make_criterion("a", "s", "kl", 0.3001, max=0.3).passed
+
+
+@pytest.mark.parametrize(
+    ("bound", "value", "interval", "point", "lower_bound", "close"),
+    [
+        ({"min": 0.5}, 0.6, (0.45, 0.7), True, False, True),  # estimate clears it, the interval does not
+        ({"min": 0.5}, 0.6, (0.55, 0.7), True, True, False),
+        ({"min": 0.5}, 0.45, (0.4, 0.55), False, False, True),
+        ({"max": 0.25}, 0.2, (0.1, 0.3), True, False, True),  # a max is judged at the interval's upper end
+        ({"max": 0.25}, 0.2, (0.1, 0.24), True, True, False),
+        ({"min": 0.5}, 0.6, None, True, True, False),  # no interval: the estimate stands for it
+    ],
+)
+def test_the_decision_rule_and_too_close_to_call(bound, value, interval, point, lower_bound, close):
+    made = {gate: make_criterion("a", "s", "m", value, interval=interval, gate=gate, **bound)
+            for gate in ("point", "lower_bound")}
+    assert (made["point"].passed, made["lower_bound"].passed) == (point, lower_bound)
+    assert made["point"].too_close_to_call is close and made["point"].to_dict()["too_close_to_call"] is close
+    assert ("too close to call" in made["lower_bound"].message) is close
+    assert made["lower_bound"].to_dict()["gate"] == "lower_bound"
+    corrected = make_criterion("a", "s", "cka", 0.7, min=0.5, chance=0.1, score="corrected",
+                               interval=(0.65, 0.75), corrected_interval=(0.4, 0.7), gate="lower_bound")
+    assert not corrected.passed and corrected.too_close_to_call  # the corrected interval is the one judged
+    assert not make_criterion("a", "s", "m", 0.2, interval=(0.1, 0.3)).too_close_to_call  # ungated
+    with pytest.raises(ValueError, match="gate must be 'point' or 'lower_bound'"):
+        make_criterion("a", "s", "m", 0.6, min=0.5, gate="upper")
 
 
 def test_corrected_score_needs_a_control(tmp_path):
@@ -251,14 +316,36 @@ def test_the_transfer_ratio_stands_beside_the_random_vectors_ratio():
     assert criterion.above_chance and not criterion.passed  # 0.8 transfers, beats chance, misses the 0.9 gate
 
 
+def test_a_random_vector_pushing_the_other_way_is_no_lower_chance_level():
+    from pytest_analog.steering.transfer import transfer_criteria
+
+    rng = np.random.default_rng(1)
+    alphas, base = [0.0, 0.1, 0.2], rng.uniform(0.3, 0.7, 30)
+    slopes = {"native": 1.5, "transferred": 0.9, "random": -0.6}
+    per_item = {name: [list(base + slope * a + (a > 0) * rng.normal(0, 0.01, 30)) for a in alphas]
+                for name, slope in slopes.items()}
+    probability = {name: [float(np.mean(p)) for p in ps] for name, ps in per_item.items()}
+    curve = {"alphas": alphas, "baseline": float(base.mean()), "probability": probability,
+             "effect": {name: [p - base.mean() for p in ps] for name, ps in probability.items()},
+             "baseline_items": base.tolist(), "item_probability": per_item}
+    out = transfer_criteria(curve, min_native_effect=0.05)
+    k = alphas.index(out["half_max_alpha"])
+    effect = {name: np.mean(np.asarray(ps[k]) - base) for name, ps in per_item.items()}
+    chance = out["transfer_ratio_chance"]
+    assert chance["chance"] == pytest.approx(abs(effect["random"]) / effect["native"])  # about 0.4, not -0.4
+    made = make_criterion("s", "steering", "transfer_ratio", out["transfer_ratio"], min=0.9, **chance)
+    assert made.corrected < made.value  # 0.6 raw; a chance of -0.4 would have made it 0.71
+    assert chance["corrected_interval"][1] <= chance["interval"][1]
+
+
 def test_the_retained_fraction_stands_beside_chance_zero():
     from pytest_analog.evals import criterion
 
     row = {"metric": "acc", "teacher": 0.85, "analog": 0.55, "delta": -0.30, "delta_ci95": [-0.36, -0.24],
-           "chance": 0.25, "retained": 0.5, "higher_is_better": True, "note": None}
+           "chance": 0.25, "retained": 0.5, "retained_ci95": [0.41, 0.59], "higher_is_better": True, "note": None}
     args = criterion(row, min_retained=0.5, max_drop=None)
     assert args["chance"] == 0.0 and args["chance_accuracy"] == 0.25
-    assert args["interval"] == pytest.approx((1 - 0.36 / 0.6, 1 - 0.24 / 0.6))  # 1 + delta / (teacher - chance)
+    assert args["interval"] == args["corrected_interval"] == [0.41, 0.59]
     made = make_criterion("b", "benchmarks", args.pop("metric"), args.pop("value"), **args)
     assert made.corrected == pytest.approx(0.5) and made.above_chance
     bits = {**row, "metric": "bits_per_byte", "chance": None, "retained": 0.8, "higher_is_better": False}

@@ -33,6 +33,15 @@ def test_user_file_overrides_a_subset(tmp_path):
     assert config.criteria.embedding_geometry.min == 0.9
 
 
+def test_the_decision_rule_is_set_globally_and_per_criterion(tmp_path):
+    path = write_yaml(tmp_path / "c.yaml", {"gate": "lower_bound", "criteria": {"cka": {"gate": "point"}},
+                                            "benchmarks": {"gate": "point"}})
+    config = load_config(path)
+    assert config.gate == "lower_bound" and config.criteria.cka.gate == "point"
+    assert config.criteria.rbf_cka.gate is None and config.steering.criteria.transfer_ratio.gate is None
+    assert config.benchmarks.gate == "point"
+
+
 def test_dotted_overrides_apply_last(tmp_path):
     path = write_yaml(tmp_path / "c.yaml", {"prompts": {"max_prompts": 100}})
     assert load_config(path, **{"prompts.max_prompts": 7}).prompts.max_prompts == 7
@@ -51,6 +60,11 @@ def test_dotted_overrides_apply_last(tmp_path):
         ({"criteria": {"cka": 0.5}}, "'criteria.cka' must be a mapping, got 0.5"),
         ({"version": 2}, "'version' must be 1, got 2"),
         ({"layers": {"teacher": 0}}, "'layers.teacher' must be 'all', an integer >= 1 or a list of integers, got 0"),
+        ({"gate": "lower"}, "'gate' must be 'point' or 'lower_bound', got 'lower'"),
+        ({"gate": None}, "'gate' must be 'point' or 'lower_bound', got None"),
+        ({"criteria": {"cka": {"gate": "upper_bound"}}}, "'criteria.cka.gate' must be 'point' or 'lower_bound' or null"),
+        ({"steering": {"criteria": {"spearman": {"gate": 1}}}}, "'steering.criteria.spearman.gate' must be 'point' or 'lower_bound' or null"),
+        ({"benchmarks": {"gate": "strict"}}, "'benchmarks.gate' must be 'point' or 'lower_bound' or null"),
     ],
 )
 def test_invalid_values_are_one_line_errors(tmp_path, data, message):
@@ -79,7 +93,8 @@ def test_missing_file(tmp_path):
 
 def test_config_round_trips_into_the_report():
     data = load_config().to_dict()
-    assert data["criteria"]["cka"] == {"min": 0.5, "score": "corrected", "debiased": True}
+    assert data["criteria"]["cka"] == {"min": 0.5, "gate": None, "score": "corrected", "debiased": True, "min_prompts": 50}
+    assert data["gate"] == "point"
 
 
 @pytest.mark.parametrize(

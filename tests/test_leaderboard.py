@@ -406,3 +406,25 @@ def test_a_lowered_steering_threshold_is_not_the_configured_one(bundles):
     failed = sum(not x["passed"] for x in gated)
     summary.update(gated=len(gated), passed=len(gated) - failed, failed=failed)
     assert check_submission(sealed(bundle)) == f"criterion {c['id']}: threshold 0 is not the configured min 0.9 of transfer_ratio"
+
+
+def test_verdicts_are_rejudged_by_the_configured_decision_rule(bundles):
+    bundle = copy.deepcopy(bundles["same"])
+    geometry = next(c for c in bundle["report"]["criteria"] if c["metric"] == "embedding_geometry")
+    where = f"criterion {geometry['id']}"
+    # a point estimate above the 0.9 threshold whose interval reaches below it
+    geometry.update(value=0.95, interval=[0.85, 0.99], passed=True, gate="lower_bound")
+    assert check_submission(sealed(copy.deepcopy(bundle))) == (
+        f"{where}: it is judged by gate lower_bound, but the config says point"
+    )
+    for config in (bundle["config"], bundle["report"]["config"]):
+        config["criteria"]["embedding_geometry"]["gate"] = "lower_bound"
+    assert check_submission(sealed(copy.deepcopy(bundle))) == (
+        f"{where}: value 0.95 with interval [0.85, 0.99] under gate lower_bound fails >= 0.9 but 'passed' is True"
+    )
+    for config in (bundle["config"], bundle["report"]["config"]):  # the global rule, the criterion's own left null
+        config["criteria"]["embedding_geometry"]["gate"] = None
+        config["gate"] = "lower_bound"
+    for criterion in bundle["report"]["criteria"]:
+        criterion["gate"] = "lower_bound"
+    assert "under gate lower_bound fails >= 0.9" in check_submission(sealed(bundle))

@@ -349,3 +349,18 @@ def test_best_match():
         best_match([[1.0, 2.0], [np.nan, np.nan]])
     with pytest.raises(ValueError, match="2-D with at least one column"):
         best_match([1.0, 2.0])
+
+
+def test_debiased_cka_over_the_tokens_of_few_prompts_reads_high():
+    # two models sharing nothing but an offset per prompt (tokens of one prompt are not independent rows):
+    # about 1/P over P prompts (the caveat behind criteria.cka.min_prompts)
+    rng = np.random.default_rng(0)
+
+    def unrelated(n_prompts, tokens=10, d=32):
+        prompt = np.repeat(np.arange(n_prompts), tokens)
+        x = 0.5 * rng.normal(size=(n_prompts, d))[prompt] + rng.normal(size=(len(prompt), d))
+        y = 0.5 * rng.normal(size=(n_prompts, d))[prompt] + rng.normal(size=(len(prompt), d))
+        return linear_cka(x, y, debiased=True)
+
+    few, many = (np.mean([unrelated(p) for _ in range(10)]) for p in (10, 160))
+    assert few == pytest.approx(1 / 10, abs=0.03) and many == pytest.approx(1 / 160, abs=0.005)

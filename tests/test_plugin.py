@@ -96,6 +96,8 @@ def test_self_pair_passes_and_writes_reports(pytester, tiny_dir):
     assert {c["metric"] for c in data["criteria"]} >= {"cka", "embedding_geometry", "kl"}
     cka = [c for c in data["criteria"] if c["metric"] == "cka"]
     assert len(cka) == 4 and all(c["value"] > 0.999 and c["passed"] for c in cka)
+    assert all(c["few_prompts"].startswith("only 24 prompts (criteria.cka.min_prompts: 50)") for c in cka)
+    assert all(c["gate"] == "point" and c["too_close_to_call"] is False for c in data["criteria"])
     assert data["models"]["teacher"]["sha256"] == data["models"]["student"]["sha256"]
     assert "first position" in data["capture"]["positions"]
     assert data["layers"]["best_match"] == [0, 1, 2, 3] == data["layers"]["mapped"]
@@ -105,16 +107,17 @@ def test_self_pair_passes_and_writes_reports(pytester, tiny_dir):
 
 
 def test_failing_threshold_fails_the_run(pytester, tiny_dir, tiny_random_dir):
-    config = write_yaml(pytester.path / "analog.yaml", {"criteria": {"cka": {"min": 0.99}}})
+    config = write_yaml(pytester.path / "analog.yaml", {"gate": "lower_bound", "criteria": {"cka": {"min": 0.99}}})
     report = pytester.path / "fidelity"
     result = pytester.runpytest(
         *models(tiny_dir, tiny_random_dir), *FAST, f"--analog-config={config}", f"--analog-report={report}",
         "--analog-suites=representation",
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["*cka at teacher layer 2 (analog layer 2) = * (chance *, corrected *) fails >= 0.99 on the corrected score: *"])
+    result.stdout.fnmatch_lines(["*cka at teacher layer 2 (analog layer 2) = * (chance *, corrected *) fails >= 0.99 on the corrected score at its interval's lower end *: *"])
     data = json.loads((report / "fidelity.json").read_text())
     assert data["verdict"] == "fail" and data["summary"]["failed"] >= 1
+    assert {c["gate"] for c in data["criteria"]} == {"lower_bound"}  # the global rule reaches every criterion
 
 
 def test_ini_twins_and_suite_selection(pytester, tiny_dir):

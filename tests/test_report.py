@@ -610,3 +610,22 @@ def test_plot_legends_lie_inside_the_image(monkeypatch, draw, section):
     assert boxes
     for figure, legend in boxes:
         assert figure.x0 <= legend.x0 and legend.x1 <= figure.x1 and figure.y0 <= legend.y0 and legend.y1 <= figure.y1, (figure, legend)
+
+
+def test_criteria_too_close_to_call_or_on_few_prompts_are_flagged_everywhere(report, no_plots):
+    from pytest_analog.record import make_criterion
+
+    close = make_criterion("representation::test_cka[teacher_layer=3]", "representation", "cka", 0.62, min=0.5,
+                           interval=(0.45, 0.7), gate="lower_bound", teacher_layer=3, student_layer=1,
+                           few_prompts="only 12 prompts").to_dict()
+    clear = make_criterion("behaviour::test_top1", "behaviour", "top1_agreement", 0.8, min=0.6, interval=(0.7, 0.9)).to_dict()
+    assert close["too_close_to_call"] and not close["passed"] and not clear["too_close_to_call"]
+    report["criteria"] = [close, clear, *report["criteria"]]
+    markdown, page = render_markdown(report), render_html(report)
+    assert "⚠️ too close to call" in markdown and "⚠️ few prompts" in markdown
+    assert "its interval holds the threshold" in markdown and "≥ 0.5, lower end" in markdown
+    assert '<span class="flag"' in page and "⚠ too close to call" in page and "⚠ few prompts" in page
+    lines = "\n".join(terminal_lines(report))
+    assert "FAIL (too close to call) (few prompts)" in lines and ">= 0.5, lower end" in lines
+    assert "1 too close to call" in lines  # the per-layer summaries count it
+    assert "⚠️ 1 too close to call" in markdown

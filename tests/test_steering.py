@@ -239,6 +239,31 @@ def test_procrustes_recovers_a_scaled_rotation_into_a_wider_space_and_autoencode
     assert evaluate(auto, x, y)["fvu"] < 0.35
 
 
+def test_procrustes_scale_is_least_squares_when_the_analog_is_wider():
+    rng = np.random.default_rng(2)
+    n, d_s, d_t = 300, 12, 5
+    # centred x with covariance exactly n I: the optimal rotation is then Q itself
+    z = rng.normal(size=(n, d_s))
+    x = np.linalg.qr(z - z.mean(0))[0] * np.sqrt(n)  # combinations of centred columns stay centred
+    q = np.linalg.qr(rng.normal(size=(d_s, d_t)))[0]  # 12 -> 5, orthonormal columns
+    y = 2.5 * x @ q + 1.0
+    moments = PairedMoments()
+    moments.update(torch.from_numpy(x), torch.from_numpy(y))
+    fitted = moments.procrustes()
+    np.testing.assert_allclose(fitted.weight.numpy(), 2.5 * q, atol=1e-8)
+    assert evaluate(fitted, x, y)["fvu"] == pytest.approx(0.0, abs=1e-9)
+    # anisotropic x: the scale is the least-squares one for the fitted rotation, written out in numpy
+    x = rng.normal(size=(n, d_s)) * rng.uniform(0.5, 3, size=d_s)
+    y = 2.5 * x @ q + 1.0 + 0.1 * rng.normal(size=(n, d_t))
+    moments = PairedMoments()
+    moments.update(torch.from_numpy(x), torch.from_numpy(y))
+    weight = moments.procrustes().weight.numpy()
+    scale = np.linalg.norm(weight[:, 0])  # the columns of the rotation have unit norm
+    rotation = weight / scale
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    assert scale == pytest.approx(np.trace(rotation.T @ xc.T @ yc) / np.sum((xc @ rotation) ** 2), rel=1e-9)
+
+
 def test_identity_pair_maps_to_identity_and_transfers_fully(planted_pair):
     settings = dataclasses.replace(
         load_config().steering, alphas=[-2.0, -1.0, 0.0, 1.0, 2.0], map_prompts=40, train_items=16, eval_items=8,

@@ -64,13 +64,10 @@ def retained_against_chance(row: dict[str, Any]) -> dict[str, Any]:
 
     An analog answering at chance accuracy retains 0, so the chance level is 0
     and the corrected score equals the retained fraction. Its interval is the
-    paired delta's, over the teacher's margin above chance (taken as fixed):
-    retained = 1 + delta / (teacher - chance).
+    delta-method one of the ratio (`deltas.retained_se`): both the analog's and
+    the teacher's scores vary over the items.
     """
-    chance, margin, ci = row["chance"], None, row["delta_ci95"]
-    if chance is not None and row["retained"] is not None:
-        margin = row["teacher"] - chance
-    if margin is None or not margin > 0:
+    if row["chance"] is None or row["retained"] is None or not row["teacher"] > row["chance"]:
         return {}
-    interval = None if ci is None else (1 + ci[0] / margin, 1 + ci[1] / margin)
+    interval = row.get("retained_ci95")
     return {"chance": 0.0, "interval": interval, "chance_interval": None, "corrected_interval": interval}

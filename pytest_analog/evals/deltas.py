@@ -14,7 +14,7 @@ f'(R) (x_i - R w_i) / mean(w), differenced between the models item by item.
 
 Everything returned is a plain dict: per task the metric, both scores with a
 95 % interval, chance, the delta with its paired SE and interval, and the
-retained fraction.
+retained fraction with its delta-method interval (a ratio of both scores).
 """
 
 from __future__ import annotations
@@ -97,6 +97,28 @@ def retained_fraction(teacher: float, analog: float, *, higher_is_better: bool, 
     return (analog - floor) / (teacher - floor) if teacher > floor else None
 
 
+def retained_se(metric: str, teacher: list, analog: list, *, higher_is_better: bool, chance: float | None) -> float | None:
+    """Delta-method standard error of the retained fraction over the same items.
+
+    The fraction is a ratio of both models' scores, R = (A - c) / (T - c) (or T / A
+    for a lower-is-better metric), so it moves with the teacher's score as much as
+    with the analog's. Its per-item influence linearises R in both:
+    (a_i - R t_i) / (T - c), or (t_i - R a_i) / A, where a_i, t_i are the items'
+    influences on each score (`influence`). None without a per-item form or a fraction.
+    """
+    t, a = influence(metric, teacher), influence(metric, analog)
+    if t is None or a is None:
+        return None
+    retained = retained_fraction(t[0], a[0], higher_is_better=higher_is_better, chance=chance)
+    if retained is None:
+        return None
+    if higher_is_better:
+        effects = (a[1] - retained * t[1]) / (t[0] - (chance or 0.0))
+    else:
+        effects = (t[1] - retained * a[1]) / a[0]
+    return standard_error(effects)
+
+
 def primary_metric(results: dict[str, Any], task: str) -> tuple[str, str]:
     """The task's first configured metric and the ``metric,filter`` key lm-eval reports it under."""
     metrics = [m["metric"] for m in results["configs"][task].get("metric_list") or []]
@@ -143,6 +165,8 @@ def compare(teacher: dict[str, Any], analog: dict[str, Any]) -> dict[str, dict[s
                 f"the teacher is not above chance ({chance:.3g}) beyond its 95 % interval, "
                 "so the task shows nothing the analog could retain"
             )
+        se = None if retained is None or paired["delta_se"] is None else retained_se(
+            metric, [rows_t[d][metric] for d in docs], [rows_a[d][metric] for d in docs], higher_is_better=higher, chance=chance)
         out[task] = {
             "metric": metric,
             "filter": filt,
@@ -157,6 +181,7 @@ def compare(teacher: dict[str, Any], analog: dict[str, Any]) -> dict[str, dict[s
             "delta_se": paired["delta_se"],
             "delta_ci95": paired["delta_ci95"],
             "retained": retained,
+            "retained_ci95": _interval(retained, se),
             "note": note,
         }
     return out

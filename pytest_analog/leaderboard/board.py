@@ -24,7 +24,7 @@ from typing import Any
 from pytest_analog.config import Compliance, Criteria, SteeringCriteria
 from pytest_analog.errors import AnalogError
 from pytest_analog.options import SUITES
-from pytest_analog.record import chance_corrected
+from pytest_analog.record import chance_corrected, judge
 from pytest_analog.submission import content_sha256, load_submission, schema_errors, weights_sha256
 
 # Where the config holds each built-in metric's threshold (benchmark tasks have their own gate).
@@ -140,18 +140,25 @@ def _criterion_problem(c: dict, config: dict) -> str | None:
         score = rule.get("score", "raw")
         if c.get("score", "raw") != score:
             return f"it is judged on the {c.get('score', 'raw')} score, but the config says {score}"
-    judged = value
+        gate = _configured_gate(config, c["metric"])
+        if c.get("gate", "point") != gate:
+            return f"it is judged by gate {c.get('gate', 'point')}, but the config says {gate}"
+    judged, interval = value, c.get("interval")
     if c.get("score") == "corrected":  # the threshold applies to (value - chance) / (1 - chance)
-        chance, judged = c.get("chance"), c.get("corrected")
+        chance, judged, interval = c.get("chance"), c.get("corrected"), c.get("corrected_interval")
         expected = None if value is None or chance is None else chance_corrected(value, chance)
         if judged is not None and (expected is None or not math.isclose(judged, expected, rel_tol=1e-9, abs_tol=1e-12)):
             return "its corrected score does not follow from its value and chance level"
     if not c["gated"]:
         return None if c["passed"] is None else "an ungated criterion has a verdict"
-    ok = judged is not None and (judged >= threshold if direction == "min" else judged <= threshold)
+    if interval is not None and None in interval:  # a non-finite end is written as null
+        interval = None
+    gate = c.get("gate", "point")
+    ok = judge(judged, threshold, direction, interval, gate)
     if c["passed"] is not ok:
         op = ">=" if direction == "min" else "<="
-        return f"value {judged} {'meets' if ok else 'fails'} {op} {threshold:g} but 'passed' is {c['passed']}"
+        by = f" with interval {interval} under gate lower_bound" if gate == "lower_bound" and interval else ""
+        return f"value {judged}{by} {'meets' if ok else 'fails'} {op} {threshold:g} but 'passed' is {c['passed']}"
     return None
 
 
@@ -163,6 +170,15 @@ def _configured_rule(config: dict, metric: str) -> dict | None:
     for key in path or ():
         node = node.get(key) if isinstance(node, dict) else None
     return {} if path is None else node if isinstance(node, dict) else None
+
+
+def _configured_gate(config: dict, metric: str) -> str:
+    """The decision rule the config sets for a built-in metric: its own ``gate``, else the global one."""
+    rules = [(config.get("criteria") or {}).get(metric), ((config.get("steering") or {}).get("criteria") or {}).get(metric)]
+    if metric.startswith("benchmark_"):
+        rules.append(config.get("benchmarks"))
+    own = next((r["gate"] for r in rules if isinstance(r, dict) and r.get("gate")), None)
+    return own or config.get("gate") or "point"
 
 
 def _summary_problem(report: dict) -> str | None:

@@ -9,8 +9,9 @@ A duplicated prompt must not pair with its own copy: for the debiased CKA the
 pair (token, its copy) adds ‖x‖²‖y‖² to the HSIC numerator, which for d-wide
 activations and P prompts inflates the estimate by about d/P (≈ 2 at d = 576,
 P = 300). The debiased replicates here are weighted U-statistics over tuples of
-distinct original rows; mutual kNN, a mean of per-prompt overlaps, resamples
-that mean. With every count 1 each replicate equals the full-data metric.
+distinct original rows; mutual kNN finds each replicate's neighbours among
+the distinct prompts it drew. With every count 1 each replicate equals the
+full-data metric.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pytest_analog.metrics._utils import as_float64, check_rows
+from pytest_analog.metrics._utils import as_float64, check_rows, unit_rows
+
+_KNN_ELEMENTS = 1 << 21  # similarity entries per model held at once by the kNN replicates (16 MB of float64)
 
 
 def resample_counts(n_groups: int, n_resamples: int, seed: int) -> np.ndarray:
@@ -160,11 +163,34 @@ def rbf_cka_replicates(x, y, counts, sigma_frac: float = 1.0, debiased: bool = F
 def mutual_knn_replicates(x, y, counts, k: int = 10) -> np.ndarray:
     """Mutual kNN of each replicate, one row per prompt.
 
-    The score is a mean of per-prompt overlaps; neighbours are found among all
-    prompts once (resampling them would shrink the pool, and the score's null
-    level k/(n-1) with it) and each replicate averages the drawn prompts' overlaps.
+    Neighbours are found anew in each replicate, among the distinct prompts it
+    drew (a prompt's own copies are not its neighbours), and the drawn prompts'
+    overlaps are averaged with their counts as weights. Finding neighbours once
+    on all prompts and resampling only the overlaps leaves out how the neighbour
+    sets move with the sample: intervals about 30 % too narrow (coverage 0.83 at
+    n = 320, k = 10). The smaller pool of a replicate (about 0.63 n distinct
+    prompts) raises every overlap by about the same amount, so the replicates
+    are moved by (full-data value - their mean) to sit on the full-data value;
+    in simulation the intervals then cover at about their nominal rate.
     """
     from pytest_analog.metrics.knn import mutual_knn_overlaps
 
-    counts = np.asarray(counts, dtype=np.float64)
-    return counts @ mutual_knn_overlaps(x, y, k) / counts.sum(axis=1)
+    x, y = as_float64(x, "x"), as_float64(y, "y")
+    y = y.to(x.device)
+    full = float(mutual_knn_overlaps(x, y, k).mean())  # also checks the rows and k
+    x, y = unit_rows(x, "x"), unit_rows(y, "y")
+    n = len(x)
+    similarities = (x @ x.T, y @ y.T)
+    omega = torch.as_tensor(np.asarray(counts), dtype=torch.float64, device=x.device)  # [B, n]
+    itself = torch.eye(n, dtype=torch.bool, device=x.device)
+    out = []
+    for block in omega.split(max(1, _KNN_ELEMENTS // (n * n))):  # replicates held at once
+        left_out = (block[:, None, :] == 0) | itself  # [b, n, n]: columns not drawn, and each row's own
+        neighbours = []
+        for sims in similarities:
+            top = sims.expand(len(block), n, n).masked_fill(left_out, -torch.inf).topk(k, dim=2).indices
+            neighbours.append(torch.zeros(left_out.shape, dtype=torch.bool, device=x.device).scatter_(2, top, True))
+        overlap = (neighbours[0] & neighbours[1] & ~left_out).sum(dim=2) / k  # [b, n]
+        out.append((block * overlap).sum(dim=1) / block.sum(dim=1))
+    replicates = torch.cat(out).cpu().numpy()
+    return replicates + (full - replicates.mean())

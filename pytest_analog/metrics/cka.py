@@ -121,6 +121,13 @@ def linear_cka(x, y, debiased: bool = False) -> float:
     the upward bias of the plain form when n is not ≫ d. Time O(n·d²),
     memory O(n·d + d²), all in float64.
 
+    The unbiased estimator assumes independent rows. Tokens of one prompt are
+    not: over the tokens of P prompts, two models that share nothing but an
+    offset per prompt score above 0, about 1/P when the offsets are moderate
+    and more when they dominate the tokens (pairs of tokens from one prompt
+    read as agreement). Token-level CKA over few prompts is biased upward
+    accordingly (`criteria.cka.min_prompts` in the config).
+
     Args:
         x: array or tensor [n, d_x].
         y: array or tensor [n, d_y]; the width may differ from x.

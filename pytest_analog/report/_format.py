@@ -188,12 +188,26 @@ def fmt_threshold(criterion, *, ascii_only=False):
     if threshold is None:
         return ""
     text = fmt_value(threshold) + (" corrected" if criterion.get("score") == "corrected" else "")
+    if criterion.get("gate") == "lower_bound":  # judged at the interval's conservative end
+        text += ", lower end" if criterion.get("direction") == "min" else ", upper end"
     direction = criterion.get("direction")
     if direction == "min":
         return (">= " if ascii_only else "≥ ") + text
     if direction == "max":
         return ("<= " if ascii_only else "≤ ") + text
     return text
+
+
+FLAG_NOTES = {
+    "too close to call": "its interval holds the threshold, so other prompts or items could turn the verdict",
+    "few prompts": "fewer prompts than criteria.cka.min_prompts: token-level CKA reads about 1/P too high",
+}
+
+
+def flags(criterion):
+    """Short warnings a reader must see beside a criterion's status (keys of `FLAG_NOTES`)."""
+    return [flag for flag, key in (("too close to call", "too_close_to_call"), ("few prompts", "few_prompts"))
+            if criterion.get(key)]
 
 
 def fmt_score(criterion, key):
@@ -275,13 +289,15 @@ def layer_metric_summary(rows):
         A dict with ``layers`` (count), ``low``/``low_layer`` and
         ``high``/``high_layer`` (None when no value is finite), ``missing``
         (rows without a finite value), ``gated``, ``passed``, ``failed``,
-        and ``threshold``: the formatted threshold shared by the gated rows,
-        "varies" when they differ, "" when none is gated.
+        ``threshold``: the formatted threshold shared by the gated rows,
+        "varies" when they differ, "" when none is gated, and ``too_close``:
+        how many are too close to call.
     """
     values = [(as_float(c.get("value")), c["teacher_layer"]) for c in rows]
     finite = [(v, t) for v, t in values if math.isfinite(v)]
     statuses = [status(c) for c in rows]
     thresholds = {fmt_threshold(c) for c in rows if c.get("gated") and c.get("threshold") is not None}
+    close = sum("too close to call" in flags(c) for c in rows)
     low = min(finite) if finite else (None, None)
     high = max(finite) if finite else (None, None)
     return {
@@ -295,6 +311,7 @@ def layer_metric_summary(rows):
         "passed": statuses.count(PASS),
         "failed": statuses.count(FAIL) + statuses.count(UNKNOWN),
         "threshold": thresholds.pop() if len(thresholds) == 1 else ("varies" if thresholds else ""),
+        "too_close": close,
     }
 
 

@@ -19,6 +19,7 @@ import json
 from pytest_analog.report import plots
 from pytest_analog.report._format import (
     FAIL,
+    FLAG_NOTES,
     INFO,
     KNOWN_SECTIONS,
     PASS,
@@ -29,6 +30,7 @@ from pytest_analog.report._format import (
     criteria_of,
     describe_metric,
     failures_first,
+    flags,
     fmt_count,
     fmt_fraction,
     fmt_score,
@@ -71,6 +73,7 @@ tr.fail td { background: #ffebee; } tr.fail .status { color: var(--fail); }
 tr.pass .status { color: var(--pass); }
 tr.info .status { color: var(--info); font-weight: 400; }
 tr.unknown td { background: #fff3e0; } tr.unknown .status { color: var(--unknown); }
+.flag { display: block; font-weight: 400; font-size: 0.85em; color: var(--unknown); }
 .note { color: #57606a; font-size: .9rem; }
 .important { background: #fff8c5; border-left: 4px solid #d4a72c; padding: .5rem .75rem; }
 .scroll { overflow-x: auto; }
@@ -271,8 +274,9 @@ def _criteria_table(criteria, css):
         s = status(c)
         title = f' title="{esc(c["description"])}"' if c.get("description") else ""
         scores = "".join(_score_cell(c, key) for key in keys)
+        marks = "".join(f'<span class="flag" title="{esc(FLAG_NOTES[f])}">⚠ {esc(f)}</span>' for f in flags(c))
         rows.append(
-            f'<tr class="{s}"><td class="status">{_STATUS_LABEL[s]}</td>'
+            f'<tr class="{s}"><td class="status">{_STATUS_LABEL[s]}{marks}</td>'
             f'<td class="id"{title}><code>{esc(c.get("id", "?")).replace("[", "<wbr>[")}</code></td>'
             f"<td>{esc(c.get('metric', ''))}</td><td class=\"num\">{esc(layer_pair(c))}</td>"
             f'{scores}<td class="num">{esc(fmt_threshold(c))}</td></tr>'

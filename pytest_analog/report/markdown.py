@@ -8,6 +8,7 @@ renderer knows are named at the end, so nothing in the JSON goes unmentioned.
 
 from pytest_analog.report._format import (
     FAIL,
+    FLAG_NOTES,
     INFO,
     KNOWN_SECTIONS,
     PASS,
@@ -16,6 +17,7 @@ from pytest_analog.report._format import (
     counts_sentence,
     criteria_of,
     failures_first,
+    flags,
     fmt_count,
     fmt_fraction,
     fmt_score,
@@ -134,7 +136,7 @@ def _capture(report):
 
 def _criterion_row(c, chance=False):
     scores = [fmt_score(c, "value")] + ([fmt_score(c, "chance"), fmt_score(c, "corrected")] if chance else [])
-    return [code(c.get("id", "?")), *scores, fmt_threshold(c) or "—", _ICON[status(c)]]
+    return [code(c.get("id", "?")), *scores, fmt_threshold(c) or "—", _ICON[status(c)] + "".join(f" ⚠️ {f}" for f in flags(c))]
 
 
 def _layer_metric_row(metric, rows, chance=False):
@@ -154,6 +156,8 @@ def _layer_metric_row(metric, rows, chance=False):
         verdict = _ICON[INFO]
     else:
         verdict = f"{_ICON[FAIL] if summary['failed'] else _ICON[PASS]} {summary['passed']}/{summary['gated']}"
+        if summary["too_close"]:
+            verdict += f" ⚠️ {summary['too_close']} too close to call"
     extra = []
     if chance:
         above = [c.get("above_chance") for c in rows]
@@ -180,6 +184,8 @@ def _criteria(report):
         "corrected = (value − chance) / (1 − chance), 0 at chance and 1 for a perfect match; "
         "[brackets]: bootstrap interval over prompts."
     ) if chance else ""
+    flagged = sorted({f for c in criteria for f in flags(c)})
+    note += "".join(f"\n\n⚠️ {flag}: {FLAG_NOTES[flag]}." for flag in flagged)
     if not groups:
         return _table(header, [_criterion_row(c, chance) for c in ordered]) + note
     failing = [c for c in ordered if status(c) in (FAIL, UNKNOWN)]

@@ -147,6 +147,8 @@ class BenchmarkTask(TypedDict):
     # higher-is-better metrics, teacher / analog for lower-is-better; null when the teacher
     # is not above chance beyond its interval.
     retained: float | None
+    # Its 95 % delta-method interval: a ratio of both models' scores, each varying over the items.
+    retained_ci95: list[float] | None
     # Why a value above is null, when one is.
     note: str | None
 
@@ -188,6 +190,12 @@ class Criterion(_CriterionRequired, total=False):
     student_layer: int
     # One line saying what was measured.
     description: str
+    # Decision rule: "point" judges the estimate, "lower_bound" the interval's end (lower for min, upper for max).
+    gate: Literal["point", "lower_bound"]
+    # True when the interval of the judged score holds the threshold.
+    too_close_to_call: bool
+    # Why the figure means little: fewer prompts than criteria.cka.min_prompts (token-level CKA).
+    few_prompts: str
 
 
 class Summary(TypedDict):

@@ -14,6 +14,7 @@ from pytest_analog.report._format import (
     UNKNOWN,
     counts_sentence,
     criteria_of,
+    flags,
     failures_first,
     fmt_threshold,
     fmt_value,
@@ -41,7 +42,8 @@ def _shorten(text, width=_MAX_ID):
 def _row(c):
     threshold = c.get("threshold")
     value = fmt_value(c.get("value"), distinct_from=threshold if is_number(threshold) else None)
-    return (_shorten(str(c.get("id", "?"))), value, fmt_threshold(c, ascii_only=True), _LABEL[status(c)])
+    label = _LABEL[status(c)] + "".join(f" ({flag})" for flag in flags(c))
+    return (_shorten(str(c.get("id", "?"))), value, fmt_threshold(c, ascii_only=True), label)
 
 
 def _metric_line(metric, rows):
@@ -55,6 +57,8 @@ def _metric_line(metric, rows):
     if summary["missing"]:
         parts.append(f"{summary['missing']} without a value")
     parts.append(f"{summary['passed']}/{summary['gated']} pass" if summary["gated"] else "informational")
+    if summary["too_close"]:
+        parts.append(f"{summary['too_close']} too close to call")
     return ", ".join(parts)
 
 

@@ -74,7 +74,9 @@ class PairedMoments:
         padded[:d_s, :d_t] = cxy
         u, s, vh = torch.linalg.svd(padded)
         rotation = (u @ vh)[:d_s, :d_t]
-        scale = s.sum() / torch.trace(cxx)  # least-squares isotropic scale
+        # least-squares scale of y = c x R: tr(Rᵀ XᵀY) / ‖XR‖², with tr(Rᵀ XᵀY) = tr(S). Not tr(XᵀX):
+        # when the analog is wider (d_s > d_t) R drops directions of x, and ‖XR‖² < tr(XᵀX).
+        scale = s.sum() / torch.trace(rotation.T @ cxx @ rotation)
         weight = scale * rotation
         return AffineMap("procrustes", weight, my - mx @ weight)
 

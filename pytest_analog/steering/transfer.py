@@ -201,17 +201,21 @@ def dose_response(model, items, layer: int, vectors: dict[str, torch.Tensor], al
 
 
 def _ratio_against_chance(curve: dict, k: int, *, resamples: int, confidence: float, seed: int) -> dict:
-    """The transfer ratio's chance level (the equal-norm random vector's effect over the native one at
-    the same dose) and bootstrap intervals over eval items, as `make_criterion` arguments."""
+    """The transfer ratio's chance level (the size of the equal-norm random vector's effect over the
+    native effect at the same dose) and bootstrap intervals over eval items, as `make_criterion` arguments.
+
+    The random direction's sign is arbitrary (its opposite is as random), so its effect counts by
+    magnitude: a random vector that happened to push the behaviour down is no lower a chance level.
+    """
     base = np.asarray(curve["baseline_items"])
     effect = {name: np.asarray(ps[k]) - base for name, ps in curve["item_probability"].items()}
     weights = resample_counts(len(base), resamples, seed) / len(base)
     mean = {name: weights @ e for name, e in effect.items()}
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio, chance = mean["transferred"] / mean["native"], mean["random"] / mean["native"]
+        ratio, chance = mean["transferred"] / mean["native"], np.abs(mean["random"]) / mean["native"]
     corrected = chance_corrected(ratio, chance)
     return {
-        "chance": float(effect["random"].mean() / effect["native"].mean()),
+        "chance": float(abs(effect["random"].mean()) / effect["native"].mean()),
         "interval": percentile_interval(ratio, confidence),
         "chance_interval": percentile_interval(chance, confidence),
         "corrected_interval": percentile_interval(corrected, confidence),
@@ -226,8 +230,8 @@ def transfer_criteria(curve: dict, *, min_native_effect: float, resamples: int =
     - transfer_ratio: transferred effect / native effect there; transfer_gap = 1 − ratio;
     - spearman: ρ between α and each vector's p(matching);
     - random_control: max |random effect| / max |native effect| over α;
-    - transfer_ratio_chance: the ratio's chance level (the random vector's ratio at the same
-      dose) and intervals over eval items (``resamples`` bootstrap draws).
+    - transfer_ratio_chance: the ratio's chance level (|random effect| / native effect at the
+      same dose) and intervals over eval items (``resamples`` bootstrap draws).
     Values that are undefined are None with the reason in ``notes``.
     """
     from scipy.stats import spearmanr
