@@ -140,7 +140,7 @@ def _criterion_problem(c: dict, config: dict) -> str | None:
         score = rule.get("score", "raw")
         if c.get("score", "raw") != score:
             return f"it is judged on the {c.get('score', 'raw')} score, but the config says {score}"
-        gate = _configured_gate(config, c["metric"])
+        gate = _configured_gate(config, c["metric"], rule)
         if c.get("gate", "point") != gate:
             return f"it is judged by gate {c.get('gate', 'point')}, but the config says {gate}"
     judged, interval = value, c.get("interval")
@@ -172,12 +172,11 @@ def _configured_rule(config: dict, metric: str) -> dict | None:
     return {} if path is None else node if isinstance(node, dict) else None
 
 
-def _configured_gate(config: dict, metric: str) -> str:
+def _configured_gate(config: dict, metric: str, rule: dict) -> str:
     """The decision rule the config sets for a built-in metric: its own ``gate``, else the global one."""
-    rules = [(config.get("criteria") or {}).get(metric), ((config.get("steering") or {}).get("criteria") or {}).get(metric)]
-    if metric.startswith("benchmark_"):
-        rules.append(config.get("benchmarks"))
-    own = next((r["gate"] for r in rules if isinstance(r, dict) and r.get("gate")), None)
+    own = rule.get("gate")
+    if metric.startswith("benchmark_") and isinstance(config.get("benchmarks"), dict):
+        own = config["benchmarks"].get("gate")
     return own or config.get("gate") or "point"
 
 
