@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         config = DistillConfig.from_dict(settings)
         from pytest_analog.distill import distill
 
+        if args.quiet:
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
         with _terminate_as_interrupt():
             out = distill(config, args.out, cache_dir=args.cache, progress=not args.quiet)
     except AnalogError as exc:
