@@ -121,13 +121,16 @@ def quality(teacher, budgets: list[float], train_steps: int | None, n_prompts: i
     print(f"\nquality ({n_prompts} gate prompts, never trained on; corpus {corpus}; load average {os.getloadavg()[0]:.1f}):")
     print(f"{'limit':>12s} {'analog':16s} {'steps':>6s} {'best':>6s} {'wall s':>7s} {'KL':>7s} {'best-layer CKA':>15s} {'gated CKA':>10s}")
     for limit, name, steps, best_step, wall, kl, best, gated in rows:
-        label = f"{limit['max_seconds']:.0f} s" if "max_seconds" in limit else f"{limit['max_steps']} steps"
-        print(f"{label:>12s} {name:16s} {steps:6d} {best_step:6d} {wall:7.0f} {kl:7.3f} {best:15.3f} {gated:10.3f}")
+        print(f"{_label(limit):>12s} {name:16s} {steps:6d} {best_step:6d} {wall:7.0f} {kl:7.3f} {best:15.3f} {gated:10.3f}")
     print(f"{'':>12s} {'random init':16s} {0:6d} {0:6d} {0:7.0f} {floor[0]:7.3f} {floor[1]:15.3f} {floor[2]:10.3f}")
     for i in range(0, len(rows), 2):
         ours, base = rows[i][5:], rows[i + 1][5:]
-        print(f"{rows[i][1]} vs {rows[i + 1][1]} at {rows[i][0]}: KL {ours[0]:.3f} vs {base[0]:.3f}, "
+        print(f"{rows[i][1]} vs {rows[i + 1][1]} at {_label(rows[i][0])}: KL {ours[0]:.3f} vs {base[0]:.3f}, "
               f"best-layer CKA {ours[1]:.3f} vs {base[1]:.3f}, gated CKA {ours[2]:.3f} vs {base[2]:.3f}")
+
+
+def _label(limit: dict) -> str:
+    return f"{limit['max_seconds']:.0f} s" if "max_seconds" in limit else f"{limit['max_steps']} steps"
 
 
 def main() -> None:
