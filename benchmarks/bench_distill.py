@@ -5,17 +5,21 @@
    language-model step (forward, cross-entropy, backward, AdamW) of the same
    5 % SmolLM2 student on the same batch; target <= 1.3x. With and without
    hidden-state alignment.
-2. Quality: a 5 % analog of SmolLM2-135M-Instruct distilled for ``--budget``
-   seconds of training, with and without hidden-state alignment, measured by the
-   gate's own metrics on its default prompts: KL(teacher ‖ analog) and the mean
-   over teacher layers of the best analog layer's CKA. A random student of the
-   same shape is the floor.
+2. Quality: a 5 % analog of SmolLM2-135M-Instruct distilled for each ``--budget``
+   (seconds of training) or for ``--train-steps`` steps, by the built-in method
+   (the demo's recipe: pruned init, alignment, best held-out checkpoint) and by
+   a naive baseline of the same shape on the same data (random init, forward KL
+   only, the last step released), measured by the gate's own metrics on its
+   default prompts: KL(teacher ‖ analog) and the mean over teacher layers of the
+   best analog layer's CKA. A random student of the same shape is the floor.
 
-    python benchmarks/bench_distill.py [--budget 600] [--steps 8] [--prompts 32] [--skip-quality]
+    python benchmarks/bench_distill.py [--budget 300 600] [--train-steps N] [--steps 8] [--prompts 32]
+                                       [--corpus generate:N] [--skip-quality]
 """
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -26,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from pytest_analog.config import load_config
-from pytest_analog.demo import smollm2_gguf
+from pytest_analog.demo import DEMO_DISTILLATION, smollm2_gguf
 from pytest_analog.distill import DistillConfig, distill
 from pytest_analog.distill.data import read_texts, teacher_targets, token_chunks
 from pytest_analog.distill.student import kept_blocks, plan_shape, random_student, student_config
@@ -84,39 +88,58 @@ def overhead(teacher, n: int, corpus: str) -> None:
         print(f"{name:28s} {tokens / t:8.0f} tok/s   {t / bare:.2f}x the bare step (target <= 1.3x)")
 
 
-def quality(teacher, budget: float, n_prompts: int, corpus: str) -> None:
+def quality(teacher, budgets: list[float], train_steps: int | None, n_prompts: int, corpus: str) -> None:
     fidelity = load_config(**{"prompts.max_prompts": n_prompts})
     prompts = load_prompts("default", max_prompts=n_prompts)
+    source = str(teacher.source.directory / teacher.source.gguf_file)
 
     def scores(student):
         m = measure(ModelPair(teacher, student), prompts, fidelity)
         best = np.nanmax(np.asarray(m.cka_matrix), axis=1).mean()
         return m.logits["kl"], best, np.mean(list(m.cka.values()))
 
+    # the built-in method is the demo's recipe; the baseline is a plain one of the same shape on the same data
+    methods = {"built-in": {**DEMO_DISTILLATION, "corpus": corpus},
+               "naive baseline": {"fraction": DEMO_DISTILLATION["fraction"], "corpus": corpus, "init": "random",
+                                  "loss": "forward_kl", "align": "none", "eval_every": 10**9}}
+    limits = [{"max_steps": train_steps}] if train_steps else [{"max_steps": 100_000, "max_seconds": b} for b in budgets]
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        rows = []
-        for align in ("none", "cosine"):
-            config = DistillConfig(teacher=str(teacher.source.directory / teacher.source.gguf_file), fraction=0.05,
-                                   corpus=corpus, align=align, max_steps=100_000, max_seconds=budget, device="cpu")
-            started = time.perf_counter()
-            out = distill(config, Path(tmp) / align, cache_dir=Path(tmp) / "cache")
-            analog = load_model(str(out), device="cpu", dtype="float32")
-            steps = json.loads((out / "training.json").read_text())["steps"]
-            rows.append((f"distilled, align {align}", steps, time.perf_counter() - started, *scores(analog)))
+        for limit in limits:
+            for name, recipe in methods.items():
+                config = DistillConfig(teacher=source, device="cpu", **{**recipe, **limit})
+                started = time.perf_counter()
+                out = distill(config, Path(tmp) / f"{name}-{len(rows)}", cache_dir=Path(tmp) / "cache")
+                record = json.loads((out / "training.json").read_text())
+                analog = load_model(str(out), device="cpu", dtype="float32")
+                rows.append((limit, name, record["steps"], record["best_step"], time.perf_counter() - started, *scores(analog)))
         random = random_student(analog.model.config, 1)
         random_dir = Path(tmp) / "random"
         random.save_pretrained(random_dir)
         analog.tokenizer.save_pretrained(random_dir)
-        rows.append(("random init, same shape", 0, 0.0, *scores(load_model(str(random_dir), device="cpu", dtype="float32"))))
-    print(f"\nquality after {budget:.0f} s of training ({n_prompts} gate prompts, never trained on):")
-    print(f"{'analog':26s} {'steps':>6s} {'wall s':>7s} {'KL':>7s} {'best-layer CKA':>15s} {'gated CKA':>10s}")
-    for name, steps, wall, kl, best, gated in rows:
-        print(f"{name:26s} {steps:6d} {wall:7.0f} {kl:7.3f} {best:15.3f} {gated:10.3f}")
+        floor = scores(load_model(str(random_dir), device="cpu", dtype="float32"))
+    print(f"\nquality ({n_prompts} gate prompts, never trained on; corpus {corpus}; load average {os.getloadavg()[0]:.1f}):")
+    print(f"{'limit':>12s} {'analog':16s} {'steps':>6s} {'best':>6s} {'wall s':>7s} {'KL':>7s} {'best-layer CKA':>15s} {'gated CKA':>10s}")
+    for limit, name, steps, best_step, wall, kl, best, gated in rows:
+        print(f"{_label(limit):>12s} {name:16s} {steps:6d} {best_step:6d} {wall:7.0f} {kl:7.3f} {best:15.3f} {gated:10.3f}")
+    print(f"{'':>12s} {'random init':16s} {0:6d} {0:6d} {0:7.0f} {floor[0]:7.3f} {floor[1]:15.3f} {floor[2]:10.3f}")
+    for i in range(0, len(rows), 2):
+        ours, base = rows[i][5:], rows[i + 1][5:]
+        print(f"{rows[i][1]} vs {rows[i + 1][1]} at {_label(rows[i][0])}: KL {ours[0]:.3f} vs {base[0]:.3f}, "
+              f"best-layer CKA {ours[1]:.3f} vs {base[1]:.3f}, gated CKA {ours[2]:.3f} vs {base[2]:.3f}")
+
+
+def _label(limit: dict) -> str:
+    return f"{limit['max_seconds']:.0f} s" if "max_seconds" in limit else f"{limit['max_steps']} steps"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=600, help="training seconds per analog (default: 600)")
+    parser.add_argument("--budget", type=float, nargs="+", default=[600],
+                        help="training seconds per analog; several give one pair of analogs each (default: 600)")
+    parser.add_argument("--train-steps", type=int,
+                        help="train each analog this many steps instead of a time budget (a step-matched comparison "
+                             "on a loaded machine)")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per overhead figure (default: 8)")
     parser.add_argument("--prompts", type=int, default=32, help="gate prompts for the quality figures (default: 32)")
     parser.add_argument("--corpus", default="builtin", help="distillation corpus (default: the shipped one)")
@@ -125,7 +148,7 @@ def main() -> None:
     teacher = load_model(str(smollm2_gguf()), device="cpu", dtype="float32")
     overhead(teacher, args.steps, args.corpus)
     if not args.skip_quality:
-        quality(teacher, args.budget, args.prompts, args.corpus)
+        quality(teacher, args.budget, args.train_steps, args.prompts, args.corpus)
 
 
 if __name__ == "__main__":

@@ -210,10 +210,14 @@ def _tiny_config(teacher, corpus, **overrides):
     return DistillConfig(**{**settings, **overrides})
 
 
-def test_resume_equals_an_uninterrupted_run(tiny_teacher, tmp_path, monkeypatch):
+@pytest.mark.parametrize("generated", [False, True], ids=["file-corpus", "generated-corpus"])
+def test_resume_equals_an_uninterrupted_run(tiny_teacher, tmp_path, monkeypatch, generated):
     from safetensors.torch import load_file
 
-    config = _tiny_config(*tiny_teacher, align="mse", ce_weight=0.5)
+    teacher_dir, corpus = tiny_teacher
+    data = dict(mix=str(corpus), gen_tokens=24) if generated else {}
+    config = _tiny_config(teacher_dir, "generate:1200" if generated else corpus, align="mse", ce_weight=0.5,
+                          eval_every=2, **data)
     distill(config, tmp_path / "whole", progress=False)
 
     save = checkpoint_module.save
@@ -233,8 +237,12 @@ def test_resume_equals_an_uninterrupted_run(tiny_teacher, tmp_path, monkeypatch)
     assert whole.keys() == resumed.keys()
     # bitwise: the same CPU kernels see the same weights, optimizer state, batches and RNG state
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
-    record = json.loads((tmp_path / "resumed" / "training.json").read_text())
-    assert record["steps"] == 6 and not (tmp_path / "resumed" / ".distill" / "checkpoints").exists()
+    records = [json.loads((tmp_path / name / "training.json").read_text()) for name in ("whole", "resumed")]
+    assert records[1]["steps"] == 6 and not (tmp_path / "resumed" / ".distill" / "checkpoints").exists()
+    assert records[0]["curve"] == [{**p, "seconds": q["seconds"]} for p, q in zip(records[1]["curve"], records[0]["curve"])]
+    if generated:  # each run wrote its own corpus (no shared cache): the same text from the same seed
+        corpora = [next((tmp_path / name / ".distill" / "corpus").glob("*.jsonl")).read_text() for name in ("whole", "resumed")]
+        assert corpora[0] == corpora[1] and len(corpora[0].splitlines()) >= 1200 // 24
 
 
 def test_other_settings_do_not_resume_a_checkpoint(tiny_teacher, tmp_path, monkeypatch):
@@ -395,3 +403,171 @@ def test_batches_visit_every_chunk_once_per_epoch():
     assert sorted(epoch.tolist()) == list(range(12))
     assert torch.equal(batch_rows(5, 12, 4, seed=0), batch_rows(5, 12, 4, seed=0))
     assert not torch.equal(batch_rows(3, 12, 4, seed=0), batch_rows(3, 12, 4, seed=1))
+
+
+# -- never worse with more budget: the best held-out weights are released ------------------------
+
+
+def test_early_stopping_releases_the_best_heldout_weights(tiny_teacher, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pytest_analog.distill.train import heldout_divergence
+
+    teacher_dir, corpus = tiny_teacher
+    # a learning rate that helps during warmup and then overshoots: the held-out KL falls, then rises
+    config = _tiny_config(teacher_dir, corpus, lr=0.05, warmup=20, max_steps=40, eval_every=2, patience=3)
+    out = distill(config, tmp_path / "analog", progress=False)
+    record = json.loads((out / "training.json").read_text())
+    curve = [point["heldout_kl"] for point in record["curve"]]
+    best = int(np.argmin(curve))
+    assert record["stopped_early"] and record["steps"] < config.max_steps
+    assert [p["step"] for p in record["curve"]] == list(range(0, record["steps"] + 1, 2))
+    assert curve[-1] > curve[best] < curve[0]  # it improved, then got worse: both ends differ from the best
+    assert len(curve) - 1 - best == config.patience  # it stopped after `patience` evaluations without a better one
+    assert record["best_step"] == record["curve"][best]["step"] and record["heldout_kl_after"] == curve[best]
+
+    # the released weights score the best value, recomputed here from the teacher itself
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
+    analog = AutoModelForCausalLM.from_pretrained(out).eval()
+    tok = AutoTokenizer.from_pretrained(out)
+    chunks = token_chunks(tok, read_texts(corpus), config.seq_len)
+    held = chunks[split_rows(len(chunks), config.heldout)[1]]
+    targets = teacher_targets(teacher, held, temperature=config.temperature, top_k=config.top_k, layers=[])
+    assert heldout_divergence(analog, held, targets, config, "cpu") == pytest.approx(curve[best], rel=1e-4)
+    assert (out / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"step {record['best_step']}" in (out / "README.md").read_text()
+
+
+# -- a corpus the teacher writes itself ---------------------------------------------------------
+
+
+def test_generated_corpus_is_reproducible_from_its_seed(bos_tokenizer, tmp_path):
+    from pytest_analog.distill.data import generate_texts, generated_corpus, seed_texts
+
+    teacher = tiny_llama(bos_tokenizer)
+    seeds = seed_texts()
+
+    class Count:
+        total = 0
+
+        def update(self, n):
+            self.total += n
+
+    def make(seed, progress=None):
+        return generate_texts(teacher, bos_tokenizer, seeds, 150, temperature=1.0, top_p=0.9, new_tokens=12, seed=seed,
+                              batch_size=4, progress=progress)
+
+    rng = torch.get_rng_state()
+    counted = Count()
+    first = make(0, counted)
+    assert torch.equal(torch.get_rng_state(), rng)  # sampling leaves the caller's random stream alone
+    assert counted.total == 150 and len(first) >= 150 // 12
+    assert make(0) == first and make(1) != first
+    assert all(any(text.startswith(s) for s in seeds) for text in first)  # each text continues a seed
+
+    calls = []
+    path = tmp_path / "corpus" / "gen.jsonl"
+    assert generated_corpus(path, lambda: calls.append(1) or first) == first
+    assert generated_corpus(path, lambda: calls.append(1) or []) == first and calls == [1]  # the second read the cache
+    assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_generation_seeds_are_not_the_gates_prompts():
+    from pytest_analog.distill.data import seed_texts
+    from pytest_analog.prompts import load_prompts
+
+    seeds = seed_texts()
+    assert len(seeds) >= 50 and len(set(seeds)) == len(seeds)
+    gate = load_prompts("default").texts
+    assert not any(seed[:25] in prompt or prompt[:25] in seed for seed in seeds for prompt in gate)
+    assert not any(seeds[0] in text for text in read_texts("builtin"))  # the seeds are not corpus text
+
+
+@pytest.mark.parametrize(("corpus", "message"), [
+    ("generate:0", "corpus generate:N takes a number of tokens"),
+    ("generate:many", "corpus generate:N takes a number of tokens"),
+])
+def test_generate_settings_are_checked(corpus, message):
+    with pytest.raises(AnalogError, match=message):
+        DistillConfig(teacher="x", corpus=corpus)
+    with pytest.raises(AnalogError, match="use it with corpus generate:N"):
+        DistillConfig(teacher="x", mix="builtin")
+    with pytest.raises(AnalogError, match="gen_top_p=0.0 is out of range"):
+        DistillConfig(teacher="x", corpus="generate:10", gen_top_p=0.0)
+
+
+# -- interruptions: Ctrl-C, kill (SIGTERM) and SIGKILL -------------------------------------------------
+
+
+def test_ctrl_c_stops_with_one_line_that_says_how_to_resume(tiny_teacher, tmp_path, monkeypatch, capsys):
+    from pytest_analog.distill.cli import main
+
+    teacher_dir, corpus = tiny_teacher
+    args = ["--teacher", str(teacher_dir), "--corpus", str(corpus), "--fraction", "0.5", "--seq-len", "32",
+            "--max-steps", "6", "--checkpoint-every", "3", "--quiet", "--out", str(tmp_path / "a")]
+    monkeypatch.setattr(checkpoint_module, "save", _crash_after(checkpoint_module.save))  # Ctrl-C after step 3's checkpoint
+    assert main(args) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["analog-distill: interrupted; run the same command again to resume from the checkpoint at step 3"]
+    monkeypatch.undo()
+    assert main(args) == 0 and (tmp_path / "a" / "model.safetensors").is_file()
+
+
+_KILL_SCRIPT = """
+import os, signal, sys, time
+import safetensors.torch
+from pytest_analog.distill.cli import main
+
+where, signum = sys.argv[1], getattr(signal, sys.argv[2])
+save_file, fsync = safetensors.torch.save_file, os.fsync
+
+def die():
+    os.kill(os.getpid(), signum)
+    time.sleep(30)  # the signal arrives here
+
+def save_then_die(tensors, path, *args, **kwargs):  # the teacher's targets, written to a temporary file
+    save_file(tensors, path, *args, **kwargs)
+    if where == "targets" and str(path).endswith(".tmp"):
+        die()
+
+def fsync_then_die(fd):  # the release's settings file, written to a temporary file
+    fsync(fd)
+    if where == "release" and "distill_config.json" in os.readlink(f"/proc/self/fd/{fd}"):
+        die()
+
+safetensors.torch.save_file, os.fsync = save_then_die, fsync_then_die
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("where", ["targets", "release"])
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGKILL"])
+def test_a_kill_leaves_no_temporary_files_and_resumes(tiny_teacher, tmp_path, where, signame):
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from pytest_analog.distill.cli import main
+
+    teacher_dir, corpus = tiny_teacher
+    args = ["--teacher", str(teacher_dir), "--corpus", str(corpus), "--fraction", "0.5", "--seq-len", "32",
+            "--max-steps", "4", "--checkpoint-every", "2", "--eval-every", "2", "--quiet"]
+    script = tmp_path / "kill.py"
+    script.write_text(_KILL_SCRIPT)
+    killed = subprocess.run([sys.executable, str(script), where, signame, *args, "--out", str(tmp_path / "killed")],
+                            capture_output=True, text=True, timeout=600)
+    leftovers = lambda: sorted(p.name for p in (tmp_path / "killed").rglob("*.tmp"))  # noqa: E731
+    if signame == "SIGTERM":  # a plain kill is an interruption like Ctrl-C: cleaned up, one line, how to resume
+        assert killed.returncode == 130, killed.stderr[-2000:]
+        assert "Traceback" not in killed.stderr
+        assert killed.stderr.strip().splitlines()[-1].startswith("analog-distill: interrupted; run the same command again")
+        assert leftovers() == []
+    else:  # nothing runs after SIGKILL; the release folder still holds only whole files
+        assert killed.returncode == -9
+        assert not [p.name for p in (tmp_path / "killed").iterdir() if p.name.endswith(".tmp")]
+    assert main([*args, "--out", str(tmp_path / "killed")]) == 0  # the rerun resumes and sweeps what was left
+    assert leftovers() == [] and not (tmp_path / "killed" / ".distill" / "release").exists()
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    whole, resumed = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("whole", "killed"))
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)

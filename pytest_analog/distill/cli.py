@@ -10,9 +10,11 @@ Every setting of `DistillConfig` is a flag (``--max-steps``, ``--align cosine``,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import re
+import signal
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -58,17 +60,49 @@ def main(argv: list[str] | None = None) -> int:
         config = DistillConfig.from_dict(settings)
         from pytest_analog.distill import distill
 
-        out = distill(config, args.out, cache_dir=args.cache, progress=not args.quiet)
+        if args.quiet:
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
+        with _terminate_as_interrupt():
+            out = distill(config, args.out, cache_dir=args.cache, progress=not args.quiet)
     except AnalogError as exc:
         parser.error(str(exc))
+    except KeyboardInterrupt:
+        print(f"analog-distill: interrupted; {_resume_hint(Path(args.out))}", file=sys.stderr)
+        return 130
     record = json.loads((Path(out) / "training.json").read_text())
     shape = record["shape"]
     print(
         f"analog-distill: {out}: {shape['parameters']:,} parameters ({shape['fraction']:.2%} of the teacher), "
-        f"held-out KL {record['heldout_kl_before']:.3f} -> {record['heldout_kl_after']:.3f} nats, "
-        f"{record['steps']} steps in {record['train_seconds']} s"
+        f"held-out KL {record['heldout_kl_before']:.3f} -> {record['heldout_kl_after']:.3f} nats (step {record['best_step']}), "
+        f"{record['steps']} steps in {record['train_seconds']} s" + (" (stopped early)" if record["stopped_early"] else "")
     )
     return 0
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (``kill``) raises KeyboardInterrupt as Ctrl-C does, so half-written files are removed on the way out."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _resume_hint(out: Path) -> str:
+    from pytest_analog.distill import checkpoint
+    from pytest_analog.distill.train import WORK
+
+    meta = checkpoint.peek(out / WORK / "checkpoints")
+    if meta is None:
+        return "run the same command again to start over (nothing was checkpointed yet)"
+    return f"run the same command again to resume from the checkpoint at step {meta['step']}"
 
 
 def _read_settings(path: str) -> dict:

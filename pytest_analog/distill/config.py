@@ -23,7 +23,11 @@ class DistillConfig:
     fraction: float = 0.05  # student parameters / teacher parameters, embeddings included
     init: str = "pruned"  # pruned: teacher blocks, channels, heads and neurons by activation importance; random
     keep: str = "uniform"  # teacher blocks the student starts from: uniform stride, or first_last spread
-    corpus: str = "builtin"  # text/JSONL file, folder, dataset:NAME[@SPLIT], or builtin (fixtures/corpus)
+    corpus: str = "builtin"  # text/JSONL file, folder, dataset:NAME[@SPLIT], builtin (fixtures/corpus), or generate:N
+    mix: str = "none"  # with generate:N, also train on this corpus (a file, folder, dataset:NAME or builtin)
+    gen_temperature: float = 1.0  # with generate:N, the teacher's sampling temperature
+    gen_top_p: float = 0.95  # with generate:N, the teacher's nucleus (top-p) sampling threshold
+    gen_tokens: int = 128  # with generate:N, new tokens per continuation of a seed
     seq_len: int = 128  # tokens per training chunk
     heldout: float = 0.1  # share of chunks held out to measure the result
     loss: str = "forward_kl"  # forward_kl, reverse_kl, or jsd (generalised JSD with beta)
@@ -40,6 +44,8 @@ class DistillConfig:
     weight_decay: float = 0.0  # AdamW weight decay
     max_steps: int = 400  # optimizer steps (the schedule's length)
     max_seconds: float | None = None  # stop after this much training time; the schedule then follows time
+    eval_every: int = 25  # steps between held-out evaluations; the best evaluated weights are released
+    patience: int = 0  # evaluations without a better held-out KL before stopping early (0: run to the end)
     checkpoint_every: int = 100  # steps between checkpoints (resume after an interruption)
     calibration: int = 16  # chunks the teacher reads to rank channels, heads and neurons
     seed: int = 0  # seeds initialisation and batch order
@@ -59,10 +65,22 @@ class DistillConfig:
             "max_steps": self.max_steps >= 1, "checkpoint_every": self.checkpoint_every >= 1,
             "max_seconds": self.max_seconds is None or self.max_seconds > 0, "warmup": self.warmup >= 0,
             "calibration": self.calibration >= 1, "ce_weight": self.ce_weight >= 0, "align_weight": self.align_weight >= 0,
+            "gen_temperature": self.gen_temperature > 0, "gen_top_p": 0 < self.gen_top_p <= 1,
+            "gen_tokens": self.gen_tokens >= 1, "eval_every": self.eval_every >= 1, "patience": self.patience >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise AnalogError(f"distillation setting {bad[0]}={getattr(self, bad[0])!r} is out of range")
+        count = self.corpus.removeprefix("generate:")
+        if self.corpus.startswith("generate:") and not (count.isdigit() and int(count) >= 1):
+            raise AnalogError(f"corpus generate:N takes a number of tokens to generate, got {self.corpus!r}")
+        if self.mix != "none" and self.generated_tokens is None:
+            raise AnalogError(f"mix={self.mix!r} adds a corpus to generated text; use it with corpus generate:N")
+
+    @property
+    def generated_tokens(self) -> int | None:
+        """N of ``corpus generate:N``, else None."""
+        return int(self.corpus.removeprefix("generate:")) if self.corpus.startswith("generate:") else None
 
     def to_dict(self) -> dict:
         return asdict(self)

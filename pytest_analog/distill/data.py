@@ -8,6 +8,11 @@ ships in ``fixtures/corpus/``. Documents are tokenized, joined with the EOS
 token and cut into chunks of ``seq_len`` tokens; every ``1/heldout``-th chunk is
 held out.
 
+``generate:N`` is text the teacher writes itself (sequence-level distillation,
+Kim & Rush 2016): `generate_texts` samples continuations of the seeds in
+``fixtures/corpus/seeds.txt`` (written for this project, never the gate's
+prompts) until N new tokens exist; `generated_corpus` caches them.
+
 `teacher_targets` runs the teacher once over all chunks and keeps, per token,
 its top-k log-probs at the training temperature, the log of the remaining mass
 and, for hidden-state alignment, the mapped layers' hidden states (float16);
@@ -28,6 +33,7 @@ from pytest_analog.errors import AnalogError
 from pytest_analog.resources import shipped
 
 _SUFFIXES = (".txt", ".md", ".jsonl")
+SEEDS = "seeds.txt"  # in fixtures/corpus: openings the teacher continues for generate:N, not corpus text
 
 
 def read_texts(corpus) -> list[str]:
@@ -40,6 +46,7 @@ def read_texts(corpus) -> list[str]:
     path = shipped("fixtures") / "corpus" if corpus == "builtin" else Path(corpus).expanduser()
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix in _SUFFIXES and p.is_file())
+        files = [f for f in files if corpus != "builtin" or f.name != SEEDS]
     elif path.is_file():
         files = [path]
     else:
@@ -80,6 +87,69 @@ def _dataset_texts(spec: str) -> list[str]:
     if "text" not in data.column_names:
         raise AnalogError(f"dataset {name} has no 'text' column (columns: {', '.join(data.column_names)})")
     return [str(t) for t in data["text"]]
+
+
+def seed_texts() -> list[str]:
+    """The shipped generation seeds: paragraphs of ``fixtures/corpus/seeds.txt``, blank-line separated."""
+    text = (shipped("fixtures") / "corpus" / SEEDS).read_text(encoding="utf-8")
+    return [part.strip("\n") for part in text.split("\n\n") if part.strip()]
+
+
+@torch.no_grad()
+def generate_texts(model, tokenizer, seeds: list[str], tokens: int, *, temperature: float, top_p: float,
+                   new_tokens: int, seed: int, batch_size: int = 16, progress=None) -> list[str]:
+    """Seeds and the teacher's sampled continuations, until ``tokens`` new tokens exist.
+
+    The seeds are taken in a shuffled order from ``seed`` (cycling when more text is
+    asked for than one pass gives) and continued in left-padded batches with a KV
+    cache; sampling draws from a generator seeded by ``seed``, leaving the global
+    RNG as it was, so the same seed gives the same text on the same hardware.
+    """
+    from transformers import GenerationConfig
+
+    device = model.get_input_embeddings().weight.device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    settings = GenerationConfig(do_sample=True, temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=new_tokens,
+                                pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+    order = torch.randperm(len(seeds), generator=torch.Generator().manual_seed(seed)).tolist()
+    texts, made, turn = [], 0, 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        while made < tokens:
+            batch = [seeds[order[(turn + i) % len(seeds)]] for i in range(batch_size)]
+            turn += batch_size
+            ids = [tokenizer(text)["input_ids"] for text in batch]
+            width = max(map(len, ids))
+            input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids], device=device)
+            mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids], device=device)
+            out = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=settings)[:, width:].cpu()
+            before = made
+            for prompt, row in zip(ids, out.tolist()):
+                ends = [row.index(t) for t in (tokenizer.eos_token_id, pad) if t in row]
+                row = row[: min(ends, default=len(row))][: tokens - made]
+                if row:
+                    texts.append(tokenizer.decode(prompt + row, skip_special_tokens=True))
+                made += len(row)
+                if made >= tokens:
+                    break
+            if made == before:
+                raise AnalogError("the teacher ended every continuation at once; generate:N needs a model that writes text")
+            if progress is not None:
+                progress.update(made - before)
+    return texts
+
+
+def generated_corpus(path: Path, make) -> list[str]:
+    """The texts cached at ``path`` (JSONL), made by ``make()`` and written there first when absent."""
+    if path.is_file():
+        try:
+            return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()]
+        except (ValueError, KeyError, TypeError):  # a damaged file is made again, never trusted
+            pass
+    texts = make()
+    lines = "".join(json.dumps({"text": t}) + "\n" for t in texts)
+    save_atomic(path, lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
+    return texts
 
 
 def token_chunks(tokenizer, texts: list[str], seq_len: int) -> torch.Tensor:
@@ -139,15 +209,39 @@ def teacher_targets(teacher, chunks: torch.Tensor, *, temperature: float, top_k:
             progress.update(batch.numel())
     tensors = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        save_atomic(path, lambda tmp: save_file(tensors, tmp))
     return _unpack(tensors)
+
+
+def save_atomic(path: Path, write) -> None:
+    """``write(tmp)`` into a temporary file beside ``path``, then rename it to ``path``.
+
+    The temporary name carries the writer's process id, so files left by writers
+    that were killed (nothing can clean up after SIGKILL) are removed here, while
+    another live process writing the same cache entry keeps its own.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = stale.name.removeprefix(f".{path.name}.").split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _unpack(tensors: dict[str, torch.Tensor]) -> TeacherTargets:

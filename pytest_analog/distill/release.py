@@ -2,14 +2,19 @@
 
 safetensors weights, config and tokenizer (loadable with ``from_pretrained``),
 ``distill_config.json`` (the exact settings: ``analog-distill --config`` reruns
-them), ``training.json`` (what the run did and measured) and ``README.md``, a
-model card with the architecture, size, training setup, data, intended use
-and licence.
+them), ``training.json`` (what the run did and measured, the held-out curve
+included), ``training_curve.png`` and ``README.md``, a model card with the
+architecture, size, training setup, data, intended use and licence.
+
+The files are written into a staging folder first and then renamed into the
+release one by one, so a kill at any moment leaves only whole files there.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 from pytest_analog import __version__
@@ -44,7 +49,8 @@ teacher's {teacher_parameters:,} (embeddings included).
   (mixed precision: {mixed}).
 - Held-out KL(teacher ‖ analog) per token, over the teacher's top-{top_k} tokens and the
   rest of its mass at temperature {temperature}: {before:.3f} nats at initialisation,
-  **{after:.3f} nats** after training.
+  **{after:.3f} nats** for these weights, the best of {evaluations} evaluations (every
+  {eval_every} steps, step {best_step}; `training.json` and `training_curve.png` hold the curve).
 
 ## Training data
 
@@ -80,21 +86,43 @@ def teacher_licence(source) -> str | None:
 
 
 def write(out: Path, model, tokenizer, *, config, shape, keep: list[int], teacher: dict, training: dict,
-          licence: str | None = None) -> Path:
-    """Write the release folder ``out``: weights, config, tokenizer, settings, training record, model card.
+          staging: Path, licence: str | None = None) -> Path:
+    """Write the release folder ``out``: weights, config, tokenizer, settings, training record, curve, model card.
 
+    ``staging``: an empty or absent folder on the same file system, where the files are written first.
     ``licence``: the teacher's licence id, which the analog inherits (None: unknown, the card says so).
     """
-    out = Path(out)
+    out, staging = Path(out), Path(staging)
+    shutil.rmtree(staging, ignore_errors=True)  # what a killed run left half-written
     model.config.architectures = [type(model).__name__]
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
     settings = config.to_dict()
-    write_atomic(out / "distill_config.json", json.dumps(settings, indent=2) + "\n")
+    write_atomic(staging / "distill_config.json", json.dumps(settings, indent=2) + "\n")
     record = {"shape": shape.to_dict(), "kept_teacher_blocks": keep, "teacher": teacher, **training}
-    write_atomic(out / "training.json", json.dumps(record, indent=2, default=str) + "\n")
-    write_atomic(out / "README.md", card(config, shape, keep, teacher, training, licence))
+    write_atomic(staging / "training.json", json.dumps(record, indent=2, default=str) + "\n")
+    write_atomic(staging / "training_curve.png", curve_png(training["curve"]))
+    write_atomic(staging / "README.md", card(config, shape, keep, teacher, training, licence))
+    for path in sorted(staging.iterdir()):
+        os.replace(path, out / path.name)
+    staging.rmdir()
     return out
+
+
+def curve_png(curve: list[dict]) -> bytes:
+    """The held-out KL against the step, with the released (best) step marked."""
+    from pytest_analog.report.plots import _figure, _to_png
+
+    fig = _figure(6, 3.5)
+    ax = fig.add_subplot()
+    ax.plot([p["step"] for p in curve], [p["heldout_kl"] for p in curve], marker="o", color="#1565c0")
+    best = min(curve, key=lambda p: p["heldout_kl"])
+    ax.plot([best["step"]], [best["heldout_kl"]], marker="*", markersize=14, color="#c62828", linestyle="none",
+            label=f"released: step {best['step']}, {best['heldout_kl']:.3f} nats")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("held-out KL(teacher ‖ analog), nats")
+    ax.legend()
+    return _to_png(fig)
 
 
 def card(config, shape, keep, teacher: dict, training: dict, licence: str | None = None) -> str:
@@ -113,9 +141,12 @@ def card(config, shape, keep, teacher: dict, training: dict, licence: str | None
     if config.align != "none":
         loss_text += (f", plus {config.align_weight} x hidden-state alignment ({config.align}) through learned linear "
                       f"projections, analog layer -> teacher layer {training['align_map']}")
-    builtin = config.corpus == "builtin"
-    data_text = ("The prose corpus shipped with pytest-analog (fixtures/corpus, written for the project, Apache-2.0)"
-                 if builtin else f"Corpus `{config.corpus}`")
+    data_text = _corpus_text(config.corpus)
+    if config.generated_tokens is not None:
+        data_text = (f"Text the teacher wrote itself: {config.generated_tokens:,} tokens sampled at temperature "
+                     f"{config.gen_temperature}, top-p {config.gen_top_p}, continuing the seeds in fixtures/corpus/seeds.txt "
+                     f"(written for pytest-analog, none from the gate's prompts) for up to {config.gen_tokens} tokens each"
+                     + (f", with {_corpus_text(config.mix)[0].lower()}{_corpus_text(config.mix)[1:]}" if config.mix != "none" else ""))
     licence_text = (f"The teacher's licence ({licence}) applies to these weights, which derive from it." if licence else
                     "The teacher's licence applies to these weights, which derive from it; pytest-analog could not read "
                     "it from the teacher's files, so check it before release.")
@@ -125,8 +156,15 @@ def card(config, shape, keep, teacher: dict, training: dict, licence: str | None
         loss_text=loss_text, batch=config.batch_size * config.grad_accum, seq_len=config.seq_len, lr=config.lr,
         seed=config.seed, device=training["device"], mixed=training["mixed_precision"], top_k=config.top_k,
         temperature=config.temperature, before=training["heldout_kl_before"], after=training["heldout_kl_after"],
+        evaluations=len(training["curve"]), eval_every=config.eval_every, best_step=training["best_step"],
         data_text=data_text, stride=max(2, round(1 / config.heldout)), licence_text=licence_text,
         licence=licence or "other",
         **{k: v for k, v in shape.to_dict().items() if k != "fraction"}, **{k: training[k] for k in (
             "steps", "tokens_seen", "train_seconds", "corpus_tokens", "train_chunks", "heldout_chunks")},
     )
+
+
+def _corpus_text(corpus: str) -> str:
+    if corpus == "builtin":
+        return "The prose corpus shipped with pytest-analog (fixtures/corpus, written for the project, Apache-2.0)"
+    return f"Corpus `{corpus}`"

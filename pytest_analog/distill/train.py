@@ -1,9 +1,12 @@
 """The distillation run: one readable loop from a teacher to a released analog.
 
-`distill` loads the teacher, plans and initialises the student, caches the
-teacher's targets, trains with `accelerate` (the same code on a CPU, one GPU
-with bf16 autocast, or several GPUs under ``accelerate launch``), checkpoints
-as it goes, resumes where an interrupted run stopped, and writes the release.
+`distill` loads the teacher, plans and initialises the student, reads (or has
+the teacher write) the corpus, caches the teacher's targets, trains with
+`accelerate` (the same code on a CPU, one GPU with bf16 autocast, or several
+GPUs under ``accelerate launch``), measures the held-out KL every
+``eval_every`` steps and keeps the best weights (stopping early after
+``patience`` evaluations without a better one), checkpoints as it goes,
+resumes where an interrupted run stopped, and releases the best weights.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pytest_analog.distill.config import DistillConfig
 from pytest_analog.errors import AnalogError
 
 WORK = ".distill"  # inside the output folder: checkpoints while training
+GENERATION_BATCH = 16  # seeds the teacher continues at once for generate:N
 
 
 def lr_at(config: DistillConfig, progress: float, step: int) -> float:
@@ -114,7 +118,8 @@ def distill(config: DistillConfig, out: str | Path, *, cache_dir: str | Path | N
     )
     tokenizer, teacher_info, teacher_config = teacher.tokenizer, teacher.info, teacher.model.config
     licence = release.teacher_licence(teacher.source)  # the analog inherits it
-    chunks = data.token_chunks(tokenizer, data.read_texts(config.corpus), config.seq_len)
+    cache_root = Path(cache_dir) if cache_dir else work
+    chunks = data.token_chunks(tokenizer, corpus_texts(config, teacher, cache_root, progress, accelerator), config.seq_len)
     train_rows, held_rows = data.split_rows(len(chunks), config.heldout)
     train, held = chunks[train_rows], chunks[held_rows]
 
@@ -132,7 +137,7 @@ def distill(config: DistillConfig, out: str | Path, *, cache_dir: str | Path | N
         teacher=teacher_info["sha256"], tokenizer=teacher_info["tokenizer"]["sha256"], chunks=_tensor_hash(chunks),
         temperature=config.temperature, top_k=config.top_k, layers=layers, dtype=teacher_info["dtype"], device=device,
     )
-    targets_path = (Path(cache_dir) if cache_dir else work) / "targets" / f"{key}.safetensors"
+    targets_path = cache_root / "targets" / f"{key}.safetensors"
     with accelerator.main_process_first(), _bar(chunks.numel(), "teacher targets (tokens)", progress, accelerator) as bar:
         targets = data.teacher_targets(
             teacher.model, chunks, temperature=config.temperature, top_k=config.top_k, layers=layers,
@@ -144,18 +149,35 @@ def distill(config: DistillConfig, out: str | Path, *, cache_dir: str | Path | N
     trainee = Trainee(model.float(), pairs, teacher_config.get_text_config().hidden_size).to(accelerator.device)
     optimizer = torch.optim.AdamW(trainee.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     before = heldout_divergence(trainee.student, held, held_t, config, accelerator.device)
-    meta = checkpoint.load(work / "checkpoints", trainee, optimizer) or {"step": 0, "seconds": 0.0}
+    meta = checkpoint.load(work / "checkpoints", trainee, optimizer)
+    if meta is None:
+        meta = {"step": 0, "seconds": 0.0, "curve": [{"step": 0, "seconds": 0.0, "heldout_kl": before}], "stale": 0,
+                "best": _weights(trainee.student)}
     if meta.get("config", config.result_dict()) != config.result_dict():
         raise AnalogError(f"{out} holds a checkpoint of other settings; choose another output folder or remove it")
     trainee.train()
     wrapped, optimizer = accelerator.prepare(trainee, optimizer)
 
-    step, trained = meta["step"], meta["seconds"]
+    step, trained, curve, stale, best = meta["step"], meta["seconds"], meta["curve"], meta["stale"], meta["best"]
+
+    def evaluate() -> None:
+        """Held-out KL now; the weights become the best when it is the lowest so far."""
+        nonlocal stale, best
+        kl = heldout_divergence(trainee.student, held, held_t, config, accelerator.device)
+        better = kl < min(point["heldout_kl"] for point in curve)
+        curve.append({"step": step, "seconds": round(trained, 1), "heldout_kl": kl, "train_loss": loss_value})
+        stale = 0 if better else stale + 1
+        if better:
+            best = _weights(trainee.student)
+
+    def patience_spent() -> bool:
+        return bool(config.patience) and stale >= config.patience
+
     per_step = config.batch_size * config.grad_accum
     tokens_per_step = per_step * config.seq_len
     loss_value = float("nan")
     with _bar(config.max_steps, "distilling (steps)", progress, accelerator, initial=step) as bar:
-        while step < config.max_steps and (config.max_seconds is None or trained < config.max_seconds):
+        while step < config.max_steps and (config.max_seconds is None or trained < config.max_seconds) and not patience_spent():
             tick = time.perf_counter()
             done = max(step / config.max_steps, trained / config.max_seconds if config.max_seconds else 0.0)
             for group in optimizer.param_groups:
@@ -177,21 +199,29 @@ def distill(config: DistillConfig, out: str | Path, *, cache_dir: str | Path | N
                 budget = {"budget_left": f"{max(0.0, config.max_seconds - trained):.0f}s"} if config.max_seconds else {}
                 bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_step / (time.perf_counter() - tick):.0f}", **budget)
                 bar.update(1)
+            if step % config.eval_every == 0:
+                evaluate()
             if step % config.checkpoint_every == 0 and step < config.max_steps and accelerator.is_main_process:
                 checkpoint.save(work / "checkpoints", step, trainee, optimizer,
-                                {"config": config.result_dict(), "seconds": trained})
+                                {"config": config.result_dict(), "seconds": trained, "curve": curve, "stale": stale},
+                                best=best)
+    if curve[-1]["step"] != step:
+        evaluate()
 
     model = trainee.student.eval()
-    after = heldout_divergence(model, held, held_t, config, accelerator.device)
+    model.load_state_dict(best)  # the release is the best evaluated step, never a worse later one
+    best_point = min(curve, key=lambda point: point["heldout_kl"])
     if accelerator.is_main_process:
         release.write(
             out, model, tokenizer, config=config, shape=shape, keep=keep, teacher=teacher_info,
-            licence=licence,
+            licence=licence, staging=work / "release",
             training={
                 "steps": step, "train_seconds": round(trained, 1), "total_seconds": round(time.perf_counter() - started, 1),
                 "tokens_seen": step * tokens_per_step, "corpus_tokens": chunks.numel(), "train_chunks": len(train),
                 "heldout_chunks": len(held), "final_loss": loss_value, "heldout_kl_before": before,
-                "heldout_kl_after": after, "align_map": pairs, "device": device, "mixed_precision": mixed,
+                "heldout_kl_after": best_point["heldout_kl"], "best_step": best_point["step"],
+                "stopped_early": patience_spent(),
+                "curve": curve, "align_map": pairs, "device": device, "mixed_precision": mixed,
             },
         )
         shutil.rmtree(work / "checkpoints", ignore_errors=True)
@@ -217,6 +247,37 @@ def heldout_divergence(model, chunks: torch.Tensor, targets: data.TeacherTargets
     return total / count
 
 
+def corpus_texts(config: DistillConfig, teacher, folder: Path, progress: bool, accelerator) -> list[str]:
+    """The documents of ``config.corpus``; for ``generate:N``, the teacher's own text, cached in ``folder / "corpus"``
+    by the teacher's file hashes and the generation settings, after those of ``config.mix``."""
+    count = config.generated_tokens
+    if count is None:
+        return data.read_texts(config.corpus)
+    seeds = data.seed_texts()
+    key = cache.cache_key(
+        teacher=teacher.info["sha256"], tokenizer=teacher.info["tokenizer"]["sha256"], seeds=seeds, tokens=count,
+        temperature=config.gen_temperature, top_p=config.gen_top_p, new_tokens=config.gen_tokens, seed=config.seed,
+        batch=GENERATION_BATCH, dtype=teacher.info["dtype"], device=str(teacher.model.device),
+    )
+
+    def make() -> list[str]:
+        with _bar(count, "teacher writing the corpus", progress, accelerator, unit="tok") as bar:
+            return data.generate_texts(
+                teacher.model, teacher.tokenizer, seeds, count, temperature=config.gen_temperature,
+                top_p=config.gen_top_p, new_tokens=config.gen_tokens, seed=config.seed, batch_size=GENERATION_BATCH,
+                progress=bar,
+            )
+
+    with accelerator.main_process_first():
+        generated = data.generated_corpus(folder / "corpus" / f"{key}.jsonl", make)
+    return (data.read_texts(config.mix) if config.mix != "none" else []) + generated
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    """A detached copy of ``model``'s weights (each tensor its own storage, tied ones included)."""
+    return {name: value.detach().clone() for name, value in model.state_dict().items()}
+
+
 def _tensor_hash(t: torch.Tensor) -> str:
     import hashlib
 
@@ -231,13 +292,13 @@ def _check_out(out: Path, work: Path) -> None:
 
 
 @contextlib.contextmanager
-def _bar(total: int, desc: str, show: bool, accelerator, initial: int = 0):
+def _bar(total: int, desc: str, show: bool, accelerator, initial: int = 0, unit: str = "it"):
     if not show or not accelerator.is_main_process:
         yield None
         return
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, initial=initial, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=False)
+    bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
     try:
         yield bar
     finally:
