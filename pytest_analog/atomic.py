@@ -26,6 +26,13 @@ def write_atomic(path, data):
         raise
 
 
+def honour_umask(path) -> None:
+    """Give ``path`` the mode a new file gets (0666 less the umask), as for a file its writer made 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def folder_problem(path) -> str | None:
     """Why files cannot be written into the folder ``path`` (made when missing), as a phrase; None when they can."""
     path = Path(path).absolute()

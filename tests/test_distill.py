@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -436,6 +437,11 @@ def test_early_stopping_releases_the_best_heldout_weights(tiny_teacher, tmp_path
     assert heldout_divergence(analog, held, targets, config, "cpu") == pytest.approx(curve[best], rel=1e-4)
     assert (out / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"step {record['best_step']}" in (out / "README.md").read_text()
+    # every release file has the mode the umask gives (save_pretrained alone writes the weights 0600)
+    mask = os.umask(0)
+    os.umask(mask)
+    files = [p for p in out.iterdir() if p.is_file()]
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(0o666 & ~mask) for p in files}
 
 
 # -- a corpus the teacher writes itself ---------------------------------------------------------

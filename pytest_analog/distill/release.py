@@ -18,7 +18,8 @@ import shutil
 from pathlib import Path
 
 from pytest_analog import __version__
-from pytest_analog.atomic import write_atomic
+from pytest_analog.atomic import honour_umask, write_atomic
+from pytest_analog.report.plots import training_curve_png
 
 CARD = """\
 ---
@@ -101,28 +102,14 @@ def write(out: Path, model, tokenizer, *, config, shape, keep: list[int], teache
     write_atomic(staging / "distill_config.json", json.dumps(settings, indent=2) + "\n")
     record = {"shape": shape.to_dict(), "kept_teacher_blocks": keep, "teacher": teacher, **training}
     write_atomic(staging / "training.json", json.dumps(record, indent=2, default=str) + "\n")
-    write_atomic(staging / "training_curve.png", curve_png(training["curve"]))
+    write_atomic(staging / "training_curve.png", training_curve_png(training["curve"]))
+    for path in staging.iterdir():  # save_pretrained writes its weights 0600; a release is for others to read
+        honour_umask(path)
     write_atomic(staging / "README.md", card(config, shape, keep, teacher, training, licence))
     for path in sorted(staging.iterdir()):
         os.replace(path, out / path.name)
     staging.rmdir()
     return out
-
-
-def curve_png(curve: list[dict]) -> bytes:
-    """The held-out KL against the step, with the released (best) step marked."""
-    from pytest_analog.report.plots import _figure, _to_png
-
-    fig = _figure(6, 3.5)
-    ax = fig.add_subplot()
-    ax.plot([p["step"] for p in curve], [p["heldout_kl"] for p in curve], marker="o", color="#1565c0")
-    best = min(curve, key=lambda p: p["heldout_kl"])
-    ax.plot([best["step"]], [best["heldout_kl"]], marker="*", markersize=14, color="#c62828", linestyle="none",
-            label=f"released: step {best['step']}, {best['heldout_kl']:.3f} nats")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("held-out KL(teacher ‖ analog), nats")
-    ax.legend()
-    return _to_png(fig)
 
 
 def card(config, shape, keep, teacher: dict, training: dict, licence: str | None = None) -> str:

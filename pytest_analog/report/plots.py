@@ -324,3 +324,17 @@ def benchmark_bars_png(benchmarks):
         labels.append("chance")
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), columns), frameon=False)
     return _to_png(fig)
+
+
+def training_curve_png(curve: list[dict]) -> bytes:
+    """A distillation's held-out KL against the step, with the released (best) step marked."""
+    fig = _figure(6, 3.5)
+    ax = fig.add_subplot()
+    ax.plot([p["step"] for p in curve], [p["heldout_kl"] for p in curve], marker="o", color="#1565c0")
+    best = min(curve, key=lambda p: p["heldout_kl"])
+    ax.plot([best["step"]], [best["heldout_kl"]], marker="*", markersize=14, color="#c62828", linestyle="none",
+            label=f"released: step {best['step']}, {best['heldout_kl']:.3f} nats")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("held-out KL(teacher ‖ analog), nats")
+    ax.legend()
+    return _to_png(fig)
