@@ -8,7 +8,7 @@ without learned structure) and a bootstrap interval over prompts.
 """
 
 
-def _layer_criterion(metric, teacher_layer, analog_measurements, analog_config, fidelity_record):
+def _layer_criterion(metric, teacher_layer, analog_measurements, analog_config, fidelity_record, **details):
     m = analog_measurements
     criterion = getattr(analog_config.criteria, metric)
     fidelity_record(
@@ -21,11 +21,13 @@ def _layer_criterion(metric, teacher_layer, analog_measurements, analog_config, 
         teacher_layer=teacher_layer,
         student_layer=m.mapped[teacher_layer],
         best_student_layer=m.best_match[teacher_layer],
+        **details,
     )
 
 
 def test_cka(teacher_layer, analog_measurements, analog_config, fidelity_record):
-    _layer_criterion("cka", teacher_layer, analog_measurements, analog_config, fidelity_record)
+    influence = analog_measurements.massive.get("influence", {}).get(teacher_layer)
+    _layer_criterion("cka", teacher_layer, analog_measurements, analog_config, fidelity_record, influence=influence)
 
 
 def test_rbf_cka(teacher_layer, analog_measurements, analog_config, fidelity_record):
