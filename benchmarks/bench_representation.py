@@ -8,12 +8,16 @@ Two figures: the representation suite alone (no output logits needed, target
 Each runs with the default chance control (a random model of the analog's shape,
 read in the same pass, and the bootstrap intervals; its forward passes count as
 bare passes too) and without it (``chance.control: none``).
-Default pair: SmolLM2-135M-Instruct against itself.
+Default pair: SmolLM2-135M-Instruct against itself. A last profiled run prints
+what parts of the measurement cost: the massive-row search and the influence
+figure, the token-level CKA bootstrap and the kNN bootstrap.
 
     python benchmarks/bench_representation.py [--prompts 128] [--student DIR]
 """
 
 import argparse
+import cProfile
+import pstats
 import time
 
 import torch
@@ -73,6 +77,30 @@ def main() -> None:
                 full.append(time.perf_counter() - started)
             print(f"{label}, {chance}: bare forward passes {min(bare):.2f} s, measurement {min(full):.2f} s "
                   f"(best of {args.repeats}); ratio {min(full) / min(bare):.2f}")
+    print_part_costs(pair, prompts, config, control)
+
+
+# the functions whose cumulative time is printed, by what they do
+PARTS = {
+    "massive rows: norms and candidates (TopRows.update)": ("massive.py", "update"),
+    "massive rows left out + influence figure (_leave_out)": ("fidelity.py", "_leave_out"),
+    "token-level CKA bootstrap (gram_cka_replicates)": ("bootstrap.py", "gram_cka_replicates"),
+    "kNN bootstrap (mutual_knn_replicates)": ("bootstrap.py", "mutual_knn_replicates"),
+    "layer matrix (cka_matrix)": ("matrix.py", "cka_matrix"),
+}
+
+
+def print_part_costs(pair, prompts, config, control) -> None:
+    """Cumulative seconds of each part in one profiled measurement (representation suite, with the control)."""
+    profile = cProfile.Profile()
+    profile.runcall(measure, pair, prompts, config, with_logits=False, control=control)
+    stats = pstats.Stats(profile).stats
+    total = max(cumulative for (_, _, name), (_, _, _, cumulative, _) in stats.items() if name == "measure")
+    print(f"parts of one profiled measurement ({total:.2f} s under the profiler):")
+    for label, (file, function) in PARTS.items():
+        seconds = sum(cumulative for (path, _, name), (_, _, _, cumulative, _) in stats.items()
+                      if name == function and path.endswith(file))
+        print(f"  {label}: {seconds:.2f} s ({100 * seconds / total:.1f} %)")
 
 if __name__ == "__main__":
     main()

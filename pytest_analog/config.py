@@ -36,6 +36,8 @@ class Prompts:
 @dataclass(frozen=True)
 class Positions:
     skip_first: bool
+    massive: Literal["exclude", "keep"]
+    massive_multiple: float
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,7 @@ _RANGES = {
     "prompts.max_length": (lambda v: v >= 2, "an integer >= 2"),
     "batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "layers.teacher": (lambda v: not isinstance(v, int) or v >= 1, "'all', an integer >= 1 or a list of integers"),
+    "positions.massive_multiple": (lambda v: v > 1, "a number > 1"),
     "layers.matrix_rows": (lambda v: v >= 8, "an integer >= 8"),
     "chance.resamples": (lambda v: v == 0 or v >= 10, "0 (no intervals) or an integer >= 10"),
     "chance.confidence": (lambda v: 0 < v < 1, "a number between 0 and 1"),

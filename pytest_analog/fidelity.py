@@ -7,6 +7,7 @@ disk and read by the built-in suites.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ import torch
 from pytest_analog import metrics
 from pytest_analog.capture import LAYER_CONVENTION, capture, plan_alignment
 from pytest_analog.errors import AnalogError
+from pytest_analog.massive import TopRows
 from pytest_analog.record import chance_corrected
 
 
@@ -43,6 +45,7 @@ class Measurements:
     chance_matrix: list[list[float]] | None = None  # teacher x control layers, on the matrix sample
     intervals: dict[str, dict[int, dict[str, list[float]]]] = field(default_factory=dict)
     # metric -> teacher layer -> {"value", "chance", "corrected"}: bootstrap intervals over prompts
+    massive: dict[str, Any] = field(default_factory=dict)  # massive-activation rows and the influence figure
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,6 +57,7 @@ class Measurements:
             data[key] = {int(k): v for k, v in data[key].items()}
         data["chance"] = {m: _int_keys(v) for m, v in data.get("chance", {}).items()}
         data["intervals"] = {m: _int_keys(v) for m, v in data.get("intervals", {}).items()}
+        data["massive"] = {k: _int_keys(v) for k, v in data.get("massive", {}).items()}
         return cls(**data)
 
 
@@ -146,6 +150,7 @@ def measure(pair, prompts, config, *, control=None, with_logits: bool = True, pr
     pooled = {key: [] for key in read}
     boot_rows = {key: [] for key in read}
     boot_prompts, order = [], []
+    top = TopRows(layers, plan.n_rows)
 
     total = sum(len(p.teacher_ids) for p in plan.prompts)
     progress = progress_factory(total, "capturing activations (tokens)") if progress_factory else None
@@ -156,8 +161,14 @@ def measure(pair, prompts, config, *, control=None, with_logits: bool = True, pr
         get = {"teacher": batch.teacher, "student": batch.student, "control": batch.control}
         get_pooled = {"teacher": batch.teacher_pooled, "student": batch.student_pooled, "control": batch.control_pooled}
         local = torch.from_numpy(_local(sample, batch))
-        for name, i in streams:
-            streams[name, i].update(batch.teacher(i), get[name](mapped[i]))
+        other_rows = {(name, j): get[name](j) for name, j in read if name != "teacher"}
+        norms = {}
+        for i in layers:
+            teacher_rows = batch.teacher(i)
+            norms[i] = teacher_rows.norm(dim=1).double().cpu().numpy()
+            for name in others:
+                streams[name, i].update(teacher_rows, other_rows[name, mapped[i]])
+        top.update(batch.row_start, norms, lambda rows: {(name, layer): get[name](layer, rows) for name, layer in read})
         for (name, layer), store in pooled.items():
             store.append(get_pooled[name](layer).double().cpu())
         for name, stores in samples.items():
@@ -176,8 +187,12 @@ def measure(pair, prompts, config, *, control=None, with_logits: bool = True, pr
         progress.close()
 
     notes = {}
-    matrices = {name: metrics.cka_matrix([torch.cat(x) for x in samples["teacher"]], [torch.cat(y) for y in samples[name]],
-                                         debiased=True) for name in others}
+    found = top.finish(config.positions.massive_multiple, exclude=config.positions.massive == "exclude")
+    influence = _leave_out(streams, top, found, mapped, debiased=config.criteria.cka.debiased)
+    kept = ~np.isin(sample, found.rows) if found.excluded else np.ones(len(sample), dtype=bool)
+    matrices = {name: metrics.cka_matrix([torch.cat(x)[kept] for x in samples["teacher"]],
+                                         [torch.cat(y)[kept] for y in samples[name]], debiased=True)
+                for name in others}
     pooled = {key: torch.cat(v) for key, v in pooled.items()}
     n_seq = len(plan.prompts)
     k = config.criteria.mutual_knn.k
@@ -214,22 +229,25 @@ def measure(pair, prompts, config, *, control=None, with_logits: bool = True, pr
         chance = per_layer("control")
         control_geometry, _ = _geometry(pair.teacher, control, config)
         chance.update({f"{name}_geometry": v for name, v in control_geometry.items()})
-        chance_matrix = np.asarray(matrices["control"]).tolist()
+        chance_matrix = _gated_cells(matrices["control"], mapped, chance["cka"]).tolist()
         control_record = control.info
     if resampling:
+        left_in = ~np.isin(boot, found.rows) if found.excluded else np.ones(len(boot), dtype=bool)
         intervals = _intervals(
             config, layers, mapped, others, values, chance, notes,
-            groups=np.concatenate(boot_prompts), order=np.asarray(order), n_prompts=n_seq,
-            rows={key: torch.cat(v) for key, v in boot_rows.items()}, pooled=pooled,
+            groups=np.concatenate(boot_prompts)[left_in], order=np.asarray(order), n_prompts=n_seq,
+            rows={key: torch.cat(v)[left_in] for key, v in boot_rows.items()}, pooled=pooled,
         )
 
-    matrix = matrices["student"]
+    matrix = _gated_cells(matrices["student"], mapped, values["cka"])
+    massive = _massive_record(found, top, plan, order, teacher.tokenizer, config.positions.massive_multiple)
+    massive["influence"] = {i: _influence(i, top.m, values, chance, influence) for i in layers}
     return Measurements(
         teacher_layers=layers,
         mapped=mapped,
         **values,
-        cka_matrix=np.asarray(matrix).tolist(),
-        matrix_rows=len(sample),
+        cka_matrix=matrix.tolist(),
+        matrix_rows=int(kept.sum()),
         best_match=[int(j) for j in metrics.best_match(np.nan_to_num(matrix, nan=-np.inf))],  # NaN: a constant layer
         embedding_geometry=geometry["embedding"],
         unembedding_geometry=geometry["unembedding"],
@@ -240,6 +258,7 @@ def measure(pair, prompts, config, *, control=None, with_logits: bool = True, pr
             "n_prompts": len(plan.prompts),
             "n_prompts_dropped": plan.dropped,
             "n_rows": plan.n_rows,
+            "n_rows_left_out": len(found.rows) if found.excluded else 0,
             "n_tokens": total,
             "seconds": round(time.perf_counter() - started, 3),
         },
@@ -249,7 +268,74 @@ def measure(pair, prompts, config, *, control=None, with_logits: bool = True, pr
         chance=chance,
         chance_matrix=chance_matrix,
         intervals=intervals,
+        massive=massive,
     )
+
+
+def _gated_cells(matrix, mapped, gated) -> np.ndarray:
+    """The layer matrix with each gated cell (teacher layer, its mapped analog layer) set to the gated value,
+    which is computed on every kept row rather than the matrix's sample."""
+    matrix = np.array(matrix, dtype=np.float64)
+    for i, j in mapped.items():
+        matrix[i, j] = gated[i]
+    return matrix
+
+
+def _influence(i, m, values, chance, without) -> dict[str, Any]:
+    """How far the gated CKA at teacher layer i moves when its m rows of largest teacher norm are left out."""
+    record = {"rows": m, "value": without["student", i], "shift": without["student", i] - values["cka"][i]}
+    if ("control", i) in without:
+        corrected = chance_corrected(values["cka"][i], chance["cka"][i])
+        record["corrected"] = chance_corrected(without["student", i], without["control", i])
+        record["corrected_shift"] = record["corrected"] - corrected
+    return record
+
+
+def _leave_out(streams, top, found, mapped, *, debiased: bool) -> dict[tuple[str, int], float]:
+    """Subtract the left-out massive rows from every CKA stream; return each stream's value without, in
+    addition, its layer's influence rows (the top 0.1 % of the rows kept, by teacher norm)."""
+
+    def rows_of(rows, name, i):
+        part = metrics.StreamingLinearCKA()
+        part.update(top.stacked(rows, ("teacher", i)), top.stacked(rows, (name, mapped[i])))
+        return part
+
+    without = {}
+    for (name, i), stream in streams.items():
+        if found.excluded and len(found.rows):
+            stream.subtract(rows_of(found.rows, name, i))
+        moved = copy.deepcopy(stream)
+        moved.subtract(rows_of(found.influence[i], name, i))
+        without[name, i] = moved.compute(debiased=debiased) if moved.n >= 4 else float("nan")
+    return without
+
+
+def _massive_record(found, top, plan, order, teacher_tokenizer, multiple) -> dict[str, Any]:
+    """What the report lists about massive-activation rows: the rule, and each row with its token and layers."""
+    row_prompt = np.repeat(order, [len(plan.prompts[k].teacher_rows) for k in order])
+    row_position = np.concatenate([plan.prompts[k].teacher_rows for k in order]) if order else np.zeros(0, int)
+    listed = []
+    for r in found.rows.tolist():
+        prompt = plan.prompts[int(row_prompt[r])]
+        position = int(row_position[r])
+        listed.append({
+            "row": r,
+            "prompt": int(row_prompt[r]),
+            "position": position,
+            "token": teacher_tokenizer.convert_ids_to_tokens(int(prompt.teacher_ids[position])),
+            "layers": [i for i in found.massive if r in found.massive[i]],
+            "norm_ratio": {i: round(float(top.norms[i][r] / found.medians[i]), 2) for i in found.massive
+                           if r in found.massive[i]},
+        })
+    return {
+        "rule": f"teacher row norm > {multiple:g} x the layer's median row norm, at any gated layer",
+        "multiple": multiple,
+        "excluded": found.excluded,
+        "note": found.note,
+        "by_layer": {i: len(rows) for i, rows in found.massive.items()},
+        "median_norm": found.medians,
+        "rows": listed,
+    }
 
 
 def _local(rows: np.ndarray, batch) -> np.ndarray:
@@ -262,12 +348,14 @@ def _intervals(config, layers, mapped, others, values, chance, notes, *, groups,
 
     The analog and the control are resampled with the same prompt draws, so the
     corrected score's interval accounts for both and for their correlation.
-    Token-level CKA is resampled on a token sample (``chance.rows``); its
-    replicates are moved by (full-data value - sample value) to sit on the exact value.
+    Token-level CKA is resampled on a token sample (``chance.rows``). Each set
+    of replicates is moved so that its median is its full-data estimate
+    (`metrics.centre`): the value's and the chance level's, then the
+    corrected score's, computed from those two, onto the corrected estimate.
+    Every interval thus holds its own estimate.
     """
     c = config.chance
     counts = metrics.resample_counts(n_prompts, c.resamples, c.seed)
-    with_sample = np.vstack([np.ones((1, n_prompts), dtype=counts.dtype), counts])  # row 0: the sample's own value
     pooled_counts = counts[:, order]  # pooled rows are in capture order
     debiased = config.criteria.cka.debiased
     out = {metric: {} for metric in PER_LAYER}
@@ -275,11 +363,9 @@ def _intervals(config, layers, mapped, others, values, chance, notes, *, groups,
         reps = {}
         teacher_gram = metrics.linear_gram(rows["teacher", i])
         for name in others:
-            sample = metrics.gram_cka_replicates(
-                teacher_gram, metrics.linear_gram(rows[name, mapped[i]]), groups, with_sample, debiased=debiased
+            reps["cka", name] = metrics.gram_cka_replicates(
+                teacher_gram, metrics.linear_gram(rows[name, mapped[i]]), groups, counts, debiased=debiased
             )
-            full = values["cka"][i] if name == "student" else chance["cka"][i]
-            reps["cka", name] = sample[1:] + (full - sample[0])
             t_pool, o_pool = pooled["teacher", i], pooled[name, mapped[i]]
             if "rbf_cka" not in notes:
                 reps["rbf_cka", name] = metrics.rbf_cka_replicates(
@@ -293,11 +379,11 @@ def _intervals(config, layers, mapped, others, values, chance, notes, *, groups,
         for metric in PER_LAYER:
             if (metric, "student") not in reps:
                 continue
-            value = reps[metric, "student"]
+            value = metrics.centre(reps[metric, "student"], values[metric][i])
             out[metric][i] = {"value": list(metrics.percentile_interval(value, c.confidence))}
             if (metric, "control") in reps:
-                level = reps[metric, "control"]
-                corrected = chance_corrected(value, level)
+                level = metrics.centre(reps[metric, "control"], chance[metric][i])
+                corrected = metrics.centre(chance_corrected(value, level), chance_corrected(values[metric][i], chance[metric][i]))
                 out[metric][i]["chance"] = list(metrics.percentile_interval(level, c.confidence))
                 out[metric][i]["corrected"] = list(metrics.percentile_interval(corrected, c.confidence))
     return out

@@ -214,7 +214,7 @@ class AnalogSession:
         from pytest_analog import cache
         from pytest_analog.prompts import load_prompts
         from pytest_analog.steering.behaviours import load_behaviour
-        from pytest_analog.steering.transfer import results_from_json, steering_analysis
+        from pytest_analog.steering.transfer import layer_rule, results_from_json, steering_analysis
 
         if self._steering is not None:
             return self._steering
@@ -244,6 +244,7 @@ class AnalogSession:
             if key:
                 cache.store(self.cache_dir / "steering", key, self._steering)
             self._steering["cached"] = False
+        self._steering["layer_rule"] = layer_rule(s)
         self.sections["steering"] = self._steering
         return self._steering
 
@@ -269,9 +270,11 @@ class AnalogSession:
         )
 
     def steering_map(self, teacher_layer: int, analog_layer: int | None = None, kind: str | None = None):
-        """A map from analog layer to teacher layer, fitted on the prompt set (analog layer: the CKA best match)."""
+        """A map from analog layer to teacher layer, fitted on the prompt set (analog layer: the CKA best block match)."""
+        from pytest_analog.steering.transfer import best_block_match
+
         if analog_layer is None:
-            analog_layer = self.measurements().best_match[teacher_layer]
+            analog_layer = best_block_match(self.measurements().cka_matrix)[teacher_layer]
         key = ("map", teacher_layer, analog_layer, kind or self.config.steering.map)
         if key not in self._steering_memo:
             self._steering_memo[key] = self._steering_map(teacher_layer, analog_layer, key[-1])
@@ -290,11 +293,11 @@ class AnalogSession:
         return fitted[(teacher_layer, analog_layer)]["maps"][kind]
 
     def _steering_layers(self) -> dict[int, int]:
-        """Teacher layer -> analog layer for steering: the config's, or the CKA best match."""
-        from pytest_analog.steering.transfer import steering_layers
+        """Teacher layer -> analog layer for steering: the config's, or the CKA best block match (never layer 0)."""
+        from pytest_analog.steering.transfer import best_block_match, steering_layers
 
         s = self.config.steering
-        best = self.measurements().best_match if s.analog_layers == "best_match" else None
+        best = best_block_match(self.measurements().cka_matrix) if s.analog_layers == "best_match" else None
         return steering_layers(s, *self._depths, best_match=best)
 
     def benchmarks(self) -> dict:
@@ -494,6 +497,8 @@ class AnalogSession:
                 "mapped": [m.mapped.get(i) for i in range(len(m.cka_matrix))],
                 "chance_matrix": m.chance_matrix,
             }
+            if m.massive:
+                report["massive"] = m.massive
             report["chance"] = {
                 "control": m.control,
                 "resamples": self.config.chance.resamples if m.intervals else 0,

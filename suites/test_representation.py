@@ -16,7 +16,7 @@ def _few_prompts(n_prompts: int, minimum: int) -> dict:
                            f"the tokens of one prompt as independent and reads about 1/P = {1 / n_prompts:.2g} too high"}
 
 
-def _layer_criterion(metric, teacher_layer, analog_measurements, analog_config, fidelity_record):
+def _layer_criterion(metric, teacher_layer, analog_measurements, analog_config, fidelity_record, **details):
     m = analog_measurements
     criterion = getattr(analog_config.criteria, metric)
     caveat = _few_prompts(m.capture["n_prompts"], criterion.min_prompts) if metric == "cka" else {}
@@ -32,11 +32,13 @@ def _layer_criterion(metric, teacher_layer, analog_measurements, analog_config, 
         student_layer=m.mapped[teacher_layer],
         best_student_layer=m.best_match[teacher_layer],
         **caveat,
+        **details,
     )
 
 
 def test_cka(teacher_layer, analog_measurements, analog_config, fidelity_record):
-    _layer_criterion("cka", teacher_layer, analog_measurements, analog_config, fidelity_record)
+    influence = analog_measurements.massive.get("influence", {}).get(teacher_layer)
+    _layer_criterion("cka", teacher_layer, analog_measurements, analog_config, fidelity_record, influence=influence)
 
 
 def test_rbf_cka(teacher_layer, analog_measurements, analog_config, fidelity_record):

@@ -280,7 +280,7 @@ def test_the_report_carries_chance_and_renders_it():
               "layers": {"teacher": [0, 1, 2], "student": [0, 1, 2], "cka_matrix": np.eye(3).tolist(),
                          "chance_matrix": np.full((3, 3), 0.5).tolist(), "best_match": [0, 1, 2], "mapped": [0, 1, 2]}}
     md = render_markdown(report)
-    assert "| criterion | value | chance | corrected | threshold | status |" in md
+    assert "| criterion | score | raw | chance | threshold | status |" in md
     assert "0.5 [0.4, 0.7]" in md and "≥ 0.5 corrected" in md
     page = render_html(report)
     assert "<th>chance</th>" in page and "Hatched cells are at or below chance" in page

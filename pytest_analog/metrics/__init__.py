@@ -5,6 +5,7 @@ logit softmax in float32 or better) and returns Python floats or numpy arrays.
 """
 
 from pytest_analog.metrics.bootstrap import (
+    centre,
     gram_cka_replicates,
     linear_cka_replicates,
     linear_gram,
@@ -24,6 +25,7 @@ __all__ = [
     "StreamingLinearCKA",
     "StreamingLogitFidelity",
     "best_match",
+    "centre",
     "cka_matrix",
     "embedding_geometry_pearson",
     "gram_cka_replicates",

@@ -244,6 +244,23 @@ class StreamingLinearCKA:
             TypeError: `other` is not a StreamingLinearCKA.
             ValueError: the widths differ.
         """
+        self._combine(other, 1)
+
+    def subtract(self, other: StreamingLinearCKA) -> None:
+        """Remove rows that were added to this metric and also to `other` (exact up to float64 rounding).
+
+        Args:
+            other: a StreamingLinearCKA that accumulated some of this one's rows.
+
+        Raises:
+            TypeError: `other` is not a StreamingLinearCKA.
+            ValueError: the widths differ, or `other` holds more rows than this one.
+        """
+        if isinstance(other, StreamingLinearCKA) and other._n > self._n:
+            raise ValueError(f"cannot remove {other._n} rows from {self._n}")
+        self._combine(other, -1)
+
+    def _combine(self, other: StreamingLinearCKA, sign: int) -> None:
         if not isinstance(other, StreamingLinearCKA):
             raise TypeError(f"other must be a StreamingLinearCKA, got {type(other).__name__}")
         if other._widths is not None:
@@ -259,8 +276,8 @@ class StreamingLinearCKA:
             dx = self._ref[0] - other._ref[0].to(device)
             dy = self._ref[1] - other._ref[1].to(device)
             for key, value in _shift(stats, other._n, dx, dy).items():
-                self._stats[key] += value
-        self._n += other._n
+                self._stats[key] += sign * value
+        self._n += sign * other._n
         self._cache.clear()
 
     def compute(self, debiased: bool = False) -> float:

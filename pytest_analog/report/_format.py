@@ -42,6 +42,7 @@ KNOWN_SECTIONS = frozenset(
         "partial",
         "steering",
         "benchmarks",
+        "massive",
     }
 )
 
@@ -210,6 +211,32 @@ def flags(criterion):
             if criterion.get(key)]
 
 
+def judged_key(criterion):
+    """The key of the number the threshold applies to: "corrected" where ``score: corrected``, else "value"."""
+    return "corrected" if criterion.get("score") == "corrected" else "value"
+
+
+def score_columns(criteria):
+    """The score columns of a criteria table: the judged score first, then the raw value and the chance level.
+
+    Returns:
+        (header, key) pairs; ``key`` None stands for each criterion's `judged_key`.
+    """
+    if not has_chance(criteria):
+        return [("value", "value")]
+    return [("score", None), ("raw", "value"), ("chance", "chance")]
+
+
+def fmt_headline(criterion):
+    """The judged score with its interval, then raw and chance where they differ from it:
+    ``0.35 [0.3, 0.4] corrected (raw 0.3997, chance 0.077)``."""
+    key = judged_key(criterion)
+    text = fmt_score(criterion, key)
+    if key == "corrected":
+        text += f" corrected (raw {fmt_value(criterion.get('value'))}, chance {fmt_value(criterion.get('chance'))})"
+    return text
+
+
 def fmt_score(criterion, key):
     """Format ``value``, ``chance`` or ``corrected`` of a criterion, with its interval when there is one.
 
@@ -220,8 +247,7 @@ def fmt_score(criterion, key):
     if number is None and key != "value":
         return "—"
     threshold = criterion.get("threshold")
-    judged = "corrected" if criterion.get("score") == "corrected" else "value"
-    text = fmt_value(number, distinct_from=threshold if key == judged and is_number(threshold) else None)
+    text = fmt_value(number, distinct_from=threshold if key == judged_key(criterion) and is_number(threshold) else None)
     interval = criterion.get({"value": "interval"}.get(key, f"{key}_interval"))
     if interval and all(is_number(v) for v in interval):
         text += f" [{fmt_value(interval[0])}, {fmt_value(interval[1])}]"
@@ -287,13 +313,14 @@ def layer_metric_summary(rows):
 
     Returns:
         A dict with ``layers`` (count), ``low``/``low_layer`` and
-        ``high``/``high_layer`` (None when no value is finite), ``missing``
+        ``high``/``high_layer`` of the judged scores (`judged_key`; None when
+        none is finite), ``corrected`` (every row judged on the corrected score), ``missing``
         (rows without a finite value), ``gated``, ``passed``, ``failed``,
         ``threshold``: the formatted threshold shared by the gated rows,
         "varies" when they differ, "" when none is gated, and ``too_close``:
         how many are too close to call.
     """
-    values = [(as_float(c.get("value")), c["teacher_layer"]) for c in rows]
+    values = [(as_float(c.get(judged_key(c))), c["teacher_layer"]) for c in rows]
     finite = [(v, t) for v, t in values if math.isfinite(v)]
     statuses = [status(c) for c in rows]
     thresholds = {fmt_threshold(c) for c in rows if c.get("gated") and c.get("threshold") is not None}
@@ -312,6 +339,7 @@ def layer_metric_summary(rows):
         "failed": statuses.count(FAIL) + statuses.count(UNKNOWN),
         "threshold": thresholds.pop() if len(thresholds) == 1 else ("varies" if thresholds else ""),
         "too_close": close,
+        "corrected": all(judged_key(c) == "corrected" for c in rows),
     }
 
 
@@ -369,3 +397,36 @@ def to_jsonable(obj, where="report"):
         f"{where}: expected a JSON value (str, number, bool, None, list, dict), "
         f"got {type(obj).__name__}: {obj!r:.80}"
     )
+
+
+def massive_sentence(section):
+    """What the report says about massive-activation rows, in one sentence (no markup)."""
+    rows = as_list(section.get("rows"))
+    rule = section.get("rule", "")
+    if not rows:
+        return f"Massive activations ({rule}): none found."
+    layers = ", ".join(f"{n} at layer {layer}" for layer, n in (section.get("by_layer") or {}).items() if n)
+    fate = ("left out of the token-level metrics (CKA, its interval, the layer matrix), for the analog and the "
+            "control alike" if section.get("excluded") else "kept in the token-level metrics")
+    note = f" {section['note']}." if section.get("note") else ""
+    return f"Massive activations ({rule}): {len(rows)} row{'s' if len(rows) != 1 else ''} ({layers}), {fate}.{note}"
+
+
+def massive_rows(section):
+    """(token, prompt, position, "layer (ratio×), ...") per massive row."""
+    out = []
+    for r in as_list(section.get("rows")):
+        ratios = r.get("norm_ratio") or {}
+        where = ", ".join(f"{layer} ({fmt_value(as_float(ratio))}×)" for layer, ratio in ratios.items())
+        out.append((str(r.get("token", "?")), fmt_value(r.get("prompt")), fmt_value(r.get("position")), where))
+    return out
+
+
+def influence_rows(section):
+    """(teacher layer, rows left out, CKA without them, shift, corrected shift) per gated layer."""
+    out = []
+    for layer, f in (section.get("influence") or {}).items():
+        shift = f.get("corrected_shift", f.get("shift"))
+        out.append((str(layer), fmt_value(f.get("rows")), fmt_value(f.get("value")), fmt_value(f.get("shift")),
+                    "—" if f.get("corrected_shift") is None else fmt_value(shift)))
+    return out

@@ -33,13 +33,18 @@ from pytest_analog.report._format import (
     flags,
     fmt_count,
     fmt_fraction,
+    fmt_headline,
     fmt_score,
     fmt_threshold,
     fmt_value,
-    has_chance,
     is_number,
+    judged_key,
+    influence_rows,
     layer_pair,
+    massive_rows,
+    massive_sentence,
     next_steps,
+    score_columns,
     status,
     summary_counts,
     to_jsonable,
@@ -163,11 +168,9 @@ def _banner(report):
 
 
 def _failure_text(c):
-    """E.g. ``<code>behaviour::test_kl</code>: 0.31, needs ≤ 0.2``."""
-    threshold = c.get("threshold")
-    value = fmt_value(c.get("value"), distinct_from=threshold if is_number(threshold) else None)
+    """E.g. ``<code>behaviour::test_kl</code>: 0.31, needs ≤ 0.2``; a corrected score with its raw value and chance."""
     needs = fmt_threshold(c)
-    return f"<code>{esc(c.get('id', '?'))}</code>: {esc(value)}" + (f", needs {esc(needs)}" if needs else "")
+    return f"<code>{esc(c.get('id', '?'))}</code>: {esc(fmt_headline(c))}" + (f", needs {esc(needs)}" if needs else "")
 
 
 _MODEL_LABELS = {
@@ -267,13 +270,12 @@ def _score_cell(criterion, key):
 
 
 def _criteria_table(criteria, css):
-    chance = has_chance(criteria)
-    keys = ("value", "chance", "corrected") if chance else ("value",)
+    columns = score_columns(criteria)
     rows = []
     for c in criteria:
         s = status(c)
         title = f' title="{esc(c["description"])}"' if c.get("description") else ""
-        scores = "".join(_score_cell(c, key) for key in keys)
+        scores = "".join(_score_cell(c, key or judged_key(c)) for _, key in columns)
         marks = "".join(f'<span class="flag" title="{esc(FLAG_NOTES[f])}">⚠ {esc(f)}</span>' for f in flags(c))
         rows.append(
             f'<tr class="{s}"><td class="status">{_STATUS_LABEL[s]}{marks}</td>'
@@ -283,7 +285,7 @@ def _criteria_table(criteria, css):
         )
     header = (
         "<tr><th>status</th><th>criterion</th><th>metric</th><th>layer (teacher → analog)</th>"
-        + "".join(f"<th>{key}</th>" for key in keys) + "<th>threshold</th></tr>"
+        + "".join(f"<th>{name}</th>" for name, _ in columns) + "<th>threshold</th></tr>"
     )
     return f'<div class="scroll"><table class="criteria {css}">\n' + header + "\n" + "\n".join(rows) + "\n</table></div>"
 
@@ -342,7 +344,9 @@ def _layers(report):
     heatmap = _png_img(plots.cka_heatmap_png, layers, alt="CKA heatmap, teacher layers by analog layers")
     if heatmap:
         parts.append(
-            "<p>Each cell is the debiased linear CKA between a teacher layer and an analog layer. "
+            "<p>Each cell is the debiased linear CKA between a teacher layer and an analog layer, on a sample "
+            "of tokens (massive-activation rows left out as in the gated values); the cells the gated criteria "
+            "compare hold the gated values themselves, computed on every kept token. "
             "A white ring marks the analog layer most similar to each teacher layer; a red cross marks "
             "the analog layer the gated criteria actually compare against."
             + (" Hatched cells are at or below chance: a control model without learned structure "
@@ -389,6 +393,27 @@ def _layer_table(layers):
         + "\n".join(rows)
         + "\n</table></details>"
     )
+
+
+def _massive(report):
+    section = report.get("massive")
+    if not section:
+        return None
+    body = f'<p class="important">{esc(massive_sentence(section))}</p>'
+    rows = massive_rows(section)
+    if rows:
+        body += ("\n<table>\n<tr><th>token</th><th>prompt</th><th>position</th><th>teacher layers (norm / median)</th></tr>\n"
+                 + "\n".join(f'<tr><td><code>{esc(t)}</code></td><td class="num">{esc(p)}</td>'
+                              f'<td class="num">{esc(pos)}</td><td>{esc(w)}</td></tr>' for t, p, pos, w in rows)
+                 + "\n</table>")
+    influence = influence_rows(section)
+    if influence:
+        body += ("\n<p>Influence: the gated CKA when, in addition, the top 0.1 % of its rows by teacher norm are "
+                 "left out. A large shift means a few tokens decide the value.</p>\n<table>\n<tr><th>teacher layer</th>"
+                 "<th>rows left out</th><th>CKA without them</th><th>shift</th><th>corrected shift</th></tr>\n"
+                 + "\n".join("<tr>" + "".join(f'<td class="num">{esc(v)}</td>' for v in r) + "</tr>" for r in influence)
+                 + "\n</table>")
+    return _section("Massive activations", body, "massive")
 
 
 def _curves(report):
@@ -487,6 +512,7 @@ def _steering(report):
         f"<code>{esc(steering.get('map', '?'))}</code> map (transferred), and a random vector of equal norm. "
         "The dotted line is the α where the native effect reaches half its maximum; the transfer ratio is "
         "read there.</p>",
+        f"<p>Analog layer: {esc(steering['layer_rule'])}.</p>" if steering.get("layer_rule") else "",
         _png_img(plots.dose_response_png, steering, alt="dose-response curves per behaviour") or "",
     ]
     rows = []
@@ -536,6 +562,7 @@ SECTIONS = [
     _models,
     _capture,
     _layers,
+    _massive,
     _curves,
     _steering,
     _criteria,

@@ -23,11 +23,15 @@ from pytest_analog.report._format import (
     fmt_score,
     fmt_threshold,
     fmt_value,
-    has_chance,
     is_per_layer,
+    judged_key,
+    influence_rows,
     layer_metric_summary,
+    massive_rows,
+    massive_sentence,
     next_steps,
     per_layer_groups,
+    score_columns,
     short_sha,
     status,
     summary_counts,
@@ -134,12 +138,12 @@ def _capture(report):
     return line + "."
 
 
-def _criterion_row(c, chance=False):
-    scores = [fmt_score(c, "value")] + ([fmt_score(c, "chance"), fmt_score(c, "corrected")] if chance else [])
+def _criterion_row(c, columns):
+    scores = [fmt_score(c, key or judged_key(c)) for _, key in columns]
     return [code(c.get("id", "?")), *scores, fmt_threshold(c) or "—", _ICON[status(c)] + "".join(f" ⚠️ {f}" for f in flags(c))]
 
 
-def _layer_metric_row(metric, rows, chance=False):
+def _layer_metric_row(metric, rows, columns):
     """One row standing for all of a per-layer metric's criteria, e.g. ``cka, 31 layers``."""
     summary = layer_metric_summary(rows)
     n = summary["layers"]
@@ -152,6 +156,8 @@ def _layer_metric_row(metric, rows, chance=False):
             value += f", max {fmt_value(summary['high'])} @ {summary['high_layer']}"
     if summary["missing"]:
         value += f", {summary['missing']} n/a"
+    if summary["corrected"]:
+        value += " (corrected)"
     if not summary["gated"]:
         verdict = _ICON[INFO]
     else:
@@ -159,9 +165,9 @@ def _layer_metric_row(metric, rows, chance=False):
         if summary["too_close"]:
             verdict += f" ⚠️ {summary['too_close']} too close to call"
     extra = []
-    if chance:
+    if len(columns) > 1:  # raw and chance
         above = [c.get("above_chance") for c in rows]
-        extra = [f"{above.count(True)}/{len(rows)} layers above chance" if any(a is not None for a in above) else "—", "—"]
+        extra = ["—", f"{above.count(True)}/{len(rows)} layers above chance" if any(a is not None for a in above) else "—"]
     return [name, value, *extra, summary["threshold"] or "—", verdict]
 
 
@@ -177,22 +183,23 @@ def _criteria(report):
         return "_No criteria were recorded._"
     ordered = failures_first(criteria)
     groups = per_layer_groups(criteria)
-    chance = has_chance(criteria)
-    header = ["criterion", "value"] + (["chance", "corrected"] if chance else []) + ["threshold", "status"]
+    columns = score_columns(criteria)
+    header = ["criterion", *(name for name, _ in columns), "threshold", "status"]
     note = (
-        "\n\nchance: the same metric between the teacher and a control without learned structure; "
-        "corrected = (value − chance) / (1 − chance), 0 at chance and 1 for a perfect match; "
+        "\n\nscore: the number the threshold applies to, the corrected score where the threshold says "
+        "corrected, else the raw value; chance: the same metric between the teacher and a control without "
+        "learned structure; corrected = (raw − chance) / (1 − chance), 0 at chance and 1 for a perfect match; "
         "[brackets]: bootstrap interval over prompts."
-    ) if chance else ""
+    ) if len(columns) > 1 else ""
     flagged = sorted({f for c in criteria for f in flags(c)})
     note += "".join(f"\n\n⚠️ {flag}: {FLAG_NOTES[flag]}." for flag in flagged)
     if not groups:
-        return _table(header, [_criterion_row(c, chance) for c in ordered]) + note
+        return _table(header, [_criterion_row(c, columns) for c in ordered]) + note
     failing = [c for c in ordered if status(c) in (FAIL, UNKNOWN)]
-    rows = [_criterion_row(c, chance) for c in failing]
-    rows += [_criterion_row(c, chance) for c in ordered if status(c) in (PASS, INFO) and not is_per_layer(c)]
-    rows += [_layer_metric_row(metric, group, chance) for metric, group in groups.items()]
-    full = _table(header, [_criterion_row(c, chance) for c in ordered])
+    rows = [_criterion_row(c, columns) for c in failing]
+    rows += [_criterion_row(c, columns) for c in ordered if status(c) in (PASS, INFO) and not is_per_layer(c)]
+    rows += [_layer_metric_row(metric, group, columns) for metric, group in groups.items()]
+    full = _table(header, [_criterion_row(c, columns) for c in ordered])
     return (
         _table(header, rows) + note
         + f"\n\n<details><summary>All {len(criteria)} criteria</summary>\n\n{full}\n\n</details>"
@@ -242,6 +249,24 @@ def _layers(report):
     return text
 
 
+def _massive(report):
+    section = report.get("massive")
+    if not section:
+        return None
+    text = f"**{cell(massive_sentence(section))}**"
+    rows = massive_rows(section)
+    if rows:
+        text += "\n\n" + _table(["token", "prompt", "position", "teacher layers (norm / median)"],
+                                  [[code(t), p, pos, cell(w)] for t, p, pos, w in rows])
+    influence = influence_rows(section)
+    if influence:
+        text += ("\n\nInfluence: the gated CKA when, in addition, the top 0.1 % of its rows by teacher norm are "
+                 "left out. A large shift means a few tokens decide the value.\n\n")
+        text += _table(["teacher layer", "rows left out", "CKA without them", "shift", "corrected shift"],
+                       [list(r) for r in influence])
+    return text
+
+
 def _compliance(report):
     """What each release-compliance check found, or what is missing and where it was looked for."""
     checks = [c for c in criteria_of(report) if c.get("suite") == "compliance"]
@@ -264,7 +289,9 @@ def _steering(report):
     ]
     header = ["behaviour", "teacher ← analog layer", "p(matching)", "max native effect", "transfer ratio",
               "Spearman ρ", "random / native"]
-    return f"**Steering transfer** ({cell(steering.get('map', '?'))} map; dose-response plots in fidelity.html):\n\n" + _table(header, rows)
+    rule = f"\n\nAnalog layer: {cell(steering['layer_rule'])}." if steering.get("layer_rule") else ""
+    return (f"**Steering transfer** ({cell(steering.get('map', '?'))} map; dose-response plots in fidelity.html):\n\n"
+            + _table(header, rows) + rule)
 
 
 def _benchmarks(report):
@@ -302,7 +329,7 @@ def _footer(report):
 
 
 # Section renderers in page order: report -> markdown text, or None to skip.
-SECTIONS = [_heading, _error, _models, _capture, _criteria, _next_steps, _compliance, _layers, _steering, _benchmarks, _footer]
+SECTIONS = [_heading, _error, _models, _capture, _criteria, _next_steps, _compliance, _layers, _massive, _steering, _benchmarks, _footer]
 
 
 def render_markdown(report):

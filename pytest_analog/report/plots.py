@@ -12,7 +12,9 @@ process-wide backend is, so there is no need to call ``matplotlib.use``.
 import io
 import math
 
-from pytest_analog.report._format import FAIL, as_float, as_list, fmt_value, is_number, per_layer_groups, status
+from pytest_analog.report._format import (
+    FAIL, as_float, as_list, fmt_value, is_number, judged_key, per_layer_groups, status,
+)
 
 # Fixed resolution, so the same report always gives the same image size.
 DPI = 100
@@ -172,8 +174,9 @@ def layer_curves_png(criteria):
     Gated thresholds are dashed lines, failing points are red crosses, and
     layers whose value is missing (NaN or null) are shaded. Where criteria
     carry them, bootstrap intervals are shaded around the values and the chance
-    level is a dotted grey line with its own interval. (A threshold on the
-    corrected score is drawn on the corrected scale: see the criteria table.)
+    level is a dotted grey line with its own interval. Where the threshold
+    reads the corrected score, the corrected score is the main line (the raw
+    value a faint one), so the threshold line and the points it judges agree.
 
     Args:
         criteria: The report's criteria; only those with a ``teacher_layer`` are drawn.
@@ -191,9 +194,13 @@ def layer_curves_png(criteria):
     for k, (ax, (metric, rows)) in enumerate(zip(axes, groups.items())):
         color = _LINE_COLORS[k % len(_LINE_COLORS)]
         x = [c["teacher_layer"] for c in rows]
-        y = [as_float(c.get("value")) for c in rows]
-        ax.plot(x, y, marker="o", markersize=4, linewidth=1.5, color=color, label=metric)
-        _band(ax, x, [c.get("interval") for c in rows], color, 0.18, "interval")
+        corrected = all(judged_key(c) == "corrected" for c in rows)  # the threshold reads the corrected score
+        y = [as_float(c.get(judged_key(c))) for c in rows]
+        ax.plot(x, y, marker="o", markersize=4, linewidth=1.5, color=color,
+                label=f"{metric}, corrected" if corrected else metric)
+        _band(ax, x, [c.get("corrected_interval" if corrected else "interval") for c in rows], color, 0.18, "interval")
+        if corrected:
+            ax.plot(x, [as_float(c.get("value")) for c in rows], linewidth=1.0, color=color, alpha=0.45, label="raw")
         chance = [as_float(c.get("chance")) for c in rows]
         if any(math.isfinite(v) for v in chance):
             ax.plot(x, chance, linestyle=":", marker=".", linewidth=1.5, color="0.35", label="chance")

@@ -100,6 +100,8 @@ class CaptureInfo(TypedDict, total=False):
     n_rows: int
     # Plain-language statement of which positions were compared and which were excluded.
     positions: str
+    # Massive-activation rows left out of the token-level metrics (see MassiveSection); 0 with `keep`.
+    n_rows_left_out: int
     # Wall-clock seconds spent capturing activations.
     seconds: float
     # True when the activations came from the capture cache.
@@ -113,7 +115,8 @@ class LayersSection(TypedDict, total=False):
     teacher: list[int]
     # Student layer indices, in matrix column order.
     student: list[int]
-    # len(teacher) x len(student) debiased linear CKA on a token sample; null where not computable.
+    # len(teacher) x len(student) debiased linear CKA on a token sample (massive rows left out), except the
+    # gated cells (teacher layer, mapped analog layer), which hold the gated values; null where not computable.
     cka_matrix: list[list[float | None]]
     # Tokens in the sample the matrix was computed on.
     matrix_rows: int
@@ -250,8 +253,37 @@ class SteeringCase(TypedDict, total=False):
     notes: dict[str, str]  # criterion -> why it has no value
 
 
+class MassiveRow(TypedDict):
+    row: int  # capture-order index of the aligned row
+    prompt: int  # index of its prompt in the prompt set (after dropped prompts)
+    position: int  # token position in the teacher's tokens
+    token: str  # the teacher token there
+    layers: list[int]  # gated teacher layers where it is massive
+    norm_ratio: dict[str, float]  # teacher layer -> its norm / the layer's median row norm
+
+
+class Influence(TypedDict, total=False):
+    rows: int  # the top 0.1 % of rows by teacher norm at that layer (of those kept)
+    value: float  # the gated CKA without them
+    shift: float  # value - the gated CKA
+    corrected: float  # the corrected score without them (with a control)
+    corrected_shift: float
+
+
+class MassiveSection(TypedDict, total=False):
+    rule: str  # the detection rule in words
+    multiple: float  # positions.massive_multiple
+    excluded: bool  # whether the rows were left out of the token-level metrics
+    note: str | None  # why they were kept although `exclude` was asked for
+    by_layer: dict[str, int]  # gated teacher layer -> massive rows there
+    median_norm: dict[str, float]  # gated teacher layer -> median teacher row norm
+    rows: list[MassiveRow]
+    influence: dict[str, Influence]  # gated teacher layer -> the influence figure
+
+
 class SteeringSection(TypedDict, total=False):
     map: str  # map kind used for the transfer
+    layer_rule: str  # which rule chose the analog layer of each steered teacher layer
     maps: dict[str, dict]  # teacher layer -> analog_layer, rows, and {"fvu", "cosine"} per map kind (held out)
     behaviours: dict[str, dict[str, SteeringCase]]  # behaviour -> teacher layer -> case
     forward_passes: dict[str, int]  # extra batches and sequences per model
@@ -270,3 +302,5 @@ class ReportDocument(_ReportRequired, total=False):
     partial: str
     # Steering transfer; present when the steering suite ran.
     steering: SteeringSection
+    # Massive-activation rows and the influence figure; present when a representation suite ran.
+    massive: MassiveSection

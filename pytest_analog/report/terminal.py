@@ -20,8 +20,10 @@ from pytest_analog.report._format import (
     fmt_value,
     is_number,
     is_per_layer,
+    judged_key,
     layer_metric_summary,
     per_layer_groups,
+    score_columns,
     status,
     summary_counts,
     verdict_of,
@@ -39,18 +41,22 @@ def _shorten(text, width=_MAX_ID):
     return text[: keep // 2] + "..." + text[len(text) - (keep - keep // 2):]
 
 
-def _row(c):
+def _row(c, columns):
     threshold = c.get("threshold")
-    value = fmt_value(c.get("value"), distinct_from=threshold if is_number(threshold) else None)
+    scores = []
+    for _, key in columns:  # the judged score, then raw and chance
+        key = key or judged_key(c)
+        distinct = threshold if key == judged_key(c) and is_number(threshold) else None
+        scores.append("-" if c.get(key) is None and key != "value" else fmt_value(c.get(key), distinct_from=distinct))
     label = _LABEL[status(c)] + "".join(f" ({flag})" for flag in flags(c))
-    return (_shorten(str(c.get("id", "?"))), value, fmt_threshold(c, ascii_only=True), label)
+    return (_shorten(str(c.get("id", "?"))), *scores, fmt_threshold(c, ascii_only=True), label)
 
 
 def _metric_line(metric, rows):
     """E.g. ``cka: 31 layers, min 0.41 @ layer 17, max 0.97 @ layer 24, 30/31 pass``."""
     summary = layer_metric_summary(rows)
     n = summary["layers"]
-    parts = [f"{metric}: {n} layer{'s' if n != 1 else ''}"]
+    parts = [f"{metric}{' (corrected)' if summary['corrected'] else ''}: {n} layer{'s' if n != 1 else ''}"]
     if summary["low"] is not None:
         parts.append(f"min {fmt_value(summary['low'])} @ layer {summary['low_layer']}")
         parts.append(f"max {fmt_value(summary['high'])} @ layer {summary['high_layer']}")
@@ -72,7 +78,7 @@ def terminal_lines(report, max_lines=40):
 
     Returns:
         Lines without trailing newlines: a verdict line, a table of
-        criterion / value / threshold / status, and one range line per
+        criterion / score (with raw and chance when measured) / threshold / status, and one range line per
         per-layer metric.
     """
     criteria = criteria_of(report)
@@ -95,14 +101,14 @@ def terminal_lines(report, max_lines=40):
     shown = singles if len(singles) <= room else singles[: max(0, room - 1)]
     hidden = len(singles) - len(shown)
 
-    rows = [_row(c) for c in failing + shown]
-    header = ("criterion", "value", "threshold", "status")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    columns = score_columns(criteria)
+    rows = [_row(c, columns) for c in failing + shown]
+    header = ("criterion", *(name for name, _ in columns), "threshold", "status")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(r):
-        return (
-            f"  {r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip()
-        )
+        scores = "".join(f"  {v:>{w}}" for v, w in zip(r[1:-2], widths[1:-2]))
+        return f"  {r[0]:<{widths[0]}}{scores}  {r[-2]:<{widths[-2]}}  {r[-1]}".rstrip()
 
     lines = head + [line(header)] + [line(r) for r in rows]
     if hidden:

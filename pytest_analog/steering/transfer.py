@@ -25,7 +25,8 @@ import torch
 
 from pytest_analog.capture import capture, plan_alignment
 from pytest_analog.errors import AnalogError
-from pytest_analog.metrics import percentile_interval, resample_counts
+from pytest_analog.metrics import best_match as best_column
+from pytest_analog.metrics import centre, percentile_interval, resample_counts
 from pytest_analog.record import chance_corrected
 from pytest_analog.steering.behaviours import answer_tokens, matching_probability
 from pytest_analog.steering.hooks import steer
@@ -213,9 +214,13 @@ def _ratio_against_chance(curve: dict, k: int, *, resamples: int, confidence: fl
     mean = {name: weights @ e for name, e in effect.items()}
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio, chance = mean["transferred"] / mean["native"], np.abs(mean["random"]) / mean["native"]
-    corrected = chance_corrected(ratio, chance)
+    full = {name: float(e.mean()) for name, e in effect.items()}
+    estimate = {"ratio": full["transferred"] / full["native"], "chance": abs(full["random"]) / full["native"]}
+    # each interval is moved onto its own estimate (see `metrics.centre`)
+    ratio, chance = centre(ratio, estimate["ratio"]), centre(chance, estimate["chance"])
+    corrected = centre(chance_corrected(ratio, chance), chance_corrected(estimate["ratio"], estimate["chance"]))
     return {
-        "chance": float(abs(effect["random"].mean()) / effect["native"].mean()),
+        "chance": estimate["chance"],
         "interval": percentile_interval(ratio, confidence),
         "chance_interval": percentile_interval(chance, confidence),
         "corrected_interval": percentile_interval(corrected, confidence),
@@ -275,8 +280,29 @@ def transfer_criteria(curve: dict, *, min_native_effect: float, resamples: int =
     }
 
 
+LAYER_RULES = {
+    "best_match": "the analog block output (layer >= 1) with the highest CKA to the teacher layer; "
+                  "the embedding output (layer 0) is never chosen",
+    "proportional": "the analog block output (layer >= 1) at the same relative depth",
+    "config": "named in steering.analog_layers",
+}
+
+
+def layer_rule(settings) -> str:
+    """Which rule chose the analog layer of each steered teacher layer, in words."""
+    mapping = settings.analog_layers
+    return LAYER_RULES[mapping if isinstance(mapping, str) else "config"]
+
+
+def best_block_match(cka_matrix) -> list[int]:
+    """Per teacher layer, the analog layer >= 1 of highest CKA: a vector is never read off the embedding output,
+    whose only content is the token identity."""
+    matrix = np.nan_to_num(np.asarray(cka_matrix, dtype=np.float64), nan=-np.inf)
+    return [int(j) + 1 for j in best_column(matrix[:, 1:])]
+
+
 def steering_layers(settings, teacher_depth: int, student_depth: int, *, best_match=None) -> dict[int, int]:
-    """Teacher layer -> analog layer from the ``steering`` config (``best_match``: the CKA best match per teacher layer)."""
+    """Teacher layer -> analog layer from the ``steering`` config (``best_match``: `best_block_match` of the CKA matrix)."""
     wanted = settings.teacher_layers
     teacher = [max(1, round(teacher_depth / 3))] if wanted == "auto" else sorted(set(wanted))
     bad = [i for i in teacher if not 0 <= i < teacher_depth]
@@ -287,8 +313,8 @@ def steering_layers(settings, teacher_depth: int, student_depth: int, *, best_ma
         if best_match is None:
             raise AnalogError("steering.analog_layers is best_match, but no CKA best match was measured")
         return {i: int(best_match[i]) for i in teacher}
-    if mapping == "proportional":
-        return {i: round(i * student_depth / teacher_depth) for i in teacher}
+    if mapping == "proportional":  # a block output, never the embedding output
+        return {i: max(1, round(i * student_depth / teacher_depth)) for i in teacher}
     missing = [i for i in teacher if i not in mapping]
     if missing:
         raise AnalogError(f"steering.analog_layers has no analog layer for teacher layer(s) {missing}")
