@@ -361,11 +361,10 @@ def _intervals(config, layers, mapped, others, values, chance, notes, *, groups,
     out = {metric: {} for metric in PER_LAYER}
     for i in layers:
         reps = {}
-        teacher_gram = metrics.linear_gram(rows["teacher", i])
+        grams = [metrics.linear_gram(rows[name, mapped[i]]) for name in others]
+        cka = metrics.gram_cka_replicates_each(metrics.linear_gram(rows["teacher", i]), grams, groups, counts, debiased)
+        reps.update({("cka", name): r for name, r in zip(others, cka)})
         for name in others:
-            reps["cka", name] = metrics.gram_cka_replicates(
-                teacher_gram, metrics.linear_gram(rows[name, mapped[i]]), groups, counts, debiased=debiased
-            )
             t_pool, o_pool = pooled["teacher", i], pooled[name, mapped[i]]
             if "rbf_cka" not in notes:
                 reps["rbf_cka", name] = metrics.rbf_cka_replicates(

@@ -84,6 +84,19 @@ def test_replicates_do_not_depend_on_where_the_features_are_centred():
     np.testing.assert_allclose(got, want, atol=1e-8)
 
 
+@pytest.mark.parametrize("debiased", [True, False])
+def test_replicates_against_several_grams_equal_one_at_a_time(debiased):
+    rng = np.random.default_rng(9)
+    groups, x = _grouped(rng, 10, 6)
+    ys = [np.tanh(x @ rng.normal(size=(6, 4))), rng.normal(size=(len(x), 5))]  # an analog, a control
+    counts = metrics.resample_counts(10, 7, seed=2)
+    grams = [metrics.linear_gram(y) for y in ys]
+    shared = metrics.gram_cka_replicates_each(metrics.linear_gram(x), grams, groups, counts, debiased)
+    for got, y in zip(shared, ys):
+        np.testing.assert_allclose(got, metrics.linear_cka_replicates(x, y, groups, counts, debiased), rtol=1e-12)
+    assert not np.allclose(shared[0], shared[1])
+
+
 def test_debiased_replicates_of_unrelated_data_stay_at_zero_where_naive_resampling_does_not():
     # d = 200 activations over 40 prompts: a copy of a prompt paired with itself would add about d/P.
     rng = np.random.default_rng(3)

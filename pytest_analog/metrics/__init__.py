@@ -7,6 +7,7 @@ logit softmax in float32 or better) and returns Python floats or numpy arrays.
 from pytest_analog.metrics.bootstrap import (
     centre,
     gram_cka_replicates,
+    gram_cka_replicates_each,
     linear_cka_replicates,
     linear_gram,
     mutual_knn_replicates,
@@ -29,6 +30,7 @@ __all__ = [
     "cka_matrix",
     "embedding_geometry_pearson",
     "gram_cka_replicates",
+    "gram_cka_replicates_each",
     "linear_cka",
     "linear_cka_replicates",
     "linear_gram",

@@ -70,19 +70,33 @@ def gram_cka_replicates(k, l, groups, counts, debiased: bool = True) -> np.ndarr
     Returns:
         [B] CKA values (NaN where a replicate is degenerate).
     """
-    k, l = as_float64(k, "k"), as_float64(l, "l").to(k.device)  # noqa: E741
+    return gram_cka_replicates_each(k, [l], groups, counts, debiased)[0]
+
+
+def gram_cka_replicates_each(k, ls, groups, counts, debiased: bool = True) -> list[np.ndarray]:
+    """`gram_cka_replicates` of ``k`` against each Gram matrix in ``ls`` (the analog's, the control's).
+
+    ``k``'s own terms (its weighted products and HSIC with itself) are computed
+    once and shared, which is most of the cost when ``ls`` has two entries.
+    """
+    k = as_float64(k, "k")
+    ls = [as_float64(l, "l").to(k.device) for l in ls]  # noqa: E741
     groups = torch.as_tensor(np.asarray(groups), dtype=torch.long, device=k.device)
     omega = torch.as_tensor(np.asarray(counts), dtype=torch.float64, device=k.device)  # [B, P]
     if debiased:
-        k, l = k.clone(), l.clone()  # noqa: E741
-        k.fill_diagonal_(0.0)
-        l.fill_diagonal_(0.0)
+        k, ls = k.clone(), [l.clone() for l in ls]  # noqa: E741
+        for m in (k, *ls):
+            m.fill_diagonal_(0.0)
     hsic = _u_hsic if debiased else _v_hsic
-    terms = _Terms(k, l, groups, omega)
-    kl, kk, ll = hsic(terms, "k", "l"), hsic(terms, "k", "k"), hsic(terms, "l", "l")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = (kl / torch.sqrt(kk * ll)).cpu().numpy()
-    out[~((kk > 0) & (ll > 0)).cpu().numpy()] = np.nan
+    terms = _Terms({"k": k, **{f"l{j}": l for j, l in enumerate(ls)}}, groups, omega)
+    kk = hsic(terms, "k", "k")
+    out = []
+    for j in range(len(ls)):
+        kl, ll = hsic(terms, "k", f"l{j}"), hsic(terms, f"l{j}", f"l{j}")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cka = (kl / torch.sqrt(kk * ll)).cpu().numpy()
+        cka[~((kk > 0) & (ll > 0)).cpu().numpy()] = np.nan
+        out.append(cka)
     return out
 
 
@@ -93,8 +107,8 @@ class _Terms:
     so every quadratic form aᵀ(A∘B)b reduces to P×P block sums of A∘B.
     """
 
-    def __init__(self, k, l, groups, omega):  # noqa: E741
-        self.mats = {"k": k, "l": l}
+    def __init__(self, mats, groups, omega):
+        self.mats = mats  # name -> [n, n] Gram matrix
         self.groups, self.omega = groups, omega
         self.n_groups = omega.shape[1]
         self._blocks = {}
