@@ -8,7 +8,7 @@ Two figures: the representation suite alone (no output logits needed, target
 Each runs with the default chance control (a random model of the analog's shape,
 read in the same pass, and the bootstrap intervals; its forward passes count as
 bare passes too) and without it (``chance.control: none``).
-Default pair: SmolLM2-135M-Instruct against itself. A last profiled run prints
+Default pair: SmolLM2-135M-Instruct against itself. A last, timed run prints
 what parts of the measurement cost: the massive-row search and the influence
 figure, the token-level CKA bootstrap and the kNN bootstrap.
 
@@ -16,8 +16,7 @@ figure, the token-level CKA bootstrap and the kNN bootstrap.
 """
 
 import argparse
-import cProfile
-import pstats
+import contextlib
 import time
 
 import torch
@@ -80,27 +79,46 @@ def main() -> None:
     print_part_costs(pair, prompts, config, control)
 
 
-# the functions whose cumulative time is printed, by what they do
+# the parts whose time is printed: (module, attribute) as the measurement looks them up
 PARTS = {
-    "massive rows: norms and candidates (TopRows.update)": ("massive.py", "update"),
-    "massive rows left out + influence figure (_leave_out)": ("fidelity.py", "_leave_out"),
-    "token-level CKA bootstrap (gram_cka_replicates)": ("bootstrap.py", "gram_cka_replicates"),
-    "kNN bootstrap (mutual_knn_replicates)": ("bootstrap.py", "mutual_knn_replicates"),
-    "layer matrix (cka_matrix)": ("matrix.py", "cka_matrix"),
+    "massive rows: norms and candidates": ("pytest_analog.massive", "TopRows.update"),
+    "massive rows left out + influence figure": ("pytest_analog.fidelity", "_leave_out"),
+    "token-level CKA bootstrap": ("pytest_analog.metrics", "gram_cka_replicates_each"),
+    "kNN bootstrap": ("pytest_analog.metrics", "mutual_knn_replicates"),
+    "layer matrix": ("pytest_analog.metrics", "cka_matrix"),
 }
 
 
 def print_part_costs(pair, prompts, config, control) -> None:
-    """Cumulative seconds of each part in one profiled measurement (representation suite, with the control)."""
-    profile = cProfile.Profile()
-    profile.runcall(measure, pair, prompts, config, with_logits=False, control=control)
-    stats = pstats.Stats(profile).stats
-    total = max(cumulative for (_, _, name), (_, _, _, cumulative, _) in stats.items() if name == "measure")
-    print(f"parts of one profiled measurement ({total:.2f} s under the profiler):")
-    for label, (file, function) in PARTS.items():
-        seconds = sum(cumulative for (path, _, name), (_, _, _, cumulative, _) in stats.items()
-                      if name == function and path.endswith(file))
-        print(f"  {label}: {seconds:.2f} s ({100 * seconds / total:.1f} %)")
+    """Wall seconds of each part in one more measurement (representation suite, with the control)."""
+    import importlib
+    from unittest import mock
+
+    seconds = dict.fromkeys(PARTS, 0.0)
+
+    def timed(label, fn):
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                seconds[label] += time.perf_counter() - started
+        return wrapper
+
+    with contextlib.ExitStack() as stack:
+        for label, (module, attribute) in PARTS.items():
+            owner = importlib.import_module(module)
+            *path, name = attribute.split(".")
+            for part in path:
+                owner = getattr(owner, part)
+            stack.enter_context(mock.patch.object(owner, name, timed(label, getattr(owner, name))))
+        started = time.perf_counter()
+        measure(pair, prompts, config, with_logits=False, control=control)
+        total = time.perf_counter() - started
+    print(f"parts of one more measurement ({total:.2f} s):")
+    for label, spent in seconds.items():
+        print(f"  {label}: {spent:.2f} s ({100 * spent / total:.1f} %)")
+
 
 if __name__ == "__main__":
     main()

@@ -46,10 +46,10 @@ def smollm2_gguf() -> Path:
 # practical on two CPU cores: a few minutes, once
 DEMO_DISTILLATION = {"fraction": 0.05, "max_steps": 200, "align": "cosine"}
 
-# Seconds each stage took on the reference machine: two quiet CPU cores (load average below 1),
-# a first run with empty caches (issue 12's measurement: 6 min 40 s in all). Remaining times
+# Seconds each stage took on the reference machine: two CPU cores, nothing else running,
+# a first run with empty caches (`time analog-demo`, load average about 1: 7 min 9 s in all). Remaining times
 # scale these by how much slower this machine ran the stages already done.
-REFERENCE_SECONDS = {"distil": 133.0, "suites": 267.0}
+REFERENCE_SECONDS = {"distil": 195.0, "suites": 222.0}
 
 USAGE_ERROR = 4  # pytest's exit code for a usage error
 
@@ -117,7 +117,7 @@ def _say(text: str) -> None:
 def _announce(workdir: Path, report: Path) -> None:
     _say(
         "the fidelity gate on SmolLM2-135M-Instruct (teacher) and a 5 % analog distilled from it, offline. "
-        "Stages, with the time each took on two quiet CPU cores on a first run:"
+        "Stages, with the time each took on two CPU cores at load average about 1, on a first run:"
     )
     print("  1. check the options: seconds", flush=True)
     print(f"  2. distil the analog (once; cached in {workdir}): {_duration(REFERENCE_SECONDS['distil'])}", flush=True)

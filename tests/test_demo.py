@@ -56,11 +56,11 @@ def test_demo_announces_its_stages_then_one_line_each(tmp_path, monkeypatch, tin
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("analog-demo: ")]
     assert lines[0].startswith("analog-demo: the fidelity gate on SmolLM2-135M-Instruct")
-    assert "  2. distil the analog (once; cached in " in out and "): 2 min 13 s" in out and "): 4 min 27 s" in out
+    assert "  2. distil the analog (once; cached in " in out and "): 3 min 15 s" in out and "): 3 min 42 s" in out
     assert [line.split("]")[0] for line in lines[1:]] == ["analog-demo: [1/3", "analog-demo: [2/3", "analog-demo: [2/3",
                                                           "analog-demo: [3/3", "analog-demo: [3/3"]
     assert lines[3] == f"analog-demo: [2/3] analog read from {tiny_random_dir.parent}"  # built before this run
-    assert lines[4].startswith("analog-demo: [3/3] running the suites: about 4 min 27 s left")
+    assert lines[4].startswith("analog-demo: [3/3] running the suites: about 3 min 42 s left")
     assert lines[5].startswith("analog-demo: [3/3] suites done in ")
     assert (tmp_path / "report" / "fidelity.json").is_file()
 

@@ -68,15 +68,17 @@ def test_teacher_against_itself_scores_one_on_every_cka_criterion(pytester, smol
 def test_teacher_against_random_model_scores_clearly_lower(pytester, smollm2_gguf, random_dir):
     result, cka, data = _run(pytester, smollm2_gguf, random_dir)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    middle = [cka[i] for i in (8, 11, 15, 19, 22)]
-    assert max(middle) < 0.2, middle  # unrelated weights: near the debiased null of 0
     geometry = {c["metric"]: c["value"] for c in data["criteria"] if "geometry" in c["metric"]}
     assert geometry["unembedding_geometry"] < 0.5
-    # against a control of other random weights it is at chance, up to the noise over prompts
+    # Unrelated weights score what a control of other random weights scores, up to the noise over prompts.
+    # Raw CKA is not near 0: with the massive rows left out, token identity carried through random residual
+    # blocks gives 0.01-0.23 at layers 8-22 for both (measured; with the rows kept, 0.01-0.09).
     rows = {c["teacher_layer"]: c for c in data["criteria"] if c["metric"] == "cka"}
     for layer in (8, 11, 15, 19, 22):
         low, high = rows[layer]["corrected_interval"]
         assert low <= 0 <= high, rows[layer]
+        assert abs(cka[layer] - rows[layer]["chance"]) < 0.05, rows[layer]
+        assert rows[layer]["corrected"] < 0.1 and not rows[layer]["passed"], rows[layer]
 
 
 def test_a_pruned_copy_is_clearly_above_chance_at_the_middle_layers(smollm2):
