@@ -54,13 +54,6 @@ def _tasks(value: str) -> tuple[str, ...]:
     return names
 
 
-def _flag(value: str) -> bool:
-    lowered = str(value).lower()
-    if lowered not in ("true", "false", "1", "0", "yes", "no"):
-        raise ValueError(f"expected true or false, got '{value}'")
-    return lowered in ("true", "1", "yes")
-
-
 # name, metavar, parser, default, help
 _OPTIONS = [
     ("teacher", "MODEL", str, None, "the teacher: a hub id, a local model directory or a .gguf file"),

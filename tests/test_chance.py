@@ -303,8 +303,6 @@ def test_the_report_carries_chance_and_renders_it():
 
 
 def test_the_transfer_ratio_stands_beside_the_random_vectors_ratio():
-    from pytest_analog.steering.transfer import transfer_criteria
-
     rng = np.random.default_rng(0)
     alphas, base = [-0.2, 0.0, 0.1, 0.2], rng.uniform(0.3, 0.7, 24)
 
@@ -313,13 +311,7 @@ def test_the_transfer_ratio_stands_beside_the_random_vectors_ratio():
 
     per_item = {"native": items(1.5), "transferred": items(1.2), "random": items(0.1)}
     per_item = {name: [base.tolist() if a == 0 else ps[k] for k, a in enumerate(alphas)] for name, ps in per_item.items()}
-    probability = {name: [float(np.mean(p)) for p in ps] for name, ps in per_item.items()}
-    curve = {"alphas": alphas, "baseline": float(base.mean()), "probability": probability,
-             "effect": {name: [p - base.mean() for p in ps] for name, ps in probability.items()},
-             "baseline_items": base.tolist(), "item_probability": per_item}
-    out = transfer_criteria(curve, min_native_effect=0.05)
-    k = alphas.index(out["half_max_alpha"])
-    effect = {name: np.mean(np.asarray(ps[k]) - base) for name, ps in per_item.items()}
+    out, effect = _criteria_of_items(alphas, base, per_item)
     chance = out["transfer_ratio_chance"]
     assert out["transfer_ratio"] == pytest.approx(effect["transferred"] / effect["native"])
     assert chance["chance"] == pytest.approx(effect["random"] / effect["native"])
@@ -329,21 +321,26 @@ def test_the_transfer_ratio_stands_beside_the_random_vectors_ratio():
     assert criterion.above_chance and not criterion.passed  # 0.8 transfers, beats chance, misses the 0.9 gate
 
 
-def test_a_random_vector_pushing_the_other_way_is_no_lower_chance_level():
+def _criteria_of_items(alphas, base, per_item):
+    """`transfer_criteria` of a dose response given per eval item, and each vector's mean effect at its half-max dose."""
     from pytest_analog.steering.transfer import transfer_criteria
 
-    rng = np.random.default_rng(1)
-    alphas, base = [0.0, 0.1, 0.2], rng.uniform(0.3, 0.7, 30)
-    slopes = {"native": 1.5, "transferred": 0.9, "random": -0.6}
-    per_item = {name: [list(base + slope * a + (a > 0) * rng.normal(0, 0.01, 30)) for a in alphas]
-                for name, slope in slopes.items()}
     probability = {name: [float(np.mean(p)) for p in ps] for name, ps in per_item.items()}
     curve = {"alphas": alphas, "baseline": float(base.mean()), "probability": probability,
              "effect": {name: [p - base.mean() for p in ps] for name, ps in probability.items()},
              "baseline_items": base.tolist(), "item_probability": per_item}
     out = transfer_criteria(curve, min_native_effect=0.05)
     k = alphas.index(out["half_max_alpha"])
-    effect = {name: np.mean(np.asarray(ps[k]) - base) for name, ps in per_item.items()}
+    return out, {name: np.mean(np.asarray(ps[k]) - base) for name, ps in per_item.items()}
+
+
+def test_a_random_vector_pushing_the_other_way_is_no_lower_chance_level():
+    rng = np.random.default_rng(1)
+    alphas, base = [0.0, 0.1, 0.2], rng.uniform(0.3, 0.7, 30)
+    slopes = {"native": 1.5, "transferred": 0.9, "random": -0.6}
+    per_item = {name: [list(base + slope * a + (a > 0) * rng.normal(0, 0.01, 30)) for a in alphas]
+                for name, slope in slopes.items()}
+    out, effect = _criteria_of_items(alphas, base, per_item)
     chance = out["transfer_ratio_chance"]
     assert chance["chance"] == pytest.approx(abs(effect["random"]) / effect["native"])  # about 0.4, not -0.4
     made = make_criterion("s", "steering", "transfer_ratio", out["transfer_ratio"], min=0.9, **chance)
