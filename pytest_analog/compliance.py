@@ -37,6 +37,7 @@ from pathlib import Path
 
 import yaml
 
+from pytest_analog.criterion import Measured
 from pytest_analog.models import ModelSource
 
 CARD_NAMES = ("README.md", "MODEL_CARD.md")
@@ -67,11 +68,11 @@ class Check:
     value: float | None = None  # a measured quantity, for the numeric checks
 
     @property
-    def score(self) -> float | None:
-        """``value`` for a numeric check, else 1.0 passed, 0.0 failed, None not checkable."""
-        if self.value is not None:
-            return self.value
-        return None if self.passed is None else float(self.passed)
+    def measured(self) -> Measured:
+        """What a criterion records: ``value`` for a numeric check, else 1.0 passed, 0.0 failed, None
+        not checkable; the message as its reason."""
+        score = self.value if self.value is not None else None if self.passed is None else float(self.passed)
+        return Measured(score, reason=self.message)
 
 
 @dataclass(frozen=True)

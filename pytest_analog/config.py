@@ -21,9 +21,23 @@ from typing import Any, Literal, Union
 import yaml
 
 from pytest_analog.errors import AnalogError
-from pytest_analog.record import METRICS
+from pytest_analog.criterion import Gate
+from pytest_analog.facts import METRICS
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
+SCHEMA = 2  # the config's `version`
+# Top-level keys of schema 1 that schema 2 moved: what to write instead.
+MOVED = {
+    "criteria": "moved: thresholds (min, max, score, gate) are now under gates.<metric> (gate is now rule), and "
+                "the metric settings under representation (cka, rbf_cka, mutual_knn) and embeddings (rows, min_rows)",
+    "gate": "moved to gates.rule",
+    "steering.criteria": "moved: the steering thresholds are now under gates.<metric>, e.g. gates.transfer_ratio.min",
+    **{f"benchmarks.{key}": f"moved to gates.benchmarks.{key.replace('gate', 'rule')}" for key in ("min_retained", "max_drop", "gate", "per_task")},
+    **{f"compliance.{key}": f"moved: whether it is required is gates.{key}" for key in ("same_family", "safetensors")},
+    **{f"compliance.{key}.required": f"moved to gates.{key}.required" for key in ("model_card", "license", "training_code")},
+    "compliance.parameter_fraction": "moved to gates.parameter_fraction",
+    "compliance.release_lag": "moved: the dates are compliance.release_dates, the bounds gates.release_lag",
+}
 
 
 @dataclass(frozen=True)
@@ -47,69 +61,41 @@ class Layers:
     matrix_rows: int
 
 
-Gate = Literal["point", "lower_bound"]  # the decision rule: see `record.judge`
-
-
 @dataclass(frozen=True)
-class AtLeast:
-    """A higher-is-better criterion, gated when ``min`` is set; ``gate`` null follows the global rule."""
-
-    min: float | None
-    gate: Gate | None
-
-
-@dataclass(frozen=True)
-class AtMost:
-    """A lower-is-better criterion, gated when ``max`` is set; ``gate`` null follows the global rule."""
-
-    max: float | None
-    gate: Gate | None
-
-
-@dataclass(frozen=True)
-class Scored(AtLeast):
-    """A criterion with a chance level: ``min`` applies to the raw or the chance-corrected score."""
-
-    score: Literal["raw", "corrected"]
-
-
-@dataclass(frozen=True)
-class CKACriterion(Scored):
+class CKASettings:
     debiased: bool
-    min_prompts: int
 
 
 @dataclass(frozen=True)
-class RBFCriterion(Scored):
+class RBFSettings:
     sigma_frac: float
     debiased: bool
 
 
 @dataclass(frozen=True)
-class KNNCriterion(Scored):
+class KNNSettings:
     k: int
 
 
 @dataclass(frozen=True)
-class GeometryCriterion(Scored):
+class Representation:
+    """Settings of the representation metrics (read by the capture pass; thresholds are in `Gates`)."""
+
+    cka: CKASettings
+    rbf_cka: RBFSettings
+    mutual_knn: KNNSettings
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Shared token rows sampled for the (un)embedding geometry, and the fewest that are measurable."""
+
     rows: int
     min_rows: int
 
     def __post_init__(self):
         if self.rows < self.min_rows:
-            raise AnalogError(f"geometry criteria: rows ({self.rows}) must be at least min_rows ({self.min_rows})")
-
-
-@dataclass(frozen=True)
-class Criteria:
-    cka: CKACriterion
-    rbf_cka: RBFCriterion
-    mutual_knn: KNNCriterion
-    embedding_geometry: GeometryCriterion
-    unembedding_geometry: GeometryCriterion
-    kl: AtMost
-    top1_agreement: AtLeast
-    perplexity_ratio: AtMost
+            raise AnalogError(f"embeddings: rows ({self.rows}) must be at least min_rows ({self.min_rows})")
 
 
 @dataclass(frozen=True)
@@ -122,61 +108,35 @@ class Chance:
 
 
 @dataclass(frozen=True)
-class Bounds:
-    """A criterion gated by ``min`` and/or ``max`` (each null: not gated on that side)."""
-
-    min: float | None
-    max: float | None
-
-
-@dataclass(frozen=True)
-class Required:
-    """A yes/no compliance check, gated when ``required``."""
-
-    required: bool
-
-
-@dataclass(frozen=True)
-class ModelCardCheck(Required):
+class ModelCardCheck:
     sections: dict[str, list[str]]
 
 
 @dataclass(frozen=True)
-class LicenseCheck(Required):
+class LicenseCheck:
     allowed: list[str]
 
 
 @dataclass(frozen=True)
-class TrainingCodeCheck(Required):
+class TrainingCodeCheck:
     files: list[str]
     sections: list[str]
 
 
 @dataclass(frozen=True)
-class ReleaseLag(Bounds):
+class ReleaseDates:
     teacher: str | None
     analog: str | None
 
 
 @dataclass(frozen=True)
 class Compliance:
-    parameter_fraction: Bounds
-    same_family: Required
-    safetensors: Required
+    """What the compliance checks look for (whether each is required is in `Gates`)."""
+
     model_card: ModelCardCheck
     license: LicenseCheck
     training_code: TrainingCodeCheck
-    release_lag: ReleaseLag
-
-
-@dataclass(frozen=True)
-class SteeringCriteria:
-    transfer_ratio: AtLeast
-    transfer_gap: AtMost
-    spearman: AtLeast
-    random_control: AtMost
-    map_fvu: AtMost
-    map_cosine: AtLeast
+    release_dates: ReleaseDates
 
 
 @dataclass(frozen=True)
@@ -198,31 +158,84 @@ class Steering:
     batch_size: int
     seed: int
     min_native_effect: float
-    criteria: SteeringCriteria
 
 
 @dataclass(frozen=True)
 class Benchmarks:
-    """lm-eval tasks run on both models, and the gate on each task's retained capability."""
+    """lm-eval tasks run on both models (the gate on each task is `Gates.benchmarks`)."""
 
     tasks: list[str]
     num_fewshot: int | None
     limit: int | None
     batch_size: int
+
+
+# -- gates: thresholds, scores and decision rules; a run never reads them, so changing one re-judges from the cache
+
+Rule = Literal["point", "lower_bound"]  # the decision rule: see `criterion.judge`
+
+
+@dataclass(frozen=True)
+class AtLeast:
+    """A higher-is-better criterion, gated when ``min`` is set; ``rule`` null follows ``gates.rule``."""
+
+    min: float | None
+    rule: Rule | None
+
+
+@dataclass(frozen=True)
+class AtMost:
+    """A lower-is-better criterion, gated when ``max`` is set; ``rule`` null follows ``gates.rule``."""
+
+    max: float | None
+    rule: Rule | None
+
+
+@dataclass(frozen=True)
+class Scored(AtLeast):
+    """A criterion with a chance level: ``min`` applies to the raw or the chance-corrected score."""
+
+    score: Literal["raw", "corrected"]
+
+
+@dataclass(frozen=True)
+class CKAGate(Scored):
+    min_prompts: int  # fewer prompts: each CKA criterion is flagged "few prompts" (the verdict stands)
+
+
+@dataclass(frozen=True)
+class Range:
+    """A quantity gated on both sides, one criterion each (``min`` / ``max``, null: not gated on that side)."""
+
+    min: float | None
+    max: float | None
+
+
+@dataclass(frozen=True)
+class Required:
+    """A yes/no compliance check, gated when ``required``."""
+
+    required: bool
+
+
+@dataclass(frozen=True)
+class BenchmarkGates:
+    """The gate on each lm-eval task's retained capability, or on its paired delta."""
+
     min_retained: float | None
     max_drop: float | None
-    gate: Gate | None
+    rule: Rule | None
     per_task: dict[str, dict[str, float | None]]
 
     def __post_init__(self):
         for task, gate in self.per_task.items():
             unknown = set(gate) - {"min_retained", "max_drop"}
             if unknown:
-                raise AnalogError(f"benchmarks.per_task.{task}: unknown key(s) {', '.join(sorted(unknown))}; use min_retained or max_drop")
+                raise AnalogError(f"gates.benchmarks.per_task.{task}: unknown key(s) {', '.join(sorted(unknown))}; use min_retained or max_drop")
         for task in ["", *self.per_task]:
             retained, drop = self.thresholds(task or None)
             if retained is not None and drop is not None:
-                where = f"benchmarks.per_task.{task}" if task else "benchmarks"
+                where = f"gates.benchmarks.per_task.{task}" if task else "gates.benchmarks"
                 raise AnalogError(f"{where}: give min_retained or max_drop, not both (set the other to null)")
 
     def thresholds(self, task: str | None) -> tuple[float | None, float | None]:
@@ -234,19 +247,76 @@ class Benchmarks:
 
 
 @dataclass(frozen=True)
+class Gates:
+    """Every threshold of the built-in suites; `gate` turns one into the `criterion.Gate` of a criterion."""
+
+    rule: Rule
+    cka: CKAGate
+    rbf_cka: Scored
+    mutual_knn: Scored
+    embedding_geometry: Scored
+    unembedding_geometry: Scored
+    kl: AtMost
+    top1_agreement: AtLeast
+    perplexity_ratio: AtMost
+    transfer_ratio: AtLeast
+    transfer_gap: AtMost
+    spearman: AtLeast
+    random_control: AtMost
+    map_fvu: AtMost
+    map_cosine: AtLeast
+    benchmarks: BenchmarkGates
+    parameter_fraction: Range
+    same_family: Required
+    safetensors: Required
+    model_card: Required
+    license: Required
+    training_code: Required
+    release_lag: Range
+
+    def gate(self, metric: str, value: float | None = None, **details: Any) -> Gate:
+        """The gate of a built-in criterion, the one the suites record and the leaderboard checks.
+
+        ``details`` select among a metric's gates: ``bound`` ("min"/"max") for a range,
+        ``task`` and ``higher_is_better`` for a benchmark. A benchmark task with no retained
+        fraction (``value`` None: the teacher is not above chance) is reported, not gated.
+        """
+        if metric in ("benchmark_retained", "benchmark_delta"):
+            return self._benchmark_gate(metric, value, details.get("task"), details.get("higher_is_better", True))
+        entry = getattr(self, metric)
+        if isinstance(entry, Required):
+            return Gate("min", 1.0, rule=self.rule) if entry.required else Gate()
+        direction = details["bound"] if isinstance(entry, Range) else METRICS[metric].direction
+        threshold = getattr(entry, direction)
+        rule = getattr(entry, "rule", None) or self.rule
+        score = getattr(entry, "score", "raw")
+        return Gate(direction, threshold, score, rule) if threshold is not None else Gate(score=score, rule=rule)
+
+    def _benchmark_gate(self, metric: str, value, task: str | None, higher_is_better: bool) -> Gate:
+        retained, drop = self.benchmarks.thresholds(task)
+        rule = self.benchmarks.rule or self.rule
+        if metric == "benchmark_delta" and drop is not None:
+            return Gate("min", -drop, rule=rule) if higher_is_better else Gate("max", drop, rule=rule)
+        if metric == "benchmark_retained" and drop is None and retained is not None and value is not None:
+            return Gate("min", retained, rule=rule)
+        return Gate(rule=rule)
+
+
+@dataclass(frozen=True)
 class Config:
     version: int
     prompts: Prompts
     batch_size: int
     seed: int
-    gate: Gate
     positions: Positions
     layers: Layers
     chance: Chance
-    criteria: Criteria
+    representation: Representation
+    embeddings: Embeddings
     compliance: Compliance
     steering: Steering
     benchmarks: Benchmarks
+    gates: Gates
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -254,7 +324,7 @@ class Config:
 
 # Value checks beyond the type: dotted key -> (predicate, what is expected).
 _RANGES = {
-    "version": (lambda v: v == 1, "1"),
+    "version": (lambda v: v == SCHEMA, f"{SCHEMA} (schema 1 kept thresholds beside settings; move them to gates: as README's Configuration shows)"),
     "prompts.max_prompts": (lambda v: v is None or v >= 1, "null or an integer >= 1"),
     "prompts.max_length": (lambda v: v >= 2, "an integer >= 2"),
     "batch_size": (lambda v: v >= 1, "an integer >= 1"),
@@ -264,15 +334,13 @@ _RANGES = {
     "chance.resamples": (lambda v: v == 0 or v >= 10, "0 (no intervals) or an integer >= 10"),
     "chance.confidence": (lambda v: 0 < v < 1, "a number between 0 and 1"),
     "chance.rows": (lambda v: v >= 8, "an integer >= 8"),
-    "criteria.cka.min_prompts": (lambda v: v >= 1, "an integer >= 1"),
-    "criteria.mutual_knn.k": (lambda v: v >= 1, "an integer >= 1"),
-    "criteria.rbf_cka.sigma_frac": (lambda v: v > 0, "a number > 0"),
-    "criteria.embedding_geometry.rows": (lambda v: v >= 3, "an integer >= 3"),
-    "criteria.unembedding_geometry.rows": (lambda v: v >= 3, "an integer >= 3"),
-    "criteria.embedding_geometry.min_rows": (lambda v: v >= 3, "an integer >= 3"),
-    "criteria.unembedding_geometry.min_rows": (lambda v: v >= 3, "an integer >= 3"),
-    "compliance.release_lag.teacher": (lambda v: v is None or _is_date(v), "null or a date YYYY-MM-DD"),
-    "compliance.release_lag.analog": (lambda v: v is None or _is_date(v), "null or a date YYYY-MM-DD"),
+    "gates.cka.min_prompts": (lambda v: v >= 1, "an integer >= 1"),
+    "representation.mutual_knn.k": (lambda v: v >= 1, "an integer >= 1"),
+    "representation.rbf_cka.sigma_frac": (lambda v: v > 0, "a number > 0"),
+    "embeddings.rows": (lambda v: v >= 3, "an integer >= 3"),
+    "embeddings.min_rows": (lambda v: v >= 3, "an integer >= 3"),
+    "compliance.release_dates.teacher": (lambda v: v is None or _is_date(v), "null or a date YYYY-MM-DD"),
+    "compliance.release_dates.analog": (lambda v: v is None or _is_date(v), "null or a date YYYY-MM-DD"),
     "steering.behaviours": (lambda v: len(v) >= 1, "a non-empty list of behaviour names or .jsonl paths"),
     "steering.alphas": (lambda v: any(a > 0 for a in v), "a list of numbers with at least one > 0"),
     "steering.from_position": (lambda v: v >= 0, "an integer >= 0"),
@@ -288,8 +356,8 @@ _RANGES = {
     "benchmarks.num_fewshot": (lambda v: v is None or v >= 0, "null or an integer >= 0"),
     "benchmarks.limit": (lambda v: v is None or v >= 1, "null or an integer >= 1"),
     "benchmarks.batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "benchmarks.min_retained": (lambda v: v is None or v <= 1, "null or a number <= 1"),
-    "benchmarks.max_drop": (lambda v: v is None or v >= 0, "null or a number >= 0"),
+    "gates.benchmarks.min_retained": (lambda v: v is None or v <= 1, "null or a number <= 1"),
+    "gates.benchmarks.max_drop": (lambda v: v is None or v >= 0, "null or a number >= 0"),
 }
 
 
@@ -324,34 +392,45 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     config = _build(Config, data, "", str(path or DEFAULTS_PATH))
     _check_thresholds(config, str(path or DEFAULTS_PATH))
     if config.chance.control == "none":
-        corrected = [name for name, c in vars(config.criteria).items() if getattr(c, "score", "raw") == "corrected"]
+        corrected = [name for name, c in vars(config.gates).items() if getattr(c, "score", "raw") == "corrected"]
         if corrected:
             raise AnalogError(
-                f"{path or DEFAULTS_PATH}: criteria {', '.join(corrected)} use score: corrected, which needs a chance "
+                f"{path or DEFAULTS_PATH}: gates {', '.join(corrected)} use score: corrected, which needs a chance "
                 "level; set chance.control to random or permuted, or their score to raw"
             )
     return config
 
 
+def config_from_dict(data: Any, source: str) -> Config:
+    """The `Config` a ``to_dict`` record holds (e.g. a report's ``config``), checked as a loaded file is.
+
+    Raises:
+        AnalogError: a key or value is missing or invalid; ``source`` names where it came from.
+    """
+    config = _build(Config, data, "", source)
+    _check_thresholds(config, source)
+    return config
+
+
 def _check_thresholds(config: Config, source: str) -> None:
-    """Refuse a threshold outside the values its metric can take (`record.Metric.bounds`): it could never
+    """Refuse a threshold outside the values its metric can take (`facts.Metric.bounds`): it could never
     pass, or never fail."""
-    groups = {"criteria": config.criteria, "steering.criteria": config.steering.criteria, "compliance": config.compliance}
-    for prefix, group in groups.items():
-        for name, rule in vars(group).items():
-            corrected = getattr(rule, "score", "raw") == "corrected"  # (value - chance) / (1 - chance) <= 1
-            low, high = (-math.inf, 1.0) if corrected else METRICS[name].bounds
-            scale = "its corrected score takes" if corrected else f"{name} takes"
-            at_least, at_most = getattr(rule, "min", None), getattr(rule, "max", None)
-            for side, threshold in (("min", at_least), ("max", at_most)):
-                if threshold is not None and not low <= threshold <= high:
-                    never = "pass" if (side == "min") == (threshold > high) else "fail"
-                    raise AnalogError(
-                        f"{source}: '{prefix}.{name}.{side}: {threshold:g}' can never {never}: {scale} "
-                        f"values in {'(' if low == -math.inf else '['}{low:g}, {high:g}{')' if high == math.inf else ']'}"
-                    )
-            if at_least is not None and at_most is not None and at_least > at_most:
-                raise AnalogError(f"{source}: '{prefix}.{name}' can never pass: min {at_least:g} is above max {at_most:g}")
+    for name, rule in vars(config.gates).items():
+        if name not in METRICS:
+            continue
+        corrected = getattr(rule, "score", "raw") == "corrected"  # (value - chance) / (1 - chance) <= 1
+        low, high = (-math.inf, 1.0) if corrected else METRICS[name].bounds
+        scale = "its corrected score takes" if corrected else f"{name} takes"
+        at_least, at_most = getattr(rule, "min", None), getattr(rule, "max", None)
+        for side, threshold in (("min", at_least), ("max", at_most)):
+            if threshold is not None and not low <= threshold <= high:
+                never = "pass" if (side == "min") == (threshold > high) else "fail"
+                raise AnalogError(
+                    f"{source}: 'gates.{name}.{side}: {threshold:g}' can never {never}: {scale} "
+                    f"values in {'(' if low == -math.inf else '['}{low:g}, {high:g}{')' if high == math.inf else ']'}"
+                )
+        if at_least is not None and at_most is not None and at_least > at_most:
+            raise AnalogError(f"{source}: 'gates.{name}' can never pass: min {at_least:g} is above max {at_most:g}")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -404,6 +483,8 @@ def _overlay(base: dict, user: dict, prefix: str, source: str) -> None:
     """Merge ``user`` into ``base`` in place, rejecting keys ``base`` does not have."""
     for key, value in user.items():
         dotted = f"{prefix}{key}"
+        if key not in base and dotted in MOVED:
+            raise AnalogError(f"{source}: config key '{dotted}' {MOVED[dotted]} (config schema {SCHEMA})")
         if key not in base:
             close = difflib.get_close_matches(str(key), [str(k) for k in base], n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(map(str, base))}"

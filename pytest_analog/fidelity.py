@@ -19,7 +19,7 @@ from pytest_analog import metrics
 from pytest_analog.capture import LAYER_CONVENTION, capture, plan_alignment
 from pytest_analog.errors import AnalogError
 from pytest_analog.massive import TopRows
-from pytest_analog.record import chance_corrected
+from pytest_analog.criterion import Measured, chance_corrected
 
 
 @dataclass
@@ -60,20 +60,17 @@ class Measurements:
         data["massive"] = {k: _int_keys(v) for k, v in data.get("massive", {}).items()}
         return cls(**data)
 
-
-    def against_chance(self, metric: str, teacher_layer: int | None = None) -> dict[str, Any]:
-        """The chance level and intervals of a value, as keyword arguments of `record.make_criterion`."""
-        chance = self.chance.get(metric)
+    def measured(self, metric: str, teacher_layer: int | None = None) -> Measured:
+        """One value with its chance level, intervals and the reason it may lack (a per-layer metric
+        at ``teacher_layer``; the geometry metrics without one)."""
+        value, chance = getattr(self, metric), self.chance.get(metric)
         bounds = {}
         if teacher_layer is not None:
-            chance = (chance or {}).get(teacher_layer)
+            value, chance = value[teacher_layer], (chance or {}).get(teacher_layer)
             bounds = self.intervals.get(metric, {}).get(teacher_layer, {})
-        return {
-            "chance": chance,
-            "interval": bounds.get("value"),
-            "chance_interval": bounds.get("chance"),
-            "corrected_interval": bounds.get("corrected"),
-        }
+        return Measured(
+            value, bounds.get("value"), chance, bounds.get("chance"), bounds.get("corrected"), self.notes.get(metric)
+        )
 
 
 PER_LAYER = ("cka", "rbf_cka", "mutual_knn")
@@ -188,14 +185,14 @@ def measure(pair, prompts, config, *, control=None, with_logits: bool = True, pr
 
     notes = {}
     found = top.finish(config.positions.massive_multiple, exclude=config.positions.massive == "exclude")
-    influence = _leave_out(streams, top, found, mapped, debiased=config.criteria.cka.debiased)
+    influence = _leave_out(streams, top, found, mapped, debiased=config.representation.cka.debiased)
     kept = ~np.isin(sample, found.rows) if found.excluded else np.ones(len(sample), dtype=bool)
     matrices = {name: metrics.cka_matrix([torch.cat(x)[kept] for x in samples["teacher"]],
                                          [torch.cat(y)[kept] for y in samples[name]], debiased=True)
                 for name in others}
     pooled = {key: torch.cat(v) for key, v in pooled.items()}
     n_seq = len(plan.prompts)
-    k = config.criteria.mutual_knn.k
+    k = config.representation.mutual_knn.k
     if n_seq <= k:
         notes["mutual_knn"] = f"needs more than k={k} prompts, got {n_seq}"
     if n_seq < 4:
@@ -211,11 +208,11 @@ def measure(pair, prompts, config, *, control=None, with_logits: bool = True, pr
         t = {i: pooled["teacher", i] for i in layers}
         other = {i: pooled[name, mapped[i]] for i in layers}
         return {
-            "cka": {i: streams[name, i].compute(debiased=config.criteria.cka.debiased) for i in layers},
+            "cka": {i: streams[name, i].compute(debiased=config.representation.cka.debiased) for i in layers},
             "rbf_cka": {
                 i: float("nan") if "rbf_cka" in notes
-                else metrics.rbf_cka(t[i], other[i], sigma_frac=config.criteria.rbf_cka.sigma_frac,
-                                     debiased=config.criteria.rbf_cka.debiased)
+                else metrics.rbf_cka(t[i], other[i], sigma_frac=config.representation.rbf_cka.sigma_frac,
+                                     debiased=config.representation.rbf_cka.debiased)
                 for i in layers
             },
             "mutual_knn": {
@@ -357,7 +354,7 @@ def _intervals(config, layers, mapped, others, values, chance, notes, *, groups,
     c = config.chance
     counts = metrics.resample_counts(n_prompts, c.resamples, c.seed)
     pooled_counts = counts[:, order]  # pooled rows are in capture order
-    debiased = config.criteria.cka.debiased
+    debiased = config.representation.cka.debiased
     out = {metric: {} for metric in PER_LAYER}
     for i in layers:
         reps = {}
@@ -368,12 +365,12 @@ def _intervals(config, layers, mapped, others, values, chance, notes, *, groups,
             t_pool, o_pool = pooled["teacher", i], pooled[name, mapped[i]]
             if "rbf_cka" not in notes:
                 reps["rbf_cka", name] = metrics.rbf_cka_replicates(
-                    t_pool, o_pool, pooled_counts, sigma_frac=config.criteria.rbf_cka.sigma_frac,
-                    debiased=config.criteria.rbf_cka.debiased,
+                    t_pool, o_pool, pooled_counts, sigma_frac=config.representation.rbf_cka.sigma_frac,
+                    debiased=config.representation.rbf_cka.debiased,
                 )
             if "mutual_knn" not in notes:
                 reps["mutual_knn", name] = metrics.mutual_knn_replicates(
-                    t_pool, o_pool, pooled_counts, k=config.criteria.mutual_knn.k
+                    t_pool, o_pool, pooled_counts, k=config.representation.mutual_knn.k
                 )
         for metric in PER_LAYER:
             if (metric, "student") not in reps:
@@ -400,10 +397,8 @@ def _geometry(teacher, student, config) -> tuple[dict[str, float | None], dict[s
 
     t_ids, s_ids = shared_token_ids(teacher.tokenizer, student.tokenizer)
     values, notes = {"embedding": None, "unembedding": None}, {}
-    for name, getter, crit in (
-        ("embedding", "get_input_embeddings", config.criteria.embedding_geometry),
-        ("unembedding", "get_output_embeddings", config.criteria.unembedding_geometry),
-    ):
+    crit = config.embeddings
+    for name, getter in (("embedding", "get_input_embeddings"), ("unembedding", "get_output_embeddings")):
         t_mod, s_mod = getattr(teacher.model, getter)(), getattr(student.model, getter)()
         if t_mod is None or s_mod is None:
             notes[f"{name}_geometry"] = f"a model has no {name} matrix"
@@ -416,7 +411,7 @@ def _geometry(teacher, student, config) -> tuple[dict[str, float | None], dict[s
         if keep.sum() < crit.min_rows:
             notes[f"{name}_geometry"] = (
                 f"not measurable: the two models share {int(keep.sum())} usable token rows; at least "
-                f"{crit.min_rows} are needed (criteria.{name}_geometry.min_rows)"
+                f"{crit.min_rows} are needed (embeddings.min_rows)"
             )
             continue
         rng = np.random.default_rng(config.seed)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pytest_analog.options import add_options
-from pytest_analog.record import make_criterion
+from pytest_analog.criterion import Criterion, Gate, Measured
 from pytest_analog.session import WORKER_OUTPUT, AnalogSession
 
 session_key = pytest.StashKey[AnalogSession]()
@@ -129,35 +129,64 @@ def analog_benchmarks(analog_session):
     return analog_session.benchmarks()
 
 
-@pytest.fixture
-def fidelity_record(request: pytest.FixtureRequest, analog_session):
-    """Record a criterion in the fidelity report; fails the test when a gated one fails.
+class Recorder:
+    """The ``fidelity_record`` fixture: records one criterion of the calling test in the report."""
 
-    Call it once per test as ``fidelity_record(metric, value, min=..., max=..., **details)``;
-    without ``min`` or ``max`` the value is reported but never fails. ``gate`` (the decision
-    rule, `record.judge`) defaults to the config's global ``gate``.
-    """
+    def __init__(self, request: pytest.FixtureRequest, session: AnalogSession):
+        self._request, self._session = request, session
 
-    def record(metric: str, value, **kwargs):
-        suite = request.node.module.__name__.rpartition(".")[2].removeprefix("test_")
-        if kwargs.get("gate") is None:
-            kwargs["gate"] = analog_session.config.gate
-        criterion = make_criterion(f"{suite}::{request.node.name}", suite, metric, value, **kwargs)
-        if any(c.id == criterion.id for c in analog_session.criteria):
+    def __call__(self, metric: str, value, *, gate: Gate | None = None, min: float | None = None,
+                 max: float | None = None, score: str = "raw", rule: str | None = None, **details) -> Criterion:
+        """Record ``value`` (a number or a `Measured`) under ``metric``; fail the test when a gated one fails.
+
+        The gate is ``gate``, or ``min`` / ``max`` (at most one; neither: reported, never failed)
+        on the ``score`` ("raw" or "corrected"), judged by ``rule`` (default: the config's
+        ``gates.rule``). ``details`` go into the report's row.
+        """
+        if gate is None:
+            if min is not None and max is not None:
+                pytest.fail(f"fidelity_record({metric!r}): give min or max, not both", pytrace=False)
+            direction = "min" if min is not None else "max" if max is not None else None
+            try:
+                gate = Gate(direction, min if min is not None else max, score, rule or self._session.config.gates.rule)
+            except ValueError as exc:
+                pytest.fail(f"fidelity_record({metric!r}): {exc}", pytrace=False)
+        return self._record(metric, value, gate, details)
+
+    def configured(self, metric: str, value, **details) -> Criterion:
+        """Record a built-in metric under the gate the config sets for it (`config.Gates.gate`), the one
+        the leaderboard checks a bundle against."""
+        measured = value if isinstance(value, Measured) else Measured(value)
+        return self._record(metric, measured, self._session.config.gates.gate(metric, measured.value, **details), details)
+
+    def _record(self, metric: str, value, gate: Gate, details: dict) -> Criterion:
+        node = self._request.node
+        suite = node.module.__name__.rpartition(".")[2].removeprefix("test_")
+        measured = value if isinstance(value, Measured) else Measured(value)
+        criterion = Criterion(f"{suite}::{node.name}", suite, metric, measured, gate, details)
+        if any(c.id == criterion.id for c in self._session.criteria):
             pytest.fail(
-                f"fidelity_record was called twice in {request.node.name}; record one criterion per test "
-                "(parametrize the test for more)",
+                f"fidelity_record was called twice in {node.name}; record one criterion per test (parametrize the test for more)",
                 pytrace=False,
             )
-        analog_session.add(criterion, request.node.nodeid)
-        request.node.user_properties.extend(
-            (f"analog_{key}", criterion.to_dict()[key]) for key in ("metric", "value", "threshold", "passed")
-        )
-        if criterion.gated and not criterion.passed:
+        self._session.add(criterion, node.nodeid)
+        row = criterion.to_dict()
+        node.user_properties.extend((f"analog_{key}", row[key]) for key in ("metric", "value", "threshold", "passed"))
+        if gate.gated and not criterion.passed:
             pytest.fail(criterion.message, pytrace=False)
         return criterion
 
-    return record
+
+@pytest.fixture
+def fidelity_record(request: pytest.FixtureRequest, analog_session) -> Recorder:
+    """Record a criterion in the fidelity report; fails the test when a gated one fails.
+
+    Call it once per test as ``fidelity_record(metric, value, min=..., max=..., **details)``;
+    without ``min`` or ``max`` the value is reported but never fails. ``rule`` (the decision
+    rule, `criterion.judge`) defaults to the config's ``gates.rule``.
+    ``fidelity_record.configured(metric, value, **details)`` gates a built-in metric as the config does.
+    """
+    return Recorder(request, analog_session)
 
 
 @pytest.fixture(scope="session")

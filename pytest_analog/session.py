@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import functools
 import hashlib
@@ -24,7 +23,7 @@ from pytest_analog import __version__
 from pytest_analog.config import load_config
 from pytest_analog.errors import AnalogError
 from pytest_analog.options import SettingsError, read_settings
-from pytest_analog.record import Criterion
+from pytest_analog.criterion import Criterion
 from pytest_analog.resources import shipped
 
 WORKER_OUTPUT = "pytest_analog"  # key of a worker's state in pytest-xdist's ``workeroutput``
@@ -406,7 +405,7 @@ class AnalogSession:
         order = {item.nodeid: i for i, item in enumerate(items)}
         state = {
             "criteria": [
-                [order.get(self._nodeids.get(c.id), len(order)), dataclasses.asdict(c)] for c in self.criteria
+                [order.get(self._nodeids.get(c.id), len(order)), c.to_dict()] for c in self.criteria
             ],
             "sections": self.sections,
             "failure": self._failure,
@@ -430,7 +429,7 @@ class AnalogSession:
             )
             return
         state = json.loads(output)
-        self._collected += [(index, Criterion(**fields)) for index, fields in state["criteria"]]
+        self._collected += [(index, Criterion.from_dict(row)) for index, row in state["criteria"]]
         self._collected.sort(key=lambda pair: pair[0])  # collection order, as a serial run records them
         self.criteria = [criterion for _, criterion in self._collected]
         for key, section in state["sections"].items():
@@ -454,7 +453,7 @@ class AnalogSession:
         from pytest_analog.report import SCHEMA_VERSION
 
         criteria = [c.to_dict() for c in self.criteria]
-        gated = [c for c in self.criteria if c.gated]
+        gated = [c for c in self.criteria if c.gate.gated]
         failed = sum(not c.passed for c in gated)
         verdict = "fail" if failed or self._failure else "partial" if self._partial else "pass" if gated else "no gated criteria"
         report = {

@@ -22,7 +22,7 @@ from pytest_analog.atomic import write_atomic
 from pytest_analog.errors import AnalogError
 from pytest_analog.models import ModelSource, combine_sha256, file_sha256s
 
-SUBMISSION_VERSION = 1
+SUBMISSION_VERSION = 2
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "submission.schema.json"
 # Packages whose versions can change a measured value.
 PACKAGES = ("pytest-analog", "torch", "transformers", "tokenizers", "safetensors", "accelerate", "gguf", "numpy", "scipy", "pytest")
@@ -103,8 +103,15 @@ def _validator():
 
 
 def schema_errors(bundle: Any) -> list[str]:
-    """Every way ``bundle`` breaks the schema, one line each (``at PATH: what``), most relevant first."""
+    """Every way ``bundle`` breaks the schema, one line each (``at PATH: what``), most relevant first;
+    a bundle of another layout version is one line saying so."""
     from jsonschema.exceptions import relevance
+
+    version = bundle.get("submission_version") if isinstance(bundle, dict) else None
+    if isinstance(version, int) and version != SUBMISSION_VERSION:
+        newer = "a newer" if version > SUBMISSION_VERSION else "an older"
+        return [f"it has submission version {version}, written by {newer} pytest-analog; this one reads version "
+                f"{SUBMISSION_VERSION}: rerun the gate with --analog-submit under this version"]
 
     errors = sorted(_validator().iter_errors(bundle), key=relevance, reverse=True)
     return [f"at {error.json_path}: {_short(error.message)}" for error in errors]

@@ -2,7 +2,7 @@
 
 One criterion per task (``benchmarks.tasks`` or --analog-tasks): the retained
 fraction of the teacher's score, chance-corrected for multiple choice, or the
-paired analog - teacher delta (``benchmarks.max_drop``).
+paired analog - teacher delta (``gates.benchmarks.max_drop``).
 """
 
 import pytest
@@ -13,5 +13,6 @@ from pytest_analog.evals import criterion
 def test_benchmark(benchmark_task, analog_benchmarks, analog_config, fidelity_record):
     if benchmark_task not in analog_benchmarks:
         pytest.fail(f"lm-eval gave no per-item results for '{benchmark_task}' (a group? list its tasks instead)", pytrace=False)
-    args = criterion(analog_benchmarks[benchmark_task], *analog_config.benchmarks.thresholds(benchmark_task))
-    fidelity_record(args.pop("metric"), args.pop("value"), task=benchmark_task, gate=analog_config.benchmarks.gate, **args)
+    _, max_drop = analog_config.gates.benchmarks.thresholds(benchmark_task)
+    metric, measured, details = criterion(analog_benchmarks[benchmark_task], by_delta=max_drop is not None)
+    fidelity_record.configured(metric, measured, task=benchmark_task, **details)

@@ -3,7 +3,8 @@
 One criterion per check of `pytest_analog.compliance` (arXiv 2510.14053): size
 0.5-5 % of the teacher, same architecture family, safetensors weights, a model
 card, a permissive licence, the training code, and the release lag when both
-release dates are in the config (``compliance:``). Yes/no checks score 1 or 0;
+release dates are in the config (``compliance.release_dates``); the bounds and
+which checks are required are under ``gates``. Yes/no checks score 1 or 0;
 a failure says what is missing and where it was looked for.
 """
 
@@ -17,10 +18,6 @@ def release(analog_session):
     return compliance.release_of(analog_session.sources()[1])
 
 
-def _record(fidelity_record, metric, check, required):
-    fidelity_record(metric, check.score, min=1.0 if required else None, reason=check.message)
-
-
 @pytest.fixture(scope="module")
 def parameters(analog_session):
     """(teacher, analog) parameter counts: from the measurements when a fidelity suite runs (cached), else the pair."""
@@ -32,44 +29,39 @@ def parameters(analog_session):
 
 
 @pytest.mark.parametrize("bound", ["min", "max"])
-def test_parameter_fraction(bound, parameters, analog_config, fidelity_record):
-    check = compliance.parameter_fraction(*parameters)
-    limit = getattr(analog_config.compliance.parameter_fraction, bound)
-    fidelity_record("parameter_fraction", check.value, **{bound: limit}, reason=check.message)
+def test_parameter_fraction(bound, parameters, fidelity_record):
+    fidelity_record.configured("parameter_fraction", compliance.parameter_fraction(*parameters).measured, bound=bound)
 
 
-def test_same_family(analog_session, analog_config, fidelity_record):
+def test_same_family(analog_session, fidelity_record):
     from pytest_analog.models import read_config
 
     trust = analog_session.settings.trust_remote_code
     teacher, student = (read_config(s, trust_remote_code=trust) for s in analog_session.sources())
-    _record(fidelity_record, "same_family", compliance.same_family(teacher, student), analog_config.compliance.same_family.required)
+    fidelity_record.configured("same_family", compliance.same_family(teacher, student).measured)
 
 
-def test_safetensors(analog_session, analog_config, fidelity_record):
-    check = compliance.safetensors_weights(analog_session.sources()[1])
-    _record(fidelity_record, "safetensors", check, analog_config.compliance.safetensors.required)
+def test_safetensors(analog_session, fidelity_record):
+    fidelity_record.configured("safetensors", compliance.safetensors_weights(analog_session.sources()[1]).measured)
 
 
 def test_model_card(release, analog_config, fidelity_record):
-    rule = analog_config.compliance.model_card
-    _record(fidelity_record, "model_card", compliance.model_card(release, rule.sections), rule.required)
+    check = compliance.model_card(release, analog_config.compliance.model_card.sections)
+    fidelity_record.configured("model_card", check.measured)
 
 
 def test_license(release, analog_config, fidelity_record):
-    rule = analog_config.compliance.license
-    _record(fidelity_record, "license", compliance.license_check(release, rule.allowed), rule.required)
+    fidelity_record.configured("license", compliance.license_check(release, analog_config.compliance.license.allowed).measured)
 
 
 def test_training_code(release, analog_config, fidelity_record):
     rule = analog_config.compliance.training_code
-    _record(fidelity_record, "training_code", compliance.training_code(release, rule.files, rule.sections), rule.required)
+    fidelity_record.configured("training_code", compliance.training_code(release, rule.files, rule.sections).measured)
 
 
 @pytest.mark.parametrize("bound", ["min", "max"])
 def test_release_lag(bound, analog_config, fidelity_record):
-    rule = analog_config.compliance.release_lag
-    if not (rule.teacher and rule.analog):
-        pytest.skip("no release dates: set compliance.release_lag.teacher and .analog (YYYY-MM-DD) in the config")
-    check = compliance.release_lag(rule.teacher, rule.analog)
-    fidelity_record("release_lag", check.value, **{bound: getattr(rule, bound)}, reason=check.message)
+    dates = analog_config.compliance.release_dates
+    if not (dates.teacher and dates.analog):
+        pytest.skip("no release dates: set compliance.release_dates.teacher and .analog (YYYY-MM-DD) in the config")
+    fidelity_record.configured("release_lag", compliance.release_lag(dates.teacher, dates.analog).measured, bound=bound)

@@ -9,6 +9,7 @@ session (`AnalogSession.steering`) and reported under ``steering`` in fidelity.j
 
 import pytest
 
+from pytest_analog.criterion import Measured
 from pytest_analog.plugin import session_key
 
 
@@ -22,25 +23,18 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("steering_layer", layers, ids=[f"teacher_layer={i}" for i in layers])
 
 
-def _threshold(bound) -> dict:
-    """``min`` or ``max`` and ``gate`` of a criterion's config, as `fidelity_record` arguments."""
-    return ({"min": bound.min} if hasattr(bound, "min") else {"max": bound.max}) | {"gate": bound.gate}
-
-
 @pytest.fixture(scope="module")
 def steering(analog_session):
     return analog_session.steering()
 
 
-def _case_criterion(metric, value, steering_case, steering, analog_config, fidelity_record, against_chance=False):
+def _case_criterion(metric, value, steering_case, steering, fidelity_record, against_chance=False):
     behaviour, layer = steering_case
     result = steering["behaviours"][behaviour][layer]
-    fidelity_record(
+    chance = (result.get("transfer_ratio_chance") or {}) if against_chance else {}
+    fidelity_record.configured(
         metric,
-        value(result),
-        **_threshold(getattr(analog_config.steering.criteria, metric)),
-        **(result.get("transfer_ratio_chance") or {} if against_chance else {}),
-        reason=result["notes"].get(metric),
+        Measured(value(result), **chance, reason=result["notes"].get(metric)),
         behaviour=behaviour,
         steering_layer=layer,  # not teacher_layer: five behaviours per layer are not a per-layer curve
         analog_layer=result["analog_layer"],
@@ -48,35 +42,30 @@ def _case_criterion(metric, value, steering_case, steering, analog_config, fidel
     )
 
 
-def test_transfer_ratio(steering_case, steering, analog_config, fidelity_record):
+def test_transfer_ratio(steering_case, steering, fidelity_record):
     # beside its chance level: the equal-norm random vector's ratio at the same dose
-    _case_criterion("transfer_ratio", lambda r: r["transfer_ratio"], steering_case, steering, analog_config,
-                    fidelity_record, against_chance=True)
+    _case_criterion("transfer_ratio", lambda r: r["transfer_ratio"], steering_case, steering, fidelity_record, against_chance=True)
 
 
-def test_transfer_gap(steering_case, steering, analog_config, fidelity_record):
-    _case_criterion("transfer_gap", lambda r: r["transfer_gap"], steering_case, steering, analog_config,
-                    fidelity_record)
+def test_transfer_gap(steering_case, steering, fidelity_record):
+    _case_criterion("transfer_gap", lambda r: r["transfer_gap"], steering_case, steering, fidelity_record)
 
 
-def test_dose_response(steering_case, steering, analog_config, fidelity_record):
-    _case_criterion("spearman", lambda r: r["spearman"]["transferred"], steering_case, steering, analog_config,
-                    fidelity_record)
+def test_dose_response(steering_case, steering, fidelity_record):
+    _case_criterion("spearman", lambda r: r["spearman"]["transferred"], steering_case, steering, fidelity_record)
 
 
-def test_random_control(steering_case, steering, analog_config, fidelity_record):
-    _case_criterion("random_control", lambda r: r["random_control"], steering_case, steering, analog_config,
-                    fidelity_record)
+def test_random_control(steering_case, steering, fidelity_record):
+    _case_criterion("random_control", lambda r: r["random_control"], steering_case, steering, fidelity_record)
 
 
 @pytest.mark.parametrize("metric", ["map_fvu", "map_cosine"])
-def test_map(metric, steering_layer, steering, analog_config, fidelity_record):
+def test_map(metric, steering_layer, steering, fidelity_record):
     heldout = steering["maps"][steering_layer]
-    fidelity_record(
+    fidelity_record.configured(
         metric,
         heldout[steering["map"]][metric.removeprefix("map_")],
-        **_threshold(getattr(analog_config.steering.criteria, metric)),
         teacher_layer=steering_layer,
-        student_layer=heldout["analog_layer"],
+        analog_layer=heldout["analog_layer"],
         map=steering["map"],
     )

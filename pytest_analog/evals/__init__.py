@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pytest_analog.criterion import Measured
 from pytest_analog.evals.deltas import compare, paired_delta, retained_fraction
 from pytest_analog.evals.runner import evaluate
 from pytest_analog.evals.tasks import TaskSet, resolve_tasks, shipped_task_names
@@ -35,32 +36,29 @@ def run_pair(pair, tasks: TaskSet, settings, *, seed: int, verbose: bool = False
 __all__ = ["TaskSet", "compare", "criterion", "evaluate", "paired_delta", "resolve_tasks", "retained_fraction", "run_pair", "shipped_task_names"]
 
 
-def criterion(row: dict[str, Any], min_retained: float | None, max_drop: float | None) -> dict[str, Any]:
-    """``fidelity_record`` arguments for one task's row of `compare`, gated as configured.
+def criterion(row: dict[str, Any], by_delta: bool) -> tuple[str, Measured, dict[str, Any]]:
+    """(metric, measurement, details) of one task's row of `compare`.
 
-    With ``max_drop``: the delta, at least -max_drop (at most +max_drop for a
-    lower-is-better metric). Otherwise the retained fraction, at least
-    ``min_retained``; a task with no retained fraction is reported, not gated.
+    ``by_delta`` (the task is gated by ``max_drop``): the paired delta and its interval.
+    Otherwise the retained fraction against its chance level; a task with no retained
+    fraction has no value and is reported, not gated (`config.Gates.gate`).
     """
     details = {
         "task_metric": row["metric"],
+        "higher_is_better": row["higher_is_better"],
         "teacher_score": row["teacher"],
         "analog_score": row["analog"],
         "delta": row["delta"],
         "delta_ci95": row["delta_ci95"],
         "chance_accuracy": row["chance"],
     }
-    if max_drop is not None:
-        bound = {"min": -max_drop} if row["higher_is_better"] else {"max": max_drop}
-        return {"metric": "benchmark_delta", "value": row["delta"], **bound, "reason": row["note"],
-                "interval": row["delta_ci95"], **details}
-    gate = min_retained if row["retained"] is not None else None
-    return {"metric": "benchmark_retained", "value": row["retained"], "min": gate, "reason": row["note"],
-            **retained_against_chance(row), **details}
+    if by_delta:
+        return "benchmark_delta", Measured(row["delta"], row["delta_ci95"], reason=row["note"]), details
+    return "benchmark_retained", Measured(row["retained"], reason=row["note"], **retained_against_chance(row)), details
 
 
 def retained_against_chance(row: dict[str, Any]) -> dict[str, Any]:
-    """The retained fraction's chance level and interval (multiple choice), as `make_criterion` arguments.
+    """The retained fraction's chance level and interval (multiple choice), as `Measured` fields.
 
     An analog answering at chance accuracy retains 0, so the chance level is 0
     and the corrected score equals the retained fraction. Its interval is the

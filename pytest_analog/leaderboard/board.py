@@ -4,8 +4,8 @@ A submission is rejected, with one line saying why, when it breaks the schema,
 when it was edited after it was written (its own ``sha256``), when its report
 disagrees with its own file hashes (the weight hashes recomputed from the
 bundle's file digests must be the report's), with its own thresholds (each
-verdict recomputed from value and threshold; built-in criteria use the
-configured threshold; counts and overall verdict recomputed), or when it
+verdict recomputed from value and threshold; built-in criteria must carry the
+gate their config sets, `config.Gates.gate`; counts and overall verdict recomputed), or when it
 repeats a teacher/analog pair already on the board (the earliest stays).
 
 These checks make a bundle internally consistent; they cannot prove the
@@ -17,22 +17,16 @@ from __future__ import annotations
 
 import datetime
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_analog.config import Compliance, Criteria, SteeringCriteria
+from pytest_analog.config import Gates, config_from_dict
+from pytest_analog.criterion import Criterion, Gate
 from pytest_analog.errors import AnalogError
+from pytest_analog.facts import METRICS
 from pytest_analog.options import SUITES
-from pytest_analog.record import chance_corrected, judge
 from pytest_analog.submission import content_sha256, load_submission, schema_errors, weights_sha256
-
-# Where the config holds each built-in metric's threshold (benchmark tasks have their own gate).
-CONFIGURED = {
-    **{f.name: ("criteria", f.name) for f in fields(Criteria)},
-    **{f.name: ("steering", "criteria", f.name) for f in fields(SteeringCriteria)},
-    **{f.name: ("compliance", f.name) for f in fields(Compliance)},
-}
 
 # The headline score of a built-in suite: the mean of this metric's values over the suite's criteria.
 # Any other suite's headline is the fraction of its gated criteria that pass.
@@ -117,67 +111,63 @@ def check_submission(bundle: Any) -> str | None:
     fraction = models["student"]["parameters"] / models["teacher"]["parameters"]
     if not math.isclose(models["parameter_fraction"], fraction, rel_tol=1e-9):
         return f"parameter_fraction {models['parameter_fraction']:.6g} is not the analog's / teacher's parameters ({fraction:.6g})"
-    for criterion in report["criteria"]:
-        reason = _criterion_problem(criterion, report["config"])
+    try:
+        gates = config_from_dict(report["config"], "config").gates
+    except AnalogError as exc:
+        return f"its {exc} (a bundle's config must be one this version of pytest-analog reads)"
+    for row in report["criteria"]:
+        reason = _criterion_problem(row, gates)
         if reason:
-            return f"criterion {criterion['id']}: {reason}"
+            return f"criterion {row['id']}: {reason}"
     return _summary_problem(report)
 
 
-def _criterion_problem(c: dict, config: dict) -> str | None:
-    value, threshold, direction = c["value"], c["threshold"], c["direction"]
-    if c["gated"] != (threshold is not None and direction is not None):
+def _criterion_problem(row: dict, gates: Gates) -> str | None:
+    """Why a criterion row does not follow from its measurement and the bundle's gates, or None.
+
+    Built-in criteria are gated as `config.Gates.gate` gates them, the gate the suites record;
+    every verdict, and every figure that follows from another, is recomputed (`criterion.judge`).
+    """
+    try:
+        criterion = Criterion.from_dict(row)
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"it is not a criterion row ({exc})"
+    measured, gate = criterion.measured, criterion.gate
+    if row["gated"] != gate.gated:
         return "'gated' does not follow from its threshold and direction"
-    if c["suite"] in SUITES and c["gated"]:
-        rule = _configured_rule(config, c["metric"])
-        if rule is None:
-            return f"its config has no entry for {c['metric']} to check its threshold against"
-        configured = rule.get(direction, 1.0 if rule.get("required") else None)
-        if configured is not None and (isinstance(configured, bool) or not isinstance(configured, (int, float))):
-            return f"its config gives {c['metric']} a {direction} of {configured!r}, not a number"
-        if configured is not None and configured != threshold:
-            return f"threshold {threshold:g} is not the configured {direction} {configured:g} of {c['metric']}"
-        score = rule.get("score", "raw")
-        if c.get("score", "raw") != score:
-            return f"it is judged on the {c.get('score', 'raw')} score, but the config says {score}"
-        gate = _configured_gate(config, c["metric"], rule)
-        if c.get("gate", "point") != gate:
-            return f"it is judged by gate {c.get('gate', 'point')}, but the config says {gate}"
-    judged, interval = value, c.get("interval")
-    if c.get("score") == "corrected":  # the threshold applies to (value - chance) / (1 - chance)
-        chance, judged, interval = c.get("chance"), c.get("corrected"), c.get("corrected_interval")
-        expected = None if value is None or chance is None else chance_corrected(value, chance)
-        if judged is not None and (expected is None or not math.isclose(judged, expected, rel_tol=1e-9, abs_tol=1e-12)):
-            return "its corrected score does not follow from its value and chance level"
-    if not c["gated"]:
-        return None if c["passed"] is None else "an ungated criterion has a verdict"
-    if interval is not None and None in interval:  # a non-finite end is written as null
-        interval = None
-    gate = c.get("gate", "point")
-    ok = judge(judged, threshold, direction, interval, gate)
-    if c["passed"] is not ok:
-        op = ">=" if direction == "min" else "<="
-        by = f" with interval {interval} under gate lower_bound" if gate == "lower_bound" and interval else ""
-        return f"value {judged}{by} {'meets' if ok else 'fails'} {op} {threshold:g} but 'passed' is {c['passed']}"
+    corrected = row.get("corrected")
+    if corrected is not None and (measured.corrected is None or not math.isclose(corrected, measured.corrected, rel_tol=1e-9, abs_tol=1e-12)):
+        return "its corrected score does not follow from its value and chance level"
+    if criterion.suite in SUITES:
+        if criterion.metric not in METRICS:
+            return f"{criterion.metric} is not a metric of the built-in suites"
+        try:
+            expected = gates.gate(criterion.metric, measured.value, **criterion.details)
+        except KeyError as exc:
+            return f"it lacks the detail {exc} that selects its configured gate"
+        problem = _gate_difference(criterion.metric, gate, expected)
+        if problem:
+            return problem
+    if row["passed"] is not criterion.passed:
+        op = ">=" if gate.direction == "min" else "<="
+        by = f" with interval {criterion.judged_interval} under rule lower_bound" if gate.rule == "lower_bound" else ""
+        verdict = "meets" if criterion.passed else "fails"
+        return f"value {criterion.judged}{by} {verdict} {op} {gate.threshold:g} but 'passed' is {row['passed']}"
     return None
 
 
-def _configured_rule(config: dict, metric: str) -> dict | None:
-    """The config's entry for a built-in metric with a threshold in the config; {} for other metrics
-    (benchmarks), None when the bundle's config lacks it or it is not a mapping."""
-    path = CONFIGURED.get(metric)
-    node = config
-    for key in path or ():
-        node = node.get(key) if isinstance(node, dict) else None
-    return {} if path is None else node if isinstance(node, dict) else None
+def _gate_difference(metric: str, gate: Gate, expected: Gate) -> str | None:
+    """How a recorded gate differs from the configured one, in one line; None when they are the same."""
+    if gate == expected:
+        return None
+    if (gate.direction, gate.threshold) != (expected.direction, expected.threshold):
+        def bound(g: Gate) -> str:
+            return "no threshold" if not g.gated else f"{g.direction} {g.threshold:g}"
 
-
-def _configured_gate(config: dict, metric: str, rule: dict) -> str:
-    """The decision rule the config sets for a built-in metric: its own ``gate``, else the global one."""
-    own = rule.get("gate")
-    if metric.startswith("benchmark_") and isinstance(config.get("benchmarks"), dict):
-        own = config["benchmarks"].get("gate")
-    return own or config.get("gate") or "point"
+        return f"threshold {bound(gate)} is not the configured {bound(expected)} of {metric}"
+    if gate.score != expected.score:
+        return f"it is judged on the {gate.score} score, but the config says {expected.score}"
+    return f"it is judged by rule {gate.rule}, but the config says {expected.rule}"
 
 
 def _summary_problem(report: dict) -> str | None:

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from pathlib import PurePath
 
-from pytest_analog.record import METRICS
+from pytest_analog.facts import METRICS
 
 PASS = "pass"
 FAIL = "fail"
@@ -189,7 +189,7 @@ def fmt_threshold(criterion, *, ascii_only=False):
     if threshold is None:
         return ""
     text = fmt_value(threshold) + (" corrected" if criterion.get("score") == "corrected" else "")
-    if criterion.get("gate") == "lower_bound":  # judged at the interval's conservative end
+    if criterion.get("rule") == "lower_bound":  # judged at the interval's conservative end
         text += ", lower end" if criterion.get("direction") == "min" else ", upper end"
     direction = criterion.get("direction")
     if direction == "min":
@@ -280,11 +280,11 @@ def short_sha(digest, n=12):
 
 
 def layer_pair(criterion):
-    """Return "12 → 6" for a per-layer criterion, "12" with no student layer, else ""."""
+    """Return "12 → 6" for a per-layer criterion, "12" with no analog layer, else ""."""
     teacher = criterion.get("teacher_layer")
     if teacher is None:
         return ""
-    student = criterion.get("student_layer")
+    student = criterion.get("analog_layer")
     return f"{teacher}" if student is None else f"{teacher} → {student}"
 
 
@@ -359,7 +359,7 @@ def next_steps(criteria):
     Returns:
         A list, in failures-first order, of dicts with ``metric``, ``ids`` (its
         failing or unmeasured gated criteria), ``failure`` and ``remedy``
-        (from `pytest_analog.record.METRICS`). User metrics have no entry.
+        (from `pytest_analog.facts.METRICS`). User metrics have no entry.
     """
     steps = {}
     for c in failures_first(criteria):

@@ -10,7 +10,7 @@ the renderers tolerate missing optional keys and unknown extra ones.
 
 from typing import Literal, TypedDict
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 Verdict = Literal["pass", "fail", "partial", "no gated criteria"]
 
@@ -189,15 +189,15 @@ class _CriterionRequired(TypedDict):
 class Criterion(_CriterionRequired, total=False):
     # Teacher layer, for per-layer criteria.
     teacher_layer: int
-    # Student layer compared against, for per-layer criteria.
-    student_layer: int
+    # Analog layer compared against, for per-layer criteria.
+    analog_layer: int
     # One line saying what was measured.
     description: str
     # Decision rule: "point" judges the estimate, "lower_bound" the interval's end (lower for min, upper for max).
-    gate: Literal["point", "lower_bound"]
+    rule: Literal["point", "lower_bound"]
     # True when the interval of the judged score holds the threshold.
     too_close_to_call: bool
-    # Why the figure means little: fewer prompts than criteria.cka.min_prompts (token-level CKA).
+    # Why the figure means little: fewer prompts than gates.cka.min_prompts (token-level CKA).
     few_prompts: str
 
 

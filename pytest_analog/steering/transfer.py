@@ -27,7 +27,7 @@ from pytest_analog.capture import capture, plan_alignment
 from pytest_analog.errors import AnalogError
 from pytest_analog.metrics import best_match as best_column
 from pytest_analog.metrics import centre, percentile_interval, resample_counts
-from pytest_analog.record import chance_corrected
+from pytest_analog.criterion import chance_corrected
 from pytest_analog.steering.behaviours import answer_tokens, matching_probability
 from pytest_analog.steering.hooks import steer
 from pytest_analog.steering.maps import MAP_KINDS, PairedMoments, evaluate, fit_map
@@ -203,7 +203,7 @@ def dose_response(model, items, layer: int, vectors: dict[str, torch.Tensor], al
 
 def _ratio_against_chance(curve: dict, k: int, *, resamples: int, confidence: float, seed: int) -> dict:
     """The transfer ratio's chance level (the size of the equal-norm random vector's effect over the
-    native effect at the same dose) and bootstrap intervals over eval items, as `make_criterion` arguments.
+    native effect at the same dose) and bootstrap intervals over eval items, as `criterion.Measured` fields.
 
     The random direction's sign is arbitrary (its opposite is as random), so its effect counts by
     magnitude: a random vector that happened to push the behaviour down is no lower a chance level.

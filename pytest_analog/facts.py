@@ -1,74 +1,15 @@
-"""Criteria: one measured value, its threshold, and whether it passed.
+"""What each built-in metric is: its description, its direction, what a failure means and what helps.
 
-Every built-in suite test and every user test that uses the ``fidelity_record``
-fixture produces one `Criterion`; the report lists them all.
+One `Metric` per metric name, read by the criteria (`criterion`), the config's threshold
+checks, the reports and the leaderboard.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
-
-import numpy as np
-
-
-def chance_corrected(value, chance):
-    """(value - c) / (1 - c) with c = max(chance, 0), elementwise on arrays: 0 at chance level, 1 for a
-    perfect score, NaN where chance >= 1. A float for floats.
-
-    A chance level below 0 (a control whose debiased score is noise around 0, or a random
-    direction that happened to move the behaviour the other way) is taken as 0: no control
-    lacks structure more than none, and dividing by 1 - c > 1 would lift the corrected score
-    above the raw one. So the corrected score never exceeds a raw score <= 1.
-    """
-    value = np.asarray(value, dtype=np.float64)
-    chance = np.maximum(np.asarray(chance, dtype=np.float64), 0.0)  # NaN stays NaN
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(chance < 1, (value - chance) / (1 - chance), np.nan)
-    return float(out) if out.ndim == 0 else out
-
+from dataclasses import dataclass
 
 _ANY = (-math.inf, math.inf)
-
-GATES = ("point", "lower_bound")
-
-# Values this close to a threshold count as at it: float rounding leaves a few units in the last
-# place, e.g. (0.6 - 0.2) / 0.8 = 0.49999999999999994 must meet ">= 0.5". 1e-9 is far above that
-# rounding and far below any difference a measurement resolves.
-TOLERANCE = 1e-9
-
-
-def meets(value: float | None, threshold: float, direction: str) -> bool:
-    """Whether ``value`` is at least (``direction="min"``) or at most (``"max"``) ``threshold``,
-    within `TOLERANCE` (relative, absolute near 0). False for None or NaN."""
-    if value is None or not math.isfinite(value):
-        return False
-    if math.isclose(value, threshold, rel_tol=TOLERANCE, abs_tol=TOLERANCE):
-        return True
-    return value >= threshold if direction == "min" else value <= threshold
-
-
-def judge(judged: float | None, threshold: float, direction: str, interval=None, gate: str = "point") -> bool:
-    """The verdict of a gated criterion, shared by the suites, the reports and the leaderboard.
-
-    ``gate="point"`` judges the estimate ``judged``. ``gate="lower_bound"`` asks the
-    interval to clear the threshold: its lower end for a ``min``, its upper end for a
-    ``max``; without a (finite) interval the estimate stands for it, as for the exact
-    compliance checks. No estimate fails either way.
-    """
-    if judged is None or not math.isfinite(judged):
-        return False
-    if gate == "lower_bound" and interval is not None and all(math.isfinite(v) for v in interval):
-        judged = interval[0] if direction == "min" else interval[1]
-    return meets(judged, threshold, direction)
-
-
-def straddles(interval, threshold: float | None) -> bool:
-    """Whether ``interval`` (low, high) holds ``threshold`` strictly inside: too close to call."""
-    if interval is None or threshold is None or not all(math.isfinite(v) for v in interval):
-        return False
-    return interval[0] < threshold < interval[1]
 
 
 @dataclass(frozen=True)
@@ -82,6 +23,9 @@ class Metric:
     # The raw values the metric can take. A threshold outside them can never pass, or never fail,
     # so the config refuses it; a corrected score (value - chance) / (1 - chance) is at most 1.
     bounds: tuple[float, float] = _ANY
+    # "min": higher is better (a threshold is a minimum); "max": lower is better; None: set per
+    # criterion (a size or date range is gated on both sides; a benchmark delta follows its task's metric).
+    direction: str | None = "min"  # every entry below names it
 
 
 METRICS = {
@@ -94,6 +38,7 @@ METRICS = {
         "distil on more tokens (a larger --corpus), add hidden-state alignment (analog-distill --align cosine), or map this "
         "teacher layer to a better-matching analog layer (layers.map; the heatmap rings the best match)",
         (-1.0, 1.0),
+        direction="min",
     ),
     "rbf_cka": Metric(
         "RBF-kernel CKA over mean-pooled prompts",
@@ -102,6 +47,7 @@ METRICS = {
         "the two layers arrange whole prompts differently",
         "distil on more tokens and add hidden-state alignment (analog-distill --align cosine)",
         (-1.0, 1.0),
+        direction="min",
     ),
     "mutual_knn": Metric(
         "mutual k-nearest-neighbour overlap over mean-pooled prompts (Huh et al. 2024)",
@@ -111,6 +57,7 @@ METRICS = {
         "prompts that are neighbours in the teacher are not neighbours in the analog",
         "distil on more tokens and add hidden-state alignment (analog-distill --align cosine)",
         (0.0, 1.0),
+        direction="min",
     ),
     "embedding_geometry": Metric(
         "Pearson r of the pairwise cosine similarities of shared token rows of the input embeddings (Lee et al. 2025)",
@@ -119,6 +66,7 @@ METRICS = {
         "the analog's token embeddings are not arranged like the teacher's, so directions found in one need not carry over",
         "initialise the analog from the teacher (analog-distill --init pruned copies the embedding rows) or give it a larger --fraction",
         (-1.0, 1.0),
+        direction="min",
     ),
     "unembedding_geometry": Metric(
         "Pearson r of the pairwise cosine similarities of shared token rows of the unembeddings (Lee et al. 2025)",
@@ -126,6 +74,7 @@ METRICS = {
         "the analog reads tokens out of its residual stream along directions unlike the teacher's",
         "initialise the analog from the teacher (analog-distill --init pruned copies the output head) or give it a larger --fraction",
         (-1.0, 1.0),
+        direction="min",
     ),
     "kl": Metric(
         "mean KL(teacher || analog) per token, nats",
@@ -134,6 +83,7 @@ METRICS = {
         "the analog's next-token distributions are far from the teacher's",
         "distil longer on more tokens (--max-steps, a larger --corpus) or give the analog a larger --fraction",
         (0.0, math.inf),
+        direction="max",
     ),
     "top1_agreement": Metric(
         "fraction of positions where both models predict the same next token",
@@ -142,6 +92,7 @@ METRICS = {
         "the analog often predicts a different next token than the teacher",
         "distil longer on more tokens (--max-steps, a larger --corpus) or give the analog a larger --fraction",
         (0.0, 1.0),
+        direction="min",
     ),
     "perplexity_ratio": Metric(
         "analog perplexity / teacher perplexity on the prompts' own next tokens",
@@ -150,6 +101,7 @@ METRICS = {
         "the analog models the text much worse than the teacher",
         "distil on more tokens, add cross-entropy on the corpus (--ce-weight) or give the analog a larger --fraction",
         (0.0, math.inf),
+        direction="max",
     ),
     # The compliance suite (pytest_analog/compliance.py): yes/no checks score 1 (met) or 0 (not met).
     "parameter_fraction": Metric(
@@ -159,6 +111,7 @@ METRICS = {
         "the analog's size is outside the range the release policy allows",
         "distil at a --fraction inside the configured bounds",
         (0.0, math.inf),
+        direction=None,
     ),
     "same_family": Metric(
         "same architecture family as the teacher (config model_type)",
@@ -166,6 +119,7 @@ METRICS = {
         "the analog is not of the teacher's architecture family",
         "distil from the teacher's own architecture (analog-distill keeps it)",
         (0.0, 1.0),
+        direction="min",
     ),
     "safetensors": Metric(
         "every weight file is safetensors",
@@ -173,6 +127,7 @@ METRICS = {
         "the analog's weights are not all in safetensors",
         "save the weights as safetensors (save_pretrained(..., safe_serialization=True))",
         (0.0, 1.0),
+        direction="min",
     ),
     "model_card": Metric(
         "model card with architecture, training setup, training data and intended use",
@@ -180,6 +135,7 @@ METRICS = {
         "the analog's model card lacks a required section",
         "add the missing sections to the card (analog-distill writes a card with all four)",
         (0.0, 1.0),
+        direction="min",
     ),
     "license": Metric(
         "permissive licence (model card metadata or LICENSE file)",
@@ -187,6 +143,7 @@ METRICS = {
         "the analog's licence is missing or not permissive",
         "put license: in the card's front matter, or add a LICENSE file",
         (0.0, 1.0),
+        direction="min",
     ),
     "training_code": Metric(
         "distillation or training scripts, or their documentation, in the release",
@@ -194,12 +151,14 @@ METRICS = {
         "the release does not show how the analog was trained",
         "add the distillation script or config to the release (analog-distill writes distill_config.json)",
         (0.0, 1.0),
+        direction="min",
     ),
     "release_lag": Metric(
         "months from the teacher's release to the analog's",
         "Months between the two release dates given in the config (a month is 365.25/12 days).",
         "the analog's release date is outside the lag the release policy allows",
         "release the analog inside the configured window after the teacher",
+        direction=None,
     ),
     "transfer_ratio": Metric(
         "transferred effect / native effect on the teacher, at the dose where the native effect is half its maximum",
@@ -208,6 +167,7 @@ METRICS = {
         "a steering vector found on the analog does not move the teacher as the teacher's own vector does",
         "add hidden-state alignment (analog-distill --align cosine), distil on more tokens, or carry the vector "
         "from another analog layer (steering.analog_layers)",
+        direction="min",
     ),
     "transfer_gap": Metric(
         "1 - transfer ratio",
@@ -215,6 +175,7 @@ METRICS = {
         "much of the native steering effect is lost in transfer",
         "add hidden-state alignment (analog-distill --align cosine), distil on more tokens, or carry the vector "
         "from another analog layer (steering.analog_layers)",
+        direction="max",
     ),
     "spearman": Metric(
         "Spearman rho between dose and behaviour for the transferred vector",
@@ -223,6 +184,7 @@ METRICS = {
         "the transferred vector's dose response is not monotonic: more of it does not consistently mean more behaviour",
         "measure on more held-out items (steering.eval_items) and add hidden-state alignment at the steered layer",
         (-1.0, 1.0),
+        direction="min",
     ),
     "random_control": Metric(
         "largest |effect| of an equal-norm random vector / largest |effect| of the native vector",
@@ -231,6 +193,7 @@ METRICS = {
         "a random vector of the same norm moves the behaviour about as much: the measured effect is not specific",
         "use smaller doses (steering.alphas): at large α any direction disrupts the teacher",
         (0.0, math.inf),
+        direction="max",
     ),
     "map_fvu": Metric(
         "held-out fraction of variance unexplained of the analog -> teacher activation map",
@@ -239,6 +202,7 @@ METRICS = {
         "the analog's activations do not predict the teacher's at this layer pair",
         "fit the map on more prompts (steering.map_prompts), add hidden-state alignment, or pair another analog layer",
         (0.0, math.inf),
+        direction="max",
     ),
     "map_cosine": Metric(
         "held-out mean cosine between mapped analog activations and teacher activations",
@@ -247,6 +211,7 @@ METRICS = {
         "mapped analog activations point elsewhere than the teacher's",
         "fit the map on more prompts (steering.map_prompts), add hidden-state alignment, or pair another analog layer",
         (-1.0, 1.0),
+        direction="min",
     ),
     "benchmark_retained": Metric(
         "fraction of the teacher's lm-eval score the analog keeps, chance-corrected for multiple choice",
@@ -255,6 +220,7 @@ METRICS = {
         "byte. 1 means the analog keeps all of the teacher's skill, 0 that it guesses. Higher is better.",
         "the analog keeps too little of the teacher's skill on this task",
         "distil on more tokens of text like the task's, or give the analog a larger --fraction",
+        direction="min",
     ),
     "benchmark_delta": Metric(
         "analog - teacher lm-eval score, paired over the task's items",
@@ -262,152 +228,6 @@ METRICS = {
         "standard error. 0 means equally good; the sign follows the task's metric.",
         "the analog scores too far below the teacher on this task",
         "distil on more tokens of text like the task's, or give the analog a larger --fraction",
+        direction=None,
     ),
 }
-
-
-@dataclass
-class Criterion:
-    """One row of ``criteria`` in fidelity.json."""
-
-    id: str
-    suite: str
-    metric: str
-    value: float | None
-    threshold: float | None
-    direction: str | None  # "min": value must be >= threshold; "max": <=; None: informational
-    gated: bool
-    passed: bool | None
-    description: str = ""
-    reason: str | None = None  # why there is no value, or what a check found (shown when it fails)
-    details: dict[str, Any] = field(default_factory=dict)
-    # Against chance (issue: every score beside its chance level); None where not measured.
-    interval: tuple[float, float] | None = None  # bootstrap interval of the value
-    chance: float | None = None  # the same metric for a control without learned structure
-    chance_interval: tuple[float, float] | None = None
-    corrected: float | None = None  # (value - chance) / (1 - chance): 0 at chance, 1 perfect
-    corrected_interval: tuple[float, float] | None = None
-    score: str = "raw"  # what the threshold applies to: "raw" (value) or "corrected"
-    gate: str = "point"  # decision rule: "point" (the estimate) or "lower_bound" (the interval's far end)
-
-    @property
-    def judged(self) -> float | None:
-        """The number the threshold applies to."""
-        return self.corrected if self.score == "corrected" else self.value
-
-    @property
-    def judged_interval(self) -> tuple[float, float] | None:
-        """The interval of the number the threshold applies to."""
-        return self.corrected_interval if self.score == "corrected" else self.interval
-
-    @property
-    def too_close_to_call(self) -> bool:
-        """A gated criterion whose interval holds its threshold: the data do not decide the verdict."""
-        return self.gated and straddles(self.judged_interval, self.threshold)
-
-    @property
-    def above_chance(self) -> bool | None:
-        """Whether the analog beats chance by more than noise: the corrected interval lies above 0."""
-        if self.corrected_interval is None or not math.isfinite(self.corrected_interval[0]):
-            return None
-        return self.corrected_interval[0] > 0
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.update(data.pop("details"))
-        for key in ("value", "chance", "corrected"):
-            if data[key] is not None and not math.isfinite(data[key]):
-                data[key] = None
-        for key in ("interval", "chance_interval", "corrected_interval"):
-            if data[key] is not None:
-                data[key] = [v if math.isfinite(v) else None for v in data[key]]
-        data["above_chance"] = self.above_chance
-        data["too_close_to_call"] = self.too_close_to_call
-        return data
-
-    @property
-    def message(self) -> str:
-        """One line saying the value, the threshold and what a failure means."""
-        where = ""
-        if "teacher_layer" in self.details:
-            where = f" at teacher layer {self.details['teacher_layer']}"
-            if "student_layer" in self.details:
-                where += f" (analog layer {self.details['student_layer']})"
-        if self.value is None or not math.isfinite(self.value):
-            return f"{self.metric}{where} has no value: {self.reason or 'not measured'}"
-        head = f"{self.metric}{where} = {self.value:.4g}"
-        if self.chance is not None and math.isfinite(self.chance):
-            head += f" (chance {self.chance:.3g}, corrected {self.corrected:.3g})"
-        if not self.gated:
-            return f"{head} (informational)"
-        if self.judged is None or not math.isfinite(self.judged):
-            return f"{head} fails: no {self.score} score ({self.reason or 'not measured'})"
-        op = ">=" if self.direction == "min" else "<="
-        verdict = "passes" if self.passed else "fails"
-        text = f"{head} {verdict} {op} {self.threshold:g}" + (" on the corrected score" if self.score == "corrected" else "")
-        bounds = self.judged_interval
-        if self.gate == "lower_bound" and bounds is not None and all(math.isfinite(v) for v in bounds):
-            end = "lower" if self.direction == "min" else "upper"
-            text += f" at its interval's {end} end {bounds[0] if end == 'lower' else bounds[1]:.4g}"
-        if self.too_close_to_call:
-            text += f" (too close to call: its interval [{bounds[0]:.4g}, {bounds[1]:.4g}] holds the threshold)"
-        metric = METRICS.get(self.metric)
-        why = self.reason or (metric.failure if metric else None)
-        return f"{text}: {why}" if not self.passed and why else text
-
-
-def make_criterion(
-    id: str,
-    suite: str,
-    metric: str,
-    value: float | None,
-    *,
-    min: float | None = None,
-    max: float | None = None,
-    description: str | None = None,
-    reason: str | None = None,
-    interval=None,
-    chance: float | None = None,
-    chance_interval=None,
-    corrected_interval=None,
-    score: str = "raw",
-    gate: str = "point",
-    **details: Any,
-) -> Criterion:
-    """Judge ``value`` (or, with ``score="corrected"``, its chance-corrected score) against at most
-    one of ``min`` / ``max``; with neither it is informational.
-
-    ``chance`` is the same metric for a control without learned structure; the
-    corrected score (value - chance) / (1 - chance) is computed from it.
-    Intervals are (low, high) pairs, e.g. from a bootstrap. ``gate`` is the decision rule
-    (`judge`): "point" judges the estimate, "lower_bound" the interval's conservative end.
-    """
-    if min is not None and max is not None:
-        raise ValueError(f"criterion {id}: give min or max, not both")
-    if score not in ("raw", "corrected"):
-        raise ValueError(f"criterion {id}: score must be 'raw' or 'corrected', got {score!r}")
-    if gate not in GATES:
-        raise ValueError(f"criterion {id}: gate must be 'point' or 'lower_bound', got {gate!r}")
-    threshold = min if min is not None else max
-    direction = "min" if min is not None else "max" if max is not None else None
-    gated = threshold is not None
-    value = None if value is None else float(value)
-    chance = None if chance is None else float(chance)
-    corrected = None
-    if value is not None and chance is not None:
-        corrected = chance_corrected(value, chance)
-    if score == "corrected" and chance is None and reason is None:
-        reason = "no chance level was measured for the corrected score"
-    judged = corrected if score == "corrected" else value
-    judged_interval = _pair(corrected_interval if score == "corrected" else interval)
-    passed = judge(judged, threshold, direction, judged_interval, gate) if gated else None
-    if description is None:
-        description = METRICS[metric].description if metric in METRICS else ""
-    return Criterion(
-        id, suite, metric, value, threshold, direction, gated, passed, description, reason, details,
-        _pair(interval), chance, _pair(chance_interval), corrected, _pair(corrected_interval), score, gate,
-    )
-
-
-def _pair(interval) -> tuple[float, float] | None:
-    return None if interval is None else (float(interval[0]), float(interval[1]))
