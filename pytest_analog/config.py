@@ -285,7 +285,7 @@ class Gates:
             return self._benchmark_gate(metric, value, details.get("task"), details.get("higher_is_better", True))
         entry = getattr(self, metric)
         if isinstance(entry, Required):
-            return Gate("min", 1.0, rule=self.rule) if entry.required else Gate()
+            return Gate("min", 1.0, rule=self.rule) if entry.required else Gate(rule=self.rule)
         direction = details["bound"] if isinstance(entry, Range) else METRICS[metric].direction
         threshold = getattr(entry, direction)
         rule = getattr(entry, "rule", None) or self.rule

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pytest_analog.options import add_options
-from pytest_analog.criterion import Criterion, Gate, Measured
+from pytest_analog.criterion import MEASURED_FIELDS, Criterion, Gate, Measured
 from pytest_analog.session import WORKER_OUTPUT, AnalogSession
 
 session_key = pytest.StashKey[AnalogSession]()
@@ -141,8 +141,11 @@ class Recorder:
 
         The gate is ``gate``, or ``min`` / ``max`` (at most one; neither: reported, never failed)
         on the ``score`` ("raw" or "corrected"), judged by ``rule`` (default: the config's
-        ``gates.rule``). ``details`` go into the report's row.
+        ``gates.rule``). With a number, `Measured`'s other fields (``chance``, ``interval``,
+        ``reason``, ...) may be given as keywords; the remaining ``details`` go into the report's row.
         """
+        if not isinstance(value, Measured):
+            value = Measured(value, **{k: details.pop(k) for k in MEASURED_FIELDS if k in details})
         if gate is None:
             if min is not None and max is not None:
                 pytest.fail(f"fidelity_record({metric!r}): give min or max, not both", pytrace=False)
