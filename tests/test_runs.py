@@ -105,7 +105,7 @@ def test_a_threshold_change_rejudges_from_the_cache_without_loading_a_model(pyte
     """Issue 13: rerunning with only a threshold changed in --analog-config runs no model and the verdict
     follows the new threshold."""
     config = pytester.path / "analog.yaml"
-    args = [f"--analog-teacher={tiny_dir}", f"--analog-student={tiny_random_dir}", "--analog-max-prompts=24",
+    args = [f"--analog-teacher={tiny_dir}", f"--analog-student={tiny_random_dir}", "--analog-max-prompts=12",
             "--analog-suites=representation", f"--analog-config={config}", f"--analog-cache={pytester.path / 'cache'}",
             "--analog-report=out", "-p", "no:cacheprovider"]
 
@@ -113,7 +113,8 @@ def test_a_threshold_change_rejudges_from_the_cache_without_loading_a_model(pyte
         data = json.loads((pytester.path / "out" / "fidelity.json").read_text())
         return data, [(c["value"], c["passed"]) for c in data["criteria"] if c["metric"] == "cka"]
 
-    write_yaml(config, {"criteria": {"cka": {"min": -0.5}}})  # an unrelated pair's corrected CKA is near 0
+    quick = {"chance": {"resamples": 0}}
+    write_yaml(config, {**quick, "criteria": {"cka": {"min": -0.5}}})  # an unrelated pair's corrected CKA is near 0
     assert pytester.runpytest(*args).ret == pytest.ExitCode.OK
     first, cka = report()
     assert first["verdict"] == "pass" and first["capture"]["cached"] is False
@@ -126,7 +127,7 @@ def test_a_threshold_change_rejudges_from_the_cache_without_loading_a_model(pyte
     # of a dropped module would reach nothing
     monkeypatch.setattr(models, "load_model", no_model)
     monkeypatch.setattr(models, "load_pair", no_model)
-    write_yaml(config, {"criteria": {"cka": {"min": 0.5}}})
+    write_yaml(config, {**quick, "criteria": {"cka": {"min": 0.5}}})
     result = pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(passed=8, failed=4)  # rbf_cka and mutual_knn are reported, cka fails at every layer
