@@ -39,7 +39,9 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Run:
-    name: str
+    """One cached run: what it reads, how it computes, what the fixtures get and what the report shows."""
+
+    name: str  # also its folder in the cache
     reads: tuple[str, ...]  # dotted config keys the computation reads: its cache key hashes their values
     inputs: Callable[[Any], Inputs]  # (AnalogSession) -> the run's resolved inputs
     compute: Callable[..., Any]  # (ModelPair, Config, **Inputs.args) -> JSON-able payload
@@ -60,6 +62,7 @@ def _lookup(config: Config, path: str) -> Any:
 
 
 def progress_bar(total: int, description: str, unit: str = "tok"):
+    """A tqdm bar on stderr (the session lets it through pytest's capture while a run computes)."""
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=description, unit=unit, file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10)
