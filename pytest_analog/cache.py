@@ -22,6 +22,17 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def canonical(payload: Any) -> Any:
+    """``payload`` as JSON reads it back: string object keys, lists for tuples and numpy arrays, plain numbers."""
+    return json.loads(json.dumps(payload, default=_numpy))
+
+
+def _numpy(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    raise TypeError(f"a cached payload holds a {type(value).__name__}, which JSON cannot hold")
+
+
 def _digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -41,7 +52,7 @@ def load(directory: Path, key: str) -> Any | None:
 def store(directory: Path, key: str, payload: Any) -> Path:
     """Write ``payload`` under ``key`` atomically."""
     path = Path(directory) / f"{key}.json"
-    payload = json.loads(json.dumps(payload))  # canonical form: what load() will see
+    payload = canonical(payload)  # what load() will see
     entry = {"format": FORMAT, "key": key, "sha256": _digest(payload), "payload": payload}
     write_atomic(path, json.dumps(entry))
     return path

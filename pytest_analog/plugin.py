@@ -120,13 +120,13 @@ def student(analog_pair):
 @pytest.fixture(scope="session")
 def analog_measurements(analog_session):
     """Every representation metric of the pair (`fidelity.Measurements`), measured once per session."""
-    return analog_session.measurements()
+    return analog_session.run("representation")
 
 
 @pytest.fixture(scope="session")
 def analog_benchmarks(analog_session):
     """Per-task lm-eval scores of both models and their paired deltas (plain dicts), run once per session."""
-    return analog_session.benchmarks()
+    return analog_session.run("benchmarks")
 
 
 class Recorder:

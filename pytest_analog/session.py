@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
-import hashlib
 import json
 import platform
 import sys
@@ -25,6 +24,7 @@ from pytest_analog.errors import AnalogError
 from pytest_analog.options import SettingsError, read_settings
 from pytest_analog.criterion import Criterion
 from pytest_analog.resources import shipped
+from pytest_analog.runs import RUNS, SUITE_RUNS, Inputs, Outcome, Run
 
 WORKER_OUTPUT = "pytest_analog"  # key of a worker's state in pytest-xdist's ``workeroutput``
 
@@ -56,17 +56,13 @@ class AnalogSession:
         self._merged_models: dict | None = None  # model records from a worker that loaded the models
         self._deselected = 0  # deselected tests that record criteria (-k, -m, --lf, --deselect, --sw)
         self._partial: str | None = None  # why this run's report covers only part of the criteria
-        self.sections: dict[str, Any] = {}  # report sections a suite adds (steering, benchmarks, ...), by key
         self._sources: tuple = ()  # (teacher, student) `ModelSource`, resolved before collection
-        self._depths: tuple[int, int] | None = None
+        self.depths: tuple[int, int] | None = None  # (teacher, analog) number of blocks, read before collection
         self._pair = None
-        self._measurements = None
-        self._steering = None
+        self._runs: dict[str, Outcome] = {}  # the cached runs performed (`run`), by name
         self._steering_memo: dict[tuple, Any] = {}  # steering_vector / steering_map results by arguments
-        self._tasks = None  # `evals.TaskSet`, resolved before collection when the benchmarks suite runs
-        self._benchmarks = None
+        self.tasks = None  # `evals.TaskSet`, resolved before collection when the benchmarks suite runs
         self._failure: str | None = None
-        self.measurements_cached = False
         self.submitted: Path | None = None  # the bundle --analog-submit wrote
 
     @property
@@ -118,15 +114,15 @@ class AnalogSession:
                 depths.append(config.get_text_config().num_hidden_layers)
             load_prompts(self.config.prompts.set)
             layer_map(self.config, gated_layers(self.config, depths[0]), *depths)
-            if "steering" in settings.suites:
+            wanted = {SUITE_RUNS[suite] for suite in settings.suites}
+            if "steering" in wanted:
                 _check_steering(self.config.steering, depths)
-
-            if "benchmarks" in settings.suites:
+            if "benchmarks" in wanted:
                 from pytest_analog.evals import resolve_tasks
 
-                self._tasks = resolve_tasks(self.config.benchmarks.tasks)
+                self.tasks = resolve_tasks(self.config.benchmarks.tasks)
         self._sources = tuple(sources)
-        self._depths = (depths[0], depths[1])
+        self.depths = (depths[0], depths[1])
 
     def sources(self) -> tuple:
         """The resolved (teacher, analog) `ModelSource`; skips the test when no models were given."""
@@ -137,11 +133,11 @@ class AnalogSession:
         """The gated teacher layers (for parametrizing per-layer criteria); empty without models."""
         from pytest_analog.fidelity import gated_layers
 
-        return gated_layers(self.config, self._depths[0]) if self._depths else []
+        return gated_layers(self.config, self.depths[0]) if self.depths else []
 
     def benchmark_tasks(self) -> list[str]:
         """lm-eval task names of the benchmarks suite (for parametrizing); empty without models."""
-        return self._tasks.names if self._tasks else []
+        return self.tasks.names if self.tasks else []
 
     def pair(self):
         """The loaded teacher and analog, loaded once per session."""
@@ -161,91 +157,53 @@ class AnalogSession:
                 )
         return self._pair
 
-    def measurements(self):
-        """Every representation metric of the pair, from one capture pass or the cache."""
+    def run(self, name: str):
+        """The result of the cached run ``name`` (`runs.RUNS`), performed once per session: read from the
+        cache under its key, else computed (models loaded, progress shown) and stored."""
         from pytest_analog import cache
-        from pytest_analog.fidelity import Measurements, measure
-        from pytest_analog.prompts import load_prompts
 
-        if self._measurements is not None:
-            return self._measurements
-        self._require()
-        prompts = self._guarded(load_prompts, self.config.prompts.set, self.config.prompts.max_prompts)
-        # logits cost a vocabulary-wide output per token: only when a suite or a user test may read them
-        with_logits = "logits" in self.settings.suites or not self.settings.suites
-        key = self._measurement_key(prompts, with_logits) if self.cache_dir else None  # hashes every model file
-        payload = cache.load(self.cache_dir / "measurements", key) if key else None
-        if payload is not None:
-            self._measurements = Measurements.from_dict(payload)
-            self.measurements_cached = True
-        else:
-            pair = self.pair()
-            control = self._guarded(self._control, pair.student)
-            with self._showing_progress():
-                self._measurements = self._guarded(
-                    measure, pair, prompts, self.config,
-                    control=control, with_logits=with_logits, progress_factory=_progress_bar,
-                )
-            if key:
-                cache.store(self.cache_dir / "measurements", key, self._measurements.to_dict())
-        self._measurements.capture.update(prompt_set=prompts.name, prompt_set_sha256=prompts.sha256)
-        return self._measurements
+        if name not in self._runs:
+            self._require()
+            spec = RUNS[name]
+            inputs = self._guarded(spec.inputs, self)
+            key = self._cache_key(spec, inputs) if self.cache_dir else None  # hashes every model file
+            payload = cache.load(self.cache_dir / name, key) if key else None
+            cached = payload is not None
+            if not cached:
+                pair = self.pair()
+                with self._showing_progress():
+                    payload = cache.canonical(self._guarded(spec.compute, pair, self.config, **inputs.args))
+                if key:
+                    cache.store(self.cache_dir / name, key, payload)
+            self._runs[name] = Outcome(payload, cached, self._guarded(spec.result, payload))
+        return self._runs[name].result
 
-    def _control(self, student):
-        """The chance control built from the analog (``chance.control``), or None."""
-        from pytest_analog.students import control_model
+    def _cache_key(self, spec: Run, inputs: Inputs) -> str:
+        """What a run's result depends on: both models' files, device and dtype, the config values
+        it reads (never a threshold), its resolved inputs and the package versions."""
+        from pytest_analog import cache
+        from pytest_analog.models import resolve_device, resolve_dtype, sha256_files
 
-        chance = self.config.chance
-        return None if chance.control == "none" else control_model(student, chance.control, chance.seed)
+        device = "cpu" if resolve_device(self.settings.device) == "cpu" else "cuda"
+        return cache.cache_key(
+            teacher=sha256_files(self._sources[0].files(), self.cache_dir),
+            student=sha256_files(self._sources[1].files(), self.cache_dir),
+            dtype=str(resolve_dtype(self.settings.dtype, device)),
+            device=device,
+            settings=spec.settings(self.config),
+            inputs=inputs.key,
+            versions=[__version__, *map(_version, spec.packages)],
+        )
 
     def steering_cases(self) -> list[tuple[str, int]]:
         """(behaviour, teacher layer) pairs of the steering suite; empty without models."""
         from pytest_analog.steering.transfer import steering_layers
 
-        if not self._depths:
+        if not self.depths:
             return []
         s = self.config.steering
-        layers = steering_layers(s, *self._depths, best_match=[0] * (self._depths[0] + 1))  # checked in check_models
+        layers = steering_layers(s, *self.depths, best_match=[0] * (self.depths[0] + 1))  # checked in check_models
         return [(Path(b).stem, i) for b in s.behaviours for i in layers]
-
-    def steering(self) -> dict:
-        """The steering-transfer results (`steering.transfer.steering_analysis`), computed once; also `sections["steering"]`."""
-        from pytest_analog import cache
-        from pytest_analog.prompts import load_prompts
-        from pytest_analog.steering.behaviours import load_behaviour
-        from pytest_analog.steering.transfer import layer_rule, results_from_json, steering_analysis
-
-        if self._steering is not None:
-            return self._steering
-        self._require()
-        s = self.config.steering
-        behaviours = [self._guarded(load_behaviour, name) for name in s.behaviours]
-        layer_pairs = self._guarded(self._steering_layers)
-        prompts = self._guarded(load_prompts, self.config.prompts.set, s.map_prompts)
-        key = None
-        if self.cache_dir:  # the measurement key (models, prompts, config, versions) and the behaviour items
-            key = cache.cache_key(
-                base=self._measurement_key(prompts, False), layers=layer_pairs,
-                behaviours=[hashlib.sha256(repr(b).encode()).hexdigest() for b in behaviours],
-            )
-        payload = cache.load(self.cache_dir / "steering", key) if key else None
-        if payload is not None:
-            self._steering = {**results_from_json(payload), "cached": True}
-        else:
-            pair = self.pair()
-            with self._showing_progress():
-                progress = _progress_bar(len(behaviours) * len(layer_pairs), "steering (behaviour x layer)", unit="case")
-                self._steering = self._guarded(
-                    steering_analysis, pair, behaviours, layer_pairs, s, map_texts=prompts.texts, progress=progress,
-                    chance=self.config.chance,
-                )
-                progress.close()
-            if key:
-                cache.store(self.cache_dir / "steering", key, self._steering)
-            self._steering["cached"] = False
-        self._steering["layer_rule"] = layer_rule(s)
-        self.sections["steering"] = self._steering
-        return self._steering
 
     def steering_vector(self, behaviour: str, layer: int, model: str = "teacher"):
         """The mean-difference (or configured) steering vector of ``model`` at ``layer`` from a behaviour's train items."""
@@ -273,7 +231,7 @@ class AnalogSession:
         from pytest_analog.steering.transfer import best_block_match
 
         if analog_layer is None:
-            analog_layer = best_block_match(self.measurements().cka_matrix)[teacher_layer]
+            analog_layer = best_block_match(self.run("representation").cka_matrix)[teacher_layer]
         key = ("map", teacher_layer, analog_layer, kind or self.config.steering.map)
         if key not in self._steering_memo:
             self._steering_memo[key] = self._steering_map(teacher_layer, analog_layer, key[-1])
@@ -290,74 +248,6 @@ class AnalogSession:
             ridge=s.ridge, steps=s.autoencoder_steps, seed=s.seed, max_length=s.max_length, batch_size=s.batch_size,
         )
         return fitted[(teacher_layer, analog_layer)]["maps"][kind]
-
-    def _steering_layers(self) -> dict[int, int]:
-        """Teacher layer -> analog layer for steering: the config's, or the CKA best block match (never layer 0)."""
-        from pytest_analog.steering.transfer import best_block_match, steering_layers
-
-        s = self.config.steering
-        best = best_block_match(self.measurements().cka_matrix) if s.analog_layers == "best_match" else None
-        return steering_layers(s, *self._depths, best_match=best)
-
-    def benchmarks(self) -> dict:
-        """Per-task lm-eval scores of both models and their paired deltas, from one run each or the cache."""
-        from pytest_analog import cache
-        from pytest_analog.evals import compare, resolve_tasks, run_pair
-
-        if self._benchmarks is None:
-            self._require()
-            settings = self.config.benchmarks
-            tasks = self._tasks or self._guarded(resolve_tasks, settings.tasks)
-            key = self._benchmark_key(tasks) if self.cache_dir else None
-            results = cache.load(self.cache_dir / "benchmarks", key) if key else None
-            cached = results is not None
-            if not cached:
-                pair = self.pair()
-                verbose = self.pytest_config.get_verbosity() >= 2  # -vv: lm-eval's warnings and progress bars
-                with self._showing_progress():
-                    results = self._guarded(run_pair, pair, tasks, settings, seed=self.config.seed, verbose=verbose)
-                if key:
-                    cache.store(self.cache_dir / "benchmarks", key, results)
-            self._benchmarks = self._guarded(compare, results["teacher"], results["analog"])
-            self.sections["benchmarks"] = {
-                "lm_eval_version": _version("lm_eval"),
-                "cached": cached,
-                "tasks": self._benchmarks,
-                "results": {role: {k: v for k, v in r.items() if k != "samples"} for role, r in results.items()},
-            }
-        return self._benchmarks
-
-    def _benchmark_key(self, tasks) -> str:
-        from pytest_analog import cache
-        from pytest_analog.models import resolve_device, resolve_dtype, sha256_files
-
-        settings = self.config.benchmarks
-        device = "cpu" if resolve_device(self.settings.device) == "cpu" else "cuda"
-        return cache.cache_key(
-            teacher=sha256_files(self._sources[0].files(), self.cache_dir),
-            student=sha256_files(self._sources[1].files(), self.cache_dir),
-            tasks=tasks.sha256,
-            run=[settings.num_fewshot, settings.limit, settings.batch_size, self.config.seed],
-            dtype=str(resolve_dtype(self.settings.dtype, device)),
-            device=device,
-            versions=[__version__, _version("lm_eval"), _version("torch"), _version("transformers")],
-        )
-
-    def _measurement_key(self, prompts, with_logits: bool) -> str:
-        from pytest_analog import cache
-        from pytest_analog.models import resolve_device, resolve_dtype, sha256_files
-
-        device = resolve_device(self.settings.device)
-        return cache.cache_key(
-            teacher=sha256_files(self._sources[0].files(), self.cache_dir),
-            student=sha256_files(self._sources[1].files(), self.cache_dir),
-            prompts=prompts.sha256,
-            dtype=str(resolve_dtype(self.settings.dtype, "cpu" if device == "cpu" else "cuda")),
-            device="cpu" if device == "cpu" else "cuda",
-            config=self.config.to_dict(),
-            with_logits=with_logits,
-            versions=[__version__, _version("torch"), _version("transformers")],
-        )
 
     def _require(self) -> None:
         if not self.enabled:
@@ -401,16 +291,14 @@ class AnalogSession:
 
     def worker_output(self, items) -> str:
         """What an xdist worker hands the controller (JSON): its criteria with their tests' collection
-        indices, report sections, failure, measurements and model records."""
+        indices, the payloads of its runs, failure and model records."""
         order = {item.nodeid: i for i, item in enumerate(items)}
         state = {
             "criteria": [
                 [order.get(self._nodeids.get(c.id), len(order)), c.to_dict()] for c in self.criteria
             ],
-            "sections": self.sections,
+            "runs": {name: {"payload": done.payload, "cached": done.cached} for name, done in self._runs.items()},
             "failure": self._failure,
-            "measurements": self._measurements.to_dict() if self._measurements else None,
-            "measurements_cached": self.measurements_cached,
             "models": self._models_info(),
             "deselected": self._deselected,
         }
@@ -418,8 +306,6 @@ class AnalogSession:
 
     def merge_worker(self, worker: str, output: str | None, error: object = None) -> None:
         """Take in an xdist worker's `worker_output`; a worker that went down without one fails the run."""
-        from pytest_analog.fidelity import Measurements
-
         if worker in self._merged:
             return
         self._merged.add(worker)
@@ -432,18 +318,16 @@ class AnalogSession:
         self._collected += [(index, Criterion.from_dict(row)) for index, row in state["criteria"]]
         self._collected.sort(key=lambda pair: pair[0])  # collection order, as a serial run records them
         self.criteria = [criterion for _, criterion in self._collected]
-        for key, section in state["sections"].items():
-            self.sections.setdefault(key, section)
+        for name, done in state["runs"].items():
+            if name not in self._runs:
+                self._runs[name] = Outcome(done["payload"], done["cached"], RUNS[name].result(done["payload"]))
         self._failure = self._failure or state["failure"]
-        if self._measurements is None and state["measurements"] is not None:
-            self._measurements = Measurements.from_dict(state["measurements"])
-            self.measurements_cached = state["measurements_cached"]
         self._merged_models = self._merged_models or state["models"]
         self._deselected = max(self._deselected, state["deselected"])  # every worker collects the same tests
 
     def _models_info(self) -> dict | None:
-        if self._measurements:
-            return self._measurements.models
+        if "representation" in self._runs:
+            return self._runs["representation"].result.models
         if self._pair:
             return {"teacher": self._pair.teacher.info, "student": self._pair.student.info}
         return self._merged_models
@@ -475,8 +359,6 @@ class AnalogSession:
             report["error"] = self._failure
         if self._partial:
             report["partial"] = self._partial
-        report.update(self.sections)
-        m = self._measurements
         infos = self._models_info()
         if infos:
             report["models"] = {
@@ -484,26 +366,9 @@ class AnalogSession:
                 "parameter_fraction": infos["student"]["parameters"] / infos["teacher"]["parameters"],
                 "same_tokenizer": infos["teacher"]["tokenizer"]["sha256"] == infos["student"]["tokenizer"]["sha256"],
             }
-        if m:
-            report["capture"] = {**m.capture, "cached": self.measurements_cached}
-            report["layers"] = {
-                "convention": "layer i = hidden_states[i]: 0 is the embedding output, i is the output of block i-1",
-                "teacher": list(range(len(m.cka_matrix))),
-                "student": list(range(len(m.cka_matrix[0]))),
-                "cka_matrix": m.cka_matrix,
-                "matrix_rows": m.matrix_rows,
-                "best_match": m.best_match,
-                "mapped": [m.mapped.get(i) for i in range(len(m.cka_matrix))],
-                "chance_matrix": m.chance_matrix,
-            }
-            if m.massive:
-                report["massive"] = m.massive
-            report["chance"] = {
-                "control": m.control,
-                "resamples": self.config.chance.resamples if m.intervals else 0,
-                "confidence": self.config.chance.confidence,
-                "corrected": "(value - chance) / (1 - chance): 0 at chance level, 1 for a perfect match",
-            }
+        for name, spec in RUNS.items():  # the sections of the runs performed, in one order whoever performed them
+            if name in self._runs:
+                report.update(spec.section(self._runs[name], self.config))
         return report
 
     def finish(self, session: pytest.Session) -> list[Path]:
@@ -591,12 +456,6 @@ def _check_steering(settings, depths) -> None:
     steering_layers(settings, *depths, best_match=[0] * (depths[0] + 1))
     for name in settings.behaviours:
         load_behaviour(name)
-
-
-def _progress_bar(total: int, description: str, unit: str = "tok"):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=description, unit=unit, file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10)
 
 
 def _version(package: str) -> str | None:

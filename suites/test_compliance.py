@@ -22,7 +22,7 @@ def release(analog_session):
 def parameters(analog_session):
     """(teacher, analog) parameter counts: from the measurements when a fidelity suite runs (cached), else the pair."""
     if set(analog_session.settings.suites) - {"compliance"}:
-        models = analog_session.measurements().models
+        models = analog_session.run("representation").models
         return models["teacher"]["parameters"], models["student"]["parameters"]
     pair = analog_session.pair()
     return pair.teacher.info["parameters"], pair.student.info["parameters"]

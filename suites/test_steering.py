@@ -4,7 +4,7 @@ For each behaviour set and steered teacher layer (``steering`` in the config):
 the analog's mean-difference vector, carried to the teacher through a map fitted
 on paired activations, against the teacher's native vector and an equal-norm
 random vector, over norm-relative doses. Everything is measured once per
-session (`AnalogSession.steering`) and reported under ``steering`` in fidelity.json.
+session (`AnalogSession.run`) and reported under ``steering`` in fidelity.json.
 """
 
 import pytest
@@ -25,7 +25,7 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(scope="module")
 def steering(analog_session):
-    return analog_session.steering()
+    return analog_session.run("steering")
 
 
 def _case_criterion(metric, value, steering_case, steering, fidelity_record, against_chance=False):

@@ -167,7 +167,7 @@ def test_measurements_are_cached(pytester, tiny_dir):
     cache = pytester.path / "cache"
     args = [*models(tiny_dir, tiny_dir), *FAST, f"--analog-cache={cache}", "--analog-report=out"]
     pytester.runpytest(*args).assert_outcomes(passed=17)
-    entries = list((cache / "measurements").glob("*.json"))
+    entries = list((cache / "representation").glob("*.json"))
     assert len(entries) == 1
     pytester.runpytest(*args).assert_outcomes(passed=17)
     assert json.loads((pytester.path / "out" / "fidelity.json").read_text())["capture"]["cached"] is True

@@ -299,8 +299,10 @@ def test_transfer_criteria_read_the_ratio_where_native_reaches_half_its_maximum(
     assert flat["transfer_ratio"] is None and "no native dose response" in flat["notes"]["transfer_ratio"]
 
 
-def test_steering_suite_end_to_end_reports_criteria_plot_and_numbers(pytester, planted_dir, tmp_path):
+def test_steering_suite_end_to_end_reports_criteria_plot_and_numbers(pytester, planted_dir, tmp_path, monkeypatch):
     import json
+
+    from pytest_analog import models
 
     from tests.conftest import write_yaml
 
@@ -308,11 +310,10 @@ def test_steering_suite_end_to_end_reports_criteria_plot_and_numbers(pytester, p
     lines = [{"prompt": t + "\nAnswer:", "matching": "{", "other": "}", "split": "train" if k < 16 else "eval"}
              for k, t in enumerate(TEXTS)]
     behaviour.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
-    config = write_yaml(tmp_path / "analog.yaml", {
-        "steering": {"behaviours": [str(behaviour)], "teacher_layers": [1], "alphas": [-1.0, 0.0, 1.0, 2.0],
-                     "map_prompts": 20, "train_items": 16, "eval_items": 8, "autoencoder_steps": 20,
-                     "criteria": {"random_control": {"max": None}}},
-    })
+    steering = {"behaviours": [str(behaviour)], "teacher_layers": [1], "alphas": [-1.0, 0.0, 1.0, 2.0],
+                "map_prompts": 20, "train_items": 16, "eval_items": 8, "autoencoder_steps": 20,
+                "criteria": {"random_control": {"max": None}}}
+    config = write_yaml(tmp_path / "analog.yaml", {"steering": steering})
     pytester.makepyfile(test_user=f"""
         import torch
 
@@ -342,9 +343,20 @@ def test_steering_suite_end_to_end_reports_criteria_plot_and_numbers(pytester, p
     assert 'id="steering"' in html and 'alt="dose-response curves per behaviour"' in html
     assert "Steering transfer" in (report / "fidelity.md").read_text()
     assert data["steering"]["cached"] is False
-    pytester.runpytest(*args).assert_outcomes(passed=7)  # the rerun reads the cache
-    again = json.loads((report / "fidelity.json").read_text())["steering"]
-    assert again["cached"] is True and again["behaviours"] == data["steering"]["behaviours"]
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded for a threshold change")
+
+    # a rerun with only a steering threshold changed reads both runs from the cache and loads no model
+    monkeypatch.setattr(models, "load_model", no_model)
+    monkeypatch.setattr(models, "load_pair", no_model)
+    (pytester.path / "test_user.py").unlink()  # its fixtures need the models
+    write_yaml(config, {"steering": {**steering, "criteria": {**steering["criteria"], "transfer_ratio": {"min": 1.5}}}})
+    pytester.runpytest(*args).assert_outcomes(passed=5, failed=1)
+    again = json.loads((report / "fidelity.json").read_text())
+    assert again["steering"]["cached"] is True and again["steering"]["behaviours"] == data["steering"]["behaviours"]
+    ratio = next(c for c in again["criteria"] if c["metric"] == "transfer_ratio")
+    assert not ratio["passed"] and ratio["threshold"] == 1.5 and again["verdict"] == "fail" and "error" not in again
 
 
 @pytest.mark.parametrize(

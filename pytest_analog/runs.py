@@ -1,0 +1,252 @@
+"""The cached runs behind the built-in suites: what each reads, computes, hands out and reports.
+
+A run is one expensive pass over the loaded models whose result several tests
+read: the representation capture (suites representation, embeddings, logits),
+steering transfer and the lm-eval benchmarks. `AnalogSession.run` performs any
+of them by name through one mechanism (memo, cache key, cache, failure guard,
+progress); a `Run` here says only what differs. A run's cache key hashes the
+config values it reads (`Run.settings`), never a threshold or decision rule, so
+changing a gate re-judges from the cache without a forward pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pytest_analog.config import Config, Steering
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a run reads besides the models and the config, resolved by the session."""
+
+    args: dict[str, Any]  # keyword arguments of `Run.compute`
+    key: dict[str, Any]  # what identifies them in the cache key (hashes, layer pairs)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A performed run: its payload (plain JSON), whether it came from the cache, and its result."""
+
+    payload: Any
+    cached: bool
+    result: Any
+
+
+@dataclass(frozen=True)
+class Run:
+    """One cached run: what it reads, how it computes, what the fixtures get and what the report shows."""
+
+    name: str  # also its folder in the cache
+    reads: tuple[str, ...]  # dotted config keys the computation reads: its cache key hashes their values
+    inputs: Callable[[Any], Inputs]  # (AnalogSession) -> the run's resolved inputs
+    compute: Callable[..., Any]  # (ModelPair, Config, **Inputs.args) -> JSON-able payload
+    result: Callable[[Any], Any]  # payload -> what the fixtures hand out
+    section: Callable[[Outcome, Config], dict[str, Any]]  # the report keys this run adds
+    packages: tuple[str, ...] = ("torch", "transformers")  # whose versions the cache key holds
+
+    def settings(self, config: Config) -> dict[str, Any]:
+        """The config values this run reads, by dotted key (a section stands for all its keys)."""
+        return {path: _lookup(config, path) for path in self.reads}
+
+
+def _lookup(config: Config, path: str) -> Any:
+    value = config
+    for name in path.split("."):
+        value = getattr(value, name)
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+def progress_bar(total: int, description: str, unit: str = "tok"):
+    """A tqdm bar on stderr (the session lets it through pytest's capture while a run computes)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, unit=unit, file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10)
+
+
+# -- representation: one capture pass over the prompt set -----------------------------------------
+
+
+def _representation_inputs(session) -> Inputs:
+    from pytest_analog.prompts import load_prompts
+
+    prompts = load_prompts(session.config.prompts.set, session.config.prompts.max_prompts)
+    # logits cost a vocabulary-wide output per token: only when a suite or a user test may read them
+    suites = session.settings.suites
+    with_logits = "logits" in suites or not suites
+    return Inputs(
+        args={"prompts": prompts, "with_logits": with_logits},
+        key={"prompts": [prompts.name, prompts.sha256], "with_logits": with_logits},
+    )
+
+
+def _measure(pair, config, *, prompts, with_logits):
+    from pytest_analog.fidelity import measure
+    from pytest_analog.students import control_model
+
+    chance = config.chance
+    control = None if chance.control == "none" else control_model(pair.student, chance.control, chance.seed)
+    measured = measure(pair, prompts, config, control=control, with_logits=with_logits, progress_factory=progress_bar)
+    measured.capture.update(prompt_set=prompts.name, prompt_set_sha256=prompts.sha256)
+    return measured.to_dict()
+
+
+def _measurements(payload):
+    from pytest_analog.fidelity import Measurements
+
+    return Measurements.from_dict(payload)
+
+
+def _representation_section(done: Outcome, config: Config) -> dict[str, Any]:
+    m = done.result
+    section = {
+        "capture": {**m.capture, "cached": done.cached},
+        "layers": {
+            "convention": "layer i = hidden_states[i]: 0 is the embedding output, i is the output of block i-1",
+            "teacher": list(range(len(m.cka_matrix))),
+            "student": list(range(len(m.cka_matrix[0]))),
+            "cka_matrix": m.cka_matrix,
+            "matrix_rows": m.matrix_rows,
+            "best_match": m.best_match,
+            "mapped": [m.mapped.get(i) for i in range(len(m.cka_matrix))],
+            "chance_matrix": m.chance_matrix,
+        },
+    }
+    if m.massive:
+        section["massive"] = m.massive
+    section["chance"] = {
+        "control": m.control,
+        "resamples": config.chance.resamples if m.intervals else 0,
+        "confidence": config.chance.confidence,
+        "corrected": "(value - chance) / (1 - chance): 0 at chance level, 1 for a perfect match",
+    }
+    return section
+
+
+REPRESENTATION = Run(
+    "representation",
+    # schema 2: the criteria.* settings move to representation: and embeddings:
+    reads=("prompts.max_length", "batch_size", "seed", "positions", "layers", "chance",
+           "criteria.cka.debiased", "criteria.rbf_cka.sigma_frac", "criteria.rbf_cka.debiased", "criteria.mutual_knn.k",
+           "criteria.embedding_geometry.rows", "criteria.embedding_geometry.min_rows",
+           "criteria.unembedding_geometry.rows", "criteria.unembedding_geometry.min_rows"),
+    inputs=_representation_inputs,
+    compute=_measure,
+    result=_measurements,
+    section=_representation_section,
+)
+
+
+# -- steering transfer ---------------------------------------------------------------------------
+
+
+def _steering_inputs(session) -> Inputs:
+    from pytest_analog.prompts import load_prompts
+    from pytest_analog.steering.behaviours import load_behaviour
+    from pytest_analog.steering.transfer import best_block_match, steering_layers
+
+    s = session.config.steering
+    behaviours = [load_behaviour(name) for name in s.behaviours]
+    prompts = load_prompts(session.config.prompts.set, s.map_prompts)
+    # the analog layer of each steered teacher layer: the config's, or the CKA best block match (never layer 0)
+    best = best_block_match(session.run("representation").cka_matrix) if s.analog_layers == "best_match" else None
+    layer_pairs = steering_layers(s, *session.depths, best_match=best)
+    return Inputs(
+        args={"behaviours": behaviours, "layer_pairs": layer_pairs, "map_texts": prompts.texts},
+        key={"map_prompts": prompts.sha256, "layer_pairs": layer_pairs,
+             "behaviours": [hashlib.sha256(repr(b).encode()).hexdigest() for b in behaviours]},
+    )
+
+
+def _steer(pair, config, *, behaviours, layer_pairs, map_texts):
+    from pytest_analog.steering.transfer import steering_analysis
+
+    progress = progress_bar(len(behaviours) * len(layer_pairs), "steering (behaviour x layer)", unit="case")
+    results = steering_analysis(pair, behaviours, layer_pairs, config.steering, map_texts=map_texts, progress=progress,
+                                chance=config.chance)
+    progress.close()
+    return results
+
+
+def _steering_results(payload):
+    from pytest_analog.steering.transfer import results_from_json
+
+    return results_from_json(payload)
+
+
+def _steering_section(done: Outcome, config: Config) -> dict[str, Any]:
+    from pytest_analog.steering.transfer import layer_rule
+
+    return {"steering": {**done.payload, "cached": done.cached, "layer_rule": layer_rule(config.steering)}}
+
+
+STEERING = Run(
+    "steering",
+    # schema 2: steering.criteria moves to gates:, and this becomes "steering"
+    reads=(*(f"steering.{f.name}" for f in dataclasses.fields(Steering) if f.name != "criteria"),
+           "chance.resamples", "chance.confidence", "chance.seed"),
+    inputs=_steering_inputs,
+    compute=_steer,
+    result=_steering_results,
+    section=_steering_section,
+)
+
+
+# -- lm-eval benchmarks ----------------------------------------------------------------------------
+
+
+def _benchmark_inputs(session) -> Inputs:
+    from pytest_analog.evals import resolve_tasks
+
+    tasks = session.tasks or resolve_tasks(session.config.benchmarks.tasks)
+    verbose = session.pytest_config.get_verbosity() >= 2  # -vv: lm-eval's warnings and progress bars
+    return Inputs(args={"tasks": tasks, "verbose": verbose}, key={"tasks": tasks.sha256})
+
+
+def _evaluate(pair, config, *, tasks, verbose):
+    from pytest_analog.evals import run_pair
+
+    return run_pair(pair, tasks, config.benchmarks, seed=config.seed, verbose=verbose)
+
+
+def _compared(payload):
+    from pytest_analog.evals import compare
+
+    return compare(payload["teacher"], payload["analog"])
+
+
+def _benchmarks_section(done: Outcome, config: Config) -> dict[str, Any]:
+    return {"benchmarks": {
+        "lm_eval_version": done.payload["teacher"].get("lm_eval_version"),  # the version that ran (in the key)
+        "cached": done.cached,
+        "tasks": done.result,
+        "results": {role: {k: v for k, v in r.items() if k != "samples"} for role, r in done.payload.items()},
+    }}
+
+
+BENCHMARKS = Run(
+    "benchmarks",
+    reads=("benchmarks.num_fewshot", "benchmarks.limit", "benchmarks.batch_size", "seed"),
+    inputs=_benchmark_inputs,
+    compute=_evaluate,
+    result=_compared,
+    section=_benchmarks_section,
+    packages=("lm_eval", "torch", "transformers"),
+)
+
+
+RUNS = {run.name: run for run in (REPRESENTATION, STEERING, BENCHMARKS)}
+
+# The run each built-in suite reads (`options.SUITES`); compliance reads the release files only.
+SUITE_RUNS: dict[str, str | None] = {
+    "representation": "representation",
+    "embeddings": "representation",
+    "logits": "representation",
+    "steering": "steering",
+    "benchmarks": "benchmarks",
+    "compliance": None,
+}
