@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from pytest_analog.config import Config, Steering
+from pytest_analog.config import Config
 
 
 @dataclass(frozen=True)
@@ -129,11 +129,7 @@ def _representation_section(done: Outcome, config: Config) -> dict[str, Any]:
 
 REPRESENTATION = Run(
     "representation",
-    # schema 2: the criteria.* settings move to representation: and embeddings:
-    reads=("prompts.max_length", "batch_size", "seed", "positions", "layers", "chance",
-           "criteria.cka.debiased", "criteria.rbf_cka.sigma_frac", "criteria.rbf_cka.debiased", "criteria.mutual_knn.k",
-           "criteria.embedding_geometry.rows", "criteria.embedding_geometry.min_rows",
-           "criteria.unembedding_geometry.rows", "criteria.unembedding_geometry.min_rows"),
+    reads=("prompts.max_length", "batch_size", "seed", "positions", "layers", "chance", "representation", "embeddings"),
     inputs=_representation_inputs,
     compute=_measure,
     result=_measurements,
@@ -186,9 +182,7 @@ def _steering_section(done: Outcome, config: Config) -> dict[str, Any]:
 
 STEERING = Run(
     "steering",
-    # schema 2: steering.criteria moves to gates:, and this becomes "steering"
-    reads=(*(f"steering.{f.name}" for f in dataclasses.fields(Steering) if f.name != "criteria"),
-           "chance.resamples", "chance.confidence", "chance.seed"),
+    reads=("steering", "chance.resamples", "chance.confidence", "chance.seed"),
     inputs=_steering_inputs,
     compute=_steer,
     result=_steering_results,

@@ -25,14 +25,7 @@ def _leaves(data: dict, prefix: str = ""):
 
 def _thresholds() -> list[str]:
     """Every threshold and decision rule of the config: what judges a value, never what measures it."""
-    rules = {"min", "max", "score", "gate", "required"}
-    paths = list(_leaves(load_config().to_dict()))
-    return [
-        path for path in paths
-        if path.startswith(("steering.criteria.", "compliance."))
-        or (path.startswith("criteria.") and path.rpartition(".")[2] in rules)
-    ] + ["criteria.cka.min_prompts", "benchmarks.min_retained", "benchmarks.max_drop", "benchmarks.gate",
-         "benchmarks.per_task", "gate"]
+    return list(_leaves(load_config().to_dict()["gates"], "gates."))
 
 
 def _covers(read: str, path: str) -> bool:
@@ -43,11 +36,11 @@ def _covers(read: str, path: str) -> bool:
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_no_threshold_is_in_a_run_key(name):
     thresholds = _thresholds()
-    assert len(thresholds) > 50 and "criteria.cka.min" in thresholds and "steering.criteria.spearman.gate" in thresholds
+    assert len(thresholds) > 50 and "gates.cka.min" in thresholds and "gates.spearman.rule" in thresholds
     clashes = [(read, t) for read in RUNS[name].reads for t in thresholds if _covers(read, t) or _covers(t, read)]
     assert clashes == []
     settings = RUNS[name].settings(load_config())
-    assert settings == RUNS[name].settings(load_config(**{"criteria.cka.min": 0.9, "gate": "lower_bound"}))
+    assert settings == RUNS[name].settings(load_config(**{"gates.cka.min": 0.9, "gates.rule": "lower_bound"}))
 
 
 def test_every_built_in_suite_names_the_run_it_reads():
@@ -97,7 +90,7 @@ def test_each_run_reads_only_the_settings_its_key_holds(tiny_dir):
     for name, seen in computed.items():
         assert seen, name
         assert [path for path in seen if not any(_covers(read, path) for read in RUNS[name].reads)] == [], name
-    assert {"criteria.cka.debiased", "positions.skip_first", "chance.resamples"} <= computed["representation"]
+    assert {"representation.cka.debiased", "positions.skip_first", "chance.resamples"} <= computed["representation"]
     assert {"steering.alphas", "chance.seed"} <= computed["steering"]
 
 
@@ -114,7 +107,7 @@ def test_a_threshold_change_rejudges_from_the_cache_without_loading_a_model(pyte
         return data, [(c["value"], c["passed"]) for c in data["criteria"] if c["metric"] == "cka"]
 
     quick = {"chance": {"resamples": 0}}
-    write_yaml(config, {**quick, "criteria": {"cka": {"min": -0.5}}})  # an unrelated pair's corrected CKA is near 0
+    write_yaml(config, {**quick, "gates": {"cka": {"min": -0.5}}})  # an unrelated pair's corrected CKA is near 0
     assert pytester.runpytest(*args).ret == pytest.ExitCode.OK
     first, cka = report()
     assert first["verdict"] == "pass" and first["capture"]["cached"] is False
@@ -127,11 +120,11 @@ def test_a_threshold_change_rejudges_from_the_cache_without_loading_a_model(pyte
     # of a dropped module would reach nothing
     monkeypatch.setattr(models, "load_model", no_model)
     monkeypatch.setattr(models, "load_pair", no_model)
-    write_yaml(config, {**quick, "criteria": {"cka": {"min": 0.5}}})
+    write_yaml(config, {**quick, "gates": {"cka": {"min": 0.5}}})
     result = pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(passed=8, failed=4)  # rbf_cka and mutual_knn are reported, cka fails at every layer
     again, recka = report()
     assert again["verdict"] == "fail" and "error" not in again and again["capture"]["cached"] is True
     assert [value for value, _ in recka] == [value for value, _ in cka] and not any(passed for _, passed in recka)
-    assert again["config"]["criteria"]["cka"]["min"] == 0.5 and again["layers"] == first["layers"]
+    assert again["config"]["gates"]["cka"]["min"] == 0.5 and again["layers"] == first["layers"]
