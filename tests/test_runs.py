@@ -36,7 +36,7 @@ def _covers(read: str, path: str) -> bool:
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_no_threshold_is_in_a_run_key(name):
     thresholds = _thresholds()
-    assert len(thresholds) > 50 and "gates.cka.min" in thresholds and "gates.spearman.rule" in thresholds
+    assert len(thresholds) > 40 and "gates.cka.min" in thresholds and "gates.spearman.rule" in thresholds
     clashes = [(read, t) for read in RUNS[name].reads for t in thresholds if _covers(read, t) or _covers(t, read)]
     assert clashes == []
     settings = RUNS[name].settings(load_config())
