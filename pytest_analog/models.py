@@ -200,6 +200,34 @@ def check_finite(loaded: LoadedModel) -> None:
             )
 
 
+def decoder_blocks(model):
+    """The transformer blocks of a `LoadedModel` or a transformers model: its module list as long as the
+    config's ``num_hidden_layers``."""
+    owner, name = _block_list(model)
+    return getattr(owner, name)
+
+
+def replace_decoder_blocks(model, blocks) -> None:
+    """Put ``blocks`` in place of the model's transformer blocks (setting the config's layer count is the caller's)."""
+    import torch
+
+    owner, name = _block_list(model)
+    setattr(owner, name, torch.nn.ModuleList(blocks))
+
+
+def _block_list(model):
+    """(module holding the block list, its attribute name)."""
+    import torch
+
+    model = model if isinstance(model, torch.nn.Module) else model.model
+    n = model.config.get_text_config().num_hidden_layers
+    for path, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            owner, _, name = path.rpartition(".")
+            return model.get_submodule(owner), name
+    raise AnalogError(f"cannot find the {n} transformer blocks of {type(model).__name__}: it has no module list of that length")
+
+
 def sha256_files(files: list[Path], cache_dir: Path | None = None) -> str:
     """SHA-256 over the names and contents of ``files`` (see `combine_sha256`).
 

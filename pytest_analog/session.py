@@ -101,7 +101,7 @@ class AnalogSession:
         """Check every input that can be checked before any test, so bad input is a usage error (exit 4):
         both models (resolved, configs read, safetensors headers, tokenizer code; no weights loaded),
         the prompt set, steering layers and behaviours, benchmark tasks."""
-        from pytest_analog.fidelity import gated_layers, layer_map
+        from pytest_analog.layers import gated_layers, layer_map
         from pytest_analog.models import check_files, read_config, resolve_device, resolve_source
         from pytest_analog.prompts import load_prompts
 
@@ -136,7 +136,7 @@ class AnalogSession:
 
     def teacher_layers(self) -> list[int]:
         """The gated teacher layers (for parametrizing per-layer criteria); empty without models."""
-        from pytest_analog.fidelity import gated_layers
+        from pytest_analog.layers import gated_layers
 
         return gated_layers(self.config, self._depths[0]) if self._depths else []
 
@@ -271,7 +271,7 @@ class AnalogSession:
 
     def steering_map(self, teacher_layer: int, analog_layer: int | None = None, kind: str | None = None):
         """A map from analog layer to teacher layer, fitted on the prompt set (analog layer: the CKA best block match)."""
-        from pytest_analog.steering.transfer import best_block_match
+        from pytest_analog.layers import best_block_match
 
         if analog_layer is None:
             analog_layer = best_block_match(self.measurements().cka_matrix)[teacher_layer]
@@ -294,7 +294,8 @@ class AnalogSession:
 
     def _steering_layers(self) -> dict[int, int]:
         """Teacher layer -> analog layer for steering: the config's, or the CKA best block match (never layer 0)."""
-        from pytest_analog.steering.transfer import best_block_match, steering_layers
+        from pytest_analog.layers import best_block_match
+        from pytest_analog.steering.transfer import steering_layers
 
         s = self.config.steering
         best = best_block_match(self.measurements().cka_matrix) if s.analog_layers == "best_match" else None
