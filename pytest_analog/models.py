@@ -13,7 +13,7 @@ import functools
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,6 @@ class ModelPair:
 
     teacher: LoadedModel
     student: LoadedModel
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def same_tokenizer(self) -> bool:
@@ -78,7 +77,12 @@ class ModelPair:
 
     @property
     def parameter_fraction(self) -> float:
-        return self.student.info["parameters"] / self.teacher.info["parameters"]
+        return parameter_fraction({"teacher": self.teacher.info, "student": self.student.info})
+
+
+def parameter_fraction(infos: dict[str, Any]) -> float:
+    """The analog's parameters / the teacher's, from the models' records (``{"teacher": info, "student": info}``)."""
+    return infos["student"]["parameters"] / infos["teacher"]["parameters"]
 
 
 def resolve_source(ref: str, *, allow_pickle: bool = False, trust_remote_code: bool = False) -> ModelSource:

@@ -14,7 +14,6 @@ import hashlib
 import json
 import platform
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,11 @@ import pytest
 from pytest_analog import __version__
 from pytest_analog.config import load_config
 from pytest_analog.errors import AnalogError
+from pytest_analog.models import parameter_fraction
 from pytest_analog.options import SettingsError, read_settings
 from pytest_analog.record import Criterion
 from pytest_analog.resources import shipped
+from pytest_analog.versions import package_version
 
 WORKER_OUTPUT = "pytest_analog"  # key of a worker's state in pytest-xdist's ``workeroutput``
 
@@ -322,7 +323,7 @@ class AnalogSession:
                     cache.store(self.cache_dir / "benchmarks", key, results)
             self._benchmarks = self._guarded(compare, results["teacher"], results["analog"])
             self.sections["benchmarks"] = {
-                "lm_eval_version": _version("lm_eval"),
+                "lm_eval_version": package_version("lm_eval"),
                 "cached": cached,
                 "tasks": self._benchmarks,
                 "results": {role: {k: v for k, v in r.items() if k != "samples"} for role, r in results.items()},
@@ -342,7 +343,7 @@ class AnalogSession:
             run=[settings.num_fewshot, settings.limit, settings.batch_size, self.config.seed],
             dtype=str(resolve_dtype(self.settings.dtype, device)),
             device=device,
-            versions=[__version__, _version("lm_eval"), _version("torch"), _version("transformers")],
+            versions=[__version__, package_version("lm_eval"), package_version("torch"), package_version("transformers")],
         )
 
     def _measurement_key(self, prompts, with_logits: bool) -> str:
@@ -358,7 +359,7 @@ class AnalogSession:
             device="cpu" if device == "cpu" else "cuda",
             config=self.config.to_dict(),
             with_logits=with_logits,
-            versions=[__version__, _version("torch"), _version("transformers")],
+            versions=[__version__, package_version("torch"), package_version("transformers")],
         )
 
     def _require(self) -> None:
@@ -483,7 +484,7 @@ class AnalogSession:
         if infos:
             report["models"] = {
                 **infos,
-                "parameter_fraction": infos["student"]["parameters"] / infos["teacher"]["parameters"],
+                "parameter_fraction": parameter_fraction(infos),
                 "same_tokenizer": infos["teacher"]["tokenizer"]["sha256"] == infos["student"]["tokenizer"]["sha256"],
             }
         if m:
@@ -601,18 +602,11 @@ def _progress_bar(total: int, description: str, unit: str = "tok"):
     return tqdm(total=total, desc=description, unit=unit, file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10)
 
 
-def _version(package: str) -> str | None:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
-
-
 def _environment() -> dict[str, Any]:
     env = {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        **{name: _version(name) for name in ("torch", "transformers", "numpy", "pytest")},
+        **{name: package_version(name) for name in ("torch", "transformers", "numpy", "pytest")},
     }
     if "torch" in sys.modules:
         import torch

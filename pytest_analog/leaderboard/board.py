@@ -23,6 +23,7 @@ from typing import Any
 
 from pytest_analog.config import Compliance, Criteria, SteeringCriteria
 from pytest_analog.errors import AnalogError
+from pytest_analog.models import parameter_fraction
 from pytest_analog.options import SUITES
 from pytest_analog.record import chance_corrected, judge
 from pytest_analog.submission import content_sha256, load_submission, schema_errors, weights_sha256
@@ -114,7 +115,7 @@ def check_submission(bundle: Any) -> str | None:
                 f"weights {recorded[:12]}…: a weight file was swapped or edited"
             )
     models = report["models"]
-    fraction = models["student"]["parameters"] / models["teacher"]["parameters"]
+    fraction = parameter_fraction(models)
     if not math.isclose(models["parameter_fraction"], fraction, rel_tol=1e-9):
         return f"parameter_fraction {models['parameter_fraction']:.6g} is not the analog's / teacher's parameters ({fraction:.6g})"
     for criterion in report["criteria"]:

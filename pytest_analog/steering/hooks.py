@@ -38,7 +38,7 @@ def steer(model, layer: int, vector, alpha: float = 1.0, *, from_position: int =
         model: a transformers causal LM (or a `LoadedModel`).
         layer: 0 .. num_layers - 1 (layer i = hidden_states[i]).
         vector: [d] tensor or array.
-        alpha: multiplier (a plain number: use `transfer.norm_relative` for norm-relative units).
+        alpha: multiplier (a plain number; `transfer.dose_response` steers in norm-relative units).
         from_position: first position id steered.
 
     Raises:
