@@ -24,24 +24,25 @@ import torch
 from pytest_analog.capture import plan_alignment
 from pytest_analog.config import load_config
 from pytest_analog.demo import smollm2_gguf
-from pytest_analog.fidelity import gated_layers, measure
+from pytest_analog.fidelity import measure
+from pytest_analog.layers import gated_layers
 from pytest_analog.models import ModelPair, load_model
 from pytest_analog.prompts import load_prompts
 from pytest_analog.students import control_model
 
 
 def bare_forward_seconds(pair, plan, batch_size: int, with_logits: bool, control=None) -> float:
-    from pytest_analog.capture import _forward
+    from pytest_analog.capture import forward
 
     order = sorted(range(len(plan.prompts)), key=lambda i: len(plan.prompts[i].teacher_ids))
     started = time.perf_counter()
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             chunk = [plan.prompts[i] for i in order[start : start + batch_size]]
-            _forward(pair.teacher, [p.teacher_ids for p in chunk], with_logits)
-            _forward(pair.student, [p.student_ids for p in chunk], with_logits)
+            forward(pair.teacher, [p.teacher_ids for p in chunk], with_logits)
+            forward(pair.student, [p.student_ids for p in chunk], with_logits)
             if control is not None:
-                _forward(control, [p.student_ids for p in chunk], False)
+                forward(control, [p.student_ids for p in chunk], False)
     return time.perf_counter() - started
 
 

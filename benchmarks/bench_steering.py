@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from pytest_analog.capture import _forward, plan_alignment
+from pytest_analog.capture import forward, padded, plan_alignment
 from pytest_analog.config import load_config
 from pytest_analog.demo import smollm2_gguf
 from pytest_analog.models import ModelPair, load_model
@@ -32,7 +32,7 @@ from pytest_analog.steering import (
     steering_analysis,
 )
 from pytest_analog.steering.behaviours import answer_tokens
-from pytest_analog.steering.transfer import _left_padded, steering_layers
+from pytest_analog.steering.transfer import steering_layers
 
 
 def _peak_mb() -> float:
@@ -48,19 +48,19 @@ def bare_seconds(pair, behaviours, layer_pairs, s, map_texts) -> float:
     with torch.inference_mode():
         for k in range(0, len(prompts), s.batch_size):
             chunk = prompts[k : k + s.batch_size]
-            _forward(pair.teacher, [p.teacher_ids for p in chunk], False)
-            _forward(pair.student, [p.student_ids for p in chunk], False)
+            forward(pair.teacher, [p.teacher_ids for p in chunk], False)
+            forward(pair.student, [p.student_ids for p in chunk], False)
         doses = 1 + 3 * len(layer_pairs) * sum(a != 0 for a in s.alphas)
         for b in behaviours:
             train = b.train[: s.train_items]
             texts = [i.positive for i in train] + [i.negative for i in train]
             for model in (pair.teacher, pair.student):
                 for k in range(0, len(texts), s.batch_size):
-                    _forward(model, [model.tokenizer(t)["input_ids"] for t in texts[k : k + s.batch_size]], False)
+                    forward(model, [model.tokenizer(t)["input_ids"] for t in texts[k : k + s.batch_size]], False)
             encoded = [answer_tokens(pair.teacher.tokenizer, i)[0] for i in b.eval[: s.eval_items]]
             for dose in range(doses):
                 for k in range(0, len(encoded), s.batch_size):
-                    ids, mask, positions = _left_padded(pair.teacher, encoded[k : k + s.batch_size])
+                    ids, mask, positions = padded(pair.teacher, encoded[k : k + s.batch_size], left=True)
                     pair.teacher.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
                                        logits_to_keep=1, output_hidden_states=dose == 0)
     return time.perf_counter() - started

@@ -4,9 +4,6 @@ Importing this package is light: torch, transformers and lm-eval load only
 when a model or a metric is used.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from pytest_analog.versions import package_version
 
-try:
-    __version__ = version("pytest-analog")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+__version__ = package_version("pytest-analog") or "0.0.0"  # 0.0.0: a source tree that was never installed

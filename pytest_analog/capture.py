@@ -30,8 +30,6 @@ import torch
 
 from pytest_analog.errors import AnalogError
 
-LAYER_CONVENTION = "layer i = hidden_states[i]: 0 is the embedding output, i >= 1 the output of block i-1"
-
 
 @dataclass
 class Aligned:
@@ -199,9 +197,9 @@ def capture(pair, plan: Plan, *, batch_size: int, with_logits: bool, progress=No
         indices = order[start : start + batch_size]
         chunk = [plan.prompts[i] for i in indices]
         with torch.inference_mode():
-            t_out = _forward(pair.teacher, [p.teacher_ids for p in chunk], with_logits)
-            s_out = _forward(pair.student, [p.student_ids for p in chunk], with_logits)
-            c_out = _forward(control, [p.student_ids for p in chunk], False) if control is not None else None
+            t_out = forward(pair.teacher, [p.teacher_ids for p in chunk], with_logits)
+            s_out = forward(pair.student, [p.student_ids for p in chunk], with_logits)
+            c_out = forward(control, [p.student_ids for p in chunk], False) if control is not None else None
         t_index = _flat_index([p.teacher_rows for p in chunk])
         batch = Batch(
             row_start=row_start,
@@ -230,15 +228,26 @@ def capture(pair, plan: Plan, *, batch_size: int, with_logits: bool, progress=No
         yield batch
 
 
-def _forward(model, sequences: list[list[int]], with_logits: bool):
-    """One right-padded forward pass with every hidden state."""
+def padded(model, sequences: list[list[int]], *, left: bool = False):
+    """Token ids, attention mask and position ids of ``sequences`` padded to one width with the tokenizer's pad id.
+
+    Right padding starts every sequence at index 0; left padding ends every one at the
+    last index. Position ids count from 0 in each sequence, as generate() does.
+    """
     width = max(map(len, sequences))
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     ids = torch.full((len(sequences), width), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, seq in enumerate(sequences):
-        ids[i, : len(seq)] = torch.tensor(seq)
-        mask[i, : len(seq)] = 1
+        span = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[i, span] = torch.tensor(seq)
+        mask[i, span] = 1
+    return ids, mask, (mask.cumsum(1) - 1).clamp_min(0)
+
+
+def forward(model, sequences: list[list[int]], with_logits: bool):
+    """One right-padded forward pass of a `LoadedModel` over token id lists, with every hidden state."""
+    ids, mask, _ = padded(model, sequences)
     device = model.input_device
     # without logits, skip the vocabulary-wide output projection where the model allows it
     kwargs = {} if with_logits or not _accepts(model.model.forward, "logits_to_keep") else {"logits_to_keep": 1}

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from pytest_analog import metrics
-from pytest_analog.capture import LAYER_CONVENTION, capture, plan_alignment
+from pytest_analog.capture import capture, plan_alignment
 from pytest_analog.errors import AnalogError
+from pytest_analog.layers import gated_layers, layer_map
 from pytest_analog.massive import TopRows
 from pytest_analog.criterion import Measured, chance_corrected
 
@@ -78,33 +79,6 @@ PER_LAYER = ("cka", "rbf_cka", "mutual_knn")
 
 def _int_keys(value):
     return {int(k): v for k, v in value.items()} if isinstance(value, dict) else value
-
-
-def gated_layers(config, num_layers: int) -> list[int]:
-    """The teacher layers with one criterion each, checked against the model's depth."""
-    wanted = config.layers.teacher
-    if wanted == "all":
-        return list(range(num_layers + 1))
-    if isinstance(wanted, int):  # that many layers, evenly spaced from the embedding output to the last
-        return sorted({int(i) for i in np.round(np.linspace(0, num_layers, min(wanted, num_layers + 1)))})
-    bad = [i for i in wanted if not 0 <= i <= num_layers]
-    if bad:
-        raise AnalogError(f"layers.teacher lists {bad}, but the teacher has layers 0..{num_layers} ({LAYER_CONVENTION})")
-    return sorted(set(wanted))
-
-
-def layer_map(config, teacher_layers: list[int], teacher_depth: int, student_depth: int) -> dict[int, int]:
-    """The analog layer compared with each gated teacher layer."""
-    mapping = config.layers.map
-    if mapping == "proportional":
-        return {i: round(i * student_depth / teacher_depth) for i in teacher_layers}
-    missing = [i for i in teacher_layers if i not in mapping]
-    if missing:
-        raise AnalogError(f"layers.map has no analog layer for teacher layer(s) {missing}; add them or use 'proportional'")
-    bad = {i: j for i, j in mapping.items() if not 0 <= j <= student_depth}
-    if bad:
-        raise AnalogError(f"layers.map points to analog layers {sorted(set(bad.values()))}, but the analog has layers 0..{student_depth}")
-    return {i: mapping[i] for i in teacher_layers}
 
 
 def measure(pair, prompts, config, *, control=None, with_logits: bool = True, progress_factory=None) -> Measurements:

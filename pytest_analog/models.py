@@ -13,7 +13,7 @@ import functools
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,6 @@ class ModelPair:
 
     teacher: LoadedModel
     student: LoadedModel
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def same_tokenizer(self) -> bool:
@@ -78,7 +77,12 @@ class ModelPair:
 
     @property
     def parameter_fraction(self) -> float:
-        return self.student.info["parameters"] / self.teacher.info["parameters"]
+        return parameter_fraction({"teacher": self.teacher.info, "student": self.student.info})
+
+
+def parameter_fraction(infos: dict[str, Any]) -> float:
+    """The analog's parameters / the teacher's, from the models' records (``{"teacher": info, "student": info}``)."""
+    return infos["student"]["parameters"] / infos["teacher"]["parameters"]
 
 
 def resolve_source(ref: str, *, allow_pickle: bool = False, trust_remote_code: bool = False) -> ModelSource:
@@ -198,6 +202,34 @@ def check_finite(loaded: LoadedModel) -> None:
                 f"{loaded.source.ref} has NaN or infinite weights, first in {name}; "
                 "every metric would be NaN: fix or re-export the weights"
             )
+
+
+def decoder_blocks(model):
+    """The transformer blocks of a `LoadedModel` or a transformers model: its module list as long as the
+    config's ``num_hidden_layers``."""
+    owner, name = _block_list(model)
+    return getattr(owner, name)
+
+
+def replace_decoder_blocks(model, blocks) -> None:
+    """Put ``blocks`` in place of the model's transformer blocks (setting the config's layer count is the caller's)."""
+    import torch
+
+    owner, name = _block_list(model)
+    setattr(owner, name, torch.nn.ModuleList(blocks))
+
+
+def _block_list(model):
+    """(module holding the block list, its attribute name)."""
+    import torch
+
+    model = model if isinstance(model, torch.nn.Module) else model.model
+    n = model.config.get_text_config().num_hidden_layers
+    for path, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            owner, _, name = path.rpartition(".")
+            return model.get_submodule(owner), name
+    raise AnalogError(f"cannot find the {n} transformer blocks of {type(model).__name__}: it has no module list of that length")
 
 
 def sha256_files(files: list[Path], cache_dir: Path | None = None) -> str:

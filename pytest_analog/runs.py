@@ -143,7 +143,8 @@ REPRESENTATION = Run(
 def _steering_inputs(session) -> Inputs:
     from pytest_analog.prompts import load_prompts
     from pytest_analog.steering.behaviours import load_behaviour
-    from pytest_analog.steering.transfer import best_block_match, steering_layers
+    from pytest_analog.layers import best_block_match
+    from pytest_analog.steering.transfer import steering_layers
 
     s = session.config.steering
     behaviours = [load_behaviour(name) for name in s.behaviours]

@@ -12,7 +12,6 @@ import functools
 import json
 import platform
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,12 @@ import pytest
 from pytest_analog import __version__
 from pytest_analog.config import load_config
 from pytest_analog.errors import AnalogError
+from pytest_analog.models import parameter_fraction
 from pytest_analog.options import SettingsError, read_settings
 from pytest_analog.criterion import Criterion
 from pytest_analog.resources import shipped
 from pytest_analog.runs import RUNS, SUITE_RUNS, Inputs, Outcome, Run
+from pytest_analog.versions import package_version
 
 WORKER_OUTPUT = "pytest_analog"  # key of a worker's state in pytest-xdist's ``workeroutput``
 
@@ -96,7 +97,7 @@ class AnalogSession:
         """Check every input that can be checked before any test, so bad input is a usage error (exit 4):
         both models (resolved, configs read, safetensors headers, tokenizer code; no weights loaded),
         the prompt set, steering layers and behaviours, benchmark tasks."""
-        from pytest_analog.fidelity import gated_layers, layer_map
+        from pytest_analog.layers import gated_layers, layer_map
         from pytest_analog.models import check_files, read_config, resolve_device, resolve_source
         from pytest_analog.prompts import load_prompts
 
@@ -131,7 +132,7 @@ class AnalogSession:
 
     def teacher_layers(self) -> list[int]:
         """The gated teacher layers (for parametrizing per-layer criteria); empty without models."""
-        from pytest_analog.fidelity import gated_layers
+        from pytest_analog.layers import gated_layers
 
         return gated_layers(self.config, self.depths[0]) if self.depths else []
 
@@ -192,7 +193,7 @@ class AnalogSession:
             device=device,
             settings=spec.settings(self.config),
             inputs=inputs.key,
-            versions=[__version__, *map(_version, spec.packages)],
+            versions=[__version__, *map(package_version, spec.packages)],
         )
 
     def steering_cases(self) -> list[tuple[str, int]]:
@@ -228,7 +229,7 @@ class AnalogSession:
 
     def steering_map(self, teacher_layer: int, analog_layer: int | None = None, kind: str | None = None):
         """A map from analog layer to teacher layer, fitted on the prompt set (analog layer: the CKA best block match)."""
-        from pytest_analog.steering.transfer import best_block_match
+        from pytest_analog.layers import best_block_match
 
         if analog_layer is None:
             analog_layer = best_block_match(self.run("representation").cka_matrix)[teacher_layer]
@@ -363,7 +364,7 @@ class AnalogSession:
         if infos:
             report["models"] = {
                 **infos,
-                "parameter_fraction": infos["student"]["parameters"] / infos["teacher"]["parameters"],
+                "parameter_fraction": parameter_fraction(infos),
                 "same_tokenizer": infos["teacher"]["tokenizer"]["sha256"] == infos["student"]["tokenizer"]["sha256"],
             }
         for name, spec in RUNS.items():  # the sections of the runs performed, in one order whoever performed them
@@ -458,18 +459,13 @@ def _check_steering(settings, depths) -> None:
         load_behaviour(name)
 
 
-def _version(package: str) -> str | None:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
 
 
 def _environment() -> dict[str, Any]:
     env = {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        **{name: _version(name) for name in ("torch", "transformers", "numpy", "pytest")},
+        **{name: package_version(name) for name in ("torch", "transformers", "numpy", "pytest")},
     }
     if "torch" in sys.modules:
         import torch

@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import copy
 
+from pytest_analog.models import LoadedModel, decoder_blocks, replace_decoder_blocks
+
 
 def layer_pruned_copy(model, keep: list[int]):
     """A deep copy of a decoder model that keeps only the blocks in ``keep`` (in order).
 
     Layer indices are renumbered so the KV cache of the copy is consistent.
     """
-    blocks = _blocks(model)
+    blocks = decoder_blocks(model)
     if not keep or any(not 0 <= i < len(blocks) for i in keep):
         raise ValueError(f"keep must list block indices in 0..{len(blocks) - 1}, got {keep}")
     pruned = copy.deepcopy(model)
-    kept = [_blocks(pruned)[i] for i in keep]
-    _set_blocks(pruned, kept)
+    kept = [decoder_blocks(pruned)[i] for i in keep]
+    replace_decoder_blocks(pruned, kept)
     for new_index, block in enumerate(kept):
         for module in block.modules():
             if hasattr(module, "layer_idx"):
@@ -67,8 +69,6 @@ CONTROLS = {"random": random_copy, "permuted": permuted_copy}
 
 def control_model(analog, kind: str, seed: int):
     """The chance control for ``analog`` (a `LoadedModel`): same architecture and tokenizer, no learned structure."""
-    from pytest_analog.models import LoadedModel
-
     model = CONTROLS[kind](analog.model, seed=seed).to(analog.input_device)
     info = {
         "kind": kind,
@@ -78,19 +78,3 @@ def control_model(analog, kind: str, seed: int):
         "num_layers": analog.num_layers,
     }
     return LoadedModel(model, analog.tokenizer, info, analog.source)
-
-
-def _blocks(model):
-    base = getattr(model, model.base_model_prefix)
-    for name in ("layers", "h", "blocks"):
-        if hasattr(base, name):
-            return getattr(base, name)
-    raise ValueError(f"cannot find the transformer blocks of {type(model).__name__}")
-
-
-def _set_blocks(model, blocks) -> None:
-    import torch
-
-    base = getattr(model, model.base_model_prefix)
-    name = next(n for n in ("layers", "h", "blocks") if hasattr(base, n))
-    setattr(base, name, torch.nn.ModuleList(blocks))

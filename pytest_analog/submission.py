@@ -14,13 +14,13 @@ import datetime
 import functools
 import hashlib
 import json
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from pytest_analog.atomic import write_atomic
 from pytest_analog.errors import AnalogError
 from pytest_analog.models import ModelSource, combine_sha256, file_sha256s
+from pytest_analog.versions import package_version
 
 SUBMISSION_VERSION = 2
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "submission.schema.json"
@@ -70,7 +70,7 @@ def make_submission(report: dict, teacher: ModelSource, student: ModelSource, ca
         "report": report,
         "config": report["config"],
         "environment": report["environment"],
-        "packages": {name: _version(name) for name in PACKAGES},
+        "packages": {name: package_version(name) for name in PACKAGES},
         "models": {"teacher": model_files(teacher, cache_dir), "student": model_files(student, cache_dir)},
     }
     bundle["sha256"] = content_sha256(bundle)
@@ -149,10 +149,3 @@ def nested_deeper_than(value: Any, limit: int) -> bool:
                 return True
             stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
     return False
-
-
-def _version(package: str) -> str | None:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None

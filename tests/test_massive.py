@@ -150,7 +150,8 @@ def test_the_headline_is_the_score_the_threshold_reads_in_every_renderer():
 def test_the_steering_layer_is_never_the_embedding_output_unless_named():
     from types import SimpleNamespace
 
-    from pytest_analog.steering.transfer import best_block_match, layer_rule, steering_layers
+    from pytest_analog.layers import best_block_match
+    from pytest_analog.steering.transfer import layer_rule, steering_layers
 
     matrix = np.array([[0.9, 0.2, 0.1], [0.8, 0.3, np.nan], [0.1, 0.2, 0.7]])  # layer 0 is the best CKA match twice
     assert best_block_match(matrix) == [1, 1, 2]

@@ -1,16 +1,20 @@
-"""Smaller pieces: light import, the cache's trust rules, criteria, prompt sets, shared vocabularies."""
+"""Smaller pieces: light import, the cache's trust rules, criteria, prompt sets, shared vocabularies, package
+versions and the parameter fraction."""
 
 import json
 import math
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
 from pytest_analog import cache
 from pytest_analog.errors import AnalogError
+from pytest_analog.models import ModelPair, parameter_fraction
 from pytest_analog.prompts import load_prompts, shipped_prompt_sets
 from pytest_analog.record import make_criterion
+from pytest_analog.versions import package_version
 
 
 def test_importing_the_plugin_loads_no_ml_library():
@@ -135,3 +139,11 @@ def test_shipped_folders_found_installed_or_in_a_checkout(monkeypatch):
     monkeypatch.setattr(resources, "find_spec", lambda name: None)
     for name, marker in (("suites", "test_representation.py"), ("fixtures", "prompts/default.jsonl")):
         assert (resources.shipped(name) / marker).is_file()
+
+
+def test_package_version_and_parameter_fraction():
+    assert package_version("pytest") == pytest.__version__
+    assert package_version("no-such-package-anywhere") is None
+    assert parameter_fraction({"teacher": {"parameters": 400}, "student": {"parameters": 30}}) == 0.075
+    pair = ModelPair(SimpleNamespace(info={"parameters": 400}), SimpleNamespace(info={"parameters": 30}))
+    assert pair.parameter_fraction == 0.075

@@ -8,7 +8,7 @@ import torch
 
 from pytest_analog.config import load_config
 from pytest_analog.errors import AnalogError
-from pytest_analog.models import load_pair
+from pytest_analog.models import decoder_blocks, load_pair
 from pytest_analog.prompts import load_prompts
 from pytest_analog.steering import (
     Behaviour,
@@ -25,7 +25,6 @@ from pytest_analog.steering import (
     steering_analysis,
     transfer_criteria,
 )
-from pytest_analog.steering.hooks import decoder_blocks
 from tests.conftest import save_model, tiny_llama
 
 TEXTS = [t for t in load_prompts("default").texts if len(t) < 120][:24]

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from pytest_analog.errors import AnalogError
-from pytest_analog.students import _blocks
+from pytest_analog.models import decoder_blocks
 
 TOLERANCE = 0.05  # the planned parameter count is within 5 % of fraction x teacher parameters
 _LLAMA_STYLE = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -127,7 +127,7 @@ def pruned_student(teacher, config, keep: list[int], calibration: torch.Tensor, 
     Raises:
         AnalogError: the teacher's blocks are not Llama-style (q/k/v/o, gate/up/down projections).
     """
-    blocks = _blocks(teacher)
+    blocks = decoder_blocks(teacher)
     names = {n for n, _ in blocks[0].named_modules()}
     missing = [n for n in _LLAMA_STYLE if n not in names]
     if missing:
@@ -162,7 +162,7 @@ def _base_and_block_parameters(config) -> tuple[int, int]:
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    block = sum(p.numel() for p in _blocks(model)[0].parameters())
+    block = sum(p.numel() for p in decoder_blocks(model)[0].parameters())
     return sum(p.numel() for p in model.parameters()) - block, block
 
 

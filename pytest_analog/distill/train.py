@@ -25,6 +25,7 @@ from pytest_analog import cache
 from pytest_analog.distill import checkpoint, data, losses, release, student
 from pytest_analog.distill.config import DistillConfig
 from pytest_analog.errors import AnalogError
+from pytest_analog.layers import proportional_map
 
 WORK = ".distill"  # inside the output folder: checkpoints while training
 GENERATION_BATCH = 16  # seeds the teacher continues at once for generate:N
@@ -51,7 +52,7 @@ def batch_rows(step: int, n: int, size: int, seed: int) -> torch.Tensor:
 
 def align_map(teacher_layers: int, student_layers: int) -> dict[int, int]:
     """Student layer -> teacher layer at the same relative depth (hidden_states indices, 0 = embeddings)."""
-    return {j: round(j * teacher_layers / student_layers) for j in range(1, student_layers + 1)}
+    return proportional_map(range(1, student_layers + 1), student_layers, teacher_layers)
 
 
 class Trainee(torch.nn.Module):

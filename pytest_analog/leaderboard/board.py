@@ -25,6 +25,7 @@ from pytest_analog.config import Gates, config_from_dict
 from pytest_analog.criterion import Criterion, Gate
 from pytest_analog.errors import AnalogError
 from pytest_analog.facts import METRICS
+from pytest_analog.models import parameter_fraction
 from pytest_analog.options import SUITES
 from pytest_analog.submission import content_sha256, load_submission, schema_errors, weights_sha256
 
@@ -108,7 +109,7 @@ def check_submission(bundle: Any) -> str | None:
                 f"weights {recorded[:12]}…: a weight file was swapped or edited"
             )
     models = report["models"]
-    fraction = models["student"]["parameters"] / models["teacher"]["parameters"]
+    fraction = parameter_fraction(models)
     if not math.isclose(models["parameter_fraction"], fraction, rel_tol=1e-9):
         return f"parameter_fraction {models['parameter_fraction']:.6g} is not the analog's / teacher's parameters ({fraction:.6g})"
     try:

@@ -1,6 +1,6 @@
 """Adding a steering vector to the residual stream through forward hooks.
 
-Layer i is ``hidden_states[i]`` (see `pytest_analog.capture.LAYER_CONVENTION`):
+Layer i is ``hidden_states[i]`` (see `pytest_analog.layers.LAYER_CONVENTION`):
 steering layer i >= 1 adds to the output of block i-1, layer 0 to the input of
 block 0 (the embedding output). The addition happens where the model's own
 ``hidden_states`` are recorded, so ``hidden_states[i]`` of a steered forward
@@ -18,17 +18,7 @@ import contextlib
 import torch
 
 from pytest_analog.errors import AnalogError
-
-
-def decoder_blocks(model) -> torch.nn.ModuleList:
-    """The model's list of transformer blocks."""
-    model = _module(model)
-    config = model.config.get_text_config()
-    n = config.num_hidden_layers
-    for module in model.modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
-            return module
-    raise AnalogError(f"cannot find the {n} transformer blocks of {type(model).__name__}; steering needs a decoder block list")
+from pytest_analog.models import decoder_blocks
 
 
 def _module(model) -> torch.nn.Module:
@@ -48,7 +38,7 @@ def steer(model, layer: int, vector, alpha: float = 1.0, *, from_position: int =
         model: a transformers causal LM (or a `LoadedModel`).
         layer: 0 .. num_layers - 1 (layer i = hidden_states[i]).
         vector: [d] tensor or array.
-        alpha: multiplier (a plain number: use `transfer.norm_relative` for norm-relative units).
+        alpha: multiplier (a plain number; `transfer.dose_response` steers in norm-relative units).
         from_position: first position id steered.
 
     Raises:

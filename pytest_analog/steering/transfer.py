@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from pytest_analog.capture import capture, plan_alignment
+from pytest_analog.capture import capture, padded, plan_alignment
 from pytest_analog.errors import AnalogError
-from pytest_analog.metrics import best_match as best_column
+from pytest_analog.layers import proportional_map
 from pytest_analog.metrics import centre, percentile_interval, resample_counts
 from pytest_analog.criterion import chance_corrected
 from pytest_analog.steering.behaviours import answer_tokens, matching_probability
@@ -114,18 +114,6 @@ def transfer_vector(mapping, positive, negative) -> torch.Tensor:
 # -- measurement on the teacher ------------------------------------------------------------------
 
 
-def _left_padded(model, sequences):
-    width = max(map(len, sequences))
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for k, seq in enumerate(sequences):
-        ids[k, width - len(seq) :] = torch.tensor(seq)
-        mask[k, width - len(seq) :] = 1
-    positions = (mask.cumsum(1) - 1).clamp_min(0)  # as generate() does: each sequence counts from 0
-    return ids, mask, positions
-
-
 def behaviour_probabilities(model, items, *, layer=None, vector=None, alpha: float = 0.0, from_position: int = 1,
                             batch_size: int = 16, norm_layer: int | None = None, counter: PassCounter | None = None):
     """p(matching) / (p(matching) + p(other)) per item, with ``alpha * vector`` added at ``layer`` (none when alpha is 0).
@@ -141,7 +129,7 @@ def behaviour_probabilities(model, items, *, layer=None, vector=None, alpha: flo
     with steering, torch.inference_mode():
         for start in range(0, len(encoded), batch_size):
             chunk = encoded[start : start + batch_size]
-            ids, mask, positions = _left_padded(model, [c[0] for c in chunk])
+            ids, mask, positions = padded(model, [c[0] for c in chunk], left=True)
             kwargs = {"output_hidden_states": True} if norm_layer is not None else {}
             out = model.model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                               use_cache=False, logits_to_keep=1, **kwargs)
@@ -294,15 +282,8 @@ def layer_rule(settings) -> str:
     return LAYER_RULES[mapping if isinstance(mapping, str) else "config"]
 
 
-def best_block_match(cka_matrix) -> list[int]:
-    """Per teacher layer, the analog layer >= 1 of highest CKA: a vector is never read off the embedding output,
-    whose only content is the token identity."""
-    matrix = np.nan_to_num(np.asarray(cka_matrix, dtype=np.float64), nan=-np.inf)
-    return [int(j) + 1 for j in best_column(matrix[:, 1:])]
-
-
 def steering_layers(settings, teacher_depth: int, student_depth: int, *, best_match=None) -> dict[int, int]:
-    """Teacher layer -> analog layer from the ``steering`` config (``best_match``: `best_block_match` of the CKA matrix)."""
+    """Teacher layer -> analog layer from the ``steering`` config (``best_match``: `layers.best_block_match` of the CKA matrix)."""
     wanted = settings.teacher_layers
     teacher = [max(1, round(teacher_depth / 3))] if wanted == "auto" else sorted(set(wanted))
     bad = [i for i in teacher if not 0 <= i < teacher_depth]
@@ -314,7 +295,7 @@ def steering_layers(settings, teacher_depth: int, student_depth: int, *, best_ma
             raise AnalogError("steering.analog_layers is best_match, but no CKA best match was measured")
         return {i: int(best_match[i]) for i in teacher}
     if mapping == "proportional":  # a block output, never the embedding output
-        return {i: max(1, round(i * student_depth / teacher_depth)) for i in teacher}
+        return proportional_map(teacher, teacher_depth, student_depth, lowest=1)
     missing = [i for i in teacher if i not in mapping]
     if missing:
         raise AnalogError(f"steering.analog_layers has no analog layer for teacher layer(s) {missing}")

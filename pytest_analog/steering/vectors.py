@@ -13,7 +13,7 @@ def activations(model, texts, layers, *, position: int = -1, batch_size: int = 1
     ``position`` indexes each text's own tokens (-1: its last token), whatever the padding.
     ``model`` is a `LoadedModel` (``.model``, ``.tokenizer``).
     """
-    from pytest_analog.capture import _forward
+    from pytest_analog.capture import forward
 
     tokenizer = model.tokenizer
     out = {layer: [] for layer in layers}
@@ -26,7 +26,7 @@ def activations(model, texts, layers, *, position: int = -1, batch_size: int = 1
                 raise AnalogError(f"token position {position} is outside a text of {len(seq)} tokens")
             where.append(p)
         with torch.inference_mode():
-            hidden = _forward(model, ids, with_logits=False).hidden_states
+            hidden = forward(model, ids, with_logits=False).hidden_states
         rows = torch.arange(len(ids))
         for layer in layers:
             if not 0 <= layer < len(hidden):
