@@ -38,6 +38,7 @@ from pathlib import Path
 import yaml
 
 from pytest_analog.criterion import Measured
+from pytest_analog import models
 from pytest_analog.models import ModelSource
 
 CARD_NAMES = ("README.md", "MODEL_CARD.md")
@@ -115,11 +116,11 @@ def _unavailable(release: Release, what: str) -> Check:
 # -- size, family, weights ---------------------------------------------------------------
 
 
-def parameter_fraction(teacher_parameters: int, analog_parameters: int) -> Check:
-    fraction = analog_parameters / teacher_parameters
-    return Check(
-        None, f"analog has {analog_parameters:,} parameters, {fraction:.2%} of the teacher's {teacher_parameters:,}", fraction
-    )
+def parameter_fraction(infos: dict) -> Check:
+    """The analog's size as a fraction of the teacher's, from the models' records (``{"teacher": info, "student": info}``)."""
+    fraction = models.parameter_fraction(infos)
+    teacher, analog = infos["teacher"]["parameters"], infos["student"]["parameters"]
+    return Check(None, f"analog has {analog:,} parameters, {fraction:.2%} of the teacher's {teacher:,}", fraction)
 
 
 def same_family(teacher_config, analog_config) -> Check:

@@ -19,18 +19,17 @@ def release(analog_session):
 
 
 @pytest.fixture(scope="module")
-def parameters(analog_session):
-    """(teacher, analog) parameter counts: from the measurements when a fidelity suite runs (cached), else the pair."""
+def model_records(analog_session):
+    """Both models' records: from the representation run when a fidelity suite runs (cached), else the loaded pair."""
     if set(analog_session.settings.suites) - {"compliance"}:
-        models = analog_session.run("representation").models
-        return models["teacher"]["parameters"], models["student"]["parameters"]
+        return analog_session.run("representation").models
     pair = analog_session.pair()
-    return pair.teacher.info["parameters"], pair.student.info["parameters"]
+    return {"teacher": pair.teacher.info, "student": pair.student.info}
 
 
 @pytest.mark.parametrize("bound", ["min", "max"])
-def test_parameter_fraction(bound, parameters, fidelity_record):
-    fidelity_record.configured("parameter_fraction", compliance.parameter_fraction(*parameters).measured, bound=bound)
+def test_parameter_fraction(bound, model_records, fidelity_record):
+    fidelity_record.configured("parameter_fraction", compliance.parameter_fraction(model_records).measured, bound=bound)
 
 
 def test_same_family(analog_session, fidelity_record):
