@@ -310,8 +310,8 @@ def test_steering_suite_end_to_end_reports_criteria_plot_and_numbers(pytester, p
     behaviour.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     config = write_yaml(tmp_path / "analog.yaml", {
         "steering": {"behaviours": [str(behaviour)], "teacher_layers": [1], "alphas": [-1.0, 0.0, 1.0, 2.0],
-                     "map_prompts": 20, "train_items": 16, "eval_items": 8, "autoencoder_steps": 20,
-                     "criteria": {"random_control": {"max": None}}},
+                     "map_prompts": 20, "train_items": 16, "eval_items": 8, "autoencoder_steps": 20},
+        "gates": {"random_control": {"max": None}},
     })
     pytester.makepyfile(test_user=f"""
         import torch
