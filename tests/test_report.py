@@ -624,6 +624,7 @@ def test_criteria_too_close_to_call_or_on_few_prompts_are_flagged_everywhere(rep
     markdown, page = render_markdown(report), render_html(report)
     assert "⚠️ too close to call" in markdown and "⚠️ few prompts" in markdown
     assert "its interval holds the threshold" in markdown and "≥ 0.5, lower end" in markdown
+    assert "few prompts: fewer prompts than gates.cka.min_prompts" in markdown  # the key a user can set
     assert '<span class="flag"' in page and "⚠ too close to call" in page and "⚠ few prompts" in page
     lines = "\n".join(terminal_lines(report))
     assert "FAIL (too close to call) (few prompts)" in lines and ">= 0.5, lower end" in lines
