@@ -8,8 +8,8 @@ import torch
 
 from pytest_analog import metrics
 from pytest_analog.config import load_config
-from pytest_analog.errors import AnalogError
 from pytest_analog.criterion import Criterion, Gate, Measured, chance_corrected
+from pytest_analog.errors import AnalogError
 from tests.conftest import write_yaml
 
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from pytest_analog import metrics
+from pytest_analog.criterion import Criterion, Gate, Measured
 from pytest_analog.fidelity import _leave_out
 from pytest_analog.massive import TopRows
-from pytest_analog.criterion import Criterion, Gate, Measured
 from tests.test_metrics_cka import ref_linear_cka
 
 # -- a planted massive row, streamed in batches as `fidelity.measure` does ----------------------

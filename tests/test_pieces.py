@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from pytest_analog import cache
+from pytest_analog.criterion import Criterion, Gate, Measured
 from pytest_analog.errors import AnalogError
 from pytest_analog.prompts import load_prompts, shipped_prompt_sets
-from pytest_analog.criterion import Criterion, Gate, Measured
 
 
 def test_importing_the_plugin_loads_no_ml_library():
