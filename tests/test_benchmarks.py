@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from pytest_analog.config import load_config
+from pytest_analog.criterion import Gate
 from pytest_analog.errors import AnalogError
 from pytest_analog.evals import compare, criterion, evaluate, paired_delta, resolve_tasks, retained_fraction
 from pytest_analog.evals.tasks import SHIPPED_TASKS, shipped_task_names
@@ -124,10 +125,14 @@ def test_compare_gives_chance_delta_and_retained_per_task():
     guess = [int(rng.random() < 0.25) for _ in range(200)]
     at_chance = compare(_results("t", guess), _results("t", guess))["t"]
     assert at_chance["retained"] is None and "not above chance" in at_chance["note"]
-    args = criterion(at_chance, 0.5, None)
-    assert args["metric"] == "benchmark_retained" and args["min"] is None
-    args = criterion(row, None, 0.05)
-    assert args["metric"] == "benchmark_delta" and args["min"] == -0.05 and args["value"] == row["delta"]
+    gates = load_config().gates  # min_retained 0.5
+    metric, measured, details = criterion(at_chance, by_delta=False)
+    assert metric == "benchmark_retained" and measured.value is None
+    assert not gates.gate(metric, measured.value, task="t", **details).gated
+    gates = load_config(**{"gates.benchmarks.min_retained": None, "gates.benchmarks.max_drop": 0.05}).gates
+    metric, measured, details = criterion(row, by_delta=True)
+    assert metric == "benchmark_delta" and measured.value == row["delta"]
+    assert gates.gate(metric, measured.value, task="t", **details) == Gate("min", -0.05)
 
 
 def _retained_interval(teacher_p, analog_p, n, rng):
@@ -136,7 +141,7 @@ def _retained_interval(teacher_p, analog_p, n, rng):
     teacher = (skill < teacher_p).astype(int)
     analog = np.where(rng.random(n) < 0.5, skill < analog_p, rng.random(n) < analog_p).astype(int)
     row = compare(_results("t", teacher.tolist()), _results("t", analog.tolist()))["t"]
-    return criterion(row, 0.5, None)["interval"]
+    return criterion(row, by_delta=False)[1].interval
 
 
 @pytest.mark.parametrize(("teacher_p", "analog_p"), [(0.85, 0.55), (0.6, 0.7)])  # R = 0.5, R = 1.29 (analog beats teacher)
@@ -176,13 +181,13 @@ def _bits_results(pairs):
 
 
 def test_per_task_gates_in_the_config(tmp_path):
-    config = load_config(write_yaml(tmp_path / "a.yaml", {"benchmarks": {"per_task": {"analog_capitals": {"max_drop": 0.1}}}}))
-    assert config.benchmarks.thresholds("analog_capitals") == (None, 0.1)
-    assert config.benchmarks.thresholds("analog_agreement") == (0.5, None)
-    with pytest.raises(AnalogError, match="give min_retained or max_drop, not both"):
-        load_config(write_yaml(tmp_path / "b.yaml", {"benchmarks": {"max_drop": 0.1}}))
-    with pytest.raises(AnalogError, match="unknown key.*min_retaind"):
-        load_config(write_yaml(tmp_path / "c.yaml", {"benchmarks": {"per_task": {"x": {"min_retaind": 0.1}}}}))
+    config = load_config(write_yaml(tmp_path / "a.yaml", {"gates": {"benchmarks": {"per_task": {"analog_capitals": {"max_drop": 0.1}}}}}))
+    assert config.gates.benchmarks.thresholds("analog_capitals") == (None, 0.1)
+    assert config.gates.benchmarks.thresholds("analog_agreement") == (0.5, None)
+    with pytest.raises(AnalogError, match="gates.benchmarks: give min_retained or max_drop, not both"):
+        load_config(write_yaml(tmp_path / "b.yaml", {"gates": {"benchmarks": {"max_drop": 0.1}}}))
+    with pytest.raises(AnalogError, match=r"gates\.benchmarks\.per_task\.x: unknown key\(s\) min_retaind"):
+        load_config(write_yaml(tmp_path / "c.yaml", {"gates": {"benchmarks": {"per_task": {"x": {"min_retaind": 0.1}}}}}))
     with pytest.raises(AnalogError, match="'benchmarks.tasks' must be a list of strings"):
         load_config(write_yaml(tmp_path / "d.yaml", {"benchmarks": {"tasks": "analog_capitals"}}))
 

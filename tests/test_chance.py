@@ -8,8 +8,8 @@ import torch
 
 from pytest_analog import metrics
 from pytest_analog.config import load_config
+from pytest_analog.criterion import Criterion, Gate, Measured, chance_corrected
 from pytest_analog.errors import AnalogError
-from pytest_analog.record import chance_corrected, make_criterion
 from tests.conftest import write_yaml
 
 
@@ -168,16 +168,21 @@ def test_percentile_interval_ignores_nan_and_says_when_there_is_nothing():
 # -- criteria --------------------------------------------------------------------------------
 
 
+def _criterion(metric, measured, *args):
+    """A criterion of ``measured`` under ``Gate(*args)``."""
+    return Criterion("a", "s", metric, measured, Gate(*args))
+
+
 def test_a_criterion_can_gate_on_the_corrected_score():
     # raw 0.6 against chance 0.45: corrected (0.6 - 0.45) / 0.55 = 0.27
-    raw = make_criterion("a", "s", "cka", 0.6, min=0.5, chance=0.45)
-    corrected = make_criterion("a", "s", "cka", 0.6, min=0.5, chance=0.45, score="corrected",
-                               corrected_interval=(0.1, 0.4))
+    raw = _criterion("cka", Measured(0.6, chance=0.45), "min", 0.5)
+    corrected = _criterion("cka", Measured(0.6, chance=0.45, corrected_interval=(0.1, 0.4)), "min", 0.5, "corrected")
     assert raw.passed and not corrected.passed
-    assert corrected.corrected == pytest.approx(0.15 / 0.55)
+    assert corrected.measured.corrected == pytest.approx(0.15 / 0.55)
+    assert corrected.to_dict()["corrected"] == pytest.approx(0.15 / 0.55)
     assert corrected.to_dict()["above_chance"] is True
     assert "on the corrected score" in corrected.message and "chance 0.45" in corrected.message
-    missing = make_criterion("a", "s", "cka", 0.9, min=0.5, score="corrected")
+    missing = _criterion("cka", Measured(0.9), "min", 0.5, "corrected")
     assert not missing.passed and "no corrected score" in missing.message
 
 
@@ -188,49 +193,48 @@ def test_a_chance_level_below_zero_never_lifts_the_corrected_score_above_the_raw
     assert np.allclose(chance_corrected(value, chance), (value - floor) / (1 - floor))
     assert np.all(chance_corrected(value, chance) <= value + 1e-15)
     assert chance_corrected(0.5, -0.2) == 0.5
-    lifted = make_criterion("a", "s", "cka", 0.45, min=0.5, chance=-0.2, score="corrected")
-    assert lifted.corrected == 0.45 and not lifted.passed  # (0.45 + 0.2) / 1.2 = 0.54 would pass
+    lifted = _criterion("cka", Measured(0.45, chance=-0.2), "min", 0.5, "corrected")
+    assert lifted.measured.corrected == 0.45 and not lifted.passed  # (0.45 + 0.2) / 1.2 = 0.54 would pass
 
 
 def test_a_score_exactly_at_its_threshold_passes_despite_float_rounding():
     assert (0.6 - 0.2) / 0.8 < 0.5  # what a naive comparison sees
-    assert make_criterion("a", "s", "cka", 0.6, min=0.5, chance=0.2, score="corrected").passed
-    assert make_criterion("a", "s", "kl", 0.1 + 0.2, max=0.3).passed  # 0.30000000000000004
-    assert not make_criterion("a", "s", "cka", 0.6, min=0.5, chance=0.2001, score="corrected").passed
-    assert not make_criterion("a", "s", "kl", 0.3001, max=0.3).passed
+    assert _criterion("cka", Measured(0.6, chance=0.2), "min", 0.5, "corrected").passed
+    assert _criterion("kl", Measured(0.1 + 0.2), "max", 0.3).passed  # 0.30000000000000004
+    assert not _criterion("cka", Measured(0.6, chance=0.2001), "min", 0.5, "corrected").passed
+    assert not _criterion("kl", Measured(0.3001), "max", 0.3).passed
 
 
 @pytest.mark.parametrize(
     ("bound", "value", "interval", "point", "lower_bound", "close"),
     [
-        ({"min": 0.5}, 0.6, (0.45, 0.7), True, False, True),  # estimate clears it, the interval does not
-        ({"min": 0.5}, 0.6, (0.55, 0.7), True, True, False),
-        ({"min": 0.5}, 0.45, (0.4, 0.55), False, False, True),
-        ({"max": 0.25}, 0.2, (0.1, 0.3), True, False, True),  # a max is judged at the interval's upper end
-        ({"max": 0.25}, 0.2, (0.1, 0.24), True, True, False),
-        ({"min": 0.5}, 0.6, None, True, True, False),  # no interval: the estimate stands for it
+        (("min", 0.5), 0.6, (0.45, 0.7), True, False, True),  # estimate clears it, the interval does not
+        (("min", 0.5), 0.6, (0.55, 0.7), True, True, False),
+        (("min", 0.5), 0.45, (0.4, 0.55), False, False, True),
+        (("max", 0.25), 0.2, (0.1, 0.3), True, False, True),  # a max is judged at the interval's upper end
+        (("max", 0.25), 0.2, (0.1, 0.24), True, True, False),
+        (("min", 0.5), 0.6, None, True, True, False),  # no interval: the estimate stands for it
     ],
 )
 def test_the_decision_rule_and_too_close_to_call(bound, value, interval, point, lower_bound, close):
-    made = {gate: make_criterion("a", "s", "m", value, interval=interval, gate=gate, **bound)
-            for gate in ("point", "lower_bound")}
+    made = {rule: _criterion("m", Measured(value, interval), *bound, "raw", rule) for rule in ("point", "lower_bound")}
     assert (made["point"].passed, made["lower_bound"].passed) == (point, lower_bound)
     assert made["point"].too_close_to_call is close and made["point"].to_dict()["too_close_to_call"] is close
     assert ("too close to call" in made["lower_bound"].message) is close
-    assert made["lower_bound"].to_dict()["gate"] == "lower_bound"
-    corrected = make_criterion("a", "s", "cka", 0.7, min=0.5, chance=0.1, score="corrected",
-                               interval=(0.65, 0.75), corrected_interval=(0.4, 0.7), gate="lower_bound")
+    assert made["lower_bound"].to_dict()["rule"] == "lower_bound"
+    measured = Measured(0.7, (0.65, 0.75), chance=0.1, corrected_interval=(0.4, 0.7))
+    corrected = _criterion("cka", measured, "min", 0.5, "corrected", "lower_bound")
     assert not corrected.passed and corrected.too_close_to_call  # the corrected interval is the one judged
-    assert not make_criterion("a", "s", "m", 0.2, interval=(0.1, 0.3)).too_close_to_call  # ungated
-    with pytest.raises(ValueError, match="gate must be 'point' or 'lower_bound'"):
-        make_criterion("a", "s", "m", 0.6, min=0.5, gate="upper")
+    assert not _criterion("m", Measured(0.2, (0.1, 0.3))).too_close_to_call  # ungated
+    with pytest.raises(ValueError, match="gate rule must be 'point' or 'lower_bound'"):
+        Gate("min", 0.5, rule="upper")
 
 
 def test_corrected_score_needs_a_control(tmp_path):
     path = write_yaml(tmp_path / "a.yaml", {"chance": {"control": "none"}})
     with pytest.raises(AnalogError, match="score: corrected, which needs a chance level"):
         load_config(path)
-    path = write_yaml(tmp_path / "b.yaml", {"chance": {"control": "none"}, "criteria": {
+    path = write_yaml(tmp_path / "b.yaml", {"chance": {"control": "none"}, "gates": {
         m: {"score": "raw"} for m in ("cka", "rbf_cka", "mutual_knn")}})
     assert load_config(path).chance.control == "none"
 
@@ -272,10 +276,11 @@ def test_a_model_against_itself_scores_corrected_one_beside_a_lower_chance(tiny_
     m = measure(tiny_pair, load_prompts("default", 40), config, control=control)
     for layer in m.teacher_layers:
         for metric in ("cka", "rbf_cka", "mutual_knn"):
-            crit = make_criterion("x", "s", metric, getattr(m, metric)[layer], **m.against_chance(metric, layer))
-            assert crit.value == pytest.approx(1.0)
-            assert crit.chance < 0.99 and crit.corrected == pytest.approx(1.0)
-            assert crit.interval[0] == pytest.approx(1.0) and crit.above_chance
+            measured = m.measured(metric, layer)
+            crit = Criterion("x", "s", metric, measured)
+            assert measured.value == getattr(m, metric)[layer] == pytest.approx(1.0)
+            assert measured.chance < 0.99 and measured.corrected == pytest.approx(1.0)
+            assert measured.interval[0] == pytest.approx(1.0) and crit.above_chance
     assert m.control["kind"] == "random" and len(m.chance_matrix) == len(m.cka_matrix)
     assert m.chance["embedding_geometry"] < 0.5
 
@@ -284,12 +289,12 @@ def test_the_report_carries_chance_and_renders_it():
     from pytest_analog.report import render_html, render_markdown
 
     criteria = [
-        make_criterion(f"representation::test_cka[teacher_layer={i}]", "representation", "cka", 0.5 + i / 10,
-                       min=0.5, score="corrected", chance=0.1, interval=(0.4, 0.7), chance_interval=(0.05, 0.15),
-                       corrected_interval=(0.3, 0.6), teacher_layer=i, student_layer=i).to_dict()
+        Criterion(f"representation::test_cka[teacher_layer={i}]", "representation", "cka",
+                  Measured(0.5 + i / 10, (0.4, 0.7), 0.1, (0.05, 0.15), (0.3, 0.6)), Gate("min", 0.5, "corrected"),
+                  {"teacher_layer": i, "analog_layer": i}).to_dict()
         for i in range(3)
     ]
-    report = {"schema_version": 1, "verdict": "fail", "criteria": criteria,
+    report = {"schema_version": 2, "verdict": "fail", "criteria": criteria,
               "layers": {"teacher": [0, 1, 2], "student": [0, 1, 2], "cka_matrix": np.eye(3).tolist(),
                          "chance_matrix": np.full((3, 3), 0.5).tolist(), "best_match": [0, 1, 2], "mapped": [0, 1, 2]}}
     md = render_markdown(report)
@@ -317,7 +322,7 @@ def test_the_transfer_ratio_stands_beside_the_random_vectors_ratio():
     assert chance["chance"] == pytest.approx(effect["random"] / effect["native"])
     assert chance["interval"][0] < out["transfer_ratio"] < chance["interval"][1]
     assert chance["chance_interval"][0] < chance["chance"] < chance["chance_interval"][1]
-    criterion = make_criterion("s", "steering", "transfer_ratio", out["transfer_ratio"], min=0.9, **chance)
+    criterion = _criterion("transfer_ratio", Measured(out["transfer_ratio"], **chance), "min", 0.9)
     assert criterion.above_chance and not criterion.passed  # 0.8 transfers, beats chance, misses the 0.9 gate
 
 
@@ -343,7 +348,7 @@ def test_a_random_vector_pushing_the_other_way_is_no_lower_chance_level():
     out, effect = _criteria_of_items(alphas, base, per_item)
     chance = out["transfer_ratio_chance"]
     assert chance["chance"] == pytest.approx(abs(effect["random"]) / effect["native"])  # about 0.4, not -0.4
-    made = make_criterion("s", "steering", "transfer_ratio", out["transfer_ratio"], min=0.9, **chance)
+    made = Measured(out["transfer_ratio"], **chance)
     assert made.corrected < made.value  # 0.6 raw; a chance of -0.4 would have made it 0.71
     assert chance["corrected_interval"][1] <= chance["interval"][1]
 
@@ -353,10 +358,13 @@ def test_the_retained_fraction_stands_beside_chance_zero():
 
     row = {"metric": "acc", "teacher": 0.85, "analog": 0.55, "delta": -0.30, "delta_ci95": [-0.36, -0.24],
            "chance": 0.25, "retained": 0.5, "retained_ci95": [0.41, 0.59], "higher_is_better": True, "note": None}
-    args = criterion(row, min_retained=0.5, max_drop=None)
-    assert args["chance"] == 0.0 and args["chance_accuracy"] == 0.25
-    assert args["interval"] == args["corrected_interval"] == [0.41, 0.59]
-    made = make_criterion("b", "benchmarks", args.pop("metric"), args.pop("value"), **args)
-    assert made.corrected == pytest.approx(0.5) and made.above_chance
+    metric, measured, details = criterion(row, by_delta=False)
+    assert metric == "benchmark_retained" and measured.value == 0.5
+    assert measured.chance == 0.0 and details["chance_accuracy"] == 0.25
+    assert measured.interval == measured.corrected_interval == (0.41, 0.59)
+    gate = load_config().gates.gate(metric, measured.value, task="t", higher_is_better=True)
+    made = Criterion("b", "benchmarks", metric, measured, gate, details)
+    assert gate == Gate("min", 0.5) and made.passed
+    assert made.measured.corrected == pytest.approx(0.5) and made.above_chance
     bits = {**row, "metric": "bits_per_byte", "chance": None, "retained": 0.8, "higher_is_better": False}
-    assert "chance" not in criterion(bits, min_retained=0.5, max_drop=None)
+    assert criterion(bits, by_delta=False)[1].chance is None

@@ -158,19 +158,19 @@ def test_same_family():
 
 
 def test_parameter_fraction_and_release_lag_values():
-    assert compliance.parameter_fraction(1_000_000, 20_000).value == pytest.approx(0.02)
+    assert compliance.parameter_fraction({"teacher": {"parameters": 1_000_000}, "student": {"parameters": 20_000}}).value == pytest.approx(0.02)
     lag = compliance.release_lag("2025-01-15", "2025-03-16")
     assert lag.value == pytest.approx(60 / (365.25 / 12))
     assert compliance.release_lag("2025-01-15", "2025-01-10").value < 0
 
 
 def test_release_dates_in_yaml(tmp_path):
-    config = load_config(write_yaml(tmp_path / "a.yaml", {"compliance": {"release_lag": {"teacher": "2025-01-15"}}}))
-    assert config.compliance.release_lag.teacher == "2025-01-15"
-    (tmp_path / "b.yaml").write_text("compliance:\n  release_lag:\n    analog: 2025-03-01\n")  # YAML reads a date
-    assert load_config(tmp_path / "b.yaml").compliance.release_lag.analog == "2025-03-01"
-    with pytest.raises(AnalogError, match="'compliance.release_lag.analog' must be null or a date YYYY-MM-DD, got 'March'"):
-        load_config(write_yaml(tmp_path / "c.yaml", {"compliance": {"release_lag": {"analog": "March"}}}))
+    config = load_config(write_yaml(tmp_path / "a.yaml", {"compliance": {"release_dates": {"teacher": "2025-01-15"}}}))
+    assert config.compliance.release_dates.teacher == "2025-01-15"
+    (tmp_path / "b.yaml").write_text("compliance:\n  release_dates:\n    analog: 2025-03-01\n")  # YAML reads a date
+    assert load_config(tmp_path / "b.yaml").compliance.release_dates.analog == "2025-03-01"
+    with pytest.raises(AnalogError, match="'compliance.release_dates.analog' must be null or a date YYYY-MM-DD, got 'March'"):
+        load_config(write_yaml(tmp_path / "c.yaml", {"compliance": {"release_dates": {"analog": "March"}}}))
 
 
 @pytest.mark.slow
@@ -200,7 +200,7 @@ def test_compliant_release_passes_every_criterion(pytester, teacher_dir, tiny_di
     shutil.copytree(tiny_dir, folder)
     (folder / "README.md").write_text(CARD)
     (folder / "distill.yaml").write_text("temperature: 2\n")
-    config = write_yaml(pytester.path / "analog.yaml", {"compliance": {"release_lag": {"teacher": "2025-01-15", "analog": "2025-03-01"}}})
+    config = write_yaml(pytester.path / "analog.yaml", {"compliance": {"release_dates": {"teacher": "2025-01-15", "analog": "2025-03-01"}}})
     result = pytester.runpytest(
         f"--analog-teacher={teacher_dir}", f"--analog-student={folder}", "--analog-suites=compliance",
         f"--analog-config={config}", "--junitxml=junit.xml", "--analog-report=fidelity", "-p", "no:cacheprovider",
@@ -226,12 +226,12 @@ def test_non_compliant_release_fails_with_what_is_missing(pytester, tiny_dir, ti
         "*parameter_fraction = 0.4654 fails <= 0.05: analog has 24,888 parameters, 46.54% of the teacher's 53,472",
         f"*model_card = 0 fails >= 1: no model card: looked for README.md or MODEL_CARD.md in {tiny_other_tok_dir}*",
         "*license = 0 fails >= 1: no licence found: looked for*",
-        "*SKIPPED*no release dates: set compliance.release_lag.teacher and .analog*",
+        "*SKIPPED*no release dates: set compliance.release_dates.teacher and .analog*",
     ])
 
 
 def test_required_false_reports_only(pytester, tiny_dir, tiny_random_dir):
-    config = write_yaml(pytester.path / "analog.yaml", {"compliance": {
+    config = write_yaml(pytester.path / "analog.yaml", {"gates": {
         "model_card": {"required": False}, "license": {"required": False}, "training_code": {"required": False},
         "parameter_fraction": {"min": None, "max": None},
     }})

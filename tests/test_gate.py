@@ -33,7 +33,7 @@ def umask_022():
 
 
 def failing_config(pytester):
-    return write_yaml(pytester.path / "analog.yaml", {"criteria": {"cka": {"min": 0.99}}})
+    return write_yaml(pytester.path / "analog.yaml", {"gates": {"cka": {"min": 0.99}}})
 
 
 def read_report(folder):
@@ -82,7 +82,7 @@ def test_last_failed_and_deselected_runs_are_partial(pytester, tiny_dir, tiny_ra
 
     (pytester.path / "rerun.json").write_text("stale bundle")
     ungated = {"min": None}  # the failed criteria now pass (informational)
-    write_yaml(config, {"criteria": {"cka": ungated, "embedding_geometry": ungated, "unembedding_geometry": ungated}})
+    write_yaml(config, {"gates": {"cka": ungated, "embedding_geometry": ungated, "unembedding_geometry": ungated}})
     rerun = pytester.runpytest(*common, "--lf", "--analog-report=rerun", "--analog-submit=rerun.json")
     assert rerun.ret == pytest.ExitCode.OK
     rerun.stdout.fnmatch_lines(["analog fidelity: PARTIAL - *", "  partial run: *--lf*", "submission: none written (partial run)"])
@@ -127,7 +127,7 @@ import os, sys, time
 import pytest_analog.atomic as atomic
 from pytest_analog.report import write_reports
 
-where, report = sys.argv[1], {"schema_version": 1, "created": sys.argv[2], "verdict": sys.argv[3], "criteria": [],
+where, report = sys.argv[1], {"schema_version": 2, "created": sys.argv[2], "verdict": sys.argv[3], "criteria": [],
                               "summary": {"gated": 0, "passed": 0, "failed": 0, "informational": 0}}
 calls = {"n": 0}
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_analog.criterion import chance_corrected
 from pytest_analog.leaderboard import build_board, check_submission
 from pytest_analog.leaderboard.cli import main
 from pytest_analog.models import resolve_source, sha256_files
@@ -86,9 +87,14 @@ def test_bundle_follows_schema_and_hashes_every_file(bundles, tiny_dir, tiny_ran
         (lambda b: b["report"].update(verdict="great"), "at $.report.verdict: 'great' is not one of"),
         (lambda b: b["report"]["criteria"][0].update(value="0.9"), "at $.report.criteria[0].value: '0.9' is not of type 'number', 'null'"),
         (lambda b: [f.update(kind="other") for f in b["models"]["teacher"]["files"]], "at $.models.teacher.files: "),
-        (lambda b: b.update(submission_version=2), "at $.submission_version: 1 was expected"),
+        (lambda b: b.update(submission_version=3), "it has submission version 3, written by a newer pytest-analog; "
+                                                   "this one reads version 2: rerun the gate with --analog-submit under this version"),
+        (lambda b: b.update(submission_version=1), "it has submission version 1, written by an older pytest-analog; "
+                                                   "this one reads version 2: rerun the gate with --analog-submit under this version"),
+        (lambda b: b.update(submission_version="2"), "at $.submission_version: 2 was expected"),
     ],
-    ids=["no-models", "bad-digest", "bad-verdict", "value-as-string", "no-weights", "future-version"],
+    ids=["no-models", "bad-digest", "bad-verdict", "value-as-string", "no-weights", "future-version", "older-version",
+         "version-as-string"],
 )
 def test_schema_rejects_bad_bundles(bundles, edit, message):
     bundle = copy.deepcopy(bundles["same"])
@@ -130,11 +136,11 @@ def _swap_weights(bundle):
         (_raise_score, False, "its content does not match its sha256: it was edited after pytest --analog-submit wrote it"),
         (_raise_score, True, "criterion compliance::test_parameter_fraction[max]: value -0.95 meets <= 0.05 but 'passed' is False"),
         (_flip_verdict, True, "criterion compliance::test_parameter_fraction[max]: value 1.0 fails <= 0.05 but 'passed' is True"),
-        (_lower_threshold, True, "criterion compliance::test_parameter_fraction[max]: threshold 1 is not the configured max 0.05 of parameter_fraction"),
+        (_lower_threshold, True, "criterion compliance::test_parameter_fraction[max]: threshold max 1 is not the configured max 0.05 of parameter_fraction"),
         (_swap_weights, True, "the analog's weight files in the bundle hash to"),
         (lambda b: b["report"]["models"].update(parameter_fraction=0.01), True, "parameter_fraction 0.01 is not the analog's / teacher's parameters (1)"),
         (lambda b: b["report"].update(verdict="pass"), True, "its verdict 'pass' is not the verdict of its criteria ('fail')"),
-        (lambda b: b["config"]["criteria"]["cka"].update(min=0.1), True, "its config differs from the config in its report"),
+        (lambda b: b["config"]["gates"]["cka"].update(min=0.1), True, "its config differs from the config in its report"),
     ],
     ids=["edited-score", "edited-score-resealed", "flipped-verdict", "lowered-threshold", "swapped-weights", "fraction", "verdict", "config"],
 )
@@ -278,7 +284,7 @@ def test_build_out_that_is_a_file_is_one_line_before_any_work(tmp_path, capsys, 
 
 
 def test_verify_bad_input_is_one_line(tmp_path, tiny_dir, capsys):
-    path = write(tmp_path, "bad.json", {"submission_version": 1})
+    path = write(tmp_path, "bad.json", {"submission_version": 2})
     assert main(["verify", str(path), "--teacher", str(tiny_dir), "--student", str(tiny_dir)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("analog-leaderboard: error: the submission does not follow the submission schema: at $: ") and err.count("\n") == 1
@@ -362,12 +368,14 @@ def test_real_teacher_compliant_release_submits_and_verifies(pytester, smollm2_g
 def test_a_corrected_score_must_be_the_configured_one_and_follow_from_value_and_chance(bundles):
     bundle = copy.deepcopy(bundles["same"])
     geometry = next(c for c in bundle["report"]["criteria"] if c["metric"] == "embedding_geometry")
-    geometry.update(score="corrected", chance=0.5, corrected=geometry["value"])  # should be 2 * value - 1
+    geometry.update(score="corrected", chance=0.5, corrected=2 * geometry["value"] - 1, passed=False)
     assert check_submission(sealed(copy.deepcopy(bundle))) == (
         f"criterion {geometry['id']}: it is judged on the corrected score, but the config says raw"
     )
     for config in (bundle["config"], bundle["report"]["config"]):
-        config["criteria"]["embedding_geometry"]["score"] = "corrected"
+        config["gates"]["embedding_geometry"]["score"] = "corrected"
+    assert check_submission(sealed(copy.deepcopy(bundle))) is None  # corrected as configured, and consistent
+    geometry.update(corrected=geometry["value"])  # should be 2 * value - 1
     assert check_submission(sealed(bundle)) == (
         f"criterion {geometry['id']}: its corrected score does not follow from its value and chance level"
     )
@@ -376,19 +384,21 @@ def test_a_corrected_score_must_be_the_configured_one_and_follow_from_value_and_
 @pytest.mark.parametrize(
     ("edit", "reason"),
     [
-        (lambda config: config.update(criteria=-1), "its config has no entry for embedding_geometry to check its threshold against"),
-        (lambda config: config["criteria"].update(embedding_geometry="x"),
-         "its config has no entry for embedding_geometry to check its threshold against"),
-        (lambda config: config["criteria"]["embedding_geometry"].update(min="x"), "its config gives embedding_geometry a min of 'x', not a number"),
-        (lambda config: config["criteria"]["embedding_geometry"].update(min=[1]), "its config gives embedding_geometry a min of [1], not a number"),
+        (lambda config: config.update(gates=-1), "its config: 'gates' must be a mapping, got -1"),
+        (lambda config: config["gates"].update(embedding_geometry="x"), "its config: 'gates.embedding_geometry' must be a mapping, got 'x'"),
+        (lambda config: config["gates"]["embedding_geometry"].update(min="x"),
+         "its config: 'gates.embedding_geometry.min' must be a number or null, got 'x'"),
+        (lambda config: config["gates"]["embedding_geometry"].update(min=[1]),
+         "its config: 'gates.embedding_geometry.min' must be a number or null, got [1]"),
     ],
-    ids=["criteria-a-number", "rule-a-string", "threshold-a-string", "threshold-a-list"],
+    ids=["gates-a-number", "gate-a-string", "threshold-a-string", "threshold-a-list"],
 )
 def test_a_resealed_bundle_with_a_malformed_config_is_one_rejection(bundles, tmp_path, edit, reason):
     """The config is free-form in the schema: checks read it defensively, and the board is still written."""
     bundle = copy.deepcopy(bundles["same"])
     for config in (bundle["config"], bundle["report"]["config"]):
         edit(config)
+    reason += " (a bundle's config must be one this version of pytest-analog reads)"
     assert check_submission(sealed(bundle)).endswith(reason)
     write(tmp_path / "submissions", "bad.json", bundle)
     write(tmp_path / "submissions", "same.json", bundles["same"])
@@ -405,7 +415,7 @@ def test_a_lowered_steering_threshold_is_not_the_configured_one(bundles):
     gated = [x for x in bundle["report"]["criteria"] if x["gated"]]
     failed = sum(not x["passed"] for x in gated)
     summary.update(gated=len(gated), passed=len(gated) - failed, failed=failed)
-    assert check_submission(sealed(bundle)) == f"criterion {c['id']}: threshold 0 is not the configured min 0.9 of transfer_ratio"
+    assert check_submission(sealed(bundle)) == f"criterion {c['id']}: threshold min 0 is not the configured min 0.9 of transfer_ratio"
 
 
 def test_verdicts_are_rejudged_by_the_configured_decision_rule(bundles):
@@ -413,18 +423,19 @@ def test_verdicts_are_rejudged_by_the_configured_decision_rule(bundles):
     geometry = next(c for c in bundle["report"]["criteria"] if c["metric"] == "embedding_geometry")
     where = f"criterion {geometry['id']}"
     # a point estimate above the 0.9 threshold whose interval reaches below it
-    geometry.update(value=0.95, interval=[0.85, 0.99], passed=True, gate="lower_bound")
+    geometry.update(value=0.95, interval=[0.85, 0.99], passed=True, rule="lower_bound",
+                    corrected=None if geometry["chance"] is None else chance_corrected(0.95, geometry["chance"]))
     assert check_submission(sealed(copy.deepcopy(bundle))) == (
-        f"{where}: it is judged by gate lower_bound, but the config says point"
+        f"{where}: it is judged by rule lower_bound, but the config says point"
     )
     for config in (bundle["config"], bundle["report"]["config"]):
-        config["criteria"]["embedding_geometry"]["gate"] = "lower_bound"
+        config["gates"]["embedding_geometry"]["rule"] = "lower_bound"
     assert check_submission(sealed(copy.deepcopy(bundle))) == (
-        f"{where}: value 0.95 with interval [0.85, 0.99] under gate lower_bound fails >= 0.9 but 'passed' is True"
+        f"{where}: value 0.95 with interval (0.85, 0.99) under rule lower_bound fails >= 0.9 but 'passed' is True"
     )
     for config in (bundle["config"], bundle["report"]["config"]):  # the global rule, the criterion's own left null
-        config["criteria"]["embedding_geometry"]["gate"] = None
-        config["gate"] = "lower_bound"
+        config["gates"]["embedding_geometry"]["rule"] = None
+        config["gates"]["rule"] = "lower_bound"
     for criterion in bundle["report"]["criteria"]:
-        criterion["gate"] = "lower_bound"
-    assert "under gate lower_bound fails >= 0.9" in check_submission(sealed(bundle))
+        criterion["rule"] = "lower_bound"
+    assert "under rule lower_bound fails >= 0.9" in check_submission(sealed(bundle))

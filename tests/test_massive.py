@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from pytest_analog import metrics
+from pytest_analog.criterion import Criterion, Gate, Measured
 from pytest_analog.fidelity import _leave_out
 from pytest_analog.massive import TopRows
-from pytest_analog.record import make_criterion
 from tests.test_metrics_cka import ref_linear_cka
 
 # -- a planted massive row, streamed in batches as `fidelity.measure` does ----------------------
@@ -118,12 +118,12 @@ def test_a_skewed_bootstrap_interval_is_moved_onto_its_estimate():
 
 
 def _corrected_report():
-    criterion = make_criterion(
-        "representation::test_cka[teacher_layer=11]", "representation", "cka", 0.3997, min=0.5, score="corrected",
-        chance=0.077, interval=(0.38, 0.42), chance_interval=(0.06, 0.09), corrected_interval=(0.33, 0.37),
-        teacher_layer=11, student_layer=1,
+    criterion = Criterion(
+        "representation::test_cka[teacher_layer=11]", "representation", "cka",
+        Measured(0.3997, (0.38, 0.42), 0.077, (0.06, 0.09), (0.33, 0.37)), Gate("min", 0.5, "corrected"),
+        {"teacher_layer": 11, "analog_layer": 1},
     ).to_dict()
-    return {"schema_version": 1, "verdict": "fail", "criteria": [criterion]}, criterion
+    return {"schema_version": 2, "verdict": "fail", "criteria": [criterion]}, criterion
 
 
 def test_the_headline_is_the_score_the_threshold_reads_in_every_renderer():
@@ -211,7 +211,7 @@ def test_the_heatmaps_gated_cells_are_the_gated_values(measured):
 
 
 def test_every_interval_holds_its_estimate(measured):
-    from pytest_analog.record import chance_corrected
+    from pytest_analog.criterion import chance_corrected
 
     m, _ = measured
     checked = 0

@@ -353,7 +353,7 @@ def test_best_match():
 
 def test_debiased_cka_over_the_tokens_of_few_prompts_reads_high():
     # two models sharing nothing but an offset per prompt (tokens of one prompt are not independent rows):
-    # about 1/P over P prompts (the caveat behind criteria.cka.min_prompts)
+    # about 1/P over P prompts (the caveat behind gates.cka.min_prompts)
     rng = np.random.default_rng(0)
 
     def unrelated(n_prompts, tokens=10, d=32):

@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import pytest
 
 from pytest_analog import cache
+from pytest_analog.criterion import Criterion, Gate, Measured
 from pytest_analog.errors import AnalogError
 from pytest_analog.models import ModelPair, parameter_fraction
 from pytest_analog.prompts import load_prompts, shipped_prompt_sets
-from pytest_analog.record import make_criterion
 from pytest_analog.versions import package_version
 
 
@@ -42,29 +42,41 @@ def test_cache_round_trip_and_distrust(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "value", "passed", "message"),
+    ("gate", "measured", "passed", "message"),
     [
-        ({"min": 0.5}, 0.7, True, "cka = 0.7 passes >= 0.5"),
-        ({"min": 0.5}, 0.3, False, "cka = 0.3 fails >= 0.5: the analog's layer shares little linear structure"),
-        ({"max": 2.0}, 3.0, False, "cka = 3 fails <= 2"),
-        ({}, 0.3, None, "cka = 0.3 (informational)"),
-        ({"min": 0.5, "reason": "too few prompts"}, float("nan"), False, "cka has no value: too few prompts"),
+        (Gate("min", 0.5), Measured(0.7), True, "cka = 0.7 passes >= 0.5"),
+        (Gate("min", 0.5), Measured(0.3), False, "cka = 0.3 fails >= 0.5: the analog's layer shares little linear structure"),
+        (Gate("max", 2.0), Measured(3.0), False, "cka = 3 fails <= 2"),
+        (Gate(), Measured(0.3), None, "cka = 0.3 (informational)"),
+        (Gate("min", 0.5), Measured(float("nan"), reason="too few prompts"), False, "cka has no value: too few prompts"),
     ],
 )
-def test_criteria_judge_and_explain(kwargs, value, passed, message):
-    c = make_criterion("representation::test_cka", "representation", "cka", value, **kwargs)
-    assert c.passed is passed and c.gated is (passed is not None)
+def test_criteria_judge_and_explain(gate, measured, passed, message):
+    c = Criterion("representation::test_cka", "representation", "cka", measured, gate)
+    assert c.passed is passed and c.gate.gated is (passed is not None)
+    assert c.to_dict()["passed"] is passed and c.to_dict()["gated"] is (passed is not None)
     assert c.message.startswith(message)
     json.dumps(c.to_dict(), allow_nan=False)  # NaN never reaches the report
 
 
-def test_criterion_takes_one_bound():
-    with pytest.raises(ValueError, match="give min or max, not both"):
-        make_criterion("x", "s", "cka", 0.5, min=0.1, max=0.9)
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("min", None), "a gate needs both a direction and a threshold, or neither; got 'min', None"),
+        ((None, 0.5), "a gate needs both a direction and a threshold, or neither; got None, 0.5"),
+        (("above", 0.5), "gate direction must be 'min' or 'max', got 'above'"),
+        (("min", 0.5, "adjusted"), "gate score must be 'raw' or 'corrected', got 'adjusted'"),
+        (("min", 0.5, "raw", "upper"), "gate rule must be 'point' or 'lower_bound', got 'upper'"),
+    ],
+)
+def test_a_gate_refuses_what_it_cannot_judge(args, message):
+    with pytest.raises(ValueError) as info:
+        Gate(*args)
+    assert str(info.value) == message
 
 
 def test_per_layer_message_names_both_layers():
-    c = make_criterion("r::t", "representation", "cka", 0.1, min=0.5, teacher_layer=12, student_layer=6)
+    c = Criterion("r::t", "representation", "cka", Measured(0.1), Gate("min", 0.5), {"teacher_layer": 12, "analog_layer": 6})
     assert c.message.startswith("cka at teacher layer 12 (analog layer 6) = 0.1 fails >= 0.5")
 
 
@@ -100,14 +112,13 @@ def test_prompt_set_errors(tmp_path, name, content, message):
 
 @pytest.mark.parametrize("shared", [0, 5])
 def test_too_few_shared_tokens_give_geometry_a_reason_not_a_value(tmp_path, shared):
-    """Below criteria.*_geometry.min_rows shared rows the geometry is not measurable, and its gate fails."""
+    """Below embeddings.min_rows shared rows the geometry is not measurable, and its gate fails."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     from pytest_analog.config import load_config
     from pytest_analog.fidelity import _geometry, shared_token_ids
     from pytest_analog.models import ModelPair, load_model
-    from pytest_analog.record import make_criterion
     from tests.conftest import save_model, tiny_llama
 
     dirs = []
@@ -123,10 +134,11 @@ def test_too_few_shared_tokens_give_geometry_a_reason_not_a_value(tmp_path, shar
     assert values == {"embedding": None, "unembedding": None}
     assert notes["embedding_geometry"] == (
         f"not measurable: the two models share {shared} usable token rows; at least 100 are needed "
-        "(criteria.embedding_geometry.min_rows)"
+        "(embeddings.min_rows)"
     )
-    gate = make_criterion("embeddings::test_geometry", "embeddings", "embedding_geometry", None, min=0.9,
-                          reason=notes["embedding_geometry"])
+    gate = Criterion("embeddings::test_geometry", "embeddings", "embedding_geometry",
+                     Measured(None, reason=notes["embedding_geometry"]), load_config().gates.gate("embedding_geometry"))
+    assert gate.gate == Gate("min", 0.9)
     assert gate.passed is False and gate.message == f"embedding_geometry has no value: {notes['embedding_geometry']}"
 
 

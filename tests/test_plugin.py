@@ -70,10 +70,10 @@ def test_cuda_without_cuda_is_usage_error(pytester, tiny_dir):
 
 
 def test_invalid_config_value_is_usage_error(pytester, tiny_dir):
-    config = write_yaml(pytester.path / "analog.yaml", {"criteria": {"cka": {"min": "high"}}})
+    config = write_yaml(pytester.path / "analog.yaml", {"gates": {"cka": {"min": "high"}}})
     result = pytester.runpytest(*models(tiny_dir, tiny_dir), f"--analog-config={config}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: *analog.yaml: 'criteria.cka.min' must be a number or null, got 'high'"])
+    result.stderr.fnmatch_lines(["ERROR: *analog.yaml: 'gates.cka.min' must be a number or null, got 'high'"])
 
 
 def test_layer_out_of_range_is_usage_error(pytester, tiny_dir):
@@ -92,12 +92,12 @@ def test_self_pair_passes_and_writes_reports(pytester, tiny_dir):
     result.assert_outcomes(passed=17)
     result.stdout.fnmatch_lines(["*analog fidelity*", "*report: *fidelity.html"])
     data = json.loads((report / "fidelity.json").read_text())
-    assert data["schema_version"] == 1 and data["verdict"] == "pass"
+    assert data["schema_version"] == 2 and data["verdict"] == "pass"
     assert {c["metric"] for c in data["criteria"]} >= {"cka", "embedding_geometry", "kl"}
     cka = [c for c in data["criteria"] if c["metric"] == "cka"]
     assert len(cka) == 4 and all(c["value"] > 0.999 and c["passed"] for c in cka)
-    assert all(c["few_prompts"].startswith("only 24 prompts (criteria.cka.min_prompts: 50)") for c in cka)
-    assert all(c["gate"] == "point" and c["too_close_to_call"] is False for c in data["criteria"])
+    assert all(c["few_prompts"].startswith("only 24 prompts (gates.cka.min_prompts: 50)") for c in cka)
+    assert all(c["rule"] == "point" and c["too_close_to_call"] is False for c in data["criteria"])
     assert data["models"]["teacher"]["sha256"] == data["models"]["student"]["sha256"]
     assert "first position" in data["capture"]["positions"]
     assert data["layers"]["best_match"] == [0, 1, 2, 3] == data["layers"]["mapped"]
@@ -107,7 +107,7 @@ def test_self_pair_passes_and_writes_reports(pytester, tiny_dir):
 
 
 def test_failing_threshold_fails_the_run(pytester, tiny_dir, tiny_random_dir):
-    config = write_yaml(pytester.path / "analog.yaml", {"gate": "lower_bound", "criteria": {"cka": {"min": 0.99}}})
+    config = write_yaml(pytester.path / "analog.yaml", {"gates": {"rule": "lower_bound", "cka": {"min": 0.99}}})
     report = pytester.path / "fidelity"
     result = pytester.runpytest(
         *models(tiny_dir, tiny_random_dir), *FAST, f"--analog-config={config}", f"--analog-report={report}",
@@ -117,7 +117,7 @@ def test_failing_threshold_fails_the_run(pytester, tiny_dir, tiny_random_dir):
     result.stdout.fnmatch_lines(["*cka at teacher layer 2 (analog layer 2) = * (chance *, corrected *) fails >= 0.99 on the corrected score at its interval's lower end *: *"])
     data = json.loads((report / "fidelity.json").read_text())
     assert data["verdict"] == "fail" and data["summary"]["failed"] >= 1
-    assert {c["gate"] for c in data["criteria"]} == {"lower_bound"}  # the global rule reaches every criterion
+    assert {c["rule"] for c in data["criteria"]} == {"lower_bound"}  # the global rule reaches every criterion
 
 
 def test_ini_twins_and_suite_selection(pytester, tiny_dir):
@@ -210,11 +210,21 @@ def test_fidelity_record_without_models_and_twice_in_one_test(pytester):
         def test_twice(fidelity_record):
             fidelity_record("a", 1.0)
             fidelity_record("b", 2.0)
+
+        def test_both_bounds(fidelity_record):
+            fidelity_record("c", 0.5, min=0.1, max=0.9)
+
+        def test_bad_score(fidelity_record):
+            fidelity_record("d", 0.5, min=0.1, score="adjusted")
         """
     )
     result = pytester.runpytest("--analog-report=out")
-    result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*fidelity_record was called twice in test_twice; record one criterion per test*"])
+    result.assert_outcomes(passed=1, failed=3)
+    result.stdout.fnmatch_lines([
+        "*fidelity_record was called twice in test_twice; record one criterion per test*",
+        "*fidelity_record('c'): give min or max, not both*",
+        "*fidelity_record('d'): gate score must be 'raw' or 'corrected', got 'adjusted'*",
+    ])
     data = json.loads((pytester.path / "out" / "fidelity.json").read_text())
     assert [(c["metric"], c["passed"]) for c in data["criteria"]] == [("my_metric", True), ("a", None)]
     assert "models" not in data

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from pytest_analog.config import load_config
+from pytest_analog.criterion import Criterion
 from pytest_analog.fidelity import measure
 from pytest_analog.models import LoadedModel, ModelPair, load_model
 from pytest_analog.prompts import load_prompts
-from pytest_analog.record import make_criterion
 from pytest_analog.students import control_model, layer_pruned_copy, random_copy
 
 pytestmark = pytest.mark.slow
@@ -90,5 +90,5 @@ def test_a_pruned_copy_is_clearly_above_chance_at_the_middle_layers(smollm2):
     m = measure(ModelPair(smollm2, student), load_prompts("default", 48), config, control=control)
     for layer in (8, 11, 15, 19, 22):
         for metric in ("cka", "mutual_knn"):
-            c = make_criterion("x", "representation", metric, getattr(m, metric)[layer], **m.against_chance(metric, layer))
-            assert c.above_chance and c.corrected > 0.05, (metric, layer, c)
+            c = Criterion("x", "representation", metric, m.measured(metric, layer))
+            assert c.above_chance and c.measured.corrected > 0.05, (metric, layer, c)

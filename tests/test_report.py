@@ -46,7 +46,7 @@ def _model(model_id, parameters, num_layers):
     }
 
 
-def _criterion(suite, metric, value, threshold=None, direction=None, teacher_layer=None, student_layer=None,
+def _criterion(suite, metric, value, threshold=None, direction=None, teacher_layer=None, analog_layer=None,
                description="", name=None):
     gated = threshold is not None
     passed = None
@@ -68,7 +68,7 @@ def _criterion(suite, metric, value, threshold=None, direction=None, teacher_lay
     }
     if teacher_layer is not None:
         c["teacher_layer"] = teacher_layer
-        c["student_layer"] = student_layer
+        c["analog_layer"] = analog_layer
     return c
 
 
@@ -95,7 +95,7 @@ def make_report(n_teacher=31, n_student=16, seed=0):
                                    "debiased linear CKA over aligned tokens", name="test_cka"))
     for layer in range(n_teacher):
         value = float("nan") if layer == 5 else float(np.clip(matrix[layer, mapped[layer]] + 0.03, 0, 1))
-        criteria.append(_criterion("representation", "rbf_cka", value, teacher_layer=layer, student_layer=mapped[layer],
+        criteria.append(_criterion("representation", "rbf_cka", value, teacher_layer=layer, analog_layer=mapped[layer],
                                    description="RBF CKA", name="test_rbf_cka"))
     for layer in range(n_teacher):
         value = 0.05 if layer == 20 % n_teacher else 0.3 + 0.2 * rng.random()
@@ -196,7 +196,7 @@ def test_json_is_strict_and_round_trips_criteria(written):
         raise AssertionError(f"non-standard JSON constant {name}")
 
     loaded = json.loads(text, parse_constant=reject)
-    assert text.startswith('{\n  "schema_version": 1')
+    assert text.startswith('{\n  "schema_version": 2')
     assert len(loaded["criteria"]) == len(report["criteria"])
     for got, want in zip(loaded["criteria"], report["criteria"]):
         if isinstance(want["value"], float) and math.isnan(want["value"]):
@@ -530,7 +530,7 @@ def _keys(typed_dict):
 
 
 def test_schema_documents_the_report_keys(report):
-    assert schema.SCHEMA_VERSION == SCHEMA_VERSION == 1
+    assert schema.SCHEMA_VERSION == SCHEMA_VERSION == 2
     assert set(report) <= _keys(schema.ReportDocument)
     assert set(report["models"]) <= _keys(schema.ModelsSection)
     assert set(report["models"]["teacher"]) <= _keys(schema.ModelInfo)
@@ -546,7 +546,7 @@ def test_no_temp_files_after_success(written):
 
 
 def test_each_failing_metric_says_what_it_means_and_what_helps_once(report, no_plots):
-    from pytest_analog.record import METRICS
+    from pytest_analog.facts import METRICS
 
     report["criteria"].append(_criterion("custom", "my_probe", 0.1, 0.5, "min"))  # a user metric: no advice to give
     failing = {c["metric"] for c in report["criteria"] if c["gated"] and c["passed"] is False}
@@ -613,17 +613,18 @@ def test_plot_legends_lie_inside_the_image(monkeypatch, draw, section):
 
 
 def test_criteria_too_close_to_call_or_on_few_prompts_are_flagged_everywhere(report, no_plots):
-    from pytest_analog.record import make_criterion
+    from pytest_analog.criterion import Criterion, Gate, Measured
 
-    close = make_criterion("representation::test_cka[teacher_layer=3]", "representation", "cka", 0.62, min=0.5,
-                           interval=(0.45, 0.7), gate="lower_bound", teacher_layer=3, student_layer=1,
-                           few_prompts="only 12 prompts").to_dict()
-    clear = make_criterion("behaviour::test_top1", "behaviour", "top1_agreement", 0.8, min=0.6, interval=(0.7, 0.9)).to_dict()
+    close = Criterion("representation::test_cka[teacher_layer=3]", "representation", "cka", Measured(0.62, (0.45, 0.7)),
+                      Gate("min", 0.5, rule="lower_bound"),
+                      {"teacher_layer": 3, "analog_layer": 1, "few_prompts": "only 12 prompts"}).to_dict()
+    clear = Criterion("behaviour::test_top1", "behaviour", "top1_agreement", Measured(0.8, (0.7, 0.9)), Gate("min", 0.6)).to_dict()
     assert close["too_close_to_call"] and not close["passed"] and not clear["too_close_to_call"]
     report["criteria"] = [close, clear, *report["criteria"]]
     markdown, page = render_markdown(report), render_html(report)
     assert "⚠️ too close to call" in markdown and "⚠️ few prompts" in markdown
     assert "its interval holds the threshold" in markdown and "≥ 0.5, lower end" in markdown
+    assert "few prompts: fewer prompts than gates.cka.min_prompts" in markdown  # the key a user can set
     assert '<span class="flag"' in page and "⚠ too close to call" in page and "⚠ few prompts" in page
     lines = "\n".join(terminal_lines(report))
     assert "FAIL (too close to call) (few prompts)" in lines and ">= 0.5, lower end" in lines

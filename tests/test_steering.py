@@ -310,9 +310,9 @@ def test_steering_suite_end_to_end_reports_criteria_plot_and_numbers(pytester, p
              for k, t in enumerate(TEXTS)]
     behaviour.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     steering = {"behaviours": [str(behaviour)], "teacher_layers": [1], "alphas": [-1.0, 0.0, 1.0, 2.0],
-                "map_prompts": 20, "train_items": 16, "eval_items": 8, "autoencoder_steps": 20,
-                "criteria": {"random_control": {"max": None}}}
-    config = write_yaml(tmp_path / "analog.yaml", {"steering": steering})
+                "map_prompts": 20, "train_items": 16, "eval_items": 8, "autoencoder_steps": 20}
+    gates = {"random_control": {"max": None}}
+    config = write_yaml(tmp_path / "analog.yaml", {"steering": steering, "gates": gates})
     pytester.makepyfile(test_user=f"""
         import torch
 
@@ -350,7 +350,7 @@ def test_steering_suite_end_to_end_reports_criteria_plot_and_numbers(pytester, p
     monkeypatch.setattr(models, "load_model", no_model)
     monkeypatch.setattr(models, "load_pair", no_model)
     (pytester.path / "test_user.py").unlink()  # its fixtures need the models
-    write_yaml(config, {"steering": {**steering, "criteria": {**steering["criteria"], "transfer_ratio": {"min": 1.5}}}})
+    write_yaml(config, {"steering": steering, "gates": {**gates, "transfer_ratio": {"min": 1.5}}})
     pytester.runpytest(*args).assert_outcomes(passed=5, failed=1)
     again = json.loads((report / "fidelity.json").read_text())
     assert again["steering"]["cached"] is True and again["steering"]["behaviours"] == data["steering"]["behaviours"]

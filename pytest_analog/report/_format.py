@@ -201,7 +201,7 @@ def fmt_threshold(criterion, *, ascii_only=False):
 
 FLAG_NOTES = {
     "too close to call": "its interval holds the threshold, so other prompts or items could turn the verdict",
-    "few prompts": "fewer prompts than criteria.cka.min_prompts: token-level CKA reads about 1/P too high",
+    "few prompts": "fewer prompts than gates.cka.min_prompts: token-level CKA reads about 1/P too high",
 }
 
 
