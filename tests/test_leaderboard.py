@@ -431,7 +431,7 @@ def test_verdicts_are_rejudged_by_the_configured_decision_rule(bundles):
     for config in (bundle["config"], bundle["report"]["config"]):
         config["gates"]["embedding_geometry"]["rule"] = "lower_bound"
     assert check_submission(sealed(copy.deepcopy(bundle))) == (
-        f"{where}: value 0.95 with interval (0.85, 0.99) under rule lower_bound fails >= 0.9 but 'passed' is True"
+        f"{where}: value 0.95 with interval [0.85, 0.99] under rule lower_bound fails >= 0.9 but 'passed' is True"
     )
     for config in (bundle["config"], bundle["report"]["config"]):  # the global rule, the criterion's own left null
         config["gates"]["embedding_geometry"]["rule"] = None

@@ -151,7 +151,8 @@ def _criterion_problem(row: dict, gates: Gates) -> str | None:
             return problem
     if row["passed"] is not criterion.passed:
         op = ">=" if gate.direction == "min" else "<="
-        by = f" with interval {criterion.judged_interval} under rule lower_bound" if gate.rule == "lower_bound" else ""
+        interval = criterion.judged_interval
+        by = f" with interval [{interval[0]:g}, {interval[1]:g}] under rule lower_bound" if gate.rule == "lower_bound" and interval else ""
         verdict = "meets" if criterion.passed else "fails"
         return f"value {criterion.judged}{by} {verdict} {op} {gate.threshold:g} but 'passed' is {row['passed']}"
     return None

@@ -126,7 +126,7 @@ def linear_cka(x, y, debiased: bool = False) -> float:
     offset per prompt score above 0, about 1/P when the offsets are moderate
     and more when they dominate the tokens (pairs of tokens from one prompt
     read as agreement). Token-level CKA over few prompts is biased upward
-    accordingly (`criteria.cka.min_prompts` in the config).
+    accordingly (`gates.cka.min_prompts` in the config).
 
     Args:
         x: array or tensor [n, d_x].
