@@ -84,6 +84,27 @@ def test_replicates_do_not_depend_on_where_the_features_are_centred():
     np.testing.assert_allclose(got, want, atol=1e-8)
 
 
+def test_replicate_sums_from_prompt_block_sums_equal_the_direct_sums_over_rows():
+    # the shortcut: weights are constant within a prompt, so A w and the weighted sums of A∘B come from
+    # per-prompt sums; checked against the O(n²·B) sums written out, with prompts drawn several times
+    from pytest_analog.metrics.bootstrap import _Terms
+
+    rng = np.random.default_rng(11)
+    groups, x = _grouped(rng, 15, 6)
+    y = rng.normal(size=(len(x), 4))
+    a, b = x @ x.T, y @ y.T
+    counts = metrics.resample_counts(15, 6, seed=1)
+    assert (counts > 1).any()
+    terms = _Terms({"a": torch.from_numpy(a), "b": torch.from_numpy(b)}, torch.from_numpy(groups), torch.from_numpy(counts).double())
+    w = counts[:, groups].astype(float)  # [B, n] row weights
+    for power in (1, 2):
+        np.testing.assert_allclose(terms.product("a", power).numpy(), a @ (w**power).T, rtol=1e-12)
+    for left, right in ((1, 1), (2, 1), (3, 1), (2, 2)):
+        direct = np.einsum("bi,bj,ij->b", w**left, w**right, a * b)
+        np.testing.assert_allclose(terms.quadratic("a", "b", left, right).numpy(), direct, rtol=1e-12)
+    np.testing.assert_allclose(terms.quadratic("a", "", 1, 1).numpy(), np.einsum("bi,bj,ij->b", w, w, a), rtol=1e-12)
+
+
 @pytest.mark.parametrize("debiased", [True, False])
 def test_replicates_against_several_grams_equal_one_at_a_time(debiased):
     rng = np.random.default_rng(9)
