@@ -84,7 +84,7 @@ PARTS = {
     "massive rows: norms and candidates": ("pytest_analog.massive", "TopRows.update"),
     "massive rows left out + influence figure": ("pytest_analog.fidelity", "_leave_out"),
     "token-level CKA bootstrap": ("pytest_analog.metrics", "gram_cka_replicates_each"),
-    "kNN bootstrap": ("pytest_analog.metrics", "mutual_knn_replicates"),
+    "kNN bootstrap": ("pytest_analog.metrics", "mutual_knn_replicates_each"),
     "layer matrix": ("pytest_analog.metrics", "cka_matrix"),
 }
 

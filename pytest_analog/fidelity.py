@@ -178,9 +178,8 @@ class _Stream:
         for i in self.layers:
             teacher_rows = batch.teacher(i)
             norms[i] = teacher_rows.norm(dim=1).double().cpu().numpy()
-            teacher_rows = teacher_rows.double()  # converted once for every stream of this layer
-            for name in self.others:
-                self.streams[name, i].update(teacher_rows, other_rows[name, self.mapped[i]])
+            metrics.StreamingLinearCKA.update_each([self.streams[name, i] for name in self.others], teacher_rows,
+                                                   [other_rows[name, self.mapped[i]] for name in self.others])
         self.top.update(batch.row_start, norms, lambda rows: {key: get[key[0]](key[1], rows) for key in self.read})
         for (name, layer), store in self.pooled.items():
             store.append(pooled[name](layer))
@@ -405,17 +404,14 @@ def _intervals(config, layers, mapped, others, values, chance, notes, *, groups,
         grams = [last_grams[name][1] for name in others]
         cka = metrics.gram_cka_replicates_each(metrics.linear_gram(rows["teacher", i]), grams, groups, counts, debiased)
         reps.update({("cka", name): r for name, r in zip(others, cka)})
-        for name in others:
-            t_pool, o_pool = pooled["teacher", i], pooled[name, mapped[i]]
-            if "rbf_cka" not in notes:
-                reps["rbf_cka", name] = metrics.rbf_cka_replicates(
-                    t_pool, o_pool, pooled_counts, sigma_frac=config.criteria.rbf_cka.sigma_frac,
-                    debiased=config.criteria.rbf_cka.debiased,
-                )
-            if "mutual_knn" not in notes:
-                reps["mutual_knn", name] = metrics.mutual_knn_replicates(
-                    t_pool, o_pool, pooled_counts, k=config.criteria.mutual_knn.k
-                )
+        t_pool, o_pools = pooled["teacher", i], [pooled[name, mapped[i]] for name in others]
+        if "rbf_cka" not in notes:
+            rbf = metrics.rbf_cka_replicates_each(t_pool, o_pools, pooled_counts, sigma_frac=config.criteria.rbf_cka.sigma_frac,
+                                                  debiased=config.criteria.rbf_cka.debiased)
+            reps.update({("rbf_cka", name): r for name, r in zip(others, rbf)})
+        if "mutual_knn" not in notes:
+            knn = metrics.mutual_knn_replicates_each(t_pool, o_pools, pooled_counts, k=config.criteria.mutual_knn.k)
+            reps.update({("mutual_knn", name): r for name, r in zip(others, knn)})
         for metric in PER_LAYER:
             if (metric, "student") not in reps:
                 continue

@@ -118,6 +118,19 @@ def test_replicates_against_several_grams_equal_one_at_a_time(debiased):
     assert not np.allclose(shared[0], shared[1])
 
 
+def test_rbf_and_knn_replicates_against_several_equal_one_at_a_time():
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(40, 8))
+    ys = [x @ rng.normal(size=(8, 5)) + 0.5 * rng.normal(size=(40, 5)), rng.normal(size=(40, 6))]
+    counts = metrics.resample_counts(40, 30, seed=3)
+    knn = metrics.mutual_knn_replicates_each(x, ys, counts, k=4)
+    rbf = metrics.rbf_cka_replicates_each(x, ys, counts, debiased=True)
+    for y, got_knn, got_rbf in zip(ys, knn, rbf):
+        np.testing.assert_array_equal(got_knn, metrics.mutual_knn_replicates(x, y, counts, k=4))
+        np.testing.assert_allclose(got_rbf, metrics.rbf_cka_replicates(x, y, counts, debiased=True), rtol=1e-12)
+    assert not np.allclose(knn[0], knn[1])
+
+
 def test_debiased_replicates_of_unrelated_data_stay_at_zero_where_naive_resampling_does_not():
     # d = 200 activations over 40 prompts: a copy of a prompt paired with itself would add about d/P.
     rng = np.random.default_rng(3)

@@ -217,6 +217,22 @@ def test_streaming_merge_copies_instead_of_aliasing(rng):
     assert b.compute(debiased=True) == pytest.approx(linear_cka(x[:100], y[:100], debiased=True), abs=1e-12)
 
 
+@MODES
+def test_streaming_each_shares_x_and_equals_one_stream_per_pair(rng, debiased):
+    x, y = correlated(rng, 400, 10, 6, offset=1e3)
+    z = rng.normal(size=(400, 5)) + 50.0
+    pairs = [StreamingLinearCKA(), StreamingLinearCKA()]
+    for part in np.split(np.arange(400), [1, 90, 91, 300]):
+        StreamingLinearCKA.update_each(pairs, x[part], [y[part], z[part]])
+    for stream, other in zip(pairs, (y, z)):  # x's shared sums are no alias: each stream adds its own copy
+        alone = feed(StreamingLinearCKA(), x, other, [1, 90, 91, 300])
+        assert stream.n == 400
+        assert stream.compute(debiased=debiased) == alone.compute(debiased=debiased)
+        assert stream.compute(debiased=debiased) == pytest.approx(ref_linear_cka(x, other, debiased), abs=1e-9)
+    with pytest.raises(ValueError, match="one y per stream: got 2 streams and 1 ys"):
+        StreamingLinearCKA.update_each(pairs, x, [y])
+
+
 def test_streaming_torch_float32_batches(rng):
     x, y = correlated(rng, 300, 6, 5, offset=500.0)
     xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y).float()

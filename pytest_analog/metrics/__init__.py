@@ -11,8 +11,10 @@ from pytest_analog.metrics.bootstrap import (
     linear_cka_replicates,
     linear_gram,
     mutual_knn_replicates,
+    mutual_knn_replicates_each,
     percentile_interval,
     rbf_cka_replicates,
+    rbf_cka_replicates_each,
     resample_counts,
 )
 from pytest_analog.metrics.cka import StreamingLinearCKA, linear_cka, rbf_cka
@@ -38,8 +40,10 @@ __all__ = [
     "mutual_knn",
     "mutual_knn_overlaps",
     "mutual_knn_replicates",
+    "mutual_knn_replicates_each",
     "percentile_interval",
     "rbf_cka",
     "rbf_cka_replicates",
+    "rbf_cka_replicates_each",
     "resample_counts",
 ]

@@ -17,23 +17,26 @@ from pytest_analog.metrics._utils import as_float64, check_rows, nan_with_warnin
 Stats = dict[str, torch.Tensor]
 
 
-def _linear_cka_update(x: torch.Tensor, y: torch.Tensor, shift_x: torch.Tensor, shift_y: torch.Tensor) -> Stats:
+def _side(z: torch.Tensor, shift: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor, Stats]:
+    """One side's rows about its reference point (shifting first keeps the moments free of cancellation),
+    their squared norms and the statistics of that side alone, keyed as in `_linear_cka_update` with
+    ``name`` ('x' or 'y') for the side."""
+    z = z - shift  # [b, d]
+    r = z.square().sum(1)  # [b]
+    return z, r, {f"s{name}": z.sum(0), name * 2: z.T @ z, f"{name}r{name}": z.T @ r, f"r{name}": r.sum(), f"r{name}{name}": r @ r}
+
+
+def _linear_cka_update(x: torch.Tensor, y: torch.Tensor, shift_x: torch.Tensor, shift_y: torch.Tensor, x_side=None) -> Stats:
     """Sufficient statistics of one batch, taken about the reference point (shift_x, shift_y).
 
     Keys: sx, sy column sums; xx, yy, xy cross moments XᵀX, YᵀY, XᵀY; with
     r_x = ‖x_i‖² and r_y = ‖y_i‖²: xrx = Xᵀr_x, xry = Xᵀr_y, yrx = Yᵀr_x,
     yry = Yᵀr_y, rx = Σr_x, ry = Σr_y, rxx = Σr_x², ryy = Σr_y², rxy = Σr_x r_y.
+    ``x_side``: `_side` of x about shift_x, when already computed for another y.
     """
-    x = x - shift_x  # [b, d_x]; shifting first keeps the moments free of cancellation
-    y = y - shift_y  # [b, d_y]
-    rx = x.square().sum(1)  # [b]
-    ry = y.square().sum(1)
-    return {
-        "sx": x.sum(0), "sy": y.sum(0),
-        "xx": x.T @ x, "yy": y.T @ y, "xy": x.T @ y,
-        "xrx": x.T @ rx, "xry": x.T @ ry, "yrx": y.T @ rx, "yry": y.T @ ry,
-        "rx": rx.sum(), "ry": ry.sum(), "rxx": rx @ rx, "ryy": ry @ ry, "rxy": rx @ ry,
-    }  # fmt: skip
+    x, rx, x_stats = x_side if x_side is not None else _side(x, shift_x, "x")
+    y, ry, y_stats = _side(y, shift_y, "y")
+    return x_stats | y_stats | {"xy": x.T @ y, "xry": x.T @ ry, "yrx": y.T @ rx, "rxy": rx @ ry}
 
 
 def _shifted_r(n: int, sa: torch.Tensor, ra: torch.Tensor, da: torch.Tensor) -> torch.Tensor:
@@ -216,18 +219,41 @@ class StreamingLinearCKA:
             ValueError: bad shapes, non-finite values, or widths that differ
                 from earlier updates.
         """
-        device = self._ref[0].device if self._ref is not None else None
-        x = as_float64(x, "x", device=device)
-        y = as_float64(y, "y", device=x.device)
-        b = check_rows(x, y, 0, "an update")
-        self._check_widths((x.shape[1], y.shape[1]))
-        if b == 0:
-            return
-        if self._ref is None:
-            self._ref = (x.mean(0), y.mean(0))
-        batch = _linear_cka_update(x, y, *self._ref)
+        StreamingLinearCKA.update_each([self], x, [y])
+
+    @staticmethod
+    def update_each(streams: list[StreamingLinearCKA], x, ys) -> None:
+        """`update` each of ``streams`` with the rows (x, its entry of ``ys``), x's own sums computed once.
+
+        For one representation compared with several (a teacher layer with the
+        analog and the chance control): the streams that saw the same x rows so
+        far share x's reference point, so its statistics (XᵀX, the most costly
+        for a wide teacher) are the same for all of them.
+
+        Raises:
+            ValueError: as `update`, or ``ys`` not one per stream.
+        """
+        if len(streams) != len(ys):
+            raise ValueError(f"one y per stream: got {len(streams)} streams and {len(ys)} ys")
+        x_checked = as_float64(x, "x")
+        shared = {}  # x's reference point (device, bytes) -> its `_side`
+        for stream, y in zip(streams, ys):
+            x = x_checked.to(stream._ref[0].device) if stream._ref is not None else x_checked
+            y = as_float64(y, "y", device=x.device)
+            b = check_rows(x, y, 0, "an update")
+            stream._check_widths((x.shape[1], y.shape[1]))
+            if b == 0:
+                continue
+            if stream._ref is None:
+                stream._ref = (x.mean(0), y.mean(0))
+            key = (stream._ref[0].device, stream._ref[0].cpu().numpy().tobytes())
+            if key not in shared:
+                shared[key] = _side(x, stream._ref[0], "x")
+            stream._add(_linear_cka_update(x, y, *stream._ref, x_side=shared[key]), b)
+
+    def _add(self, batch: Stats, b: int) -> None:
         if self._stats is None:
-            self._stats = batch
+            self._stats = {key: value.clone() for key, value in batch.items()}  # x's part may be shared
         else:
             for key, value in batch.items():
                 self._stats[key] += value
