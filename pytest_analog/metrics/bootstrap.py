@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from pytest_analog.metrics._utils import as_float64, check_rows, unit_rows
+from pytest_analog.metrics.cka import _rbf_gram, linear_gram
 
 _KNN_ELEMENTS = 1 << 21  # similarity entries per model held at once by the kNN replicates (16 MB of float64)
 
@@ -176,13 +177,6 @@ def _v_hsic(t: _Terms, a: str, b: str) -> torch.Tensor:
     return (t.quadratic(a, b, 1, 1) - 2 * cross / n + t.quadratic(a, "", 1, 1) * t.quadratic(b, "", 1, 1) / n**2) / n**2
 
 
-def linear_gram(x) -> torch.Tensor:
-    """The float64 Gram matrix of column-centred rows (centring for precision; CKA does not depend on it)."""
-    x = as_float64(x, "x")
-    x = x - x.mean(dim=0)
-    return x @ x.T
-
-
 def linear_cka_replicates(x, y, groups, counts, debiased: bool = True) -> np.ndarray:
     """Linear CKA of each replicate; rows of ``x`` and ``y`` are aligned tokens, ``groups`` their prompts."""
     x, y = as_float64(x, "x"), as_float64(y, "y")
@@ -198,8 +192,6 @@ def rbf_cka_replicates(x, y, counts, sigma_frac: float = 1.0, debiased: bool = F
 
 def rbf_cka_replicates_each(x, ys, counts, sigma_frac: float = 1.0, debiased: bool = False) -> list[np.ndarray]:
     """`rbf_cka_replicates` of ``x`` against each of ``ys``, x's Gram matrix and terms computed once."""
-    from pytest_analog.metrics.cka import _rbf_gram
-
     x = as_float64(x, "x")
     ys = [as_float64(y, "y").to(x.device) for y in ys]
     for y in ys:

@@ -330,7 +330,14 @@ class StreamingLinearCKA:
         return self._cache[debiased]
 
 
-def _center_gram_(k: torch.Tensor, debiased: bool) -> torch.Tensor:
+def linear_gram(x) -> torch.Tensor:
+    """The float64 Gram matrix of column-centred rows (centring for precision; CKA does not depend on it)."""
+    x = as_float64(x, "x")
+    x = x - x.mean(dim=0)
+    return x @ x.T
+
+
+def center_gram_(k: torch.Tensor, debiased: bool) -> torch.Tensor:
     """Centre a Gram matrix in place: HKH, or U-centring (Song et al. 2012) if debiased."""
     n = k.shape[0]
     if debiased:
@@ -355,9 +362,9 @@ def _median(values: torch.Tensor) -> torch.Tensor:
 def _rbf_gram(x: torch.Tensor, sigma_frac: float, name: str) -> torch.Tensor:
     """Gaussian-kernel Gram matrix [n, n] with the median-distance bandwidth."""
     n = x.shape[0]
-    x = x - x.mean(0)  # centring keeps ‖x_i‖² + ‖x_j‖² − 2x_i·x_j accurate
-    norms = x.square().sum(1)
-    sq = (norms[:, None] + norms[None, :]).sub_(x @ x.T, alpha=2).clamp_(min=0).fill_diagonal_(0)
+    gram = linear_gram(x)  # centred rows keep ‖x_i‖² + ‖x_j‖² − 2x_i·x_j accurate
+    norms = gram.diagonal()
+    sq = (norms[:, None] + norms[None, :]).sub_(gram, alpha=2).clamp_(min=0).fill_diagonal_(0)
     # off-diagonal entries without a mask: drop the first element, rows of n+1 start on a diagonal
     off_diagonal = sq.flatten()[1:].view(n - 1, n + 1)[:, :n].sqrt()
     sigma = sigma_frac * _median(off_diagonal.flatten())
@@ -369,7 +376,7 @@ def _rbf_gram(x: torch.Tensor, sigma_frac: float, name: str) -> torch.Tensor:
 
 def _gram_cka(k: torch.Tensor, l: torch.Tensor, debiased: bool) -> float:  # noqa: E741
     """Normalised inner product of the centred Gram matrices (centres both in place)."""
-    k, l = _center_gram_(k, debiased), _center_gram_(l, debiased)  # noqa: E741
+    k, l = center_gram_(k, debiased), center_gram_(l, debiased)  # noqa: E741
     den2 = (k * k).sum() * (l * l).sum()
     if not den2 > 0:
         return nan_with_warning("CKA is undefined: x or y has no variance", stacklevel=4)
