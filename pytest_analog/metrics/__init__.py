@@ -21,9 +21,11 @@ from pytest_analog.metrics.geometry import embedding_geometry_pearson
 from pytest_analog.metrics.knn import mutual_knn, mutual_knn_overlaps
 from pytest_analog.metrics.logits import LogitFidelityResult, StreamingLogitFidelity, logit_fidelity
 from pytest_analog.metrics.matrix import best_match, cka_matrix
+from pytest_analog.metrics.moments import PairedMoments
 
 __all__ = [
     "LogitFidelityResult",
+    "PairedMoments",
     "StreamingLinearCKA",
     "StreamingLogitFidelity",
     "best_match",
