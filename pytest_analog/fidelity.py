@@ -152,7 +152,7 @@ class _Stream:
     until `finish`, which moves each kind to float64 on the CPU once."""
 
     def __init__(self, pair, plan, config, layers, mapped, *, control, with_logits: bool):
-        self.plan, self.config, self.layers, self.mapped = plan, config, layers, mapped
+        self.plan, self.layers, self.mapped = plan, layers, mapped
         self.others = ("student",) if control is None else ("student", "control")  # each compared with the teacher
         rng = np.random.default_rng(config.seed)
         self.sample = np.sort(rng.choice(plan.n_rows, size=min(config.layers.matrix_rows, plan.n_rows), replace=False))

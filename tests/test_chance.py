@@ -95,7 +95,8 @@ def test_replicate_sums_from_prompt_block_sums_equal_the_direct_sums_over_rows()
     a, b = x @ x.T, y @ y.T
     counts = metrics.resample_counts(15, 6, seed=1)
     assert (counts > 1).any()
-    terms = _Terms({"a": torch.from_numpy(a), "b": torch.from_numpy(b)}, torch.from_numpy(groups), torch.from_numpy(counts).double())
+    grams = {"a": torch.from_numpy(a), "b": torch.from_numpy(b)}
+    terms = _Terms(grams, torch.from_numpy(groups), torch.from_numpy(counts).double())
     w = counts[:, groups].astype(float)  # [B, n] row weights
     for power in (1, 2):
         np.testing.assert_allclose(terms.product("a", power).numpy(), a @ (w**power).T, rtol=1e-12)
