@@ -214,9 +214,7 @@ def _measurements(stream, pair, config, control, with_logits: bool, started: flo
     found = stream.top.finish(config.positions.massive_multiple, exclude=config.positions.massive == "exclude")
     influence = _leave_out(stream.streams, stream.top, found, mapped, debiased=config.criteria.cka.debiased)
     kept = _left_in(stream.sample, found)
-    matrices = {name: metrics.cka_matrix([x[kept] for x in stream.samples["teacher"]],
-                                         [y[kept] for y in stream.samples[name]], debiased=True)
-                for name in others}
+    matrices = _layer_matrices(stream.samples, others, kept)
     geometry, geometry_notes = _geometry(pair.teacher, pair.student, config)
     notes = _notes(pair, config, len(plan.prompts), with_logits, geometry_notes)
     values = _per_layer(stream, "student", config, notes)
@@ -266,6 +264,14 @@ def _measurements(stream, pair, config, control, with_logits: bool, started: flo
         intervals=intervals,
         massive=massive,
     )
+
+
+def _layer_matrices(samples, others, kept) -> dict[str, np.ndarray]:
+    """Every teacher layer against every layer of each of ``others``, on the matrix sample's kept rows;
+    one `cka_matrix` call, so each teacher layer's Gram matrix is built once."""
+    columns = [y[kept] for name in others for y in samples[name]]
+    both = metrics.cka_matrix([x[kept] for x in samples["teacher"]], columns, debiased=True)
+    return dict(zip(others, np.split(both, len(others), axis=1)))
 
 
 def _left_in(rows: np.ndarray, found) -> np.ndarray:
