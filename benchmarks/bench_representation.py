@@ -9,8 +9,9 @@ Each runs with the default chance control (a random model of the analog's shape,
 read in the same pass, and the bootstrap intervals; its forward passes count as
 bare passes too) and without it (``chance.control: none``).
 Default pair: SmolLM2-135M-Instruct against itself. A last, timed run prints
-what parts of the measurement cost: the massive-row search and the influence
-figure, the token-level CKA bootstrap and the kNN bootstrap.
+what parts of the measurement cost: the CKA streams, the massive-row search and
+the influence figure, the token-level CKA bootstrap (its Gram matrices and its
+replicates), the kNN bootstrap and the layer matrix.
 
     python benchmarks/bench_representation.py [--prompts 128] [--student DIR]
 """
@@ -82,10 +83,12 @@ def main() -> None:
 
 # the parts whose time is printed: (module, attribute) as the measurement looks them up
 PARTS = {
+    "CKA streams over every row": ("pytest_analog.metrics", "StreamingLinearCKA.update_each"),
     "massive rows: norms and candidates": ("pytest_analog.massive", "TopRows.update"),
     "massive rows left out + influence figure": ("pytest_analog.fidelity", "_leave_out"),
-    "token-level CKA bootstrap": ("pytest_analog.metrics", "gram_cka_replicates_each"),
-    "kNN bootstrap": ("pytest_analog.metrics", "mutual_knn_replicates"),
+    "token-level CKA bootstrap: Gram matrices": ("pytest_analog.metrics", "linear_gram"),
+    "token-level CKA bootstrap: replicates": ("pytest_analog.metrics", "gram_cka_replicates_each"),
+    "kNN bootstrap": ("pytest_analog.metrics", "mutual_knn_replicates_each"),
     "layer matrix": ("pytest_analog.metrics", "cka_matrix"),
 }
 

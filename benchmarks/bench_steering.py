@@ -28,6 +28,7 @@ from pytest_analog.prompts import load_prompts
 from pytest_analog.steering import (
     PairedMoments,
     fit_autoencoder,
+    fit_map,
     load_behaviour,
     steering_analysis,
 )
@@ -109,10 +110,10 @@ def bench_maps(rows: int = 100_000, d: int = 576, chunk: int = 4096) -> None:
         ys.append(y)
     streamed = time.perf_counter() - started
     fit_started = time.perf_counter()
-    moments.ridge(1e-3)
+    fit_map("ridge", moments, ridge=1e-3)
     ridge = time.perf_counter() - fit_started
     fit_started = time.perf_counter()
-    moments.procrustes()
+    fit_map("procrustes", moments)
     procrustes = time.perf_counter() - fit_started
     stream_peak = _peak_mb()
     print(f"maps at {rows:,} paired rows, d = {d} -> {d}: streaming the sums {streamed:.2f} s (rows generated inside), "

@@ -17,10 +17,10 @@ import torch
 
 from pytest_analog import metrics
 from pytest_analog.capture import capture, plan_alignment
+from pytest_analog.criterion import Measured, chance_corrected
 from pytest_analog.errors import AnalogError
 from pytest_analog.layers import gated_layers, layer_map
 from pytest_analog.massive import TopRows
-from pytest_analog.criterion import Measured, chance_corrected
 
 
 @dataclass
@@ -96,7 +96,6 @@ def measure(pair, prompts, config, *, control=None, with_logits: bool = True, pr
         progress_factory: called with (total tokens, description) to make a
             tqdm-like progress bar; None for no progress.
     """
-
     started = time.perf_counter()
     teacher, student = pair.teacher, pair.student
     layers = gated_layers(config, teacher.num_layers)
@@ -107,112 +106,107 @@ def measure(pair, prompts, config, *, control=None, with_logits: bool = True, pr
     )
     if plan.n_rows < 4:
         raise AnalogError(f"only {plan.n_rows} aligned positions in the prompt set; give more or longer prompts")
-
-    rng = np.random.default_rng(config.seed)
-    sample = np.sort(rng.choice(plan.n_rows, size=min(config.layers.matrix_rows, plan.n_rows), replace=False))
-    resampling = config.chance.resamples > 0
-    boot = np.sort(rng.choice(plan.n_rows, size=min(config.chance.rows, plan.n_rows), replace=False)) if resampling else None
-    others = ("student",) if control is None else ("student", "control")  # each compared with the teacher
-    streams = {(name, i): metrics.StreamingLinearCKA() for name in others for i in layers}
-    logit_stream = metrics.StreamingLogitFidelity() if pair.same_tokenizer and with_logits else None
-    samples = {"teacher": [[] for _ in range(teacher.num_layers + 1)]}
-    samples |= {name: [[] for _ in range(student.num_layers + 1)] for name in others}
-    read = [("teacher", i) for i in layers] + [(name, j) for name in others for j in sorted(set(mapped.values()))]
-    pooled = {key: [] for key in read}
-    boot_rows = {key: [] for key in read}
-    boot_prompts, order = [], []
-    top = TopRows(layers, plan.n_rows)
-
+    stream = _Stream(pair, plan, config, layers, mapped, control=control, with_logits=with_logits)
     total = sum(len(p.teacher_ids) for p in plan.prompts)
     progress = progress_factory(total, "capturing activations (tokens)") if progress_factory else None
-    batches = capture(
-        pair, plan, batch_size=config.batch_size, with_logits=logit_stream is not None, progress=progress, control=control
-    )
-    for batch in batches:
-        get = {"teacher": batch.teacher, "student": batch.student, "control": batch.control}
-        get_pooled = {"teacher": batch.teacher_pooled, "student": batch.student_pooled, "control": batch.control_pooled}
-        local = torch.from_numpy(_local(sample, batch))
-        other_rows = {(name, j): get[name](j) for name, j in read if name != "teacher"}
-        norms = {}
-        for i in layers:
-            teacher_rows = batch.teacher(i)
-            norms[i] = teacher_rows.norm(dim=1).double().cpu().numpy()
-            for name in others:
-                streams[name, i].update(teacher_rows, other_rows[name, mapped[i]])
-        top.update(batch.row_start, norms, lambda rows: {(name, layer): get[name](layer, rows) for name, layer in read})
-        for (name, layer), store in pooled.items():
-            store.append(get_pooled[name](layer).double().cpu())
-        for name, stores in samples.items():
-            for layer, store in enumerate(stores):
-                store.append(get[name](layer, local).double().cpu())
-        order.extend(batch.prompts)
-        if resampling:
-            rows = _local(boot, batch)
-            row_prompt = np.repeat(batch.prompts, [len(plan.prompts[k].teacher_rows) for k in batch.prompts])
-            boot_prompts.append(row_prompt[rows])
-            for (name, layer), store in boot_rows.items():
-                store.append(get[name](layer, torch.from_numpy(rows)).float().cpu())
-        if logit_stream is not None:
-            logit_stream.update(batch.teacher_logits, batch.student_logits, batch.targets)
+    for batch in capture(pair, plan, batch_size=config.batch_size, with_logits=stream.logits is not None,
+                         progress=progress, control=control):
+        stream.add(batch)
     if progress is not None:
         progress.close()
+    return _measurements(stream.finish(), pair, config, control, with_logits, started)
 
-    notes = {}
-    found = top.finish(config.positions.massive_multiple, exclude=config.positions.massive == "exclude")
-    influence = _leave_out(streams, top, found, mapped, debiased=config.representation.cka.debiased)
-    kept = ~np.isin(sample, found.rows) if found.excluded else np.ones(len(sample), dtype=bool)
-    matrices = {name: metrics.cka_matrix([torch.cat(x)[kept] for x in samples["teacher"]],
-                                         [torch.cat(y)[kept] for y in samples[name]], debiased=True)
-                for name in others}
-    pooled = {key: torch.cat(v) for key, v in pooled.items()}
-    n_seq = len(plan.prompts)
-    k = config.representation.mutual_knn.k
-    if n_seq <= k:
-        notes["mutual_knn"] = f"needs more than k={k} prompts, got {n_seq}"
-    if n_seq < 4:
-        notes["rbf_cka"] = f"needs at least 4 prompts, got {n_seq}"
+
+class _Stream:
+    """What one capture pass feeds: the CKA streams over every row, the layer matrix's row sample, the pooled
+    rows, the bootstrap's row sample and the massive-row candidates. Rows stay as captured (dtype, device)
+    until `finish`, which moves each kind to float64 on the CPU once."""
+
+    def __init__(self, pair, plan, config, layers, mapped, *, control, with_logits: bool):
+        self.plan, self.layers, self.mapped = plan, layers, mapped
+        self.others = ("student",) if control is None else ("student", "control")  # each compared with the teacher
+        rng = np.random.default_rng(config.seed)
+        self.sample = np.sort(rng.choice(plan.n_rows, size=min(config.layers.matrix_rows, plan.n_rows), replace=False))
+        resampling = config.chance.resamples > 0
+        self.boot = (np.sort(rng.choice(plan.n_rows, size=min(config.chance.rows, plan.n_rows), replace=False))
+                     if resampling else None)
+        self.streams = {(name, i): metrics.StreamingLinearCKA() for name in self.others for i in layers}
+        self.logits = metrics.StreamingLogitFidelity() if pair.same_tokenizer and with_logits else None
+        depth = {"teacher": pair.teacher.num_layers, **dict.fromkeys(self.others, pair.student.num_layers)}
+        self.samples = {name: [[] for _ in range(depth[name] + 1)] for name in ("teacher", *self.others)}
+        self.read = [("teacher", i) for i in layers] + [(n, j) for n in self.others for j in sorted(set(mapped.values()))]
+        self.pooled = {key: [] for key in self.read}
+        self.boot_rows = {key: [] for key in self.read}
+        self.boot_prompts, self.order = [], []
+        self.top = TopRows(layers, plan.n_rows)
+
+    def add(self, batch) -> None:
+        """Stream one captured batch into every accumulator."""
+        get = {"teacher": batch.teacher, "student": batch.student, "control": batch.control}
+        pooled = {"teacher": batch.teacher_pooled, "student": batch.student_pooled, "control": batch.control_pooled}
+        other_rows = {(name, j): get[name](j) for name, j in self.read if name != "teacher"}
+        norms = {}
+        for i in self.layers:
+            teacher_rows = batch.teacher(i)
+            norms[i] = teacher_rows.norm(dim=1).double().cpu().numpy()
+            metrics.StreamingLinearCKA.update_each([self.streams[name, i] for name in self.others], teacher_rows,
+                                                   [other_rows[name, self.mapped[i]] for name in self.others])
+        self.top.update(batch.row_start, norms, lambda rows: {key: get[key[0]](key[1], rows) for key in self.read})
+        for (name, layer), store in self.pooled.items():
+            store.append(pooled[name](layer))
+        local = torch.from_numpy(_local(self.sample, batch))
+        for name, stores in self.samples.items():
+            for layer, store in enumerate(stores):
+                store.append(get[name](layer, local))
+        self.order.extend(batch.prompts)
+        if self.boot is not None:
+            rows = _local(self.boot, batch)
+            row_prompt = np.repeat(batch.prompts, [len(self.plan.prompts[k].teacher_rows) for k in batch.prompts])
+            self.boot_prompts.append(row_prompt[rows])
+            for (name, layer), store in self.boot_rows.items():
+                store.append(get[name](layer, torch.from_numpy(rows)))
+        if self.logits is not None:
+            self.logits.update(batch.teacher_logits, batch.student_logits, batch.targets)
+
+    def finish(self) -> _Stream:
+        """Concatenate the collected rows, as float64 on the CPU."""
+        def joined(parts):
+            return torch.cat(parts).double().cpu()
+
+        self.pooled = {key: joined(v) for key, v in self.pooled.items()}
+        self.samples = {name: [joined(v) for v in stores] for name, stores in self.samples.items()}
+        self.boot_rows = {key: joined(v) for key, v in self.boot_rows.items()}
+        return self
+
+
+def _measurements(stream, pair, config, control, with_logits: bool, started: float) -> Measurements:
+    """Every value after the pass: massive rows left out, the per-layer metrics, the chance levels, the intervals."""
+    plan, layers, mapped, others = stream.plan, stream.layers, stream.mapped, stream.others
+    found = stream.top.finish(config.positions.massive_multiple, exclude=config.positions.massive == "exclude")
+    influence = _leave_out(stream.streams, stream.top, found, mapped, debiased=config.representation.cka.debiased)
+    kept = _left_in(stream.sample, found)
+    matrices = _layer_matrices(stream.samples, others, kept)
     geometry, geometry_notes = _geometry(pair.teacher, pair.student, config)
-    notes.update(geometry_notes)
-    if not pair.same_tokenizer:
-        notes["logits"] = "the two tokenizers differ; logit fidelity compares next-token distributions over one vocabulary"
-    elif not with_logits:
-        notes["logits"] = "not measured in this run"
-
-    def per_layer(name: str) -> dict[str, dict[int, float]]:
-        t = {i: pooled["teacher", i] for i in layers}
-        other = {i: pooled[name, mapped[i]] for i in layers}
-        return {
-            "cka": {i: streams[name, i].compute(debiased=config.representation.cka.debiased) for i in layers},
-            "rbf_cka": {
-                i: float("nan") if "rbf_cka" in notes
-                else metrics.rbf_cka(t[i], other[i], sigma_frac=config.representation.rbf_cka.sigma_frac,
-                                     debiased=config.representation.rbf_cka.debiased)
-                for i in layers
-            },
-            "mutual_knn": {
-                i: float("nan") if "mutual_knn" in notes else metrics.mutual_knn(t[i], other[i], k=k) for i in layers
-            },
-        }
-
-    values = per_layer("student")
-    chance, intervals, chance_matrix, control_record = {}, {}, None, None
+    notes = _notes(pair, config, len(plan.prompts), with_logits, geometry_notes)
+    values = _per_layer(stream, "student", config, notes)
+    chance, intervals, chance_matrix = {}, {}, None
     if control is not None:
-        chance = per_layer("control")
+        chance = _per_layer(stream, "control", config, notes)
         control_geometry, _ = _geometry(pair.teacher, control, config)
         chance.update({f"{name}_geometry": v for name, v in control_geometry.items()})
         chance_matrix = _gated_cells(matrices["control"], mapped, chance["cka"]).tolist()
-        control_record = control.info
-    if resampling:
-        left_in = ~np.isin(boot, found.rows) if found.excluded else np.ones(len(boot), dtype=bool)
+    if stream.boot is not None:
+        left_in = _left_in(stream.boot, found)
         intervals = _intervals(
             config, layers, mapped, others, values, chance, notes,
-            groups=np.concatenate(boot_prompts)[left_in], order=np.asarray(order), n_prompts=n_seq,
-            rows={key: torch.cat(v)[left_in] for key, v in boot_rows.items()}, pooled=pooled,
+            groups=np.concatenate(stream.boot_prompts)[left_in], order=np.asarray(stream.order),
+            n_prompts=len(plan.prompts), rows={key: v[left_in] for key, v in stream.boot_rows.items()},
+            pooled=stream.pooled,
         )
-
     matrix = _gated_cells(matrices["student"], mapped, values["cka"])
-    massive = _massive_record(found, top, plan, order, teacher.tokenizer, config.positions.massive_multiple)
-    massive["influence"] = {i: _influence(i, top.m, values, chance, influence) for i in layers}
+    massive = _massive_record(found, stream.top, plan, stream.order, pair.teacher.tokenizer,
+                              config.positions.massive_multiple)
+    massive["influence"] = {i: _influence(i, stream.top.m, values, chance, influence) for i in layers}
     return Measurements(
         teacher_layers=layers,
         mapped=mapped,
@@ -222,7 +216,7 @@ def measure(pair, prompts, config, *, control=None, with_logits: bool = True, pr
         best_match=[int(j) for j in metrics.best_match(np.nan_to_num(matrix, nan=-np.inf))],  # NaN: a constant layer
         embedding_geometry=geometry["embedding"],
         unembedding_geometry=geometry["unembedding"],
-        logits=logit_stream.compute() if logit_stream is not None else None,
+        logits=stream.logits.compute() if stream.logits is not None else None,
         capture={
             "alignment": plan.mode,
             "positions": plan.positions,
@@ -230,17 +224,65 @@ def measure(pair, prompts, config, *, control=None, with_logits: bool = True, pr
             "n_prompts_dropped": plan.dropped,
             "n_rows": plan.n_rows,
             "n_rows_left_out": len(found.rows) if found.excluded else 0,
-            "n_tokens": total,
+            "n_tokens": sum(len(p.teacher_ids) for p in plan.prompts),
             "seconds": round(time.perf_counter() - started, 3),
         },
-        models={"teacher": teacher.info, "student": student.info},
+        models={"teacher": pair.teacher.info, "student": pair.student.info},
         notes=notes,
-        control=control_record,
+        control=control.info if control is not None else None,
         chance=chance,
         chance_matrix=chance_matrix,
         intervals=intervals,
         massive=massive,
     )
+
+
+def _layer_matrices(samples, others, kept) -> dict[str, np.ndarray]:
+    """Every teacher layer against every layer of each of ``others``, on the matrix sample's kept rows;
+    one `cka_matrix` call, so each teacher layer's Gram matrix is built once."""
+    columns = [y[kept] for name in others for y in samples[name]]
+    both = metrics.cka_matrix([x[kept] for x in samples["teacher"]], columns, debiased=True)
+    return dict(zip(others, np.split(both, len(others), axis=1)))
+
+
+def _left_in(rows: np.ndarray, found) -> np.ndarray:
+    """Which of ``rows`` (capture order) the token-level metrics keep: all but the left-out massive rows."""
+    return ~np.isin(rows, found.rows) if found.excluded else np.ones(len(rows), dtype=bool)
+
+
+def _notes(pair, config, n_prompts: int, with_logits: bool, geometry_notes) -> dict[str, str]:
+    """Why a metric has no value in this run, by metric (``geometry_notes`` from `_geometry`)."""
+    notes = {}
+    k = config.representation.mutual_knn.k
+    if n_prompts <= k:
+        notes["mutual_knn"] = f"needs more than k={k} prompts, got {n_prompts}"
+    if n_prompts < 4:
+        notes["rbf_cka"] = f"needs at least 4 prompts, got {n_prompts}"
+    notes.update(geometry_notes)
+    if not pair.same_tokenizer:
+        notes["logits"] = "the two tokenizers differ; logit fidelity compares next-token distributions over one vocabulary"
+    elif not with_logits:
+        notes["logits"] = "not measured in this run"
+    return notes
+
+
+def _per_layer(stream, name: str, config, notes) -> dict[str, dict[int, float]]:
+    """The per-layer metrics between the teacher and ``name`` (the analog or the control), by teacher layer."""
+    settings, layers = config.representation, stream.layers
+    teacher = {i: stream.pooled["teacher", i] for i in layers}
+    other = {i: stream.pooled[name, stream.mapped[i]] for i in layers}
+    return {
+        "cka": {i: stream.streams[name, i].compute(debiased=settings.cka.debiased) for i in layers},
+        "rbf_cka": {
+            i: float("nan") if "rbf_cka" in notes
+            else metrics.rbf_cka(teacher[i], other[i], sigma_frac=settings.rbf_cka.sigma_frac, debiased=settings.rbf_cka.debiased)
+            for i in layers
+        },
+        "mutual_knn": {
+            i: float("nan") if "mutual_knn" in notes else metrics.mutual_knn(teacher[i], other[i], k=settings.mutual_knn.k)
+            for i in layers
+        },
+    }
 
 
 def _gated_cells(matrix, mapped, gated) -> np.ndarray:
@@ -330,22 +372,23 @@ def _intervals(config, layers, mapped, others, values, chance, notes, *, groups,
     pooled_counts = counts[:, order]  # pooled rows are in capture order
     debiased = config.representation.cka.debiased
     out = {metric: {} for metric in PER_LAYER}
+    last_grams = {}  # name -> (layer, its Gram): neighbouring teacher layers often map to one analog layer
     for i in layers:
         reps = {}
-        grams = [metrics.linear_gram(rows[name, mapped[i]]) for name in others]
+        for name in others:
+            if last_grams.get(name, (None,))[0] != mapped[i]:
+                last_grams[name] = (mapped[i], metrics.linear_gram(rows[name, mapped[i]]))
+        grams = [last_grams[name][1] for name in others]
         cka = metrics.gram_cka_replicates_each(metrics.linear_gram(rows["teacher", i]), grams, groups, counts, debiased)
         reps.update({("cka", name): r for name, r in zip(others, cka)})
-        for name in others:
-            t_pool, o_pool = pooled["teacher", i], pooled[name, mapped[i]]
-            if "rbf_cka" not in notes:
-                reps["rbf_cka", name] = metrics.rbf_cka_replicates(
-                    t_pool, o_pool, pooled_counts, sigma_frac=config.representation.rbf_cka.sigma_frac,
-                    debiased=config.representation.rbf_cka.debiased,
-                )
-            if "mutual_knn" not in notes:
-                reps["mutual_knn", name] = metrics.mutual_knn_replicates(
-                    t_pool, o_pool, pooled_counts, k=config.representation.mutual_knn.k
-                )
+        t_pool, o_pools = pooled["teacher", i], [pooled[name, mapped[i]] for name in others]
+        if "rbf_cka" not in notes:
+            rbf = metrics.rbf_cka_replicates_each(t_pool, o_pools, pooled_counts, sigma_frac=config.representation.rbf_cka.sigma_frac,
+                                                  debiased=config.representation.rbf_cka.debiased)
+            reps.update({("rbf_cka", name): r for name, r in zip(others, rbf)})
+        if "mutual_knn" not in notes:
+            knn = metrics.mutual_knn_replicates_each(t_pool, o_pools, pooled_counts, k=config.representation.mutual_knn.k)
+            reps.update({("mutual_knn", name): r for name, r in zip(others, knn)})
         for metric in PER_LAYER:
             if (metric, "student") not in reps:
                 continue

@@ -84,6 +84,28 @@ def test_replicates_do_not_depend_on_where_the_features_are_centred():
     np.testing.assert_allclose(got, want, atol=1e-8)
 
 
+def test_replicate_sums_from_prompt_block_sums_equal_the_direct_sums_over_rows():
+    # the shortcut: weights are constant within a prompt, so A w and the weighted sums of A∘B come from
+    # per-prompt sums; checked against the O(n²·B) sums written out, with prompts drawn several times
+    from pytest_analog.metrics.bootstrap import _Terms
+
+    rng = np.random.default_rng(11)
+    groups, x = _grouped(rng, 15, 6)
+    y = rng.normal(size=(len(x), 4))
+    a, b = x @ x.T, y @ y.T
+    counts = metrics.resample_counts(15, 6, seed=1)
+    assert (counts > 1).any()
+    grams = {"a": torch.from_numpy(a), "b": torch.from_numpy(b)}
+    terms = _Terms(grams, torch.from_numpy(groups), torch.from_numpy(counts).double())
+    w = counts[:, groups].astype(float)  # [B, n] row weights
+    for power in (1, 2):
+        np.testing.assert_allclose(terms.product("a", power).numpy(), a @ (w**power).T, rtol=1e-12)
+    for left, right in ((1, 1), (2, 1), (3, 1), (2, 2)):
+        direct = np.einsum("bi,bj,ij->b", w**left, w**right, a * b)
+        np.testing.assert_allclose(terms.quadratic("a", "b", left, right).numpy(), direct, rtol=1e-12)
+    np.testing.assert_allclose(terms.quadratic("a", "", 1, 1).numpy(), np.einsum("bi,bj,ij->b", w, w, a), rtol=1e-12)
+
+
 @pytest.mark.parametrize("debiased", [True, False])
 def test_replicates_against_several_grams_equal_one_at_a_time(debiased):
     rng = np.random.default_rng(9)
@@ -95,6 +117,19 @@ def test_replicates_against_several_grams_equal_one_at_a_time(debiased):
     for got, y in zip(shared, ys):
         np.testing.assert_allclose(got, metrics.linear_cka_replicates(x, y, groups, counts, debiased), rtol=1e-12)
     assert not np.allclose(shared[0], shared[1])
+
+
+def test_rbf_and_knn_replicates_against_several_equal_one_at_a_time():
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(40, 8))
+    ys = [x @ rng.normal(size=(8, 5)) + 0.5 * rng.normal(size=(40, 5)), rng.normal(size=(40, 6))]
+    counts = metrics.resample_counts(40, 30, seed=3)
+    knn = metrics.mutual_knn_replicates_each(x, ys, counts, k=4)
+    rbf = metrics.rbf_cka_replicates_each(x, ys, counts, debiased=True)
+    for y, got_knn, got_rbf in zip(ys, knn, rbf):
+        np.testing.assert_array_equal(got_knn, metrics.mutual_knn_replicates(x, y, counts, k=4))
+        np.testing.assert_allclose(got_rbf, metrics.rbf_cka_replicates(x, y, counts, debiased=True), rtol=1e-12)
+    assert not np.allclose(knn[0], knn[1])
 
 
 def test_debiased_replicates_of_unrelated_data_stay_at_zero_where_naive_resampling_does_not():

@@ -6,7 +6,7 @@ import torch
 from scipy.spatial.distance import pdist, squareform
 
 from pytest_analog.errors import AnalogWarning
-from pytest_analog.metrics import StreamingLinearCKA, best_match, cka_matrix, linear_cka, rbf_cka
+from pytest_analog.metrics import PairedMoments, StreamingLinearCKA, best_match, cka_matrix, linear_cka, rbf_cka
 
 # --- independent references (numpy, float64, Gram form) -------------------------------
 
@@ -215,6 +215,47 @@ def test_streaming_merge_copies_instead_of_aliasing(rng):
     a.update(x[100:], y[100:])
     assert b.n == 100
     assert b.compute(debiased=True) == pytest.approx(linear_cka(x[:100], y[:100], debiased=True), abs=1e-12)
+
+
+@MODES
+def test_streaming_each_shares_x_and_equals_one_stream_per_pair(rng, debiased):
+    x, y = correlated(rng, 400, 10, 6, offset=1e3)
+    z = rng.normal(size=(400, 5)) + 50.0
+    pairs = [StreamingLinearCKA(), StreamingLinearCKA()]
+    for part in np.split(np.arange(400), [1, 90, 91, 300]):
+        StreamingLinearCKA.update_each(pairs, x[part], [y[part], z[part]])
+    for stream, other in zip(pairs, (y, z)):  # x's shared sums are no alias: each stream adds its own copy
+        alone = feed(StreamingLinearCKA(), x, other, [1, 90, 91, 300])
+        assert stream.n == 400
+        assert stream.compute(debiased=debiased) == alone.compute(debiased=debiased)
+        assert stream.compute(debiased=debiased) == pytest.approx(ref_linear_cka(x, other, debiased), abs=1e-9)
+    with pytest.raises(ValueError, match="one y per accumulator: got 2 accumulators and 1 ys"):
+        StreamingLinearCKA.update_each(pairs, x, [y])
+
+
+def test_paired_moments_are_the_centred_sums_through_merge_and_subtract(rng):
+    # the one streamed-sum accumulator behind streaming CKA and the steering maps, against numpy written out
+    x, y = correlated(rng, 300, 7, 4, offset=1e3)
+    whole, first, rest = PairedMoments(), PairedMoments(), PairedMoments()
+    feed(whole, x, y, [1, 120])
+    feed(first, x[:100], y[:100], [40])
+    feed(rest, x[100:] + 0, y[100:], [7])
+    merged = PairedMoments().merge(first).merge(rest)
+    without = feed(PairedMoments(), x, y, [50]).subtract(first)
+    for moments, rows in ((whole, slice(None)), (merged, slice(None)), (without, slice(100, None))):
+        mean_x, mean_y, centred = moments.compute()
+        xc, yc = x[rows] - x[rows].mean(0), y[rows] - y[rows].mean(0)
+        np.testing.assert_allclose(mean_x.numpy(), x[rows].mean(0), rtol=1e-12)
+        np.testing.assert_allclose(mean_y.numpy(), y[rows].mean(0), rtol=1e-12)
+        np.testing.assert_allclose(centred["xx"].numpy(), xc.T @ xc, rtol=1e-9, atol=1e-6)
+        np.testing.assert_allclose(centred["xy"].numpy(), xc.T @ yc, rtol=1e-9, atol=1e-6)
+        assert "yy" not in centred  # the maps need no YᵀY; CKA's accumulator keeps it
+    with pytest.raises(TypeError, match="other must be a PairedMoments of the same kind, got StreamingLinearCKA"):
+        whole.merge(feed(StreamingLinearCKA(), x, y, []))
+    with pytest.raises(ValueError, match="cannot remove 300 rows from 100"):
+        first.subtract(whole)
+    with pytest.raises(ValueError, match="no rows accumulated yet"):
+        PairedMoments().compute()
 
 
 def test_streaming_torch_float32_batches(rng):

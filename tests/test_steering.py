@@ -19,6 +19,7 @@ from pytest_analog.steering import (
     evaluate,
     extract,
     fit_autoencoder,
+    fit_map,
     load_behaviour,
     shipped_behaviours,
     steer,
@@ -217,10 +218,10 @@ def test_ridge_map_matches_least_squares_and_merges_exactly():
     design = np.hstack([x, np.ones((500, 1))])
     coef = np.linalg.lstsq(design, y, rcond=None)[0]
     for moments in (whole, parts):
-        fitted = moments.ridge(1e-9)
+        fitted = fit_map("ridge", moments, ridge=1e-9)
         np.testing.assert_allclose(fitted.weight.numpy(), coef[:-1], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(fitted.bias.numpy(), coef[-1], rtol=1e-5, atol=1e-6)
-    assert evaluate(whole.ridge(1e-9), x, y)["fvu"] < 0.01
+    assert evaluate(fit_map("ridge", whole, ridge=1e-9), x, y)["fvu"] < 0.01
 
 
 def test_procrustes_recovers_a_scaled_rotation_into_a_wider_space_and_autoencoder_learns():
@@ -230,7 +231,7 @@ def test_procrustes_recovers_a_scaled_rotation_into_a_wider_space_and_autoencode
     y = 3.0 * x @ rotation + 1.0
     moments = PairedMoments()
     moments.update(torch.from_numpy(x), torch.from_numpy(y))
-    fitted = moments.procrustes()
+    fitted = fit_map("procrustes", moments)
     np.testing.assert_allclose(fitted.weight.numpy(), 3.0 * rotation, atol=1e-8)
     assert evaluate(fitted, x, y) == pytest.approx({"fvu": 0.0, "cosine": 1.0}, abs=1e-9)
     auto = fit_autoencoder(torch.from_numpy(x), torch.from_numpy(y), steps=400)
@@ -248,7 +249,7 @@ def test_procrustes_scale_is_least_squares_when_the_analog_is_wider():
     y = 2.5 * x @ q + 1.0
     moments = PairedMoments()
     moments.update(torch.from_numpy(x), torch.from_numpy(y))
-    fitted = moments.procrustes()
+    fitted = fit_map("procrustes", moments)
     np.testing.assert_allclose(fitted.weight.numpy(), 2.5 * q, atol=1e-8)
     assert evaluate(fitted, x, y)["fvu"] == pytest.approx(0.0, abs=1e-9)
     # anisotropic x: the scale is the least-squares one for the fitted rotation, written out in numpy
@@ -256,7 +257,7 @@ def test_procrustes_scale_is_least_squares_when_the_analog_is_wider():
     y = 2.5 * x @ q + 1.0 + 0.1 * rng.normal(size=(n, d_t))
     moments = PairedMoments()
     moments.update(torch.from_numpy(x), torch.from_numpy(y))
-    weight = moments.procrustes().weight.numpy()
+    weight = fit_map("procrustes", moments).weight.numpy()
     scale = np.linalg.norm(weight[:, 0])  # the columns of the rotation have unit norm
     rotation = weight / scale
     xc, yc = x - x.mean(0), y - y.mean(0)

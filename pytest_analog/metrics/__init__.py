@@ -9,20 +9,23 @@ from pytest_analog.metrics.bootstrap import (
     gram_cka_replicates,
     gram_cka_replicates_each,
     linear_cka_replicates,
-    linear_gram,
     mutual_knn_replicates,
+    mutual_knn_replicates_each,
     percentile_interval,
     rbf_cka_replicates,
+    rbf_cka_replicates_each,
     resample_counts,
 )
-from pytest_analog.metrics.cka import StreamingLinearCKA, linear_cka, rbf_cka
+from pytest_analog.metrics.cka import StreamingLinearCKA, linear_cka, linear_gram, rbf_cka
 from pytest_analog.metrics.geometry import embedding_geometry_pearson
 from pytest_analog.metrics.knn import mutual_knn, mutual_knn_overlaps
 from pytest_analog.metrics.logits import LogitFidelityResult, StreamingLogitFidelity, logit_fidelity
 from pytest_analog.metrics.matrix import best_match, cka_matrix
+from pytest_analog.metrics.moments import PairedMoments
 
 __all__ = [
     "LogitFidelityResult",
+    "PairedMoments",
     "StreamingLinearCKA",
     "StreamingLogitFidelity",
     "best_match",
@@ -38,8 +41,10 @@ __all__ = [
     "mutual_knn",
     "mutual_knn_overlaps",
     "mutual_knn_replicates",
+    "mutual_knn_replicates_each",
     "percentile_interval",
     "rbf_cka",
     "rbf_cka_replicates",
+    "rbf_cka_replicates_each",
     "resample_counts",
 ]

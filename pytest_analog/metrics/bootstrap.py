@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from pytest_analog.metrics._utils import as_float64, check_rows, unit_rows
+from pytest_analog.metrics.cka import _rbf_gram, linear_gram
 
 _KNN_ELEMENTS = 1 << 21  # similarity entries per model held at once by the kNN replicates (16 MB of float64)
 
@@ -111,26 +112,41 @@ class _Terms:
         self.mats = mats  # name -> [n, n] Gram matrix
         self.groups, self.omega = groups, omega
         self.n_groups = omega.shape[1]
+        self._group_sums = {}
         self._blocks = {}
         self._products = {}
+        self._weights = {}
 
-    def weights(self, power: int) -> torch.Tensor:  # [B, n]
-        return self.omega[:, self.groups] ** power
+    def weights(self, power: int) -> torch.Tensor:
+        """[B, n]: each row's weight (its prompt's count) to ``power``, per replicate."""
+        if power not in self._weights:
+            self._weights[power] = self.omega[:, self.groups] ** power
+        return self._weights[power]
+
+    def _sum_groups(self, m: torch.Tensor) -> torch.Tensor:
+        """[P, n]: the rows of ``m`` summed within each group."""
+        out = torch.zeros(self.n_groups, m.shape[1], dtype=m.dtype, device=m.device)
+        return out.index_add_(0, self.groups, m)
+
+    def group_sums(self, a: str) -> torch.Tensor:
+        """[P, n]: Gram A's rows summed within each prompt."""
+        if a not in self._group_sums:
+            self._group_sums[a] = self._sum_groups(self.mats[a])
+        return self._group_sums[a]
 
     def quadratic(self, a: str, b: str, left: int, right: int) -> torch.Tensor:
         """Σ_ij w_i^left w_j^right A_ij B_ij per replicate (A, B: 'k' or 'l'; '' for a Gram alone)."""
         key = (a, b)
         if key not in self._blocks:
-            m = self.mats[a] * self.mats[b] if b else self.mats[a]
-            g, n = self.groups, self.n_groups
-            rows = torch.zeros(n, m.shape[1], dtype=m.dtype, device=m.device).index_add_(0, g, m)
-            self._blocks[key] = torch.zeros(n, n, dtype=m.dtype, device=m.device).index_add_(1, g, rows)
+            rows = self._sum_groups(self.mats[a] * self.mats[b]) if b else self.group_sums(a)
+            self._blocks[key] = self._sum_groups(rows.T).T  # [P, P]
         return (((self.omega**left) @ self._blocks[key]) * self.omega**right).sum(dim=1)
 
     def product(self, a: str, power: int) -> torch.Tensor:
-        """A w^power for every replicate: [n, B]."""
+        """A w^power for every replicate: [n, B]. Weights are constant within a prompt, so
+        (A w)_i = Σ_p (Σ_{j in p} A_ij) ω_p: O(n·P·B) from the group sums, not O(n²·B)."""
         if (a, power) not in self._products:
-            self._products[a, power] = self.mats[a] @ self.weights(power).T
+            self._products[a, power] = self.group_sums(a).T @ (self.omega**power).T
         return self._products[a, power]
 
     def triple(self, a: str, b: str, powers: tuple[int, int, int]) -> torch.Tensor:
@@ -143,8 +159,7 @@ class _Terms:
 def _u_hsic(t: _Terms, a: str, b: str) -> torch.Tensor:
     """Weighted unbiased HSIC: the average of the HSIC kernel over 4-tuples of distinct rows,
     each weighted by the product of its rows' weights (the diagonals are already zero)."""
-    w = t.omega[:, t.groups]
-    p1, p2, p3, p4 = ((w**m).sum(dim=1) for m in (1, 2, 3, 4))
+    p1, p2, p3, p4 = (t.weights(m).sum(dim=1) for m in (1, 2, 3, 4))
     pairs = (
         (p1**2 - p2) * t.quadratic(a, b, 1, 1) - 4 * p1 * t.quadratic(a, b, 2, 1)
         + 4 * t.quadratic(a, b, 3, 1) + 2 * t.quadratic(a, b, 2, 2)
@@ -157,16 +172,9 @@ def _u_hsic(t: _Terms, a: str, b: str) -> torch.Tensor:
 
 def _v_hsic(t: _Terms, a: str, b: str) -> torch.Tensor:
     """Biased HSIC tr(KHLH)/N² of the resampled data, copies included."""
-    n = t.omega[:, t.groups].sum(dim=1)
+    n = t.weights(1).sum(dim=1)
     cross = (t.weights(1).T * t.product(a, 1) * t.product(b, 1)).sum(dim=0)
     return (t.quadratic(a, b, 1, 1) - 2 * cross / n + t.quadratic(a, "", 1, 1) * t.quadratic(b, "", 1, 1) / n**2) / n**2
-
-
-def linear_gram(x) -> torch.Tensor:
-    """The float64 Gram matrix of column-centred rows (centring for precision; CKA does not depend on it)."""
-    x = as_float64(x, "x")
-    x = x - x.mean(dim=0)
-    return x @ x.T
 
 
 def linear_cka_replicates(x, y, groups, counts, debiased: bool = True) -> np.ndarray:
@@ -179,13 +187,18 @@ def linear_cka_replicates(x, y, groups, counts, debiased: bool = True) -> np.nda
 
 def rbf_cka_replicates(x, y, counts, sigma_frac: float = 1.0, debiased: bool = False) -> np.ndarray:
     """RBF CKA of each replicate, one row per prompt; the bandwidths are those of the full data."""
-    from pytest_analog.metrics.cka import _rbf_gram
+    return rbf_cka_replicates_each(x, [y], counts, sigma_frac, debiased)[0]
 
-    x, y = as_float64(x, "x"), as_float64(y, "y")
-    y = y.to(x.device)
-    check_rows(x, y, 4 if debiased else 2, "RBF CKA")
+
+def rbf_cka_replicates_each(x, ys, counts, sigma_frac: float = 1.0, debiased: bool = False) -> list[np.ndarray]:
+    """`rbf_cka_replicates` of ``x`` against each of ``ys``, x's Gram matrix and terms computed once."""
+    x = as_float64(x, "x")
+    ys = [as_float64(y, "y").to(x.device) for y in ys]
+    for y in ys:
+        check_rows(x, y, 4 if debiased else 2, "RBF CKA")
     groups = np.arange(x.shape[0])
-    return gram_cka_replicates(_rbf_gram(x, sigma_frac, "x"), _rbf_gram(y, sigma_frac, "y"), groups, counts, debiased)
+    grams = [_rbf_gram(y, sigma_frac, "y") for y in ys]
+    return gram_cka_replicates_each(_rbf_gram(x, sigma_frac, "x"), grams, groups, counts, debiased)
 
 
 def mutual_knn_replicates(x, y, counts, k: int = 10) -> np.ndarray:
@@ -201,24 +214,31 @@ def mutual_knn_replicates(x, y, counts, k: int = 10) -> np.ndarray:
     are moved by (full-data value - their mean) to sit on the full-data value;
     in simulation the intervals then cover at about their nominal rate.
     """
+    return mutual_knn_replicates_each(x, [y], counts, k)[0]
+
+
+def mutual_knn_replicates_each(x, ys, counts, k: int = 10) -> list[np.ndarray]:
+    """`mutual_knn_replicates` of ``x`` against each of ``ys``; x's neighbours in each replicate found once."""
     from pytest_analog.metrics.knn import mutual_knn_overlaps
 
-    x, y = as_float64(x, "x"), as_float64(y, "y")
-    y = y.to(x.device)
-    full = float(mutual_knn_overlaps(x, y, k).mean())  # also checks the rows and k
-    x, y = unit_rows(x, "x"), unit_rows(y, "y")
+    x = as_float64(x, "x")
+    ys = [as_float64(y, "y").to(x.device) for y in ys]
+    full = [float(mutual_knn_overlaps(x, y, k).mean()) for y in ys]  # also checks the rows and k
+    x, ys = unit_rows(x, "x"), [unit_rows(y, "y") for y in ys]
     n = len(x)
-    similarities = (x @ x.T, y @ y.T)
+    similarities = [z @ z.T for z in (x, *ys)]
     omega = torch.as_tensor(np.asarray(counts), dtype=torch.float64, device=x.device)  # [B, n]
     itself = torch.eye(n, dtype=torch.bool, device=x.device)
-    out = []
+    out = [[] for _ in ys]
     for block in omega.split(max(1, _KNN_ELEMENTS // (n * n))):  # replicates held at once
         left_out = (block[:, None, :] == 0) | itself  # [b, n, n]: columns not drawn, and each row's own
         neighbours = []
         for sims in similarities:
             top = sims.expand(len(block), n, n).masked_fill(left_out, -torch.inf).topk(k, dim=2).indices
             neighbours.append(torch.zeros(left_out.shape, dtype=torch.bool, device=x.device).scatter_(2, top, True))
-        overlap = (neighbours[0] & neighbours[1] & ~left_out).sum(dim=2) / k  # [b, n]
-        out.append((block * overlap).sum(dim=1) / block.sum(dim=1))
-    replicates = torch.cat(out).cpu().numpy()
-    return replicates + (full - replicates.mean())
+        in_x = neighbours[0] & ~left_out
+        for reps, in_y in zip(out, neighbours[1:]):
+            overlap = (in_x & in_y).sum(dim=2) / k  # [b, n]
+            reps.append((block * overlap).sum(dim=1) / block.sum(dim=1))
+    replicates = [torch.cat(reps).cpu().numpy() for reps in out]
+    return [r + (value - r.mean()) for r, value in zip(replicates, full)]

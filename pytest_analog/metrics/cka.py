@@ -13,69 +13,7 @@ import math
 import torch
 
 from pytest_analog.metrics._utils import as_float64, check_rows, nan_with_warning, warn_if_inflated
-
-Stats = dict[str, torch.Tensor]
-
-
-def _linear_cka_update(x: torch.Tensor, y: torch.Tensor, shift_x: torch.Tensor, shift_y: torch.Tensor) -> Stats:
-    """Sufficient statistics of one batch, taken about the reference point (shift_x, shift_y).
-
-    Keys: sx, sy column sums; xx, yy, xy cross moments XᵀX, YᵀY, XᵀY; with
-    r_x = ‖x_i‖² and r_y = ‖y_i‖²: xrx = Xᵀr_x, xry = Xᵀr_y, yrx = Yᵀr_x,
-    yry = Yᵀr_y, rx = Σr_x, ry = Σr_y, rxx = Σr_x², ryy = Σr_y², rxy = Σr_x r_y.
-    """
-    x = x - shift_x  # [b, d_x]; shifting first keeps the moments free of cancellation
-    y = y - shift_y  # [b, d_y]
-    rx = x.square().sum(1)  # [b]
-    ry = y.square().sum(1)
-    return {
-        "sx": x.sum(0), "sy": y.sum(0),
-        "xx": x.T @ x, "yy": y.T @ y, "xy": x.T @ y,
-        "xrx": x.T @ rx, "xry": x.T @ ry, "yrx": y.T @ rx, "yry": y.T @ ry,
-        "rx": rx.sum(), "ry": ry.sum(), "rxx": rx @ rx, "ryy": ry @ ry, "rxy": rx @ ry,
-    }  # fmt: skip
-
-
-def _shifted_r(n: int, sa: torch.Tensor, ra: torch.Tensor, da: torch.Tensor) -> torch.Tensor:
-    """Σ‖a_i − da‖² from Σ‖a_i‖² and the column sum sa."""
-    return ra - 2 * (da @ sa) + n * (da @ da)
-
-
-def _shift_pair(n, sa, sb, ab, a_rb, b_ra, ra, rb, rab, da, db):
-    """Re-express the cross statistics of sides A and B after a → a − da, b − db.
-
-    Args are n, the column sums sa, sb, AᵀB, Aᵀr_B, Bᵀr_A, Σr_A, Σr_B, Σr_A r_B
-    and the shifts; returns the new (AᵀB, Aᵀr_B, Bᵀr_A, Σr_A r_B). Used for the
-    xx, yy and xy sides alike.
-    """
-    da2, db2 = da @ da, db @ db
-    ra_new, rb_new = _shifted_r(n, sa, ra, da), _shifted_r(n, sb, rb, db)
-    ab_db = ab @ db
-    ab_new = ab - torch.outer(sa, db) - torch.outer(da, sb) + n * torch.outer(da, db)
-    a_rb_new = a_rb - 2 * ab_db + db2 * sa - da * rb_new
-    b_ra_new = b_ra - 2 * (da @ ab) + da2 * sb - db * ra_new
-    rab_new = (
-        rab - 2 * (db @ b_ra) + db2 * ra - 2 * (da @ a_rb) + 4 * (da @ ab_db)
-        - 2 * db2 * (da @ sa) + da2 * rb - 2 * da2 * (db @ sb) + n * da2 * db2
-    )  # fmt: skip
-    return ab_new, a_rb_new, b_ra_new, rab_new
-
-
-def _shift(s: Stats, n: int, dx: torch.Tensor, dy: torch.Tensor) -> Stats:
-    """Re-express all statistics in the frame x → x − dx, y → y − dy (exact, O(d²))."""
-    shift = {"x": dx, "y": dy}
-    out = {
-        "sx": s["sx"] - n * dx,
-        "sy": s["sy"] - n * dy,
-        "rx": _shifted_r(n, s["sx"], s["rx"], dx),
-        "ry": _shifted_r(n, s["sy"], s["ry"], dy),
-    }
-    for a, b in ("xx", "yy", "xy"):  # key names: see _linear_cka_update
-        out[a + b], out[f"{a}r{b}"], out[f"{b}r{a}"], out[f"r{a}{b}"] = _shift_pair(
-            n, s[f"s{a}"], s[f"s{b}"], s[a + b], s[f"{a}r{b}"], s[f"{b}r{a}"],
-            s[f"r{a}"], s[f"r{b}"], s[f"r{a}{b}"], shift[a], shift[b],
-        )  # fmt: skip
-    return out
+from pytest_analog.metrics.moments import PairedMoments, Stats, _batch_sums, _shift
 
 
 def _hsic_u(ab: torch.Tensor, ra, rb, rab, n: int) -> torch.Tensor:
@@ -152,18 +90,19 @@ def linear_cka(x, y, debiased: bool = False) -> float:
     x, y = as_float64(x, "x"), as_float64(y, "y")
     y = y.to(x.device)
     n = check_rows(x, y, 4 if debiased else 2, "debiased linear CKA" if debiased else "linear CKA")
-    stats = _linear_cka_update(x, y, x.mean(0), y.mean(0))
+    stats = _batch_sums(x, y, x.mean(0), y.mean(0), norms=True)
     return _linear_cka_compute(stats, n, debiased, stacklevel=3)
 
 
-class StreamingLinearCKA:
+class StreamingLinearCKA(PairedMoments):
     """Exact linear CKA accumulated over batches of rows.
 
-    Keeps float64 sufficient statistics (XᵀX, YᵀY, XᵀY, column sums, squared
-    row norms and their moments) on the device of the first input, taken
-    about the first batch's column means so that large activation means
-    (1e2–1e3) cause no cancellation. Both the biased and the debiased value
-    equal `linear_cka` on all rows to about 1e-12.
+    The `PairedMoments` of the rows with their norm moments (XᵀX, YᵀY, XᵀY,
+    column sums, squared row norms and their moments; float64, on the device
+    of the first input, about the first batch's column means), so `update`,
+    `update_each`, `merge` and `subtract` are those of any paired sums; both
+    the biased and the debiased value equal `linear_cka` on all rows to about
+    1e-12.
 
     Memory: d_x² + d_y² + d_x·d_y + O(d) floats, independent of the number of
     rows. Time: `update` is O(b·d²) for a batch of b rows; `merge` and
@@ -182,103 +121,20 @@ class StreamingLinearCKA:
     higher_is_better = True
 
     def __init__(self) -> None:
-        self.reset()
+        super().__init__(norms=True)
 
     def reset(self) -> None:
-        """Forget all rows seen so far."""
-        self._n = 0
-        self._widths: tuple[int, int] | None = None
-        self._ref: tuple[torch.Tensor, torch.Tensor] | None = None  # reference shift (x, y)
-        self._stats: Stats | None = None
+        super().reset()
         self._cache: dict[bool, float] = {}
 
-    @property
-    def n(self) -> int:
-        """Number of rows accumulated."""
-        return self._n
-
-    def _check_widths(self, widths: tuple[int, int]) -> None:
-        if self._widths is None:
-            self._widths = widths
-        elif widths != self._widths:
-            raise ValueError(
-                f"widths (d_x, d_y) must stay {self._widths} across updates, got {widths}"
-            )
-
-    def update(self, x, y) -> None:
-        """Add a batch of rows.
-
-        Args:
-            x: array or tensor [b, d_x].
-            y: array or tensor [b, d_y] for the same b examples.
-
-        Raises:
-            ValueError: bad shapes, non-finite values, or widths that differ
-                from earlier updates.
-        """
-        device = self._ref[0].device if self._ref is not None else None
-        x = as_float64(x, "x", device=device)
-        y = as_float64(y, "y", device=x.device)
-        b = check_rows(x, y, 0, "an update")
-        self._check_widths((x.shape[1], y.shape[1]))
-        if b == 0:
-            return
-        if self._ref is None:
-            self._ref = (x.mean(0), y.mean(0))
-        batch = _linear_cka_update(x, y, *self._ref)
-        if self._stats is None:
-            self._stats = batch
-        else:
-            for key, value in batch.items():
-                self._stats[key] += value
-        self._n += b
+    def _add(self, batch: Stats, b: int) -> None:
+        super()._add(batch, b)
         self._cache.clear()
 
-    def merge(self, other: StreamingLinearCKA) -> None:
-        """Add the rows accumulated by `other` (exact, whatever its reference shift).
-
-        Args:
-            other: another StreamingLinearCKA with the same widths.
-
-        Raises:
-            TypeError: `other` is not a StreamingLinearCKA.
-            ValueError: the widths differ.
-        """
-        self._combine(other, 1)
-
-    def subtract(self, other: StreamingLinearCKA) -> None:
-        """Remove rows that were added to this metric and also to `other` (exact up to float64 rounding).
-
-        Args:
-            other: a StreamingLinearCKA that accumulated some of this one's rows.
-
-        Raises:
-            TypeError: `other` is not a StreamingLinearCKA.
-            ValueError: the widths differ, or `other` holds more rows than this one.
-        """
-        if isinstance(other, StreamingLinearCKA) and other._n > self._n:
-            raise ValueError(f"cannot remove {other._n} rows from {self._n}")
-        self._combine(other, -1)
-
-    def _combine(self, other: StreamingLinearCKA, sign: int) -> None:
-        if not isinstance(other, StreamingLinearCKA):
-            raise TypeError(f"other must be a StreamingLinearCKA, got {type(other).__name__}")
-        if other._widths is not None:
-            self._check_widths(other._widths)
-        if other._n == 0:
-            return
-        if self._n == 0:
-            self._ref = (other._ref[0].clone(), other._ref[1].clone())
-            self._stats = {key: value.clone() for key, value in other._stats.items()}
-        else:
-            device = self._ref[0].device
-            stats = {key: value.to(device) for key, value in other._stats.items()}
-            dx = self._ref[0] - other._ref[0].to(device)
-            dy = self._ref[1] - other._ref[1].to(device)
-            for key, value in _shift(stats, other._n, dx, dy).items():
-                self._stats[key] += sign * value
-        self._n += sign * other._n
+    def _combine(self, other, sign: int):
+        super()._combine(other, sign)
         self._cache.clear()
+        return self
 
     def compute(self, debiased: bool = False) -> float:
         """Linear CKA over all rows seen.
@@ -304,7 +160,14 @@ class StreamingLinearCKA:
         return self._cache[debiased]
 
 
-def _center_gram_(k: torch.Tensor, debiased: bool) -> torch.Tensor:
+def linear_gram(x) -> torch.Tensor:
+    """The float64 Gram matrix of column-centred rows (centring for precision; CKA does not depend on it)."""
+    x = as_float64(x, "x")
+    x = x - x.mean(dim=0)
+    return x @ x.T
+
+
+def center_gram_(k: torch.Tensor, debiased: bool) -> torch.Tensor:
     """Centre a Gram matrix in place: HKH, or U-centring (Song et al. 2012) if debiased."""
     n = k.shape[0]
     if debiased:
@@ -329,9 +192,9 @@ def _median(values: torch.Tensor) -> torch.Tensor:
 def _rbf_gram(x: torch.Tensor, sigma_frac: float, name: str) -> torch.Tensor:
     """Gaussian-kernel Gram matrix [n, n] with the median-distance bandwidth."""
     n = x.shape[0]
-    x = x - x.mean(0)  # centring keeps ‖x_i‖² + ‖x_j‖² − 2x_i·x_j accurate
-    norms = x.square().sum(1)
-    sq = (norms[:, None] + norms[None, :]).sub_(x @ x.T, alpha=2).clamp_(min=0).fill_diagonal_(0)
+    gram = linear_gram(x)  # centred rows keep ‖x_i‖² + ‖x_j‖² − 2x_i·x_j accurate
+    norms = gram.diagonal()
+    sq = (norms[:, None] + norms[None, :]).sub_(gram, alpha=2).clamp_(min=0).fill_diagonal_(0)
     # off-diagonal entries without a mask: drop the first element, rows of n+1 start on a diagonal
     off_diagonal = sq.flatten()[1:].view(n - 1, n + 1)[:, :n].sqrt()
     sigma = sigma_frac * _median(off_diagonal.flatten())
@@ -343,7 +206,7 @@ def _rbf_gram(x: torch.Tensor, sigma_frac: float, name: str) -> torch.Tensor:
 
 def _gram_cka(k: torch.Tensor, l: torch.Tensor, debiased: bool) -> float:  # noqa: E741
     """Normalised inner product of the centred Gram matrices (centres both in place)."""
-    k, l = _center_gram_(k, debiased), _center_gram_(l, debiased)  # noqa: E741
+    k, l = center_gram_(k, debiased), center_gram_(l, debiased)  # noqa: E741
     den2 = (k * k).sum() * (l * l).sum()
     if not den2 > 0:
         return nan_with_warning("CKA is undefined: x or y has no variance", stacklevel=4)

@@ -13,13 +13,7 @@ import numpy as np
 import torch
 
 from pytest_analog.metrics._utils import as_float64, nan_with_warning, warn_if_inflated
-from pytest_analog.metrics.cka import _center_gram_
-
-
-def _centred_gram(z: torch.Tensor, debiased: bool) -> torch.Tensor:
-    """Centred linear Gram matrix [n, n] of z [n, d]; columns are centred first for accuracy."""
-    z = z - z.mean(0)
-    return _center_gram_(z @ z.T, debiased)
+from pytest_analog.metrics.cka import center_gram_, linear_gram
 
 
 def cka_matrix(xs: Sequence, ys: Sequence, debiased: bool = True) -> np.ndarray:
@@ -65,11 +59,11 @@ def cka_matrix(xs: Sequence, ys: Sequence, debiased: bool = True) -> np.ndarray:
 
     grams_y = torch.empty(len(ys), n * n, dtype=torch.float64, device=device)
     for j, y in enumerate(ys):
-        grams_y[j] = _centred_gram(y, debiased).flatten()
+        grams_y[j] = center_gram_(linear_gram(y), debiased).flatten()
     norms_y = torch.linalg.vector_norm(grams_y, dim=1)  # [len(ys)]
     out = np.empty((len(xs), len(ys)))
     for i, x in enumerate(xs):
-        gram_x = _centred_gram(x, debiased).flatten()
+        gram_x = center_gram_(linear_gram(x), debiased).flatten()
         out[i] = (grams_y @ gram_x / (torch.linalg.vector_norm(gram_x) * norms_y)).cpu().numpy()
     if not np.isfinite(out).all():
         nan_with_warning("CKA matrix has NaN entries: some layers have no variance")

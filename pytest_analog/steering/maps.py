@@ -1,7 +1,7 @@
 """Cross-model maps from analog activations [n, d_s] to teacher activations [n, d_t].
 
 - ridge: closed-form least squares with bias (Lee et al. 2025), from streamed
-  float64 sums (`PairedMoments`: update / merge / compute);
+  float64 sums (`metrics.PairedMoments`: update / merge / subtract / compute);
 - procrustes: an orthogonal map after zero-padding to equal width, with one
   isotropic scale (the two models' norms differ), from the same sums;
 - autoencoder: Linear(d_s -> h) - ReLU - Linear(h -> d_t), h = sqrt(d_s * d_t),
@@ -19,66 +19,41 @@ from dataclasses import dataclass
 import torch
 
 from pytest_analog.errors import AnalogError
+from pytest_analog.metrics.moments import PairedMoments
 
 MAP_KINDS = ("ridge", "procrustes", "autoencoder")
 
 
-class PairedMoments:
-    """Streaming float64 sums of paired rows: n, sum x, sum y, XᵀX, XᵀY (O(d²) memory)."""
+def _centred(moments: PairedMoments):
+    """(mean x, mean y, centred XᵀX, centred XᵀY) of the fitting rows."""
+    if moments.n < 2:
+        raise AnalogError(f"a map needs at least 2 paired rows, got {moments.n}")
+    mean_x, mean_y, centred = moments.compute()
+    return mean_x, mean_y, centred["xx"], centred["xy"]
 
-    def __init__(self):
-        self.n = 0
-        self.sx = self.sy = self.xx = self.xy = None
 
-    def update(self, x, y) -> None:
-        x, y = torch.as_tensor(x).double(), torch.as_tensor(y).double().to(torch.as_tensor(x).device)
-        if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
-            raise AnalogError(f"paired activations must be [n, d_s] and [n, d_t] with equal n, got {tuple(x.shape)} and {tuple(y.shape)}")
-        sums = (x.sum(0), y.sum(0), x.T @ x, x.T @ y)
-        if self.n == 0:
-            self.sx, self.sy, self.xx, self.xy = sums
-        else:
-            self.sx, self.sy, self.xx, self.xy = (a + b.to(a.device) for a, b in zip((self.sx, self.sy, self.xx, self.xy), sums))
-        self.n += len(x)
+def _ridge_map(moments: PairedMoments, ridge: float = 1e-3) -> AffineMap:
+    """The least-squares affine map with ridge ``ridge`` × mean eigenvalue of the centred XᵀX."""
+    mx, my, cxx, cxy = _centred(moments)
+    lam = ridge * torch.trace(cxx) / len(cxx)
+    weight = torch.linalg.solve(cxx + lam * torch.eye(len(cxx), dtype=cxx.dtype, device=cxx.device), cxy)
+    return AffineMap("ridge", weight, my - mx @ weight)
 
-    def merge(self, other: PairedMoments) -> PairedMoments:
-        """Add another accumulator's rows (exact)."""
-        if other.n:
-            if self.n == 0:
-                self.sx, self.sy, self.xx, self.xy = (t.clone() for t in (other.sx, other.sy, other.xx, other.xy))
-            else:
-                self.sx, self.sy, self.xx, self.xy = (a + b.to(a.device) for a, b in zip((self.sx, self.sy, self.xx, self.xy), (other.sx, other.sy, other.xx, other.xy)))
-            self.n += other.n
-        return self
 
-    def centred(self):
-        """(mean x, mean y, centred XᵀX, centred XᵀY)."""
-        if self.n < 2:
-            raise AnalogError(f"a map needs at least 2 paired rows, got {self.n}")
-        mx, my = self.sx / self.n, self.sy / self.n
-        return mx, my, self.xx - self.n * torch.outer(mx, mx), self.xy - self.n * torch.outer(mx, my)
-
-    def ridge(self, ridge: float = 1e-3) -> AffineMap:
-        """The least-squares affine map with ridge ``ridge`` × mean eigenvalue of the centred XᵀX."""
-        mx, my, cxx, cxy = self.centred()
-        lam = ridge * torch.trace(cxx) / len(cxx)
-        weight = torch.linalg.solve(cxx + lam * torch.eye(len(cxx), dtype=cxx.dtype, device=cxx.device), cxy)
-        return AffineMap("ridge", weight, my - mx @ weight)
-
-    def procrustes(self) -> AffineMap:
-        """The scaled orthogonal map: zero-pad both sides to equal width, R = UVᵀ from the SVD of XᵀY."""
-        mx, my, cxx, cxy = self.centred()
-        d_s, d_t = cxy.shape
-        d = max(d_s, d_t)
-        padded = torch.zeros(d, d, dtype=cxy.dtype, device=cxy.device)
-        padded[:d_s, :d_t] = cxy
-        u, s, vh = torch.linalg.svd(padded)
-        rotation = (u @ vh)[:d_s, :d_t]
-        # least-squares scale of y = c x R: tr(Rᵀ XᵀY) / ‖XR‖², with tr(Rᵀ XᵀY) = tr(S). Not tr(XᵀX):
-        # when the analog is wider (d_s > d_t) R drops directions of x, and ‖XR‖² < tr(XᵀX).
-        scale = s.sum() / torch.trace(rotation.T @ cxx @ rotation)
-        weight = scale * rotation
-        return AffineMap("procrustes", weight, my - mx @ weight)
+def _procrustes_map(moments: PairedMoments) -> AffineMap:
+    """The scaled orthogonal map: zero-pad both sides to equal width, R = UVᵀ from the SVD of XᵀY."""
+    mx, my, cxx, cxy = _centred(moments)
+    d_s, d_t = cxy.shape
+    d = max(d_s, d_t)
+    padded = torch.zeros(d, d, dtype=cxy.dtype, device=cxy.device)
+    padded[:d_s, :d_t] = cxy
+    u, s, vh = torch.linalg.svd(padded)
+    rotation = (u @ vh)[:d_s, :d_t]
+    # least-squares scale of y = c x R: tr(Rᵀ XᵀY) / ‖XR‖², with tr(Rᵀ XᵀY) = tr(S). Not tr(XᵀX):
+    # when the analog is wider (d_s > d_t) R drops directions of x, and ‖XR‖² < tr(XᵀX).
+    scale = s.sum() / torch.trace(rotation.T @ cxx @ rotation)
+    weight = scale * rotation
+    return AffineMap("procrustes", weight, my - mx @ weight)
 
 
 @dataclass
@@ -153,9 +128,9 @@ def evaluate(mapping, x, y) -> dict[str, float]:
 def fit_map(kind: str, moments: PairedMoments, x=None, y=None, *, ridge: float = 1e-3, steps: int = 300, seed: int = 0):
     """Fit a map of ``kind`` ("ridge", "procrustes" from ``moments``; "autoencoder" from rows ``x``, ``y``)."""
     if kind == "ridge":
-        return moments.ridge(ridge)
+        return _ridge_map(moments, ridge)
     if kind == "procrustes":
-        return moments.procrustes()
+        return _procrustes_map(moments)
     if kind == "autoencoder":
         return fit_autoencoder(x, y, steps=steps, seed=seed)
     raise AnalogError(f"map kind must be one of {', '.join(MAP_KINDS)}, got {kind!r}")
