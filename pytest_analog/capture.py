@@ -198,7 +198,7 @@ def capture(pair, plan: Plan, *, batch_size: int, with_logits: bool, progress=No
         chunk = [plan.prompts[i] for i in indices]
         with torch.inference_mode():
             t_out = forward(pair.teacher, [p.teacher_ids for p in chunk], with_logits)
-            s_out = forward(pair.student, [p.student_ids for p in chunk], with_logits)
+            s_out = forward(pair.analog, [p.student_ids for p in chunk], with_logits)
             c_out = forward(control, [p.student_ids for p in chunk], False) if control is not None else None
         t_index = _flat_index([p.teacher_rows for p in chunk])
         batch = Batch(

@@ -117,9 +117,9 @@ def _unavailable(release: Release, what: str) -> Check:
 
 
 def parameter_fraction(infos: dict) -> Check:
-    """The analog's size as a fraction of the teacher's, from the models' records (``{"teacher": info, "student": info}``)."""
+    """The analog's size as a fraction of the teacher's, from the models' records (``{"teacher": info, "analog": info}``)."""
     fraction = models.parameter_fraction(infos)
-    teacher, analog = infos["teacher"]["parameters"], infos["student"]["parameters"]
+    teacher, analog = infos["teacher"]["parameters"], infos["analog"]["parameters"]
     return Check(None, f"analog has {analog:,} parameters, {fraction:.2%} of the teacher's {teacher:,}", fraction)
 
 

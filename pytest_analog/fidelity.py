@@ -97,7 +97,7 @@ def measure(pair, prompts, config, *, control=None, with_logits: bool = True, pr
             tqdm-like progress bar; None for no progress.
     """
     started = time.perf_counter()
-    teacher, student = pair.teacher, pair.student
+    teacher, student = pair.teacher, pair.analog
     layers = gated_layers(config, teacher.num_layers)
     mapped = layer_map(config, layers, teacher.num_layers, student.num_layers)
     plan = plan_alignment(
@@ -132,7 +132,7 @@ class _Stream:
                      if resampling else None)
         self.streams = {(name, i): metrics.StreamingLinearCKA() for name in self.others for i in layers}
         self.logits = metrics.StreamingLogitFidelity() if pair.same_tokenizer and with_logits else None
-        depth = {"teacher": pair.teacher.num_layers, **dict.fromkeys(self.others, pair.student.num_layers)}
+        depth = {"teacher": pair.teacher.num_layers, **dict.fromkeys(self.others, pair.analog.num_layers)}
         self.samples = {name: [[] for _ in range(depth[name] + 1)] for name in ("teacher", *self.others)}
         self.read = [("teacher", i) for i in layers] + [(n, j) for n in self.others for j in sorted(set(mapped.values()))]
         self.pooled = {key: [] for key in self.read}
@@ -186,7 +186,7 @@ def _measurements(stream, pair, config, control, with_logits: bool, started: flo
     influence = _leave_out(stream.streams, stream.top, found, mapped, debiased=config.representation.cka.debiased)
     kept = _left_in(stream.sample, found)
     matrices = _layer_matrices(stream.samples, others, kept)
-    geometry, geometry_notes = _geometry(pair.teacher, pair.student, config)
+    geometry, geometry_notes = _geometry(pair.teacher, pair.analog, config)
     notes = _notes(pair, config, len(plan.prompts), with_logits, geometry_notes)
     values = _per_layer(stream, "student", config, notes)
     chance, intervals, chance_matrix = {}, {}, None
@@ -227,7 +227,7 @@ def _measurements(stream, pair, config, control, with_logits: bool, started: flo
             "n_tokens": sum(len(p.teacher_ids) for p in plan.prompts),
             "seconds": round(time.perf_counter() - started, 3),
         },
-        models={"teacher": pair.teacher.info, "student": pair.student.info},
+        models={"teacher": pair.teacher.info, "analog": pair.analog.info},
         notes=notes,
         control=control.info if control is not None else None,
         chance=chance,

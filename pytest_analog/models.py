@@ -66,23 +66,23 @@ class LoadedModel:
 
 @dataclass
 class ModelPair:
-    """The teacher and its analog (the student)."""
+    """The teacher and its analog."""
 
     teacher: LoadedModel
-    student: LoadedModel
+    analog: LoadedModel
 
     @property
     def same_tokenizer(self) -> bool:
-        return self.teacher.info["tokenizer"]["sha256"] == self.student.info["tokenizer"]["sha256"]
+        return self.teacher.info["tokenizer"]["sha256"] == self.analog.info["tokenizer"]["sha256"]
 
     @property
     def parameter_fraction(self) -> float:
-        return parameter_fraction({"teacher": self.teacher.info, "student": self.student.info})
+        return parameter_fraction({"teacher": self.teacher.info, "analog": self.analog.info})
 
 
 def parameter_fraction(infos: dict[str, Any]) -> float:
-    """The analog's parameters / the teacher's, from the models' records (``{"teacher": info, "student": info}``)."""
-    return infos["student"]["parameters"] / infos["teacher"]["parameters"]
+    """The analog's parameters / the teacher's, from the models' records (``{"teacher": info, "analog": info}``)."""
+    return infos["analog"]["parameters"] / infos["teacher"]["parameters"]
 
 
 def resolve_source(ref: str, *, allow_pickle: bool = False, trust_remote_code: bool = False) -> ModelSource:
@@ -472,9 +472,9 @@ def describe(model, tokenizer, source: ModelSource, cache_dir: Path | None = Non
     }
 
 
-def load_pair(teacher: str | ModelSource, student: str | ModelSource, **kwargs) -> ModelPair:
+def load_pair(teacher: str | ModelSource, analog: str | ModelSource, **kwargs) -> ModelPair:
     """Load a teacher and its analog with the same options (see `load_model`)."""
-    return ModelPair(load_model(teacher, **kwargs), load_model(student, **kwargs))
+    return ModelPair(load_model(teacher, **kwargs), load_model(analog, **kwargs))
 
 
 __all__ = [

@@ -112,9 +112,9 @@ def teacher(analog_pair):
 
 
 @pytest.fixture(scope="session")
-def student(analog_pair):
+def analog(analog_pair):
     """The loaded analog (`LoadedModel`: ``.model``, ``.tokenizer``, ``.info``)."""
-    return analog_pair.student
+    return analog_pair.analog
 
 
 @pytest.fixture(scope="session")
@@ -222,7 +222,7 @@ def steering_vector(analog_session):
     """``steering_vector(behaviour, layer, model="teacher")``: a steering vector [d] (float64), extracted once.
 
     ``behaviour`` is a shipped set name or a .jsonl path; ``layer`` is hidden_states[layer];
-    ``model`` is "teacher" or "student". Settings come from the config's ``steering`` section.
+    ``model`` is "teacher" or "analog". Settings come from the config's ``steering`` section.
     """
     return analog_session.steering_vector
 

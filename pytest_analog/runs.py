@@ -89,7 +89,7 @@ def _measure(pair, config, *, prompts, with_logits):
     from pytest_analog.students import control_model
 
     chance = config.chance
-    control = None if chance.control == "none" else control_model(pair.student, chance.control, chance.seed)
+    control = None if chance.control == "none" else control_model(pair.analog, chance.control, chance.seed)
     measured = measure(pair, prompts, config, control=control, with_logits=with_logits, progress_factory=progress_bar)
     measured.capture.update(prompt_set=prompts.name, prompt_set_sha256=prompts.sha256)
     return measured.to_dict()
@@ -108,7 +108,7 @@ def _representation_section(done: Outcome, config: Config) -> dict[str, Any]:
         "layers": {
             "convention": "layer i = hidden_states[i]: 0 is the embedding output, i is the output of block i-1",
             "teacher": list(range(len(m.cka_matrix))),
-            "student": list(range(len(m.cka_matrix[0]))),
+            "analog": list(range(len(m.cka_matrix[0]))),
             "cka_matrix": m.cka_matrix,
             "matrix_rows": m.matrix_rows,
             "best_match": m.best_match,

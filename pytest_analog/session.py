@@ -188,7 +188,7 @@ class AnalogSession:
         device = "cpu" if resolve_device(self.settings.device) == "cpu" else "cuda"
         return cache.cache_key(
             teacher=sha256_files(self._sources[0].files(), self.cache_dir),
-            student=sha256_files(self._sources[1].files(), self.cache_dir),
+            analog=sha256_files(self._sources[1].files(), self.cache_dir),
             dtype=str(resolve_dtype(self.settings.dtype, device)),
             device=device,
             settings=spec.settings(self.config),
@@ -217,8 +217,8 @@ class AnalogSession:
         from pytest_analog.steering.behaviours import load_behaviour
         from pytest_analog.steering.vectors import extract
 
-        if model not in ("teacher", "student"):
-            raise AnalogError(f"steering_vector model must be 'teacher' or 'student', got {model!r}")
+        if model not in ("teacher", "analog"):
+            raise AnalogError(f"steering_vector model must be 'teacher' or 'analog', got {model!r}")
         s = self.config.steering
         items = self._guarded(load_behaviour, behaviour).train[: s.train_items]
         loaded = getattr(self.pair(), model)
@@ -330,7 +330,7 @@ class AnalogSession:
         if "representation" in self._runs:
             return self._runs["representation"].result.models
         if self._pair:
-            return {"teacher": self._pair.teacher.info, "student": self._pair.student.info}
+            return {"teacher": self._pair.teacher.info, "analog": self._pair.analog.info}
         return self._merged_models
 
     def report(self) -> dict[str, Any]:
@@ -365,7 +365,7 @@ class AnalogSession:
             report["models"] = {
                 **infos,
                 "parameter_fraction": parameter_fraction(infos),
-                "same_tokenizer": infos["teacher"]["tokenizer"]["sha256"] == infos["student"]["tokenizer"]["sha256"],
+                "same_tokenizer": infos["teacher"]["tokenizer"]["sha256"] == infos["analog"]["tokenizer"]["sha256"],
             }
         for name, spec in RUNS.items():  # the sections of the runs performed, in one order whoever performed them
             if name in self._runs:

@@ -59,7 +59,7 @@ def weights_sha256(record: dict[str, Any]) -> str:
     return combine_sha256(weights)
 
 
-def make_submission(report: dict, teacher: ModelSource, student: ModelSource, cache_dir: Path | None = None) -> dict:
+def make_submission(report: dict, teacher: ModelSource, analog: ModelSource, cache_dir: Path | None = None) -> dict:
     """Build a bundle from a finished report and the two models it measured; validated before it is returned."""
     from pytest_analog.report._write import render_json
 
@@ -71,7 +71,7 @@ def make_submission(report: dict, teacher: ModelSource, student: ModelSource, ca
         "config": report["config"],
         "environment": report["environment"],
         "packages": {name: package_version(name) for name in PACKAGES},
-        "models": {"teacher": model_files(teacher, cache_dir), "student": model_files(student, cache_dir)},
+        "models": {"teacher": model_files(teacher, cache_dir), "analog": model_files(analog, cache_dir)},
     }
     bundle["sha256"] = content_sha256(bundle)
     problems = schema_errors(bundle)
@@ -80,9 +80,9 @@ def make_submission(report: dict, teacher: ModelSource, student: ModelSource, ca
     return bundle
 
 
-def write_submission(report: dict, teacher: ModelSource, student: ModelSource, path: Path, cache_dir: Path | None = None) -> Path:
+def write_submission(report: dict, teacher: ModelSource, analog: ModelSource, path: Path, cache_dir: Path | None = None) -> Path:
     """Write the bundle to ``path`` atomically and return ``path``."""
-    bundle = make_submission(report, teacher, student, cache_dir)
+    bundle = make_submission(report, teacher, analog, cache_dir)
     write_atomic(path, json.dumps(bundle, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     return Path(path)
 

@@ -24,7 +24,7 @@ def model_records(analog_session):
     if set(analog_session.settings.suites) - {"compliance"}:
         return analog_session.run("representation").models
     pair = analog_session.pair()
-    return {"teacher": pair.teacher.info, "student": pair.student.info}
+    return {"teacher": pair.teacher.info, "analog": pair.analog.info}
 
 
 @pytest.mark.parametrize("bound", ["min", "max"])

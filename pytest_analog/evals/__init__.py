@@ -29,7 +29,7 @@ def run_pair(pair, tasks: TaskSet, settings, *, seed: int, verbose: bool = False
             fewshot_seed=seed,
             verbose=verbose,
         )
-        for role, loaded in (("teacher", pair.teacher), ("analog", pair.student))
+        for role, loaded in (("teacher", pair.teacher), ("analog", pair.analog))
     }
 
 

@@ -80,7 +80,7 @@ def build_board(directory: Path) -> Board:
     pairs: dict[tuple[str, str], str] = {}
     for _, name, bundle in sorted(accepted, key=lambda a: (a[0], a[1])):
         models = bundle["report"]["models"]
-        pair = (models["teacher"]["sha256"], models["student"]["sha256"])
+        pair = (models["teacher"]["sha256"], models["analog"]["sha256"])
         if pair in pairs:
             board.rejected.append({"file": name, "reason": f"duplicate of {pairs[pair]}: the same teacher and analog weights"})
             continue
@@ -101,7 +101,7 @@ def check_submission(bundle: Any) -> str | None:
     report = bundle["report"]
     if bundle["config"] != report["config"]:
         return "its config differs from the config in its report"
-    for role, name in (("teacher", "teacher"), ("student", "analog")):
+    for role, name in (("teacher", "teacher"), ("analog", "analog")):
         recorded, recomputed = report["models"][role]["sha256"], weights_sha256(bundle["models"][role])
         if recorded != recomputed:
             return (
@@ -191,9 +191,9 @@ def entry(bundle: dict, name: str) -> dict[str, Any]:
     return {
         "file": name,
         "teacher": models["teacher"]["id"],
-        "analog": models["student"]["id"],
+        "analog": models["analog"]["id"],
         "teacher_sha256": models["teacher"]["sha256"],
-        "analog_sha256": models["student"]["sha256"],
+        "analog_sha256": models["analog"]["sha256"],
         "parameter_fraction": models["parameter_fraction"],
         "scores": headline_scores(report["criteria"]),
         "verdict": report["verdict"],

@@ -60,7 +60,6 @@ def _verify(args) -> int:
     reasons = differences.pop("submission")
     print(f"submission: REJECTED: {reasons[0]}" if reasons else "submission: consistent (its own sha256, file hashes and verdicts)")
     for role, found in differences.items():
-        name = "analog" if role == "student" else role
         if found:
             print(f"{name}: NOT the submitted files: {'; '.join(found)}")
         else:

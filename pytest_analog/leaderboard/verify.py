@@ -9,12 +9,12 @@ from pytest_analog.submission import model_files, schema_errors
 CHECKED_KINDS = ("weights", "config", "tokenizer")
 
 
-def verify_models(bundle: dict, teacher: str, student: str, *, allow_pickle: bool = False) -> dict[str, list[str]]:
+def verify_models(bundle: dict, teacher: str, analog: str, *, allow_pickle: bool = False) -> dict[str, list[str]]:
     """Check the bundle itself, then re-hash both local models.
 
     Returns, for ``submission``, why the bundle could not go on the board (its
     own sha256, its report against its file hashes and thresholds; see
-    `check_submission`), and for ``teacher`` and ``student``, how the local
+    `check_submission`), and for ``teacher`` and ``analog``, how the local
     files differ from the bundle's. Empty lists: the same files as submitted.
     Every weight, config and tokenizer file, by the bundle's kind or the local
     one, must be in both with the same SHA-256: a bundle that leaves out a
@@ -31,7 +31,7 @@ def verify_models(bundle: dict, teacher: str, student: str, *, allow_pickle: boo
         raise AnalogError(f"the submission does not follow the submission schema: {problems[0]}")
     reason = check_submission(bundle)
     differences = {"submission": [reason] if reason else []}
-    for role, ref in (("teacher", teacher), ("student", student)):
+    for role, ref in (("teacher", teacher), ("analog", analog)):
         submitted = {f["name"]: f for f in bundle["models"][role]["files"]}
         local = {f["name"]: f for f in model_files(resolve_source(ref, allow_pickle=allow_pickle))["files"]}
         checked = {n for files in (submitted, local) for n, f in files.items() if f["kind"] in CHECKED_KINDS}

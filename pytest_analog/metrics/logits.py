@@ -24,8 +24,8 @@ class LogitFidelityResult(TypedDict):
     kl: float  # mean per-token KL(teacher ‖ analog), nats
     top1_agreement: float  # fraction of tokens where both argmaxes agree
     perplexity_teacher: float  # exp(mean teacher NLL of the targets); NaN without targets
-    perplexity_student: float  # exp(mean analog NLL of the targets); NaN without targets
-    perplexity_ratio: float  # perplexity_student / perplexity_teacher
+    perplexity_analog: float  # exp(mean analog NLL of the targets); NaN without targets
+    perplexity_ratio: float  # perplexity_analog / perplexity_teacher
     n_tokens: int  # token positions compared
 
 
@@ -102,12 +102,12 @@ class StreamingLogitFidelity:
                 "logit fidelity needs one tokenizer"
             )
 
-    def update(self, teacher_logits, student_logits, targets=None) -> None:
+    def update(self, teacher_logits, analog_logits, targets=None) -> None:
         """Add token positions.
 
         Args:
             teacher_logits: array or tensor [n, V].
-            student_logits: array or tensor [n, V] at the same positions.
+            analog_logits: array or tensor [n, V] at the same positions.
             targets: integer array or tensor [n] of the actual next tokens, or None.
 
         Raises:
@@ -115,16 +115,16 @@ class StreamingLogitFidelity:
                 logits, or targets that are not integers in [0, V).
         """
         t = _as_logits(teacher_logits, "teacher_logits")
-        s = _as_logits(student_logits, "student_logits").to(t.device)
+        s = _as_logits(analog_logits, "analog_logits").to(t.device)
         dtype = torch.promote_types(t.dtype, s.dtype)
         t, s = t.to(dtype), s.to(dtype)
         if t.shape[1] != s.shape[1]:
             raise ValueError(
-                f"teacher and student vocabularies differ (V = {t.shape[1]} vs {s.shape[1]}); "
+                f"teacher and analog vocabularies differ (V = {t.shape[1]} vs {s.shape[1]}); "
                 "logit fidelity needs one tokenizer shared by both models"
             )
         if t.shape[0] != s.shape[0]:
-            raise ValueError(f"teacher_logits has {t.shape[0]} rows but student_logits has {s.shape[0]}")
+            raise ValueError(f"teacher_logits has {t.shape[0]} rows but analog_logits has {s.shape[0]}")
         n, vocab = t.shape
         self._check_vocab(vocab)
         if targets is not None:
@@ -183,7 +183,7 @@ class StreamingLogitFidelity:
             nan = nan_with_warning("StreamingLogitFidelity.compute() called before any update(); returning NaN")
             return LogitFidelityResult(
                 kl=nan, top1_agreement=nan, perplexity_teacher=nan,
-                perplexity_student=nan, perplexity_ratio=nan, n_tokens=0,
+                perplexity_analog=nan, perplexity_ratio=nan, n_tokens=0,
             )  # fmt: skip
         ppl_t = ppl_s = ratio = nan
         if self._n_targets:
@@ -192,21 +192,21 @@ class StreamingLogitFidelity:
             ratio = math.exp((self._nll_s - self._nll_t) / self._n_targets)
         return LogitFidelityResult(
             kl=self._kl / self._n, top1_agreement=self._agree / self._n, perplexity_teacher=ppl_t,
-            perplexity_student=ppl_s, perplexity_ratio=ratio, n_tokens=self._n,
+            perplexity_analog=ppl_s, perplexity_ratio=ratio, n_tokens=self._n,
         )  # fmt: skip
 
 
-def logit_fidelity(teacher_logits, student_logits, targets=None) -> LogitFidelityResult:
+def logit_fidelity(teacher_logits, analog_logits, targets=None) -> LogitFidelityResult:
     """Functional form of `StreamingLogitFidelity` for one batch.
 
     Args:
         teacher_logits: array or tensor [n, V].
-        student_logits: array or tensor [n, V].
+        analog_logits: array or tensor [n, V].
         targets: integer array or tensor [n] of next tokens, or None.
 
     Returns:
         A `LogitFidelityResult` dict.
     """
     metric = StreamingLogitFidelity()
-    metric.update(teacher_logits, student_logits, targets)
+    metric.update(teacher_logits, analog_logits, targets)
     return metric.compute()

@@ -150,7 +150,7 @@ def _banner(report):
     css = verdict if verdict in ("pass", "fail") else "none"
     models = report.get("models") or {}
     teacher = (models.get("teacher") or {}).get("id", "n/a")
-    student = (models.get("student") or {}).get("id", "n/a")
+    student = (models.get("analog") or {}).get("id", "n/a")
     failing = [c for c in failures_first(criteria_of(report)) if status(c) in (FAIL, UNKNOWN)]
     items = "".join(f"<li>{_failure_text(c)}</li>" for c in failing[:_BANNER_FAILURES])
     if len(failing) > _BANNER_FAILURES:
@@ -204,7 +204,7 @@ def _models(report):
     models = report.get("models")
     if not models:
         return None
-    teacher, student = _flatten(models.get("teacher")), _flatten(models.get("student"))
+    teacher, student = _flatten(models.get("teacher")), _flatten(models.get("analog"))
     keys = list(dict.fromkeys([*_MODEL_LABELS, *teacher, *student]))
     rows = []
     for key in keys:
@@ -228,7 +228,7 @@ def _models(report):
         facts.append("Both models use the same tokenizer, so positions are compared token by token.")
     elif models.get("same_tokenizer") is False:
         facts.append("The tokenizers differ, so positions are compared word by word.")
-    other = {k: v for k, v in models.items() if k not in ("teacher", "student", "parameter_fraction", "same_tokenizer")}
+    other = {k: v for k, v in models.items() if k not in ("teacher", "analog", "parameter_fraction", "same_tokenizer")}
     if facts:
         body += "\n<p>" + " ".join(facts) + "</p>"
     if other:
@@ -363,7 +363,7 @@ def _layer_table(layers):
     mapped = as_list(layers.get("mapped"))
     if not teacher or not (best or mapped):
         return None
-    student = as_list(layers.get("student"))
+    student = as_list(layers.get("analog"))
     matrix = layers.get("cka_matrix")
     matrix = [] if matrix is None else list(matrix)
 

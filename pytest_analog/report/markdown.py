@@ -79,10 +79,10 @@ def _models(report):
     if not models:
         return None
     rows = []
-    for role, label in (("teacher", "teacher"), ("student", "analog")):
+    for role, label in (("teacher", "teacher"), ("analog", "analog")):
         m = models.get(role) or {}
         params = fmt_count(m.get("parameters"))
-        if role == "student" and models.get("parameter_fraction") is not None:
+        if role == "analog" and models.get("parameter_fraction") is not None:
             params += f" ({fmt_fraction(models['parameter_fraction'])} of teacher)"
         rows.append(
             [
@@ -96,7 +96,7 @@ def _models(report):
         )
     out = [_table(["", "model", "parameters", "layers", "hidden", "weights sha256"], rows)]
     same = models.get("same_tokenizer")
-    tokenizers = [(models.get(r) or {}).get("tokenizer") or {} for r in ("teacher", "student")]
+    tokenizers = [(models.get(r) or {}).get("tokenizer") or {} for r in ("teacher", "analog")]
     if same is True:
         t = tokenizers[0]
         name = code(t.get("name", "n/a"), in_table=False)

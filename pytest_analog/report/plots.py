@@ -74,7 +74,7 @@ def cka_heatmap_png(layers):
         return None
     n_teacher, n_student = matrix.shape
     teacher = as_list(layers.get("teacher"))
-    student = as_list(layers.get("student"))
+    student = as_list(layers.get("analog"))
     if len(teacher) != n_teacher:
         teacher = list(range(n_teacher))
     if len(student) != n_student:

@@ -59,12 +59,12 @@ class ModelInfo(TypedDict, total=False):
 class _ModelsRequired(TypedDict):
     # The reference model.
     teacher: ModelInfo
-    # The analog under test (called student in keys, analog in prose).
-    student: ModelInfo
+    # The analog under test.
+    analog: ModelInfo
 
 
 class ModelsSection(_ModelsRequired, total=False):
-    # student parameters / teacher parameters.
+    # analog parameters / teacher parameters.
     parameter_fraction: float
     # True when both tokenizers produce identical token ids (token alignment possible).
     same_tokenizer: bool
@@ -114,8 +114,8 @@ class LayersSection(TypedDict, total=False):
     # Teacher layer indices, in matrix row order.
     teacher: list[int]
     # Student layer indices, in matrix column order.
-    student: list[int]
-    # len(teacher) x len(student) debiased linear CKA on a token sample (massive rows left out), except the
+    analog: list[int]
+    # len(teacher) x len(analog) debiased linear CKA on a token sample (massive rows left out), except the
     # gated cells (teacher layer, mapped analog layer), which hold the gated values; null where not computable.
     cka_matrix: list[list[float | None]]
     # Tokens in the sample the matrix was computed on.

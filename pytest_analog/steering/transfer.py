@@ -42,8 +42,8 @@ class PassCounter:
 
     teacher_batches: int = 0
     teacher_sequences: int = 0
-    student_batches: int = 0
-    student_sequences: int = 0
+    analog_batches: int = 0
+    analog_sequences: int = 0
 
     def add(self, model: str, sequences: int, batch_size: int) -> None:
         setattr(self, f"{model}_batches", getattr(self, f"{model}_batches") + math.ceil(sequences / batch_size))
@@ -64,7 +64,7 @@ def paired_activations(pair, texts, layer_pairs, *, max_length: int, skip_first:
         and the numbers of fitting and held-out prompts.
     """
     plan = plan_alignment(
-        pair.teacher.tokenizer, pair.student.tokenizer, list(texts),
+        pair.teacher.tokenizer, pair.analog.tokenizer, list(texts),
         same_tokenizer=pair.same_tokenizer, max_length=max_length, skip_first=skip_first,
     )
     held = [p for k, p in enumerate(plan.prompts) if k % holdout == holdout - 1]
@@ -330,16 +330,16 @@ def steering_analysis(pair, behaviours, layer_pairs: dict[int, int], settings, *
                     max_length=s.max_length, batch_size=s.batch_size)
     for part in next(iter(maps.values()))["prompts"]:  # fitting and held-out prompts, each in its own batches
         counter.add("teacher", part, s.batch_size)
-        counter.add("student", part, s.batch_size)
+        counter.add("analog", part, s.batch_size)
     results = {}
     for behaviour in behaviours:
         train = behaviour.train[: s.train_items]
         items = behaviour.eval[: s.eval_items]
         texts = [it.positive for it in train] + [it.negative for it in train]
         t_acts = activations(pair.teacher, texts, sorted(layer_pairs), position=s.position, batch_size=s.batch_size)
-        s_acts = activations(pair.student, texts, sorted(set(layer_pairs.values())), position=s.position, batch_size=s.batch_size)
+        s_acts = activations(pair.analog, texts, sorted(set(layer_pairs.values())), position=s.position, batch_size=s.batch_size)
         counter.add("teacher", len(texts), s.batch_size)
-        counter.add("student", len(texts), s.batch_size)
+        counter.add("analog", len(texts), s.batch_size)
         n = len(train)
         for i, j in layer_pairs.items():
             native = difference_vector(t_acts[i][:n], t_acts[i][n:], s.method)
