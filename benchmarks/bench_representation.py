@@ -41,7 +41,7 @@ def bare_forward_seconds(pair, plan, batch_size: int, with_logits: bool, control
         for start in range(0, len(order), batch_size):
             chunk = [plan.prompts[i] for i in order[start : start + batch_size]]
             forward(pair.teacher, [p.teacher_ids for p in chunk], with_logits)
-            forward(pair.student, [p.student_ids for p in chunk], with_logits)
+            forward(pair.analog, [p.student_ids for p in chunk], with_logits)
             if control is not None:
                 forward(control, [p.student_ids for p in chunk], False)
     return time.perf_counter() - started

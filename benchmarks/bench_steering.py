@@ -42,7 +42,7 @@ def _peak_mb() -> float:
 
 def bare_seconds(pair, behaviours, layer_pairs, s, map_texts) -> float:
     """The suite's forward passes with nothing around them."""
-    plan = plan_alignment(pair.teacher.tokenizer, pair.student.tokenizer, list(map_texts), same_tokenizer=pair.same_tokenizer,
+    plan = plan_alignment(pair.teacher.tokenizer, pair.analog.tokenizer, list(map_texts), same_tokenizer=pair.same_tokenizer,
                           max_length=s.max_length, skip_first=True)
     prompts = sorted(plan.prompts, key=lambda p: len(p.teacher_ids))
     started = time.perf_counter()
@@ -50,12 +50,12 @@ def bare_seconds(pair, behaviours, layer_pairs, s, map_texts) -> float:
         for k in range(0, len(prompts), s.batch_size):
             chunk = prompts[k : k + s.batch_size]
             forward(pair.teacher, [p.teacher_ids for p in chunk], False)
-            forward(pair.student, [p.student_ids for p in chunk], False)
+            forward(pair.analog, [p.student_ids for p in chunk], False)
         doses = 1 + 3 * len(layer_pairs) * sum(a != 0 for a in s.alphas)
         for b in behaviours:
             train = b.train[: s.train_items]
             texts = [i.positive for i in train] + [i.negative for i in train]
-            for model in (pair.teacher, pair.student):
+            for model in (pair.teacher, pair.analog):
                 for k in range(0, len(texts), s.batch_size):
                     forward(model, [model.tokenizer(t)["input_ids"] for t in texts[k : k + s.batch_size]], False)
             encoded = [answer_tokens(pair.teacher.tokenizer, i)[0] for i in b.eval[: s.eval_items]]
@@ -87,7 +87,7 @@ def bench_suite(args) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {len(behaviours)} behaviours x "
           f"{len(layer_pairs)} layer(s), {s.train_items} train pairs, {s.eval_items} eval items, alphas {s.alphas}")
     print(f"extra forward passes: teacher {passes['teacher_batches']} batches / {passes['teacher_sequences']} sequences, "
-          f"analog {passes['student_batches']} batches / {passes['student_sequences']} sequences")
+          f"analog {passes['analog_batches']} batches / {passes['analog_sequences']} sequences")
     print(f"steering suite {full:.1f} s, its bare forward passes {bare:.1f} s: ratio {full / bare:.2f} (target <= 1.2)")
     for name, layers in result["behaviours"].items():
         for layer, case in layers.items():

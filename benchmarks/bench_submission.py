@@ -67,8 +67,8 @@ def main() -> None:
         base = _bundle(files)
         for i in range(args.entries):
             bundle = copy.deepcopy(base)
-            bundle["models"]["student"]["files"][0]["sha256"] = f"{i:064x}"  # a distinct analog per entry
-            bundle["report"]["models"]["student"]["sha256"] = weights_sha256(bundle["models"]["student"])
+            bundle["models"]["analog"]["files"][0]["sha256"] = f"{i:064x}"  # a distinct analog per entry
+            bundle["report"]["models"]["analog"]["sha256"] = weights_sha256(bundle["models"]["analog"])
             bundle["sha256"] = content_sha256(bundle)
             (folder / f"{i:04d}.json").write_text(json.dumps(bundle))
         start = time.perf_counter()

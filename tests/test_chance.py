@@ -288,7 +288,7 @@ def tiny_pair(tiny_dir):
 def test_controls_keep_the_shape_and_lose_the_weights(tiny_pair):
     from pytest_analog.students import control_model
 
-    student = tiny_pair.student
+    student = tiny_pair.analog
     for kind in ("random", "permuted"):
         control = control_model(student, kind, seed=5)
         again = control_model(student, kind, seed=5)
@@ -307,7 +307,7 @@ def test_a_model_against_itself_scores_corrected_one_beside_a_lower_chance(tiny_
     from pytest_analog.students import control_model
 
     config = load_config(**{"prompts.max_prompts": 40, "layers.teacher": "all", "chance.resamples": 50})
-    control = control_model(tiny_pair.student, "random", config.chance.seed)
+    control = control_model(tiny_pair.analog, "random", config.chance.seed)
     m = measure(tiny_pair, load_prompts("default", 40), config, control=control)
     for layer in m.teacher_layers:
         for metric in ("cka", "rbf_cka", "mutual_knn"):
@@ -330,7 +330,7 @@ def test_the_report_carries_chance_and_renders_it():
         for i in range(3)
     ]
     report = {"schema_version": 2, "verdict": "fail", "criteria": criteria,
-              "layers": {"teacher": [0, 1, 2], "student": [0, 1, 2], "cka_matrix": np.eye(3).tolist(),
+              "layers": {"teacher": [0, 1, 2], "analog": [0, 1, 2], "cka_matrix": np.eye(3).tolist(),
                          "chance_matrix": np.full((3, 3), 0.5).tolist(), "best_match": [0, 1, 2], "mapped": [0, 1, 2]}}
     md = render_markdown(report)
     assert "| criterion | score | raw | chance | threshold | status |" in md

@@ -158,7 +158,7 @@ def test_same_family():
 
 
 def test_parameter_fraction_and_release_lag_values():
-    assert compliance.parameter_fraction({"teacher": {"parameters": 1_000_000}, "student": {"parameters": 20_000}}).value == pytest.approx(0.02)
+    assert compliance.parameter_fraction({"teacher": {"parameters": 1_000_000}, "analog": {"parameters": 20_000}}).value == pytest.approx(0.02)
     lag = compliance.release_lag("2025-01-15", "2025-03-16")
     assert lag.value == pytest.approx(60 / (365.25 / 12))
     assert compliance.release_lag("2025-01-15", "2025-01-10").value < 0

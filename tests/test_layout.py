@@ -70,7 +70,7 @@ def long_report():
     ]
     for c in report["criteria"][-4:]:
         c["reason"] = "a long explanation of what was found and where it was looked for, " * 3
-    report["models"]["student"]["id"] = "/home/release-engineering/checkouts/analog-releases/2026-11/smollm2-135m-instruct-analog-5pct/release"
+    report["models"]["analog"]["id"] = "/home/release-engineering/checkouts/analog-releases/2026-11/smollm2-135m-instruct-analog-5pct/release"
     report["steering"] = _steering_section(3)
     return report
 

@@ -66,7 +66,7 @@ def test_bundle_follows_schema_and_hashes_every_file(bundles, tiny_dir, tiny_ran
     assert check_submission(bundle) is None
     assert bundle["config"] == bundle["report"]["config"]
     assert bundle["packages"]["torch"] and bundle["environment"]["python"]
-    for role, folder in (("teacher", tiny_dir), ("student", tiny_random_dir)):
+    for role, folder in (("teacher", tiny_dir), ("analog", tiny_random_dir)):
         files = {f["name"]: f for f in bundle["models"][role]["files"]}
         assert set(files) == {p.name for p in folder.iterdir()}
         for path in folder.iterdir():  # what sha256sum prints
@@ -83,7 +83,7 @@ def test_bundle_follows_schema_and_hashes_every_file(bundles, tiny_dir, tiny_ran
     ("edit", "message"),
     [
         (lambda b: b.pop("models"), "at $: 'models' is a required property"),
-        (lambda b: b["models"]["student"]["files"][0].update(sha256="abc"), "at $.models.student.files[0].sha256: 'abc' does not match"),
+        (lambda b: b["models"]["analog"]["files"][0].update(sha256="abc"), "at $.models.analog.files[0].sha256: 'abc' does not match"),
         (lambda b: b["report"].update(verdict="great"), "at $.report.verdict: 'great' is not one of"),
         (lambda b: b["report"]["criteria"][0].update(value="0.9"), "at $.report.criteria[0].value: '0.9' is not of type 'number', 'null'"),
         (lambda b: [f.update(kind="other") for f in b["models"]["teacher"]["files"]], "at $.models.teacher.files: "),
@@ -126,7 +126,7 @@ def _lower_threshold(bundle):
 
 
 def _swap_weights(bundle):
-    weights = next(f for f in bundle["models"]["student"]["files"] if f["kind"] == "weights")
+    weights = next(f for f in bundle["models"]["analog"]["files"] if f["kind"] == "weights")
     weights["sha256"] = hashlib.sha256(b"other weights").hexdigest()
 
 
@@ -240,7 +240,7 @@ def test_verify_fails_on_a_bundle_edited_after_it_was_written(bundles, tmp_path,
 
 def test_verify_checks_config_and_tokenizer_files_a_resealed_bundle_leaves_out(bundles, tmp_path, tiny_dir, tiny_random_dir, capsys):
     bundle = copy.deepcopy(bundles["same"])
-    student = bundle["models"]["student"]
+    student = bundle["models"]["analog"]
     student["files"] = [f for f in student["files"] if f["kind"] == "weights"]
     path = write(tmp_path, "weights-only.json", sealed(bundle))
     assert check_submission(bundle) is None  # consistent: the report depends on the weights' hash only
@@ -307,7 +307,7 @@ def test_page_in_headless_chromium_shows_entries_and_sorts(site, bundles):
         rows = page.locator("#leaderboard tbody tr")
         assert rows.count() == 3
         analogs = set(page.eval_on_selector_all("#leaderboard tbody tr td:nth-child(2)", "cells => cells.map(c => c.title)"))
-        assert analogs == {b["report"]["models"]["student"]["id"] for b in bundles.values()}  # the full id, shown or as tooltip
+        assert analogs == {b["report"]["models"]["analog"]["id"] for b in bundles.values()}  # the full id, shown or as tooltip
         assert page.locator("#rejected li").count() == 4
 
         def fractions():

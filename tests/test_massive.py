@@ -189,7 +189,7 @@ def measured(tiny_dir, tiny_random_dir):
     handle = pair.teacher.model.get_input_embeddings().register_forward_hook(plant)
     try:
         config = load_config(**{"prompts.max_prompts": 24, "chance.resamples": 30, "layers.teacher": "all"})
-        control = control_model(pair.student, "random", config.chance.seed)
+        control = control_model(pair.analog, "random", config.chance.seed)
         yield measure(pair, prompts, config, control=control), pair.teacher.tokenizer.convert_ids_to_tokens(token)
     finally:
         handle.remove()

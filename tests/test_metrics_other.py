@@ -162,7 +162,7 @@ def ref_logit_fidelity(t, s, targets):
     if targets is not None:
         out |= {
             "perplexity_teacher": np.exp(np.mean(nll_t)),
-            "perplexity_student": np.exp(np.mean(nll_s)),
+            "perplexity_analog": np.exp(np.mean(nll_s)),
             "perplexity_ratio": np.exp(np.mean(nll_s)) / np.exp(np.mean(nll_t)),
         }
     return out
@@ -181,7 +181,7 @@ def test_logit_fidelity_matches_explicit_loops(rng, dtype):
     expected = ref_logit_fidelity(t, s, targets)
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     assert got.keys() == {
-        "kl", "top1_agreement", "perplexity_teacher", "perplexity_student", "perplexity_ratio", "n_tokens"
+        "kl", "top1_agreement", "perplexity_teacher", "perplexity_analog", "perplexity_ratio", "n_tokens"
     }  # fmt: skip
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, rel=tol), key
@@ -244,7 +244,7 @@ def test_logit_fidelity_errors(rng):
     t, s, targets = logits_pair(rng, n=5, vocab=8)
     with pytest.raises(ValueError, match=r"vocabularies differ \(V = 8 vs 9\).*one tokenizer"):
         logit_fidelity(t, np.zeros((5, 9)))
-    with pytest.raises(ValueError, match="teacher_logits has 5 rows but student_logits has 4"):
+    with pytest.raises(ValueError, match="teacher_logits has 5 rows but analog_logits has 4"):
         logit_fidelity(t, s[:4])
     with pytest.raises(ValueError, match=r"targets must be token ids in \[0, 8\)"):
         logit_fidelity(t, s, targets + 8)

@@ -129,8 +129,8 @@ def test_too_few_shared_tokens_give_geometry_a_reason_not_a_value(tmp_path, shar
         fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=f"{prefix}38", pad_token=f"{prefix}39")
         dirs.append(save_model(tiny_llama(fast, layers=1, hidden=16), fast, tmp_path / prefix))
     pair = ModelPair(*(load_model(str(d), device="cpu") for d in dirs))
-    assert len(shared_token_ids(pair.teacher.tokenizer, pair.student.tokenizer)[0]) == shared
-    values, notes = _geometry(pair.teacher, pair.student, load_config())
+    assert len(shared_token_ids(pair.teacher.tokenizer, pair.analog.tokenizer)[0]) == shared
+    values, notes = _geometry(pair.teacher, pair.analog, load_config())
     assert values == {"embedding": None, "unembedding": None}
     assert notes["embedding_geometry"] == (
         f"not measurable: the two models share {shared} usable token rows; at least 100 are needed "
@@ -156,6 +156,6 @@ def test_shipped_folders_found_installed_or_in_a_checkout(monkeypatch):
 def test_package_version_and_parameter_fraction():
     assert package_version("pytest") == pytest.__version__
     assert package_version("no-such-package-anywhere") is None
-    assert parameter_fraction({"teacher": {"parameters": 400}, "student": {"parameters": 30}}) == 0.075
+    assert parameter_fraction({"teacher": {"parameters": 400}, "analog": {"parameters": 30}}) == 0.075
     pair = ModelPair(SimpleNamespace(info={"parameters": 400}), SimpleNamespace(info={"parameters": 30}))
     assert pair.parameter_fraction == 0.075

@@ -98,7 +98,7 @@ def test_self_pair_passes_and_writes_reports(pytester, tiny_dir):
     assert len(cka) == 4 and all(c["value"] > 0.999 and c["passed"] for c in cka)
     assert all(c["few_prompts"].startswith("only 24 prompts (gates.cka.min_prompts: 50)") for c in cka)
     assert all(c["rule"] == "point" and c["too_close_to_call"] is False for c in data["criteria"])
-    assert data["models"]["teacher"]["sha256"] == data["models"]["student"]["sha256"]
+    assert data["models"]["teacher"]["sha256"] == data["models"]["analog"]["sha256"]
     assert "first position" in data["capture"]["positions"]
     assert data["layers"]["best_match"] == [0, 1, 2, 3] == data["layers"]["mapped"]
     assert (report / "fidelity.md").read_text().strip() and "<html" in (report / "fidelity.html").read_text()
@@ -139,9 +139,9 @@ def test_ini_twins_and_suite_selection(pytester, tiny_dir):
 def test_suites_none_runs_only_user_tests_with_fixtures(pytester, tiny_dir):
     pytester.makepyfile(
         """
-        def test_own(analog_pair, teacher, student, fidelity_record):
+        def test_own(analog_pair, teacher, analog, fidelity_record):
             assert analog_pair.same_tokenizer
-            assert teacher.info["sha256"] == student.info["sha256"]
+            assert teacher.info["sha256"] == analog.info["sha256"]
             fidelity_record("parameter_fraction", analog_pair.parameter_fraction, max=0.05)
         """
     )

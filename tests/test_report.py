@@ -118,7 +118,7 @@ def make_report(n_teacher=31, n_student=16, seed=0):
         "verdict": "fail" if failed else "pass",
         "models": {
             "teacher": _model("HuggingFaceTB/SmolLM2-360M", 361_821_120, n_teacher - 1),
-            "student": _model("./analogs/smol-half", 180_910_560, n_student - 1),
+            "analog": _model("./analogs/smol-half", 180_910_560, n_student - 1),
             "parameter_fraction": 0.5,
             "same_tokenizer": True,
         },
@@ -134,7 +134,7 @@ def make_report(n_teacher=31, n_student=16, seed=0):
         "layers": {
             "convention": "layer i = hidden_states[i]: 0 is the embedding output, i is the output of block i-1",
             "teacher": list(range(n_teacher)),
-            "student": list(range(n_student)),
+            "analog": list(range(n_student)),
             "cka_matrix": matrix.tolist(),
             "matrix_rows": 2048,
             "best_match": best,
@@ -331,7 +331,7 @@ def test_html_embeds_two_png_plots(written):
 
 
 def test_html_escapes_every_string(report, no_plots):
-    report["models"]["student"]["id"] = MALICIOUS
+    report["models"]["analog"]["id"] = MALICIOUS
     report["criteria"][0]["id"] = MALICIOUS
     report["config"]["note"] = '"><img src=x onerror=alert(1)>'
     report["capture"]["positions"] = MALICIOUS
@@ -421,7 +421,7 @@ def test_session_error_is_shown_everywhere(no_plots):
 
 def test_numpy_layers_section_renders(report):
     layers = report["layers"]
-    for key in ("teacher", "student", "cka_matrix", "best_match", "mapped"):
+    for key in ("teacher", "analog", "cka_matrix", "best_match", "mapped"):
         layers[key] = np.asarray(layers[key])
     assert plots.cka_heatmap_png(layers).startswith(PNG_MAGIC)
     assert "Best match and mapped agree" in render_markdown(report)

@@ -319,7 +319,7 @@ def test_steering_suite_end_to_end_reports_criteria_plot_and_numbers(pytester, p
 
         def test_fixtures(steering_vector, steering_map):
             native = steering_vector({str(behaviour)!r}, 1)
-            analog = steering_vector({str(behaviour)!r}, 1, model="student")
+            analog = steering_vector({str(behaviour)!r}, 1, model="analog")
             ridge = steering_map(1, analog_layer=1)
             carried = analog @ ridge.weight
             assert torch.cosine_similarity(native, carried, dim=0) > 0.999
