@@ -1,7 +1,7 @@
 """Wall time of the representation measurement over the bare forward passes it needs.
 
 Both models run the same prompts in the same batches (sorted by length, right
-padded, every hidden state) once bare and once through `fidelity.measure`, which
+padded, every hidden state) once bare and once through `representation.measure`, which
 adds the alignment, the streamed metrics, the layer matrix and the geometry.
 Two figures: the representation suite alone (no output logits needed, target
 <= 1.2) and the whole gate with logit fidelity (the forward then computes logits).
@@ -25,11 +25,11 @@ import torch
 from pytest_analog.capture import plan_alignment
 from pytest_analog.config import load_config
 from pytest_analog.demo import smollm2_gguf
-from pytest_analog.fidelity import measure
+from pytest_analog.representation import measure
 from pytest_analog.layers import gated_layers
 from pytest_analog.models import ModelPair, load_model
 from pytest_analog.prompts import load_prompts
-from pytest_analog.students import control_model
+from pytest_analog.controls import control_model
 
 
 def bare_forward_seconds(pair, plan, batch_size: int, with_logits: bool, control=None) -> float:
@@ -85,7 +85,7 @@ def main() -> None:
 PARTS = {
     "CKA streams over every row": ("pytest_analog.metrics", "StreamingLinearCKA.update_each"),
     "massive rows: norms and candidates": ("pytest_analog.massive", "TopRows.update"),
-    "massive rows left out + influence figure": ("pytest_analog.fidelity", "_leave_out"),
+    "massive rows left out + influence figure": ("pytest_analog.representation", "_leave_out"),
     "token-level CKA bootstrap: Gram matrices": ("pytest_analog.metrics", "linear_gram"),
     "token-level CKA bootstrap: replicates": ("pytest_analog.metrics", "gram_cka_replicates_each"),
     "kNN bootstrap": ("pytest_analog.metrics", "mutual_knn_replicates_each"),

@@ -119,7 +119,7 @@ def analog(analog_pair):
 
 @pytest.fixture(scope="session")
 def analog_measurements(analog_session):
-    """Every representation metric of the pair (`fidelity.Measurements`), measured once per session."""
+    """Every representation metric of the pair (`representation.Measurements`), measured once per session."""
     return analog_session.run("representation")
 
 

@@ -85,8 +85,8 @@ def _representation_inputs(session) -> Inputs:
 
 
 def _measure(pair, config, *, prompts, with_logits):
-    from pytest_analog.fidelity import measure
-    from pytest_analog.students import control_model
+    from pytest_analog.representation import measure
+    from pytest_analog.controls import control_model
 
     chance = config.chance
     control = None if chance.control == "none" else control_model(pair.analog, chance.control, chance.seed)
@@ -96,7 +96,7 @@ def _measure(pair, config, *, prompts, with_logits):
 
 
 def _measurements(payload):
-    from pytest_analog.fidelity import Measurements
+    from pytest_analog.representation import Measurements
 
     return Measurements.from_dict(payload)
 

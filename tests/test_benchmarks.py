@@ -328,7 +328,7 @@ def test_smollm2_runs_the_local_tasks_above_chance_and_a_pruned_copy_loses_groun
     from lm_eval.tasks import TaskManager
 
     from pytest_analog.models import load_model
-    from pytest_analog.students import layer_pruned_copy
+    from pytest_analog.controls import layer_pruned_copy
 
     teacher = load_model(str(smollm2_gguf), device="cpu", dtype="float32")
     pruned = tmp_path_factory.mktemp("smollm2") / "pruned"

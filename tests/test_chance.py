@@ -286,7 +286,7 @@ def tiny_pair(tiny_dir):
 
 
 def test_controls_keep_the_shape_and_lose_the_weights(tiny_pair):
-    from pytest_analog.students import control_model
+    from pytest_analog.controls import control_model
 
     student = tiny_pair.analog
     for kind in ("random", "permuted"):
@@ -302,9 +302,9 @@ def test_controls_keep_the_shape_and_lose_the_weights(tiny_pair):
 
 
 def test_a_model_against_itself_scores_corrected_one_beside_a_lower_chance(tiny_pair):
-    from pytest_analog.fidelity import measure
+    from pytest_analog.representation import measure
     from pytest_analog.prompts import load_prompts
-    from pytest_analog.students import control_model
+    from pytest_analog.controls import control_model
 
     config = load_config(**{"prompts.max_prompts": 40, "layers.teacher": "all", "chance.resamples": 50})
     control = control_model(tiny_pair.analog, "random", config.chance.seed)

@@ -10,7 +10,7 @@ from pytest_analog.config import load_config
 from pytest_analog.distill import DistillConfig, distill
 from pytest_analog.distill.data import read_texts
 from pytest_analog.distill.student import random_student
-from pytest_analog.fidelity import measure
+from pytest_analog.representation import measure
 from pytest_analog.models import ModelPair, load_model, resolve_source
 from pytest_analog.prompts import load_prompts
 

@@ -12,7 +12,7 @@ from pytest_analog.errors import AnalogError
 from pytest_analog.layers import layer_map, proportional_map, same_depth
 from pytest_analog.models import decoder_blocks, replace_decoder_blocks
 from pytest_analog.steering.transfer import steering_layers
-from pytest_analog.students import layer_pruned_copy
+from pytest_analog.controls import layer_pruned_copy
 from tests.conftest import tiny_llama
 
 DEPTHS = range(1, 25)

@@ -8,11 +8,11 @@ import torch
 
 from pytest_analog import metrics
 from pytest_analog.criterion import Criterion, Gate, Measured
-from pytest_analog.fidelity import _leave_out
+from pytest_analog.representation import _leave_out
 from pytest_analog.massive import TopRows
 from tests.test_metrics_cka import ref_linear_cka
 
-# -- a planted massive row, streamed in batches as `fidelity.measure` does ----------------------
+# -- a planted massive row, streamed in batches as `representation.measure` does ----------------------
 
 
 MASSIVE = [123, 321]
@@ -164,7 +164,7 @@ def test_the_steering_layer_is_never_the_embedding_output_unless_named():
     assert "never" in layer_rule(best) and layer_rule(named) == "named in steering.analog_layers"
 
 
-# -- through `fidelity.measure` on tiny models ---------------------------------------------------
+# -- through `representation.measure` on tiny models ---------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -173,10 +173,10 @@ def measured(tiny_dir, tiny_random_dir):
     from collections import Counter
 
     from pytest_analog.config import load_config
-    from pytest_analog.fidelity import measure
+    from pytest_analog.representation import measure
     from pytest_analog.models import load_pair, resolve_source
     from pytest_analog.prompts import load_prompts
-    from pytest_analog.students import control_model
+    from pytest_analog.controls import control_model
 
     pair = load_pair(resolve_source(str(tiny_dir)), resolve_source(str(tiny_random_dir)), device="cpu", dtype="float32")
     prompts = load_prompts("default", 24)

@@ -117,7 +117,7 @@ def test_too_few_shared_tokens_give_geometry_a_reason_not_a_value(tmp_path, shar
     from transformers import PreTrainedTokenizerFast
 
     from pytest_analog.config import load_config
-    from pytest_analog.fidelity import _geometry, shared_token_ids
+    from pytest_analog.representation import _geometry, shared_token_ids
     from pytest_analog.models import ModelPair, load_model
     from tests.conftest import save_model, tiny_llama
 

@@ -7,10 +7,10 @@ import torch
 
 from pytest_analog.config import load_config
 from pytest_analog.criterion import Criterion
-from pytest_analog.fidelity import measure
+from pytest_analog.representation import measure
 from pytest_analog.models import LoadedModel, ModelPair, load_model
 from pytest_analog.prompts import load_prompts
-from pytest_analog.students import control_model, layer_pruned_copy, random_copy
+from pytest_analog.controls import control_model, layer_pruned_copy, random_copy
 
 pytestmark = pytest.mark.slow
 ARGS = ["--analog-max-prompts=48", "-p", "no:cacheprovider", "--analog-suites=representation,embeddings"]

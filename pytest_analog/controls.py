@@ -1,4 +1,4 @@
-"""Students built from a teacher without training: reference points for the gate.
+"""Models built from another without training: the chance controls and reference points of the gate.
 
 - `layer_pruned_copy`: the teacher with only some blocks kept (DistilBERT-style
   initialisation), the stand-in analog of the built-in demo pair;
