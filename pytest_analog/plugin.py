@@ -213,8 +213,8 @@ def distilled_analog(analog_session, distill_config, tmp_path_factory):
     from pytest_analog.distill import distilled
 
     cache_dir = analog_session.cache_dir or tmp_path_factory.mktemp("analog")
-    with analog_session._showing_progress():
-        return analog_session._guarded(distilled, distill_config, cache_dir)
+    with analog_session.showing_progress():
+        return analog_session.guarded(distilled, distill_config, cache_dir)
 
 
 @pytest.fixture(scope="session")

@@ -106,7 +106,7 @@ class AnalogSession:
             resolve_device(settings.device)
             sources, depths = [], []
             for ref in (settings.teacher, settings.student):
-                with self._showing_progress():  # a hub download shows its progress
+                with self.showing_progress():  # a hub download shows its progress
                     sources.append(
                         resolve_source(ref, allow_pickle=settings.allow_pickle, trust_remote_code=settings.trust_remote_code)
                     )
@@ -146,8 +146,8 @@ class AnalogSession:
 
         if self._pair is None:
             self._require()
-            with self._showing_progress():
-                self._pair = self._guarded(
+            with self.showing_progress():
+                self._pair = self.guarded(
                     load_pair,
                     *self._sources,
                     device=self.settings.device,
@@ -166,17 +166,17 @@ class AnalogSession:
         if name not in self._runs:
             self._require()
             spec = RUNS[name]
-            inputs = self._guarded(spec.inputs, self)
+            inputs = self.guarded(spec.inputs, self)
             key = self._cache_key(spec, inputs) if self.cache_dir else None  # hashes every model file
             payload = cache.load(self.cache_dir / name, key) if key else None
             cached = payload is not None
             if not cached:
                 pair = self.pair()
-                with self._showing_progress():
-                    payload = cache.canonical(self._guarded(spec.compute, pair, self.config, **inputs.args))
+                with self.showing_progress():
+                    payload = cache.canonical(self.guarded(spec.compute, pair, self.config, **inputs.args))
                 if key:
                     cache.store(self.cache_dir / name, key, payload)
-            self._runs[name] = Outcome(payload, cached, self._guarded(spec.result, payload))
+            self._runs[name] = Outcome(payload, cached, self.guarded(spec.result, payload))
         return self._runs[name].result
 
     def _cache_key(self, spec: Run, inputs: Inputs) -> str:
@@ -220,9 +220,9 @@ class AnalogSession:
         if model not in ("teacher", "analog"):
             raise AnalogError(f"steering_vector model must be 'teacher' or 'analog', got {model!r}")
         s = self.config.steering
-        items = self._guarded(load_behaviour, behaviour).train[: s.train_items]
+        items = self.guarded(load_behaviour, behaviour).train[: s.train_items]
         loaded = getattr(self.pair(), model)
-        return self._guarded(
+        return self.guarded(
             extract, loaded, [i.positive for i in items], [i.negative for i in items], layer,
             position=s.position, method=s.method, batch_size=s.batch_size,
         )
@@ -243,8 +243,8 @@ class AnalogSession:
         from pytest_analog.steering.transfer import fit_maps
 
         s = self.config.steering
-        prompts = self._guarded(load_prompts, self.config.prompts.set, s.map_prompts)
-        fitted = self._guarded(
+        prompts = self.guarded(load_prompts, self.config.prompts.set, s.map_prompts)
+        fitted = self.guarded(
             fit_maps, self.pair(), prompts.texts, [(teacher_layer, analog_layer)], kinds=(kind,),
             ridge=s.ridge, steps=s.autoencoder_steps, seed=s.seed, max_length=s.max_length, batch_size=s.batch_size,
         )
@@ -256,7 +256,7 @@ class AnalogSession:
         if self._failure:
             pytest.fail(self._failure, pytrace=False)
 
-    def _guarded(self, fn, *args, **kwargs):
+    def guarded(self, fn, *args, **kwargs):
         """Run ``fn`` once: if it fails, this test and every later one fail with its reason.
 
         An `AnalogError` (bad input) fails with its one-line message; anything
@@ -272,7 +272,7 @@ class AnalogSession:
             raise
 
     @contextlib.contextmanager
-    def _showing_progress(self):
+    def showing_progress(self):
         """Let progress bars through pytest's output capture while models load and run."""
         capman = self.pytest_config.pluginmanager.getplugin("capturemanager")
         with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
