@@ -89,14 +89,14 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 @pytest.fixture(scope="session")
 def analog_session(pytestconfig: pytest.Config) -> AnalogSession:
-    """The plugin's state for this run: settings, config, models, criteria."""
+    """The plugin's state for this run: settings, fidelity config (``analog_config``), models, criteria."""
     return pytestconfig.stash[session_key]
 
 
 @pytest.fixture(scope="session")
 def analog_config(analog_session):
     """The effective fidelity `Config` (shipped defaults overlaid by --analog-config)."""
-    return analog_session.config
+    return analog_session.analog_config
 
 
 @pytest.fixture(scope="session")
@@ -151,7 +151,7 @@ class Recorder:
                 pytest.fail(f"fidelity_record({metric!r}): give min or max, not both", pytrace=False)
             direction = "min" if min is not None else "max" if max is not None else None
             try:
-                gate = Gate(direction, min if min is not None else max, score, rule or self._session.config.gates.rule)
+                gate = Gate(direction, min if min is not None else max, score, rule or self._session.analog_config.gates.rule)
             except ValueError as exc:
                 pytest.fail(f"fidelity_record({metric!r}): {exc}", pytrace=False)
         return self._record(metric, value, gate, details)
@@ -160,7 +160,7 @@ class Recorder:
         """Record a built-in metric under the gate the config sets for it (`config.Gates.gate`), the one
         the leaderboard checks a bundle against."""
         measured = value if isinstance(value, Measured) else Measured(value)
-        return self._record(metric, measured, self._session.config.gates.gate(metric, measured.value, **details), details)
+        return self._record(metric, measured, self._session.analog_config.gates.gate(metric, measured.value, **details), details)
 
     def _record(self, metric: str, value, gate: Gate, details: dict) -> Criterion:
         node = self._request.node

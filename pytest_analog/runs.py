@@ -74,7 +74,7 @@ def progress_bar(total: int, description: str, unit: str = "tok"):
 def _representation_inputs(session) -> Inputs:
     from pytest_analog.prompts import load_prompts
 
-    prompts = load_prompts(session.config.prompts.set, session.config.prompts.max_prompts)
+    prompts = load_prompts(session.analog_config.prompts.set, session.analog_config.prompts.max_prompts)
     # logits cost a vocabulary-wide output per token: only when a suite or a user test may read them
     suites = session.settings.suites
     with_logits = "logits" in suites or not suites
@@ -146,9 +146,9 @@ def _steering_inputs(session) -> Inputs:
     from pytest_analog.layers import best_block_match
     from pytest_analog.steering.transfer import steering_layers
 
-    s = session.config.steering
+    s = session.analog_config.steering
     behaviours = [load_behaviour(name) for name in s.behaviours]
-    prompts = load_prompts(session.config.prompts.set, s.map_prompts)
+    prompts = load_prompts(session.analog_config.prompts.set, s.map_prompts)
     # the analog layer of each steered teacher layer: the config's, or the CKA best block match (never layer 0)
     best = best_block_match(session.run("representation").cka_matrix) if s.analog_layers == "best_match" else None
     layer_pairs = steering_layers(s, *session.depths, best_match=best)
@@ -197,7 +197,7 @@ STEERING = Run(
 def _benchmark_inputs(session) -> Inputs:
     from pytest_analog.evals import resolve_tasks
 
-    tasks = session.tasks or resolve_tasks(session.config.benchmarks.tasks)
+    tasks = session.tasks or resolve_tasks(session.analog_config.benchmarks.tasks)
     verbose = session.pytest_config.get_verbosity() >= 2  # -vv: lm-eval's warnings and progress bars
     return Inputs(args={"tasks": tasks, "verbose": verbose}, key={"tasks": tasks.sha256})
 

@@ -49,7 +49,7 @@ class AnalogSession:
         if self.settings.tasks:
             overrides["benchmarks.tasks"] = list(self.settings.tasks)
         with self._checking():
-            self.config = load_config(self.settings.config, **overrides)
+            self.analog_config = load_config(self.settings.config, **overrides)
         self.criteria: list[Criterion] = []
         self._nodeids: dict[str, str] = {}  # criterion id -> id of the test that recorded it
         self._collected: list[tuple[int, Criterion]] = []  # (collection index, criterion) from xdist workers
@@ -113,15 +113,15 @@ class AnalogSession:
                 config = read_config(sources[-1], trust_remote_code=settings.trust_remote_code)
                 check_files(sources[-1], trust_remote_code=settings.trust_remote_code)
                 depths.append(config.get_text_config().num_hidden_layers)
-            load_prompts(self.config.prompts.set)
-            layer_map(self.config, gated_layers(self.config, depths[0]), *depths)
+            load_prompts(self.analog_config.prompts.set)
+            layer_map(self.analog_config, gated_layers(self.analog_config, depths[0]), *depths)
             wanted = {SUITE_RUNS[suite] for suite in settings.suites}
             if "steering" in wanted:
-                _check_steering(self.config.steering, depths)
+                _check_steering(self.analog_config.steering, depths)
             if "benchmarks" in wanted:
                 from pytest_analog.evals import resolve_tasks
 
-                self.tasks = resolve_tasks(self.config.benchmarks.tasks)
+                self.tasks = resolve_tasks(self.analog_config.benchmarks.tasks)
         self._sources = tuple(sources)
         self.depths = (depths[0], depths[1])
 
@@ -134,7 +134,7 @@ class AnalogSession:
         """The gated teacher layers (for parametrizing per-layer criteria); empty without models."""
         from pytest_analog.layers import gated_layers
 
-        return gated_layers(self.config, self.depths[0]) if self.depths else []
+        return gated_layers(self.analog_config, self.depths[0]) if self.depths else []
 
     def benchmark_tasks(self) -> list[str]:
         """lm-eval task names of the benchmarks suite (for parametrizing); empty without models."""
@@ -173,7 +173,7 @@ class AnalogSession:
             if not cached:
                 pair = self.pair()
                 with self.showing_progress():
-                    payload = cache.canonical(self.guarded(spec.compute, pair, self.config, **inputs.args))
+                    payload = cache.canonical(self.guarded(spec.compute, pair, self.analog_config, **inputs.args))
                 if key:
                     cache.store(self.cache_dir / name, key, payload)
             self._runs[name] = Outcome(payload, cached, self.guarded(spec.result, payload))
@@ -191,7 +191,7 @@ class AnalogSession:
             analog=sha256_files(self._sources[1].files(), self.cache_dir),
             dtype=str(resolve_dtype(self.settings.dtype, device)),
             device=device,
-            settings=spec.settings(self.config),
+            settings=spec.settings(self.analog_config),
             inputs=inputs.key,
             versions=[__version__, *map(package_version, spec.packages)],
         )
@@ -202,7 +202,7 @@ class AnalogSession:
 
         if not self.depths:
             return []
-        s = self.config.steering
+        s = self.analog_config.steering
         layers = steering_layers(s, *self.depths, best_match=[0] * (self.depths[0] + 1))  # checked in check_models
         return [(Path(b).stem, i) for b in s.behaviours for i in layers]
 
@@ -219,7 +219,7 @@ class AnalogSession:
 
         if model not in ("teacher", "analog"):
             raise AnalogError(f"steering_vector model must be 'teacher' or 'analog', got {model!r}")
-        s = self.config.steering
+        s = self.analog_config.steering
         items = self.guarded(load_behaviour, behaviour).train[: s.train_items]
         loaded = getattr(self.pair(), model)
         return self.guarded(
@@ -233,7 +233,7 @@ class AnalogSession:
 
         if analog_layer is None:
             analog_layer = best_block_match(self.run("representation").cka_matrix)[teacher_layer]
-        key = ("map", teacher_layer, analog_layer, kind or self.config.steering.map)
+        key = ("map", teacher_layer, analog_layer, kind or self.analog_config.steering.map)
         if key not in self._steering_memo:
             self._steering_memo[key] = self._steering_map(teacher_layer, analog_layer, key[-1])
         return self._steering_memo[key]
@@ -242,8 +242,8 @@ class AnalogSession:
         from pytest_analog.prompts import load_prompts
         from pytest_analog.steering.transfer import fit_maps
 
-        s = self.config.steering
-        prompts = self.guarded(load_prompts, self.config.prompts.set, s.map_prompts)
+        s = self.analog_config.steering
+        prompts = self.guarded(load_prompts, self.analog_config.prompts.set, s.map_prompts)
         fitted = self.guarded(
             fit_maps, self.pair(), prompts.texts, [(teacher_layer, analog_layer)], kinds=(kind,),
             ridge=s.ridge, steps=s.autoencoder_steps, seed=s.seed, max_length=s.max_length, batch_size=s.batch_size,
@@ -347,7 +347,7 @@ class AnalogSession:
             "tool": {"name": "pytest-analog", "version": __version__},
             "verdict": verdict,
             "environment": _environment(),
-            "config": self.config.to_dict(),
+            "config": self.analog_config.to_dict(),
             "criteria": criteria,
             "summary": {
                 "gated": len(gated),
@@ -369,7 +369,7 @@ class AnalogSession:
             }
         for name, spec in RUNS.items():  # the sections of the runs performed, in one order whoever performed them
             if name in self._runs:
-                report.update(spec.section(self._runs[name], self.config))
+                report.update(spec.section(self._runs[name], self.analog_config))
         return report
 
     def finish(self, session: pytest.Session) -> list[Path]:
