@@ -144,6 +144,27 @@ def test_the_headline_is_the_score_the_threshold_reads_in_every_renderer():
     assert table[1:4] == [corrected, "0.3997", "0.077"] and "corrected" in table
 
 
+def test_markdown_and_html_show_the_same_massive_rows_and_influence():
+    from pytest_analog.report import render_html, render_markdown
+
+    section = {
+        "rule": "norm > 20 x median", "excluded": True, "by_layer": {"15": 1},
+        "rows": [{"token": "a|<b>", "prompt": 3, "position": 1, "norm_ratio": {"15": 86.34, "19": 68.0}}],
+        "influence": {"15": {"rows": 2, "value": 0.75, "shift": -0.25, "corrected_shift": None}},
+    }
+    report = {"schema_version": 2, "verdict": "pass", "criteria": [], "massive": section}
+    note = "Influence: the gated CKA when, in addition, the top 0.1 % of its rows by teacher norm are left out."
+    md = render_markdown(report)
+    assert "| token | prompt | position | teacher layers (norm / median) |" in md
+    assert "| `a\\|<b>` | 3 | 1 | 15 (86.34×), 19 (68×) |" in md
+    assert f"\n\n{note}" in md and "| 15 | 2 | 0.75 | -0.25 | — |" in md
+    page = render_html(report)
+    assert ("<tr><td><code>a|&lt;b&gt;</code></td><td class=\"num\">3</td><td class=\"num\">1</td>"
+            "<td>15 (86.34×), 19 (68×)</td></tr>") in page
+    assert f"<p>{note}" in page
+    assert "".join(f'<td class="num">{v}</td>' for v in ("15", "2", "0.75", "-0.25", "—")) in page
+
+
 # -- steering reads a block output ------------------------------------------------------------
 
 

@@ -430,3 +430,28 @@ def influence_rows(section):
         out.append((str(layer), fmt_value(f.get("rows")), fmt_value(f.get("value")), fmt_value(f.get("shift")),
                     "—" if f.get("corrected_shift") is None else fmt_value(shift)))
     return out
+
+
+# What the influence table shows, said the same in every report format.
+INFLUENCE_NOTE = ("Influence: the gated CKA when, in addition, the top 0.1 % of its rows by teacher norm are "
+                  "left out. A large shift means a few tokens decide the value.")
+
+
+def massive_tables(section):
+    """The massive-activations section's tables: the rows found, then their influence on the gated CKA.
+
+    Returns:
+        A list of (note, columns, rows), empty tables left out. ``note`` (or None) is prose that goes
+        before the table; each column is (heading, kind), the kind ("code", "num" or "text") telling
+        a renderer how to mark up that column's cells.
+    """
+    tables = []
+    rows = massive_rows(section)
+    if rows:
+        columns = (("token", "code"), ("prompt", "num"), ("position", "num"), ("teacher layers (norm / median)", "text"))
+        tables.append((None, columns, rows))
+    influence = influence_rows(section)
+    if influence:
+        headings = ("teacher layer", "rows left out", "CKA without them", "shift", "corrected shift")
+        tables.append((INFLUENCE_NOTE, tuple((h, "num") for h in headings), influence))
+    return tables

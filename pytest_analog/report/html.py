@@ -39,10 +39,9 @@ from pytest_analog.report._format import (
     fmt_value,
     is_number,
     judged_key,
-    influence_rows,
     layer_pair,
-    massive_rows,
     massive_sentence,
+    massive_tables,
     next_steps,
     score_columns,
     status,
@@ -400,20 +399,19 @@ def _massive(report):
     if not section:
         return None
     body = f'<p class="important">{esc(massive_sentence(section))}</p>'
-    rows = massive_rows(section)
-    if rows:
-        body += ("\n<table>\n<tr><th>token</th><th>prompt</th><th>position</th><th>teacher layers (norm / median)</th></tr>\n"
-                 + "\n".join(f'<tr><td><code>{esc(t)}</code></td><td class="num">{esc(p)}</td>'
-                              f'<td class="num">{esc(pos)}</td><td>{esc(w)}</td></tr>' for t, p, pos, w in rows)
-                 + "\n</table>")
-    influence = influence_rows(section)
-    if influence:
-        body += ("\n<p>Influence: the gated CKA when, in addition, the top 0.1 % of its rows by teacher norm are "
-                 "left out. A large shift means a few tokens decide the value.</p>\n<table>\n<tr><th>teacher layer</th>"
-                 "<th>rows left out</th><th>CKA without them</th><th>shift</th><th>corrected shift</th></tr>\n"
-                 + "\n".join("<tr>" + "".join(f'<td class="num">{esc(v)}</td>' for v in r) + "</tr>" for r in influence)
-                 + "\n</table>")
+    for note, columns, rows in massive_tables(section):
+        body += (f"\n<p>{esc(note)}</p>" if note else "") + "\n" + _table(columns, rows)
     return _section("Massive activations", body, "massive")
+
+
+_CELL = {"code": "<td><code>{}</code></td>", "num": '<td class="num">{}</td>', "text": "<td>{}</td>"}
+
+
+def _table(columns, rows):
+    """A table whose cells are marked up by their column's kind (see `massive_tables`)."""
+    header = "<tr>" + "".join(f"<th>{esc(heading)}</th>" for heading, _ in columns) + "</tr>"
+    lines = ["<tr>" + "".join(_CELL[kind].format(esc(v)) for (_, kind), v in zip(columns, row)) + "</tr>" for row in rows]
+    return "<table>\n" + header + "\n" + "\n".join(lines) + "\n</table>"
 
 
 def _curves(report):

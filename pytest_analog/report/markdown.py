@@ -25,10 +25,9 @@ from pytest_analog.report._format import (
     fmt_value,
     is_per_layer,
     judged_key,
-    influence_rows,
     layer_metric_summary,
-    massive_rows,
     massive_sentence,
+    massive_tables,
     next_steps,
     per_layer_groups,
     score_columns,
@@ -249,21 +248,19 @@ def _layers(report):
     return text
 
 
+# Cell markup by column kind (see `massive_tables`).
+_CELL = {"code": code, "num": str, "text": cell}
+
+
 def _massive(report):
     section = report.get("massive")
     if not section:
         return None
     text = f"**{cell(massive_sentence(section))}**"
-    rows = massive_rows(section)
-    if rows:
-        text += "\n\n" + _table(["token", "prompt", "position", "teacher layers (norm / median)"],
-                                  [[code(t), p, pos, cell(w)] for t, p, pos, w in rows])
-    influence = influence_rows(section)
-    if influence:
-        text += ("\n\nInfluence: the gated CKA when, in addition, the top 0.1 % of its rows by teacher norm are "
-                 "left out. A large shift means a few tokens decide the value.\n\n")
-        text += _table(["teacher layer", "rows left out", "CKA without them", "shift", "corrected shift"],
-                       [list(r) for r in influence])
+    for note, columns, rows in massive_tables(section):
+        text += (f"\n\n{note}" if note else "") + "\n\n" + _table(
+            [heading for heading, _ in columns],
+            [[_CELL[kind](v) for (_, kind), v in zip(columns, row)] for row in rows])
     return text
 
 

@@ -64,12 +64,7 @@ def cka_heatmap_png(layers):
     rows = (layers or {}).get("cka_matrix")
     if rows is None or len(rows) == 0:
         return None
-    rows = [list(r) for r in rows]  # nested lists or a 2-d array
-    width = max(len(r) for r in rows)
-    # Rows of unequal length are padded with NaN rather than rejected.
-    matrix = np.full((len(rows), width), np.nan)
-    for i, row in enumerate(rows):
-        matrix[i, : len(row)] = [as_float(v) for v in row]
+    matrix = _padded(rows)
     if matrix.size == 0:
         return None
     n_teacher, n_student = matrix.shape
@@ -81,20 +76,51 @@ def cka_heatmap_png(layers):
         student = list(range(n_student))
     column_of = {layer: j for j, layer in enumerate(student)}
 
-    from matplotlib import colormaps
-    from matplotlib import patheffects
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Rectangle
-
     fig = _figure(min(max(5.0, 0.32 * n_student + 2.6), 14.0), min(max(4.0, 0.24 * n_teacher + 2.2), 16.0))
     ax = fig.add_subplot()
-    cmap = colormaps["viridis"].with_extremes(bad="#bdbdbd")
+    _draw_matrix(fig, ax, matrix)
+    _mark_layers(ax, layers, column_of, n_teacher, _marker_size(fig, matrix.shape))
+    chance = _at_or_below_chance(matrix, layers.get("chance_matrix"))
+    _hatch(ax, chance)
+    _label_heatmap(ax, teacher, student, layers.get("matrix_rows"))
+    _heatmap_legend(fig, chance=bool(chance), missing=not np.isfinite(matrix).all())
+    return _to_png(fig)
+
+
+# The layer-map markers: report key, legend label, style (shared by the cells and the legend).
+_LAYER_MARKS = (
+    ("best_match", "best match",
+     dict(marker="o", markerfacecolor="none", markeredgecolor="white", markeredgewidth=1.6)),
+    ("mapped", "mapped (gated)", dict(marker="x", color=_MAPPED_COLOR, markeredgewidth=2.0)),
+)
+_CHANCE_HATCH = dict(hatch="///", edgecolor="white")
+_NO_VALUE_COLOR = "#bdbdbd"
+
+
+def _padded(rows, shape=None):
+    """Nested rows (lists or a 2-d array) as a float array, short rows padded with NaN, cut to ``shape`` if given."""
+    import numpy as np
+
+    rows = [[as_float(v) for v in row] for row in rows]
+    if shape is None:
+        shape = (len(rows), max(len(row) for row in rows))
+    matrix = np.full(shape, np.nan)
+    for i, row in enumerate(rows[: shape[0]]):
+        row = row[: shape[1]]
+        matrix[i, : len(row)] = row
+    return matrix
+
+
+def _draw_matrix(fig, ax, matrix):
+    """The cells in viridis from min(0, lowest value) to 1, cells without a value grey, with a colorbar."""
+    import numpy as np
+    from matplotlib import colormaps
+
     finite = matrix[np.isfinite(matrix)]
-    vmin = min(0.0, float(finite.min())) if finite.size else 0.0
     image = ax.imshow(
         np.ma.masked_invalid(matrix),
-        cmap=cmap,
-        vmin=vmin,
+        cmap=colormaps["viridis"].with_extremes(bad=_NO_VALUE_COLOR),
+        vmin=min(0.0, float(finite.min())) if finite.size else 0.0,
         vmax=1.0,
         origin="lower",
         aspect="auto",
@@ -102,56 +128,27 @@ def cka_heatmap_png(layers):
     )
     fig.colorbar(image, ax=ax, label="debiased linear CKA", shrink=0.9)
 
-    # Marker size follows the cell size in points, so markers stay inside cells.
-    cell = min(fig.get_figwidth() * 0.75 / n_student, fig.get_figheight() * 0.8 / n_teacher) * 72
-    size = max(3.0, min(12.0, 0.6 * cell))
-    outline = [patheffects.withStroke(linewidth=3.0, foreground="black")]
-    for key, style in (
-        ("best_match", dict(marker="o", markerfacecolor="none", markeredgecolor="white", markeredgewidth=1.6)),
-        ("mapped", dict(marker="x", color=_MAPPED_COLOR, markeredgewidth=2.0)),
-    ):
-        marks = [
-            (column_of[s], i)
-            for i, s in enumerate(as_list(layers.get(key))[:n_teacher])
-            if s in column_of
-        ]
+
+def _marker_size(fig, shape):
+    """Marker size in points that follows the cell size, so markers stay inside cells."""
+    n_teacher, n_analog = shape
+    cell = min(fig.get_figwidth() * 0.75 / n_analog, fig.get_figheight() * 0.8 / n_teacher) * 72
+    return max(3.0, min(12.0, 0.6 * cell))
+
+
+def _outline():
+    from matplotlib import patheffects
+
+    return [patheffects.withStroke(linewidth=3.0, foreground="black")]
+
+
+def _mark_layers(ax, layers, column_of, n_teacher, size):
+    """Mark each teacher layer's best-matching and mapped analog layer; layers not in the matrix are skipped."""
+    for key, _, style in _LAYER_MARKS:
+        marks = [(column_of[a], i) for i, a in enumerate(as_list(layers.get(key))[:n_teacher]) if a in column_of]
         if marks:
             xs, ys = zip(*marks)
-            ax.plot(xs, ys, linestyle="none", markersize=size, path_effects=outline, **style)
-
-    chance = _at_or_below_chance(matrix, (layers or {}).get("chance_matrix"))
-    for i, j in chance:
-        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="white",
-                               linewidth=0, alpha=0.55))
-    ax.set_xticks(_ticks(n_student), labels=[str(student[j]) for j in _ticks(n_student)])
-    ax.set_yticks(_ticks(n_teacher), labels=[str(teacher[i]) for i in _ticks(n_teacher)])
-    ax.set_xlabel("analog (student) layer")
-    ax.set_ylabel("teacher layer")
-    sample = layers.get("matrix_rows")
-    ax.set_title("CKA, teacher × analog layers" + (f" ({fmt_value(sample)} tokens)" if sample else ""))
-    legend = [
-        Line2D([], [], linestyle="none", marker="o", markersize=8, markerfacecolor="none",
-               markeredgecolor="white", markeredgewidth=1.6, path_effects=outline, label="best match"),
-        Line2D([], [], linestyle="none", marker="x", markersize=8, color=_MAPPED_COLOR,
-               markeredgewidth=2.0, path_effects=outline, label="mapped (gated)"),
-    ]
-    if chance:
-        legend.append(Rectangle((0, 0), 1, 1, facecolor="#5b5b5b", hatch="///", edgecolor="white",
-                                label="at or below chance"))
-    if not finite.size or finite.size < matrix.size:
-        legend.append(Line2D([], [], linestyle="none", marker="s", markersize=8,
-                             color="#bdbdbd", label="no value"))
-    fig.legend(handles=legend, loc="outside lower center", ncols=len(legend), frameon=False)
-    return _to_png(fig)
-
-
-def _band(ax, x, intervals, color, alpha, label):
-    """Shade (low, high) intervals along x; layers without one are left out."""
-    points = [(t, as_float(i[0]), as_float(i[1])) for t, i in zip(x, intervals) if i and len(i) == 2]
-    points = [p for p in points if math.isfinite(p[1]) and math.isfinite(p[2])]
-    if points:
-        xs, lows, highs = zip(*points)
-        ax.fill_between(xs, lows, highs, color=color, alpha=alpha, linewidth=0, label=label)
+            ax.plot(xs, ys, linestyle="none", markersize=size, path_effects=_outline(), **style)
 
 
 def _at_or_below_chance(matrix, chance_rows):
@@ -160,12 +157,40 @@ def _at_or_below_chance(matrix, chance_rows):
 
     if not chance_rows:
         return []
-    chance = np.full(matrix.shape, np.nan)
-    for i, row in enumerate(list(chance_rows)[: matrix.shape[0]]):
-        row = [as_float(v) for v in list(row)[: matrix.shape[1]]]
-        chance[i, : len(row)] = row
     with np.errstate(invalid="ignore"):
-        return [tuple(ij) for ij in np.argwhere(matrix <= chance)]
+        return [tuple(ij) for ij in np.argwhere(matrix <= _padded(chance_rows, matrix.shape))]
+
+
+def _hatch(ax, cells):
+    """Hatch the (teacher, analog) cells."""
+    from matplotlib.patches import Rectangle
+
+    for i, j in cells:
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, linewidth=0, alpha=0.55, **_CHANCE_HATCH))
+
+
+def _label_heatmap(ax, teacher, analog, sample):
+    """Layer numbers on the axes (at most ``_MAX_TICKS`` each), axis labels and a title with the sample size."""
+    ax.set_xticks(_ticks(len(analog)), labels=[str(analog[j]) for j in _ticks(len(analog))])
+    ax.set_yticks(_ticks(len(teacher)), labels=[str(teacher[i]) for i in _ticks(len(teacher))])
+    ax.set_xlabel("analog (student) layer")
+    ax.set_ylabel("teacher layer")
+    ax.set_title("CKA, teacher × analog layers" + (f" ({fmt_value(sample)} tokens)" if sample else ""))
+
+
+def _heatmap_legend(fig, *, chance, missing):
+    """The legend below the heatmap: the markers, and the hatched and grey cells where there are any."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
+    handles = [Line2D([], [], linestyle="none", markersize=8, path_effects=_outline(), label=label, **style)
+               for _, label, style in _LAYER_MARKS]
+    if chance:
+        handles.append(Rectangle((0, 0), 1, 1, facecolor="#5b5b5b", label="at or below chance", **_CHANCE_HATCH))
+    if missing:
+        handles.append(Line2D([], [], linestyle="none", marker="s", markersize=8, color=_NO_VALUE_COLOR,
+                              label="no value"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
 
 
 def layer_curves_png(criteria):
@@ -192,43 +217,7 @@ def layer_curves_png(criteria):
     fig = _figure(8.0, 1.0 + 2.3 * len(groups))
     axes = fig.subplots(len(groups), 1, sharex=True, squeeze=False)[:, 0]
     for k, (ax, (metric, rows)) in enumerate(zip(axes, groups.items())):
-        color = _LINE_COLORS[k % len(_LINE_COLORS)]
-        x = [c["teacher_layer"] for c in rows]
-        corrected = all(judged_key(c) == "corrected" for c in rows)  # the threshold reads the corrected score
-        y = [as_float(c.get(judged_key(c))) for c in rows]
-        ax.plot(x, y, marker="o", markersize=4, linewidth=1.5, color=color,
-                label=f"{metric}, corrected" if corrected else metric)
-        _band(ax, x, [c.get("corrected_interval" if corrected else "interval") for c in rows], color, 0.18, "interval")
-        if corrected:
-            ax.plot(x, [as_float(c.get("value")) for c in rows], linewidth=1.0, color=color, alpha=0.45, label="raw")
-        chance = [as_float(c.get("chance")) for c in rows]
-        if any(math.isfinite(v) for v in chance):
-            ax.plot(x, chance, linestyle=":", marker=".", linewidth=1.5, color="0.35", label="chance")
-            _band(ax, x, [c.get("chance_interval") for c in rows], "0.5", 0.2, "chance interval")
-
-        gated = [(c["teacher_layer"], c.get("threshold"), c.get("direction")) for c in rows if c.get("gated")]
-        gated = [(t, float(v), d) for t, v, d in gated if v is not None and math.isfinite(as_float(v))]
-        if gated:
-            sign = {"min": "≥ ", "max": "≤ "}.get(gated[0][2], "")
-            if len({v for _, v, _ in gated}) == 1:
-                ax.axhline(gated[0][1], linestyle="--", linewidth=1.2, color="0.25",
-                           label=f"threshold {sign}{fmt_value(gated[0][1])}")
-            else:
-                ax.plot([t for t, _, _ in gated], [v for _, v, _ in gated], linestyle="--",
-                        drawstyle="steps-mid", linewidth=1.2, color="0.25", label="threshold")
-
-        failing = [(t, v) for t, v, c in zip(x, y, rows) if status(c) == FAIL and math.isfinite(v)]
-        if failing:
-            ax.plot(*zip(*failing), linestyle="none", marker="X", markersize=11, color=_FAIL_COLOR,
-                    markeredgecolor="white", zorder=3, label="failing")
-        missing = [(t, status(c) == FAIL) for t, v, c in zip(x, y, rows) if not math.isfinite(v)]
-        for i, (t, failed) in enumerate(missing):
-            ax.axvspan(t - 0.4, t + 0.4, color=_FAIL_COLOR if failed else "0.6", alpha=0.2, linewidth=0,
-                       label="no value" if i == 0 else None)
-
-        ax.set_ylabel(metric if gated else f"{metric}\n(informational)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="best", fontsize="small", framealpha=0.85)
+        _metric_panel(ax, metric, rows, _LINE_COLORS[k % len(_LINE_COLORS)])
     layers = sorted({c["teacher_layer"] for rows in groups.values() for c in rows})
     # Half a layer of margin keeps a single layer from getting fractional ticks.
     axes[-1].set_xlim(layers[0] - 0.5, layers[-1] + 0.5)
@@ -236,6 +225,83 @@ def layer_curves_png(criteria):
     axes[-1].set_xlabel("teacher layer")
     axes[0].set_title("Per-layer metrics against teacher layer")
     return _to_png(fig)
+
+
+def _metric_panel(ax, metric, rows, color):
+    """One metric's panel: its judged values, chance, threshold, and the failing and missing layers."""
+    x = [c["teacher_layer"] for c in rows]
+    y = _plot_values(ax, metric, x, rows, color)
+    _plot_chance(ax, x, rows)
+    gated = _plot_threshold(ax, rows)
+    _mark_failures(ax, x, y, rows)
+    ax.set_ylabel(metric if gated else f"{metric}\n(informational)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize="small", framealpha=0.85)
+
+
+def _plot_values(ax, metric, x, rows, color):
+    """The score the threshold reads, with its interval; a corrected score gets the raw value as a faint line.
+
+    Returns:
+        The plotted score per layer (NaN where missing).
+    """
+    corrected = all(judged_key(c) == "corrected" for c in rows)  # the threshold reads the corrected score
+    y = [as_float(c.get(judged_key(c))) for c in rows]
+    ax.plot(x, y, marker="o", markersize=4, linewidth=1.5, color=color,
+            label=f"{metric}, corrected" if corrected else metric)
+    _band(ax, x, [c.get("corrected_interval" if corrected else "interval") for c in rows], color, 0.18, "interval")
+    if corrected:
+        ax.plot(x, [as_float(c.get("value")) for c in rows], linewidth=1.0, color=color, alpha=0.45, label="raw")
+    return y
+
+
+def _band(ax, x, intervals, color, alpha, label):
+    """Shade (low, high) intervals along x; layers without one are left out."""
+    points = [(t, as_float(i[0]), as_float(i[1])) for t, i in zip(x, intervals) if i and len(i) == 2]
+    points = [p for p in points if math.isfinite(p[1]) and math.isfinite(p[2])]
+    if points:
+        xs, lows, highs = zip(*points)
+        ax.fill_between(xs, lows, highs, color=color, alpha=alpha, linewidth=0, label=label)
+
+
+def _plot_chance(ax, x, rows):
+    """The chance level as a dotted grey line with its interval, where the criteria carry one."""
+    chance = [as_float(c.get("chance")) for c in rows]
+    if any(math.isfinite(v) for v in chance):
+        ax.plot(x, chance, linestyle=":", marker=".", linewidth=1.5, color="0.35", label="chance")
+        _band(ax, x, [c.get("chance_interval") for c in rows], "0.5", 0.2, "chance interval")
+
+
+def _plot_threshold(ax, rows):
+    """The gated layers' threshold as a dashed line, stepped where it differs by layer.
+
+    Returns:
+        Whether any layer has a gated, finite threshold.
+    """
+    gated = [(c["teacher_layer"], c.get("threshold"), c.get("direction")) for c in rows if c.get("gated")]
+    gated = [(t, float(v), d) for t, v, d in gated if v is not None and math.isfinite(as_float(v))]
+    if not gated:
+        return False
+    if len({v for _, v, _ in gated}) == 1:
+        sign = {"min": "≥ ", "max": "≤ "}.get(gated[0][2], "")
+        ax.axhline(gated[0][1], linestyle="--", linewidth=1.2, color="0.25",
+                   label=f"threshold {sign}{fmt_value(gated[0][1])}")
+    else:
+        ax.plot([t for t, _, _ in gated], [v for _, v, _ in gated], linestyle="--",
+                drawstyle="steps-mid", linewidth=1.2, color="0.25", label="threshold")
+    return True
+
+
+def _mark_failures(ax, x, y, rows):
+    """Red crosses on failing layers; a shaded band on each layer without a value, red where it fails."""
+    failing = [(t, v) for t, v, c in zip(x, y, rows) if status(c) == FAIL and math.isfinite(v)]
+    if failing:
+        ax.plot(*zip(*failing), linestyle="none", marker="X", markersize=11, color=_FAIL_COLOR,
+                markeredgecolor="white", zorder=3, label="failing")
+    missing = [(t, status(c) == FAIL) for t, v, c in zip(x, y, rows) if not math.isfinite(v)]
+    for i, (t, failed) in enumerate(missing):
+        ax.axvspan(t - 0.4, t + 0.4, color=_FAIL_COLOR if failed else "0.6", alpha=0.2, linewidth=0,
+                   label="no value" if i == 0 else None)
 
 
 _CONDITION_STYLE = {
