@@ -219,7 +219,7 @@ def _models(report):
             else:
                 cells.append(f"<td>{_value_html(value)}</td>")
         rows.append(f"<tr><th>{esc(_MODEL_LABELS.get(key, key))}</th>{''.join(cells)}</tr>")
-    body = "<table>\n<tr><th></th><th>teacher</th><th>analog (student)</th></tr>\n" + "\n".join(rows) + "\n</table>"
+    body = "<table>\n<tr><th></th><th>teacher</th><th>analog</th></tr>\n" + "\n".join(rows) + "\n</table>"
     facts = []
     if models.get("parameter_fraction") is not None:
         facts.append(f"The analog has {esc(fmt_fraction(models['parameter_fraction']))} of the teacher's parameters.")

@@ -67,22 +67,22 @@ def cka_heatmap_png(layers):
     matrix = _padded(rows)
     if matrix.size == 0:
         return None
-    n_teacher, n_student = matrix.shape
+    n_teacher, n_analog = matrix.shape
     teacher = as_list(layers.get("teacher"))
-    student = as_list(layers.get("analog"))
+    analog = as_list(layers.get("analog"))
     if len(teacher) != n_teacher:
         teacher = list(range(n_teacher))
-    if len(student) != n_student:
-        student = list(range(n_student))
-    column_of = {layer: j for j, layer in enumerate(student)}
+    if len(analog) != n_analog:
+        analog = list(range(n_analog))
+    column_of = {layer: j for j, layer in enumerate(analog)}
 
-    fig = _figure(min(max(5.0, 0.32 * n_student + 2.6), 14.0), min(max(4.0, 0.24 * n_teacher + 2.2), 16.0))
+    fig = _figure(min(max(5.0, 0.32 * n_analog + 2.6), 14.0), min(max(4.0, 0.24 * n_teacher + 2.2), 16.0))
     ax = fig.add_subplot()
     _draw_matrix(fig, ax, matrix)
     _mark_layers(ax, layers, column_of, n_teacher, _marker_size(fig, matrix.shape))
     chance = _at_or_below_chance(matrix, layers.get("chance_matrix"))
     _hatch(ax, chance)
-    _label_heatmap(ax, teacher, student, layers.get("matrix_rows"))
+    _label_heatmap(ax, teacher, analog, layers.get("matrix_rows"))
     _heatmap_legend(fig, chance=bool(chance), missing=not np.isfinite(matrix).all())
     return _to_png(fig)
 
@@ -173,7 +173,7 @@ def _label_heatmap(ax, teacher, analog, sample):
     """Layer numbers on the axes (at most ``_MAX_TICKS`` each), axis labels and a title with the sample size."""
     ax.set_xticks(_ticks(len(analog)), labels=[str(analog[j]) for j in _ticks(len(analog))])
     ax.set_yticks(_ticks(len(teacher)), labels=[str(teacher[i]) for i in _ticks(len(teacher))])
-    ax.set_xlabel("analog (student) layer")
+    ax.set_xlabel("analog layer")
     ax.set_ylabel("teacher layer")
     ax.set_title("CKA, teacher × analog layers" + (f" ({fmt_value(sample)} tokens)" if sample else ""))
 
