@@ -219,6 +219,9 @@ def save_atomic(path: Path, write) -> None:
     The temporary name carries the writer's process id, so files left by writers
     that were killed (nothing can clean up after SIGKILL) are removed here, while
     another live process writing the same cache entry keeps its own.
+    Not `pytest_analog.atomic.write_atomic`: safetensors writes to a path (the
+    targets are never held twice in memory as bytes), and runs sharing a cache
+    folder must not sweep each other's live temporaries as `atomic.remove_stale_temps` would.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):

@@ -16,7 +16,9 @@ import math
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -95,14 +97,82 @@ def distill(config: DistillConfig, out: str | Path, *, cache_dir: str | Path | N
     Raises:
         AnalogError: a bad setting, teacher, corpus or output folder, with a one-line reason.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    from pytest_analog.models import load_model, resolve_device
-
     out = Path(out)
     work = out / WORK
     _check_out(out, work)
+    run = _start(config)
+    setup = _setup(config, run, Path(cache_dir) if cache_dir else None, work, progress)
+    trainee = Trainee(setup.model.float(), setup.pairs, setup.teacher_hidden).to(run.accelerator.device)
+    optimizer = torch.optim.AdamW(trainee.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    before = heldout_divergence(trainee.student, setup.held, setup.held_targets, config, run.accelerator.device)
+    state = _resume(config, out, work, trainee, optimizer, before)
+    trainee.train()
+    wrapped, optimizer = run.accelerator.prepare(trainee, optimizer)
+    with _bar(config.max_steps, "distilling (steps)", progress, run.accelerator, initial=state.step) as bar:
+        while _training_left(config, state):
+            tick = time.perf_counter()
+            state.loss = _train_step(config, run, setup, wrapped, optimizer, state)
+            state.step += 1
+            state.seconds += time.perf_counter() - tick
+            _show_step(bar, config, state, tick)
+            if state.step % config.eval_every == 0:
+                _evaluate(config, run, setup, trainee, state)
+            if state.step % config.checkpoint_every == 0 and state.step < config.max_steps:
+                _checkpoint(config, run, work, trainee, optimizer, state)
+    if state.curve[-1]["step"] != state.step:
+        _evaluate(config, run, setup, trainee, state)
+    _release(config, out, work, run, setup, trainee, state, before)
+    return out
+
+
+@dataclass
+class _Run:
+    """Where the run executes: `accelerate`'s handle, the device and the mixed precision."""
+
+    accelerator: Any
+    device: str  # as config.device resolved: "cpu", "cuda:0", ...
+    mixed: str  # accelerate's mixed_precision: "bf16" or "no"
+    started: float  # time.perf_counter() at the start
+
+
+@dataclass
+class _Setup:
+    """What training reads once the teacher is gone: the chunks, the teacher's targets and the initial student."""
+
+    tokenizer: Any
+    teacher: dict  # the teacher's info (files and their hashes, dtype) for the release
+    licence: str | None  # the teacher's licence, which the analog inherits
+    teacher_hidden: int  # the teacher's hidden size, the alignment projections' output
+    corpus_tokens: int
+    train: torch.Tensor  # [n_train, seq_len] token ids
+    held: torch.Tensor  # [n_held, seq_len] token ids
+    train_targets: data.TeacherTargets
+    held_targets: data.TeacherTargets
+    shape: student.Shape
+    keep: list[int]  # the teacher blocks the student keeps
+    model: Any  # the initialised student
+    pairs: dict[int, int]  # student layer -> teacher layer aligned to it (empty: no alignment)
+
+
+@dataclass
+class _State:
+    """Where training stands: what a checkpoint keeps besides the weights and the optimiser."""
+
+    step: int
+    seconds: float  # training time so far, evaluations and checkpoints not counted
+    curve: list[dict]  # one point per evaluation: step, seconds, heldout_kl, train_loss
+    stale: int  # evaluations since the best one
+    best: dict[str, torch.Tensor]  # the student's weights at the lowest held-out KL so far
+    loss: float = math.nan  # the last step's training loss
+
+
+def _start(config: DistillConfig) -> _Run:
+    """The accelerator on ``config.device`` (bf16 autocast on a GPU unless told otherwise), the seed set."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from pytest_analog.models import resolve_device
+
     device = resolve_device(config.device)
     cuda = device != "cpu"
     if device.startswith("cuda:"):
@@ -110,124 +180,151 @@ def distill(config: DistillConfig, out: str | Path, *, cache_dir: str | Path | N
     mixed = "bf16" if config.precision == "bfloat16" or (config.precision == "auto" and cuda) else "no"
     accelerator = Accelerator(cpu=not cuda, mixed_precision=mixed)
     set_seed(config.seed)
-    started = time.perf_counter()
+    return _Run(accelerator, device, mixed, time.perf_counter())
 
+
+def _setup(config: DistillConfig, run: _Run, cache_dir: Path | None, work: Path, progress: bool) -> _Setup:
+    """Load the teacher, cut the corpus into chunks, plan and initialise the student, cache the teacher's targets."""
+    from pytest_analog.models import load_model
+
+    accelerator = run.accelerator
     teacher = load_model(
-        config.teacher, device="auto" if cuda and accelerator.num_processes == 1 else str(accelerator.device),
-        dtype="auto", trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle,
-        cache_dir=Path(cache_dir) if cache_dir else None,
+        config.teacher, device="auto" if run.device != "cpu" and accelerator.num_processes == 1 else str(accelerator.device),
+        dtype="auto", trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle, cache_dir=cache_dir,
     )
-    tokenizer, teacher_info, teacher_config = teacher.tokenizer, teacher.info, teacher.model.config
-    licence = release.teacher_licence(teacher.source)  # the analog inherits it
-    cache_root = Path(cache_dir) if cache_dir else work
-    chunks = data.token_chunks(tokenizer, corpus_texts(config, teacher, cache_root, progress, accelerator), config.seq_len)
+    licence = release.teacher_licence(teacher.source)
+    cache_root = cache_dir or work
+    texts = corpus_texts(config, teacher, cache_root, progress, accelerator)
+    chunks = data.token_chunks(teacher.tokenizer, texts, config.seq_len)
     train_rows, held_rows = data.split_rows(len(chunks), config.heldout)
-    train, held = chunks[train_rows], chunks[held_rows]
+    train = chunks[train_rows]
+    shape, keep, model = _initial_student(config, teacher, train)
+    pairs = align_map(teacher.num_layers, shape.layers) if config.align != "none" else {}
+    layers = sorted(set(pairs.values()))
+    key = cache.cache_key(
+        teacher=teacher.info["sha256"], tokenizer=teacher.info["tokenizer"]["sha256"], chunks=_tensor_hash(chunks),
+        temperature=config.temperature, top_k=config.top_k, layers=layers, dtype=teacher.info["dtype"], device=run.device,
+    )
+    with accelerator.main_process_first(), _bar(chunks.numel(), "teacher targets (tokens)", progress, accelerator) as bar:
+        targets = data.teacher_targets(
+            teacher.model, chunks, temperature=config.temperature, top_k=config.top_k, layers=layers,
+            batch_size=config.batch_size, path=cache_root / "targets" / f"{key}.safetensors", progress=bar,
+        )
+    return _Setup(  # the teacher itself is dropped here: training reads only its cached targets
+        tokenizer=teacher.tokenizer, teacher=teacher.info, licence=licence,
+        teacher_hidden=teacher.model.config.get_text_config().hidden_size, corpus_tokens=chunks.numel(),
+        train=train, held=chunks[held_rows],
+        train_targets=targets.take(train_rows), held_targets=targets.take(held_rows),
+        shape=shape, keep=keep, model=model, pairs=pairs,
+    )
 
-    shape = student.plan_shape(teacher_config, config.fraction, same_head_dim=config.init == "pruned")
+
+def _initial_student(config: DistillConfig, teacher, train: torch.Tensor) -> tuple[student.Shape, list[int], Any]:
+    """The student's shape at ``config.fraction``, the teacher blocks it keeps, and the model initialised by ``config.init``."""
+    shape = student.plan_shape(teacher.model.config, config.fraction, same_head_dim=config.init == "pruned")
     keep = student.kept_blocks(teacher.num_layers, shape.layers, config.keep)
-    student_config = student.student_config(teacher_config, shape, keep)
+    student_config = student.student_config(teacher.model.config, shape, keep)
     if config.init == "pruned":
         model = student.pruned_student(teacher.model, student_config, keep, train[: config.calibration], config.seed)
     else:
         model = student.random_student(student_config, config.seed)
-    pairs = align_map(teacher.num_layers, shape.layers) if config.align != "none" else {}
-    layers = sorted(set(pairs.values()))
+    return shape, keep, model
 
-    key = cache.cache_key(
-        teacher=teacher_info["sha256"], tokenizer=teacher_info["tokenizer"]["sha256"], chunks=_tensor_hash(chunks),
-        temperature=config.temperature, top_k=config.top_k, layers=layers, dtype=teacher_info["dtype"], device=device,
-    )
-    targets_path = cache_root / "targets" / f"{key}.safetensors"
-    with accelerator.main_process_first(), _bar(chunks.numel(), "teacher targets (tokens)", progress, accelerator) as bar:
-        targets = data.teacher_targets(
-            teacher.model, chunks, temperature=config.temperature, top_k=config.top_k, layers=layers,
-            batch_size=config.batch_size, path=targets_path, progress=bar,
-        )
-    del teacher  # training reads only the cached targets
-    train_t, held_t = targets.take(train_rows), targets.take(held_rows)
 
-    trainee = Trainee(model.float(), pairs, teacher_config.get_text_config().hidden_size).to(accelerator.device)
-    optimizer = torch.optim.AdamW(trainee.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    before = heldout_divergence(trainee.student, held, held_t, config, accelerator.device)
+def _resume(config: DistillConfig, out: Path, work: Path, trainee: Trainee, optimizer, before: float) -> _State:
+    """The state of ``work``'s checkpoint, restored into ``trainee`` and ``optimizer``; a fresh start when there is none.
+
+    Raises:
+        AnalogError: the checkpoint was made with other settings.
+    """
     meta = checkpoint.load(work / "checkpoints", trainee, optimizer)
     if meta is None:
         meta = {"step": 0, "seconds": 0.0, "curve": [{"step": 0, "seconds": 0.0, "heldout_kl": before}], "stale": 0,
                 "best": _weights(trainee.student)}
     if meta.get("config", config.result_dict()) != config.result_dict():
         raise AnalogError(f"{out} holds a checkpoint of other settings; choose another output folder or remove it")
-    trainee.train()
-    wrapped, optimizer = accelerator.prepare(trainee, optimizer)
+    return _State(meta["step"], meta["seconds"], meta["curve"], meta["stale"], meta["best"])
 
-    step, trained, curve, stale, best = meta["step"], meta["seconds"], meta["curve"], meta["stale"], meta["best"]
 
-    def evaluate() -> None:
-        """Held-out KL now; the weights become the best when it is the lowest so far."""
-        nonlocal stale, best
-        kl = heldout_divergence(trainee.student, held, held_t, config, accelerator.device)
-        better = kl < min(point["heldout_kl"] for point in curve)
-        curve.append({"step": step, "seconds": round(trained, 1), "heldout_kl": kl, "train_loss": loss_value})
-        stale = 0 if better else stale + 1
-        if better:
-            best = _weights(trainee.student)
+def _training_left(config: DistillConfig, state: _State) -> bool:
+    """Whether another step runs: steps and time are left and patience is not spent."""
+    in_time = config.max_seconds is None or state.seconds < config.max_seconds
+    return state.step < config.max_steps and in_time and not _patience_spent(config, state)
 
-    def patience_spent() -> bool:
-        return bool(config.patience) and stale >= config.patience
 
-    per_step = config.batch_size * config.grad_accum
-    tokens_per_step = per_step * config.seq_len
-    loss_value = float("nan")
-    with _bar(config.max_steps, "distilling (steps)", progress, accelerator, initial=step) as bar:
-        while step < config.max_steps and (config.max_seconds is None or trained < config.max_seconds) and not patience_spent():
-            tick = time.perf_counter()
-            done = max(step / config.max_steps, trained / config.max_seconds if config.max_seconds else 0.0)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(config, done, step)
-            rows = batch_rows(step, len(train), per_step, config.seed)[accelerator.process_index :: accelerator.num_processes]
-            micro = rows.split(config.batch_size)
-            loss_value = 0.0
-            for i, part in enumerate(micro):
-                with contextlib.nullcontext() if i == len(micro) - 1 else accelerator.no_sync(wrapped):
-                    loss = wrapped(train[part].to(accelerator.device), train_t.take(part), config)
-                    accelerator.backward(loss / len(micro))
-                loss_value += float(loss.detach()) / len(micro)
-            accelerator.clip_grad_norm_(wrapped.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            trained += time.perf_counter() - tick
-            if bar is not None:
-                budget = {"budget_left": f"{max(0.0, config.max_seconds - trained):.0f}s"} if config.max_seconds else {}
-                bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_step / (time.perf_counter() - tick):.0f}", **budget)
-                bar.update(1)
-            if step % config.eval_every == 0:
-                evaluate()
-            if step % config.checkpoint_every == 0 and step < config.max_steps and accelerator.is_main_process:
-                checkpoint.save(work / "checkpoints", step, trainee, optimizer,
-                                {"config": config.result_dict(), "seconds": trained, "curve": curve, "stale": stale},
-                                best=best)
-    if curve[-1]["step"] != step:
-        evaluate()
+def _patience_spent(config: DistillConfig, state: _State) -> bool:
+    return bool(config.patience) and state.stale >= config.patience
 
+
+def _train_step(config: DistillConfig, run: _Run, setup: _Setup, wrapped, optimizer, state: _State) -> float:
+    """One optimiser step at ``state.step`` over ``batch_size * grad_accum`` chunks; its mean training loss."""
+    accelerator = run.accelerator
+    done = max(state.step / config.max_steps, state.seconds / config.max_seconds if config.max_seconds else 0.0)
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(config, done, state.step)
+    rows = batch_rows(state.step, len(setup.train), config.batch_size * config.grad_accum, config.seed)
+    micro = rows[accelerator.process_index :: accelerator.num_processes].split(config.batch_size)
+    loss_value = 0.0
+    for i, part in enumerate(micro):
+        with contextlib.nullcontext() if i == len(micro) - 1 else accelerator.no_sync(wrapped):
+            loss = wrapped(setup.train[part].to(accelerator.device), setup.train_targets.take(part), config)
+            accelerator.backward(loss / len(micro))
+        loss_value += float(loss.detach()) / len(micro)
+    accelerator.clip_grad_norm_(wrapped.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_value
+
+
+def _show_step(bar, config: DistillConfig, state: _State, tick: float) -> None:
+    """Advance the progress bar by the step that began at ``tick``: its loss, tokens per second and time left."""
+    if bar is None:
+        return
+    budget = {"budget_left": f"{max(0.0, config.max_seconds - state.seconds):.0f}s"} if config.max_seconds else {}
+    tokens_per_second = config.batch_size * config.grad_accum * config.seq_len / (time.perf_counter() - tick)
+    bar.set_postfix(loss=f"{state.loss:.3f}", tok_s=f"{tokens_per_second:.0f}", **budget)
+    bar.update(1)
+
+
+def _evaluate(config: DistillConfig, run: _Run, setup: _Setup, trainee: Trainee, state: _State) -> None:
+    """Add the held-out KL now to the curve; the weights become the best when it is the lowest so far."""
+    kl = heldout_divergence(trainee.student, setup.held, setup.held_targets, config, run.accelerator.device)
+    better = kl < min(point["heldout_kl"] for point in state.curve)
+    state.curve.append({"step": state.step, "seconds": round(state.seconds, 1), "heldout_kl": kl, "train_loss": state.loss})
+    state.stale = 0 if better else state.stale + 1
+    if better:
+        state.best = _weights(trainee.student)
+
+
+def _checkpoint(config: DistillConfig, run: _Run, work: Path, trainee: Trainee, optimizer, state: _State) -> None:
+    """Save the step reached (weights, optimiser, RNG, best weights, curve) for a resume; the main process writes."""
+    if run.accelerator.is_main_process:
+        meta = {"config": config.result_dict(), "seconds": state.seconds, "curve": state.curve, "stale": state.stale}
+        checkpoint.save(work / "checkpoints", state.step, trainee, optimizer, meta, best=state.best)
+
+
+def _release(config: DistillConfig, out: Path, work: Path, run: _Run, setup: _Setup, trainee: Trainee, state: _State,
+             before: float) -> None:
+    """Write the best evaluated weights (never a worse later step) as the release ``out``, then drop the checkpoints."""
     model = trainee.student.eval()
-    model.load_state_dict(best)  # the release is the best evaluated step, never a worse later one
-    best_point = min(curve, key=lambda point: point["heldout_kl"])
-    if accelerator.is_main_process:
+    model.load_state_dict(state.best)
+    best_point = min(state.curve, key=lambda point: point["heldout_kl"])
+    if run.accelerator.is_main_process:
         release.write(
-            out, model, tokenizer, config=config, shape=shape, keep=keep, teacher=teacher_info,
-            licence=licence, staging=work / "release",
+            out, model, setup.tokenizer, config=config, shape=setup.shape, keep=setup.keep, teacher=setup.teacher,
+            licence=setup.licence, staging=work / "release",
             training={
-                "steps": step, "train_seconds": round(trained, 1), "total_seconds": round(time.perf_counter() - started, 1),
-                "tokens_seen": step * tokens_per_step, "corpus_tokens": chunks.numel(), "train_chunks": len(train),
-                "heldout_chunks": len(held), "final_loss": loss_value, "heldout_kl_before": before,
-                "heldout_kl_after": best_point["heldout_kl"], "best_step": best_point["step"],
-                "stopped_early": patience_spent(),
-                "curve": curve, "align_map": pairs, "device": device, "mixed_precision": mixed,
+                "steps": state.step, "train_seconds": round(state.seconds, 1),
+                "total_seconds": round(time.perf_counter() - run.started, 1),
+                "tokens_seen": state.step * config.batch_size * config.grad_accum * config.seq_len,
+                "corpus_tokens": setup.corpus_tokens, "train_chunks": len(setup.train), "heldout_chunks": len(setup.held),
+                "final_loss": state.loss, "heldout_kl_before": before, "heldout_kl_after": best_point["heldout_kl"],
+                "best_step": best_point["step"], "stopped_early": _patience_spent(config, state),
+                "curve": state.curve, "align_map": setup.pairs, "device": run.device, "mixed_precision": run.mixed,
             },
         )
         shutil.rmtree(work / "checkpoints", ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return out
+    run.accelerator.wait_for_everyone()
 
 
 @torch.no_grad()
