@@ -39,6 +39,21 @@ def as_float64(x, name: str, device: torch.device | None = None, *, check_finite
     return t
 
 
+def self_product(x: torch.Tensor, blocks: int = 8) -> torch.Tensor:
+    """x xᵀ from its row blocks on and above the diagonal, the others mirrored (x xᵀ is symmetric):
+    (blocks + 1) / (2 blocks) of the multiplications of one product."""
+    n = x.shape[0]
+    out = torch.empty(n, n, dtype=x.dtype, device=x.device)
+    edges = [n * b // blocks for b in range(blocks + 1)]
+    for a in range(blocks):
+        for b in range(a, blocks):
+            rows, cols = slice(edges[a], edges[a + 1]), slice(edges[b], edges[b + 1])
+            torch.mm(x[rows], x[cols].T, out=out[rows, cols])
+            if b != a:
+                out[cols, rows] = out[rows, cols].T
+    return out
+
+
 def check_rows(x: torch.Tensor, y: torch.Tensor, minimum: int, why: str) -> int:
     """Check that `x` and `y` have the same number of rows, at least `minimum`.
 
