@@ -144,14 +144,12 @@ class _Stream:
         """Stream one captured batch into every accumulator."""
         get = {"teacher": batch.teacher, "student": batch.student, "control": batch.control}
         pooled = {"teacher": batch.teacher_pooled, "student": batch.student_pooled, "control": batch.control_pooled}
-        other_rows = {(name, j): get[name](j) for name, j in self.read if name != "teacher"}
-        norms = {}
+        read = {key: get[key[0]](key[1]) for key in self.read}  # every row of the layers the metrics read, gathered once
+        norms = {i: read["teacher", i].norm(dim=1).double().cpu().numpy() for i in self.layers}
         for i in self.layers:
-            teacher_rows = batch.teacher(i)
-            norms[i] = teacher_rows.norm(dim=1).double().cpu().numpy()
-            metrics.StreamingLinearCKA.update_each([self.streams[name, i] for name in self.others], teacher_rows,
-                                                   [other_rows[name, self.mapped[i]] for name in self.others])
-        self.top.update(batch.row_start, norms, lambda rows: {key: get[key[0]](key[1], rows) for key in self.read})
+            metrics.StreamingLinearCKA.update_each([self.streams[name, i] for name in self.others], read["teacher", i],
+                                                   [read[name, self.mapped[i]] for name in self.others])
+        self.top.update(batch.row_start, norms, lambda rows: {key: v[rows] for key, v in read.items()})
         for (name, layer), store in self.pooled.items():
             store.append(pooled[name](layer))
         local = torch.from_numpy(_local(self.sample, batch))
@@ -163,8 +161,8 @@ class _Stream:
             rows = _local(self.boot, batch)
             row_prompt = np.repeat(batch.prompts, [len(self.plan.prompts[k].teacher_rows) for k in batch.prompts])
             self.boot_prompts.append(row_prompt[rows])
-            for (name, layer), store in self.boot_rows.items():
-                store.append(get[name](layer, torch.from_numpy(rows)))
+            for key, store in self.boot_rows.items():
+                store.append(read[key][torch.from_numpy(rows)])
         if self.logits is not None:
             self.logits.update(batch.teacher_logits, batch.student_logits, batch.targets)
 

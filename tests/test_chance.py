@@ -84,26 +84,54 @@ def test_replicates_do_not_depend_on_where_the_features_are_centred():
     np.testing.assert_allclose(got, want, atol=1e-8)
 
 
-def test_replicate_sums_from_prompt_block_sums_equal_the_direct_sums_over_rows():
+@pytest.mark.parametrize("rows_per_chunk", [None, 7])
+@pytest.mark.parametrize("zero_diagonal", [False, True])
+def test_replicate_sums_from_prompt_block_sums_equal_the_direct_sums_over_rows(monkeypatch, rows_per_chunk, zero_diagonal):
     # the shortcut: weights are constant within a prompt, so A w and the weighted sums of A∘B come from
-    # per-prompt sums; checked against the O(n²·B) sums written out, with prompts drawn several times
+    # per-prompt sums, taken in one pass over chunks of rows (several chunks with rows_per_chunk, the last one
+    # short); checked against the O(n²·B) sums written out, with prompts drawn several times
+    from pytest_analog.metrics import bootstrap
     from pytest_analog.metrics.bootstrap import _Terms
 
     rng = np.random.default_rng(11)
     groups, x = _grouped(rng, 15, 6)
     y = rng.normal(size=(len(x), 4))
     a, b = x @ x.T, y @ y.T
+    if rows_per_chunk:
+        assert len(x) % rows_per_chunk
+        monkeypatch.setattr(bootstrap, "_CHUNK_ELEMENTS", rows_per_chunk * len(x))
     counts = metrics.resample_counts(15, 6, seed=1)
     assert (counts > 1).any()
-    grams = {"a": torch.from_numpy(a), "b": torch.from_numpy(b)}
-    terms = _Terms(grams, torch.from_numpy(groups), torch.from_numpy(counts).double())
+    grams = {"a": torch.from_numpy(a.copy()), "b": torch.from_numpy(b.copy())}
+    terms = _Terms(grams, [("a", "b"), ("b", "b")], torch.from_numpy(groups), torch.from_numpy(counts).double(),
+                   zero_diagonal=zero_diagonal)
+    np.testing.assert_array_equal(grams["a"].numpy(), a)  # the given Grams are left as they are
+    if zero_diagonal:
+        np.fill_diagonal(a, 0.0)
+        np.fill_diagonal(b, 0.0)
     w = counts[:, groups].astype(float)  # [B, n] row weights
     for power in (1, 2):
         np.testing.assert_allclose(terms.product("a", power).numpy(), a @ (w**power).T, rtol=1e-12)
     for left, right in ((1, 1), (2, 1), (3, 1), (2, 2)):
         direct = np.einsum("bi,bj,ij->b", w**left, w**right, a * b)
         np.testing.assert_allclose(terms.quadratic("a", "b", left, right).numpy(), direct, rtol=1e-12)
+        direct = np.einsum("bi,bj,ij->b", w**left, w**right, b * b)
+        np.testing.assert_allclose(terms.quadratic("b", "b", left, right).numpy(), direct, rtol=1e-12)
     np.testing.assert_allclose(terms.quadratic("a", "", 1, 1).numpy(), np.einsum("bi,bj,ij->b", w, w, a), rtol=1e-12)
+
+
+@pytest.mark.parametrize("debiased", [True, False])
+@pytest.mark.parametrize("where", ["off the diagonal", "on the diagonal"])
+def test_replicates_reject_a_gram_with_a_non_finite_entry(debiased, where):
+    rng = np.random.default_rng(13)
+    groups, x = _grouped(rng, 8, 4)
+    k, l = x @ x.T, np.tanh(x) @ np.tanh(x).T  # noqa: E741
+    l[3, 3 if where == "on the diagonal" else 5] = np.nan
+    with pytest.raises(ValueError, match="l contains NaN or infinite values"):
+        metrics.gram_cka_replicates(k, l, groups, metrics.resample_counts(8, 3, seed=1), debiased)
+    k[2, 1] = np.inf
+    with pytest.raises(ValueError, match="k contains NaN or infinite values"):
+        metrics.gram_cka_replicates(k, l, groups, metrics.resample_counts(8, 3, seed=1), debiased)
 
 
 @pytest.mark.parametrize("debiased", [True, False])

@@ -353,6 +353,14 @@ def test_rbf_cka_errors(rng):
         rbf_cka(x, dup)
 
 
+@pytest.mark.parametrize("n", [1, 3, 8, 37])
+def test_gram_from_its_upper_blocks_equals_the_full_product(rng, n):
+    from pytest_analog.metrics._utils import self_product
+
+    x = torch.from_numpy(rng.normal(size=(n, 5)) * 10.0 + 3.0)
+    np.testing.assert_allclose(self_product(x).numpy(), (x @ x.T).numpy(), rtol=1e-13, atol=1e-12)
+
+
 # --- cka_matrix and best_match ---------------------------------------------------------
 
 

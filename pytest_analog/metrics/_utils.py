@@ -15,13 +15,14 @@ import torch
 from pytest_analog.errors import AnalogWarning
 
 
-def as_float64(x, name: str, device: torch.device | None = None) -> torch.Tensor:
+def as_float64(x, name: str, device: torch.device | None = None, *, check_finite: bool = True) -> torch.Tensor:
     """Convert `x` to a finite 2-D float64 tensor [n, d].
 
     Args:
         x: numpy array, torch tensor or nested sequence of numbers.
         name: argument name used in error messages.
         device: target device; defaults to the input's own (CPU for numpy).
+        check_finite: False where the caller checks finiteness itself, more cheaply.
 
     Returns:
         A float64 tensor; a fresh copy unless `x` already was float64 on `device`.
@@ -33,9 +34,24 @@ def as_float64(x, name: str, device: torch.device | None = None) -> torch.Tensor
     if t.ndim != 2:
         raise ValueError(f"{name} must have 2 dimensions [n, d], got shape {tuple(t.shape)}")
     t = t.detach().to(device=device if device is not None else t.device, dtype=torch.float64)
-    if not bool(torch.isfinite(t).all()):
+    if check_finite and not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
     return t
+
+
+def self_product(x: torch.Tensor, blocks: int = 8) -> torch.Tensor:
+    """x xᵀ from its row blocks on and above the diagonal, the others mirrored (x xᵀ is symmetric):
+    (blocks + 1) / (2 blocks) of the multiplications of one product."""
+    n = x.shape[0]
+    out = torch.empty(n, n, dtype=x.dtype, device=x.device)
+    edges = [n * b // blocks for b in range(blocks + 1)]
+    for a in range(blocks):
+        for b in range(a, blocks):
+            rows, cols = slice(edges[a], edges[a + 1]), slice(edges[b], edges[b + 1])
+            torch.mm(x[rows], x[cols].T, out=out[rows, cols])
+            if b != a:
+                out[cols, rows] = out[rows, cols].T
+    return out
 
 
 def check_rows(x: torch.Tensor, y: torch.Tensor, minimum: int, why: str) -> int:

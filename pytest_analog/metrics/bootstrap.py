@@ -22,6 +22,7 @@ import torch
 from pytest_analog.metrics._utils import as_float64, check_rows, unit_rows
 from pytest_analog.metrics.cka import _rbf_gram, linear_gram
 
+_CHUNK_ELEMENTS = 1 << 17  # Gram entries per matrix in one chunk of the replicates' block sums (1 MB of float64)
 _KNN_ELEMENTS = 1 << 21  # similarity entries per model held at once by the kNN replicates (16 MB of float64)
 
 
@@ -80,16 +81,17 @@ def gram_cka_replicates_each(k, ls, groups, counts, debiased: bool = True) -> li
     ``k``'s own terms (its weighted products and HSIC with itself) are computed
     once and shared, which is most of the cost when ``ls`` has two entries.
     """
-    k = as_float64(k, "k")
-    ls = [as_float64(l, "l").to(k.device) for l in ls]  # noqa: E741
+    k = as_float64(k, "k", check_finite=False)  # checked on the block sums below: an n×n pass less
+    ls = [as_float64(l, "l", check_finite=False).to(k.device) for l in ls]  # noqa: E741
     groups = torch.as_tensor(np.asarray(groups), dtype=torch.long, device=k.device)
     omega = torch.as_tensor(np.asarray(counts), dtype=torch.float64, device=k.device)  # [B, P]
-    if debiased:
-        k, ls = k.clone(), [l.clone() for l in ls]  # noqa: E741
-        for m in (k, *ls):
-            m.fill_diagonal_(0.0)
     hsic = _u_hsic if debiased else _v_hsic
-    terms = _Terms({"k": k, **{f"l{j}": l for j, l in enumerate(ls)}}, groups, omega)
+    mats = {"k": k, **{f"l{j}": l for j, l in enumerate(ls)}}
+    pairs = [("k", "k")] + [pair for j in range(len(ls)) for pair in (("k", f"l{j}"), (f"l{j}", f"l{j}"))]
+    terms = _Terms(mats, pairs, groups, omega, zero_diagonal=debiased)
+    for name, m in mats.items():  # a non-finite entry leaves its row's group sum non-finite, unless on the diagonal
+        if not (bool(torch.isfinite(terms.group_sums[name]).all()) and bool(torch.isfinite(m.diagonal()).all())):
+            raise ValueError(f"{name[0]} contains NaN or infinite values")
     kk = hsic(terms, "k", "k")
     out = []
     for j in range(len(ls)):
@@ -105,17 +107,33 @@ class _Terms:
     """Weighted sums of Gram entries for every replicate at once.
 
     Row weights are powers of the prompt counts (w_i = ω_p for row i of prompt p),
-    so every quadratic form aᵀ(A∘B)b reduces to P×P block sums of A∘B.
+    so every quadratic form aᵀ(A∘B)b reduces to P×P block sums of A∘B. Those
+    block sums, for every pair in ``pairs``, and each Gram's [P, n] group sums
+    are taken in one pass over chunks of rows (`_CHUNK_ELEMENTS` entries per
+    Gram), so no n×n product or copy is ever made; ``zero_diagonal`` zeroes
+    each chunk's diagonal entries first (the U-statistic's Grams), leaving the
+    given matrices as they are.
     """
 
-    def __init__(self, mats, groups, omega):
-        self.mats = mats  # name -> [n, n] Gram matrix
+    def __init__(self, mats, pairs, groups, omega, *, zero_diagonal: bool = False):
         self.groups, self.omega = groups, omega
         self.n_groups = omega.shape[1]
-        self._group_sums = {}
-        self._blocks = {}
-        self._products = {}
         self._weights = {}
+        self._products = {}
+        self._triples = {}
+        n = groups.shape[0]
+        device = omega.device
+        sums = {key: torch.zeros(self.n_groups, n, dtype=torch.float64, device=device)
+                for key in [(a, "") for a in mats] + list(pairs)}
+        step = max(1, _CHUNK_ELEMENTS // max(n, 1))
+        for start in range(0, n, step):
+            rows = {a: m[start:start + step] for a, m in mats.items()}
+            if zero_diagonal:
+                rows = {a: _without_diagonal(r, start) for a, r in rows.items()}
+            for (a, b), out in sums.items():
+                out.index_add_(0, groups[start:start + step], rows[a] * rows[b] if b else rows[a])
+        self.group_sums = {a: sums[a, ""] for a in mats}  # [P, n]: each Gram's rows summed per group
+        self._blocks = {key: self._sum_groups(rows.T).T for key, rows in sums.items()}  # [P, P]
 
     def weights(self, power: int) -> torch.Tensor:
         """[B, n]: each row's weight (its prompt's count) to ``power``, per replicate."""
@@ -128,32 +146,31 @@ class _Terms:
         out = torch.zeros(self.n_groups, m.shape[1], dtype=m.dtype, device=m.device)
         return out.index_add_(0, self.groups, m)
 
-    def group_sums(self, a: str) -> torch.Tensor:
-        """[P, n]: Gram A's rows summed within each prompt."""
-        if a not in self._group_sums:
-            self._group_sums[a] = self._sum_groups(self.mats[a])
-        return self._group_sums[a]
-
     def quadratic(self, a: str, b: str, left: int, right: int) -> torch.Tensor:
-        """Σ_ij w_i^left w_j^right A_ij B_ij per replicate (A, B: 'k' or 'l'; '' for a Gram alone)."""
-        key = (a, b)
-        if key not in self._blocks:
-            rows = self._sum_groups(self.mats[a] * self.mats[b]) if b else self.group_sums(a)
-            self._blocks[key] = self._sum_groups(rows.T).T  # [P, P]
-        return (((self.omega**left) @ self._blocks[key]) * self.omega**right).sum(dim=1)
+        """Σ_ij w_i^left w_j^right A_ij B_ij per replicate (A, B: Gram names; b '' for A alone)."""
+        return (((self.omega**left) @ self._blocks[a, b]) * self.omega**right).sum(dim=1)
 
     def product(self, a: str, power: int) -> torch.Tensor:
         """A w^power for every replicate: [n, B]. Weights are constant within a prompt, so
         (A w)_i = Σ_p (Σ_{j in p} A_ij) ω_p: O(n·P·B) from the group sums, not O(n²·B)."""
         if (a, power) not in self._products:
-            self._products[a, power] = self.group_sums(a).T @ (self.omega**power).T
+            self._products[a, power] = self.group_sums[a].T @ (self.omega**power).T
         return self._products[a, power]
 
     def triple(self, a: str, b: str, powers: tuple[int, int, int]) -> torch.Tensor:
         """Σ over distinct i, j, q of w_i^p0 w_j^p1 w_q^p2 A_ij B_iq per replicate."""
-        p0, p1, p2 = powers
-        full = (self.weights(p0).T * self.product(a, p1) * self.product(b, p2)).sum(dim=0)
-        return full - self.quadratic(a, b, p0, p1 + p2)  # less the terms with j = q
+        if (a, b, powers) not in self._triples:
+            p0, p1, p2 = powers
+            full = (self.weights(p0).T * self.product(a, p1) * self.product(b, p2)).sum(dim=0)
+            self._triples[a, b, powers] = full - self.quadratic(a, b, p0, p1 + p2)  # less the terms with j = q
+        return self._triples[a, b, powers]
+
+
+def _without_diagonal(rows: torch.Tensor, start: int) -> torch.Tensor:
+    """A copy of a Gram's rows ``start``.. with their diagonal entries zeroed."""
+    rows = rows.clone()
+    rows.diagonal(offset=start).zero_()
+    return rows
 
 
 def _u_hsic(t: _Terms, a: str, b: str) -> torch.Tensor:

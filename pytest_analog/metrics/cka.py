@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from pytest_analog.metrics._utils import as_float64, check_rows, nan_with_warning, warn_if_inflated
+from pytest_analog.metrics._utils import as_float64, check_rows, nan_with_warning, self_product, warn_if_inflated
 from pytest_analog.metrics.moments import PairedMoments, Stats, _batch_sums, _shift
 
 
@@ -163,8 +163,8 @@ class StreamingLinearCKA(PairedMoments):
 def linear_gram(x) -> torch.Tensor:
     """The float64 Gram matrix of column-centred rows (centring for precision; CKA does not depend on it)."""
     x = as_float64(x, "x")
-    x = x - x.mean(dim=0)
-    return x @ x.T
+    return self_product(x - x.mean(dim=0))
+
 
 
 def center_gram_(k: torch.Tensor, debiased: bool) -> torch.Tensor:

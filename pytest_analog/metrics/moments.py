@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from pytest_analog.metrics._utils import as_float64, check_rows
+from pytest_analog.metrics._utils import as_float64, check_rows, self_product
 
 Stats = dict[str, torch.Tensor]
 
@@ -25,9 +25,9 @@ def _side(z: torch.Tensor, shift: torch.Tensor, name: str, norms: bool) -> tuple
     z = z - shift  # [b, d]
     sums = {f"s{name}": z.sum(0)}
     if not norms:
-        return z, None, sums | ({"xx": z.T @ z} if name == "x" else {})
+        return z, None, sums | ({"xx": self_product(z.T)} if name == "x" else {})
     r = z.square().sum(1)  # [b]
-    return z, r, sums | {name * 2: z.T @ z, f"{name}r{name}": z.T @ r, f"r{name}": r.sum(), f"r{name}{name}": r @ r}
+    return z, r, sums | {name * 2: self_product(z.T), f"{name}r{name}": z.T @ r, f"r{name}": r.sum(), f"r{name}{name}": r @ r}
 
 
 def _batch_sums(x: torch.Tensor, y: torch.Tensor, shift_x, shift_y, norms: bool, x_side=None) -> Stats:
