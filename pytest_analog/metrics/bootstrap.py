@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from pytest_analog.metrics._utils import as_float64, check_rows, unit_rows
-from pytest_analog.metrics.cka import _rbf_gram, linear_gram
+from pytest_analog.metrics.cka import linear_gram, rbf_gram
 
 _CHUNK_ELEMENTS = 1 << 17  # Gram entries per matrix in one chunk of the replicates' block sums (1 MB of float64)
 _KNN_ELEMENTS = 1 << 21  # similarity entries per model held at once by the kNN replicates (16 MB of float64)
@@ -214,8 +214,8 @@ def rbf_cka_replicates_each(x, ys, counts, sigma_frac: float = 1.0, debiased: bo
     for y in ys:
         check_rows(x, y, 4 if debiased else 2, "RBF CKA")
     groups = np.arange(x.shape[0])
-    grams = [_rbf_gram(y, sigma_frac, "y") for y in ys]
-    return gram_cka_replicates_each(_rbf_gram(x, sigma_frac, "x"), grams, groups, counts, debiased)
+    grams = [rbf_gram(y, sigma_frac, "y") for y in ys]
+    return gram_cka_replicates_each(rbf_gram(x, sigma_frac, "x"), grams, groups, counts, debiased)
 
 
 def mutual_knn_replicates(x, y, counts, k: int = 10) -> np.ndarray:

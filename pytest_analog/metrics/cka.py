@@ -13,7 +13,7 @@ import math
 import torch
 
 from pytest_analog.metrics._utils import as_float64, check_rows, nan_with_warning, self_product, warn_if_inflated
-from pytest_analog.metrics.moments import PairedMoments, Stats, _batch_sums, _shift
+from pytest_analog.metrics.moments import PairedMoments, Stats, batch_sums, shifted
 
 
 def _hsic_u(ab: torch.Tensor, ra, rb, rab, n: int) -> torch.Tensor:
@@ -38,7 +38,7 @@ def _linear_cka_compute(s: Stats, n: int, debiased: bool, stacklevel: int) -> fl
         if n < 2:
             raise ValueError(f"linear CKA needs at least 2 rows, got {n}")
         warn_if_inflated(n, d, "linear CKA", stacklevel=stacklevel + 1)
-    c = _shift(s, n, s["sx"] / n, s["sy"] / n)  # the centred frame: column sums vanish
+    c = shifted(s, n, s["sx"] / n, s["sy"] / n)  # the centred frame: column sums vanish
     if debiased:
         num = _hsic_u(c["xy"], c["rx"], c["ry"], c["rxy"], n)
         hsic_xx = _hsic_u(c["xx"], c["rx"], c["rx"], c["rxx"], n)
@@ -90,7 +90,7 @@ def linear_cka(x, y, debiased: bool = False) -> float:
     x, y = as_float64(x, "x"), as_float64(y, "y")
     y = y.to(x.device)
     n = check_rows(x, y, 4 if debiased else 2, "debiased linear CKA" if debiased else "linear CKA")
-    stats = _batch_sums(x, y, x.mean(0), y.mean(0), norms=True)
+    stats = batch_sums(x, y, x.mean(0), y.mean(0), norms=True)
     return _linear_cka_compute(stats, n, debiased, stacklevel=3)
 
 
@@ -189,7 +189,7 @@ def _median(values: torch.Tensor) -> torch.Tensor:
     return upper if m % 2 else (upper + torch.kthvalue(values, m // 2).values) / 2
 
 
-def _rbf_gram(x: torch.Tensor, sigma_frac: float, name: str) -> torch.Tensor:
+def rbf_gram(x: torch.Tensor, sigma_frac: float, name: str) -> torch.Tensor:
     """Gaussian-kernel Gram matrix [n, n] with the median-distance bandwidth."""
     n = x.shape[0]
     gram = linear_gram(x)  # centred rows keep ‖x_i‖² + ‖x_j‖² − 2x_i·x_j accurate
@@ -237,4 +237,4 @@ def rbf_cka(x, y, sigma_frac: float = 1.0, debiased: bool = False) -> float:
     x, y = as_float64(x, "x"), as_float64(y, "y")
     y = y.to(x.device)
     check_rows(x, y, 4 if debiased else 2, "debiased RBF CKA" if debiased else "RBF CKA")
-    return _gram_cka(_rbf_gram(x, sigma_frac, "x"), _rbf_gram(y, sigma_frac, "y"), debiased)
+    return _gram_cka(rbf_gram(x, sigma_frac, "x"), rbf_gram(y, sigma_frac, "y"), debiased)

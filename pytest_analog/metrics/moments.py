@@ -20,7 +20,7 @@ Stats = dict[str, torch.Tensor]
 
 def _side(z: torch.Tensor, shift: torch.Tensor, name: str, norms: bool) -> tuple[torch.Tensor, torch.Tensor | None, Stats]:
     """One side's rows about its reference point (shifting first keeps the moments free of cancellation),
-    their squared norms and the sums of that side alone, keyed as in `_batch_sums` with ``name`` ('x' or
+    their squared norms and the sums of that side alone, keyed as in `batch_sums` with ``name`` ('x' or
     'y') for the side; without ``norms``, only x keeps its cross moment."""
     z = z - shift  # [b, d]
     sums = {f"s{name}": z.sum(0)}
@@ -30,7 +30,7 @@ def _side(z: torch.Tensor, shift: torch.Tensor, name: str, norms: bool) -> tuple
     return z, r, sums | {name * 2: self_product(z.T), f"{name}r{name}": z.T @ r, f"r{name}": r.sum(), f"r{name}{name}": r @ r}
 
 
-def _batch_sums(x: torch.Tensor, y: torch.Tensor, shift_x, shift_y, norms: bool, x_side=None) -> Stats:
+def batch_sums(x: torch.Tensor, y: torch.Tensor, shift_x, shift_y, norms: bool, x_side=None) -> Stats:
     """The sums of one batch, taken about the reference point (shift_x, shift_y).
 
     Keys: sx, sy column sums; xx, xy cross moments XᵀX, XᵀY; with ``norms``
@@ -77,14 +77,14 @@ def _shifted_cross(n, sa, sb, ab, da, db):
     return ab - torch.outer(sa, db) - torch.outer(da, sb) + n * torch.outer(da, db)
 
 
-def _shift(s: Stats, n: int, dx: torch.Tensor, dy: torch.Tensor) -> Stats:
+def shifted(s: Stats, n: int, dx: torch.Tensor, dy: torch.Tensor) -> Stats:
     """Re-express all sums in the frame x → x − dx, y → y − dy (exact, O(d²))."""
     shift = {"x": dx, "y": dy}
     out = {"sx": s["sx"] - n * dx, "sy": s["sy"] - n * dy}
     norms = "rx" in s
     if norms:
         out["rx"], out["ry"] = _shifted_r(n, s["sx"], s["rx"], dx), _shifted_r(n, s["sy"], s["ry"], dy)
-    for a, b in ("xx", "yy", "xy") if norms else ("xx", "xy"):  # key names: see _batch_sums
+    for a, b in ("xx", "yy", "xy") if norms else ("xx", "xy"):  # key names: see batch_sums
         if not norms:
             out[a + b] = _shifted_cross(n, s[f"s{a}"], s[f"s{b}"], s[a + b], shift[a], shift[b])
             continue
@@ -175,7 +175,7 @@ class PairedMoments:
             key = (moments._ref[0].device, moments._ref[0].cpu().numpy().tobytes(), moments._norms)
             if key not in shared:
                 shared[key] = _side(x, moments._ref[0], "x", moments._norms)
-            moments._add(_batch_sums(x, y, *moments._ref, moments._norms, x_side=shared[key]), b)
+            moments._add(batch_sums(x, y, *moments._ref, moments._norms, x_side=shared[key]), b)
 
     def _add(self, batch: Stats, b: int) -> None:
         if self._stats is None:
@@ -220,7 +220,7 @@ class PairedMoments:
             stats = {key: value.to(device) for key, value in other._stats.items()}
             dx = self._ref[0] - other._ref[0].to(device)
             dy = self._ref[1] - other._ref[1].to(device)
-            for key, value in _shift(stats, other._n, dx, dy).items():
+            for key, value in shifted(stats, other._n, dx, dy).items():
                 self._stats[key] += sign * value
         self._n += sign * other._n
         return self
@@ -234,5 +234,5 @@ class PairedMoments:
         if self._n == 0:
             raise ValueError("no rows accumulated yet: call update() first")
         mean_x, mean_y = self._stats["sx"] / self._n, self._stats["sy"] / self._n
-        centred = _shift(self._stats, self._n, mean_x, mean_y)
+        centred = shifted(self._stats, self._n, mean_x, mean_y)
         return self._ref[0] + mean_x, self._ref[1] + mean_y, centred
