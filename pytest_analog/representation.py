@@ -173,7 +173,8 @@ class _Stream:
 
         self.pooled = {key: joined(v) for key, v in self.pooled.items()}
         self.samples = {name: [joined(v) for v in stores] for name, stores in self.samples.items()}
-        self.boot_rows = {key: joined(v) for key, v in self.boot_rows.items()}
+        if self.boot is not None:  # no bootstrap: no rows were collected for it
+            self.boot_rows = {key: joined(v) for key, v in self.boot_rows.items()}
         return self
 
 

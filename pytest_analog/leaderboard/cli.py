@@ -61,9 +61,9 @@ def _verify(args) -> int:
     print(f"submission: REJECTED: {reasons[0]}" if reasons else "submission: consistent (its own sha256, file hashes and verdicts)")
     for role, found in differences.items():
         if found:
-            print(f"{name}: NOT the submitted files: {'; '.join(found)}")
+            print(f"{role}: NOT the submitted files: {'; '.join(found)}")
         else:
-            print(f"{name}: the same files as submitted")
+            print(f"{role}: the same files as submitted")
     return 1 if reasons or any(differences.values()) else 0
 
 
