@@ -162,10 +162,9 @@ class Recorder:
         measured = value if isinstance(value, Measured) else Measured(value)
         return self._record(metric, measured, self._session.analog_config.gates.gate(metric, measured.value, **details), details)
 
-    def _record(self, metric: str, value, gate: Gate, details: dict) -> Criterion:
+    def _record(self, metric: str, measured: Measured, gate: Gate, details: dict) -> Criterion:
         node = self._request.node
         suite = node.module.__name__.rpartition(".")[2].removeprefix("test_")
-        measured = value if isinstance(value, Measured) else Measured(value)
         criterion = Criterion(f"{suite}::{node.name}", suite, metric, measured, gate, details)
         if any(c.id == criterion.id for c in self._session.criteria):
             pytest.fail(

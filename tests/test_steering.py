@@ -315,11 +315,16 @@ def test_steering_suite_end_to_end_reports_criteria_plot_and_numbers(pytester, p
     gates = {"random_control": {"max": None}}
     config = write_yaml(tmp_path / "analog.yaml", {"steering": steering, "gates": gates})
     pytester.makepyfile(test_user=f"""
+        import pytest
         import torch
+
+        from pytest_analog.errors import AnalogError
 
         def test_fixtures(steering_vector, steering_map):
             native = steering_vector({str(behaviour)!r}, 1)
             analog = steering_vector({str(behaviour)!r}, 1, model="analog")
+            with pytest.raises(AnalogError, match="model must be 'teacher' or 'analog', got 'student'"):
+                steering_vector({str(behaviour)!r}, 1, model="student")
             ridge = steering_map(1, analog_layer=1)
             carried = analog @ ridge.weight
             assert torch.cosine_similarity(native, carried, dim=0) > 0.999
