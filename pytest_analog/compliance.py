@@ -123,9 +123,8 @@ def parameter_fraction(infos: dict) -> Check:
     return Check(None, f"analog has {analog:,} parameters, {fraction:.2%} of the teacher's {teacher:,}", fraction)
 
 
-def same_family(teacher_config, analog_config) -> Check:
-    """Same architecture family: the two configs name the same ``model_type``."""
-    t, a = teacher_config.model_type, analog_config.model_type
+def same_family(t: str, a: str) -> Check:
+    """Same architecture family: the two models' configs name the same ``model_type`` (``t`` teacher, ``a`` analog)."""
     if t == a:
         return Check(True, f"both models are of the '{t}' family (config model_type)")
     return Check(False, f"the analog's family is '{a}' but the teacher's is '{t}' (config model_type)")

@@ -58,6 +58,7 @@ def _tasks(value: str) -> tuple[str, ...]:
 _OPTIONS = [
     ("teacher", "MODEL", str, None, "the teacher: a hub id, a local model directory or a .gguf file"),
     ("student", "MODEL", str, None, "the analog (student): a hub id, a local model directory or a .gguf file"),
+    ("reference", "REF", str, None, "a teacher reference folder (analog-reference build) to gate against instead of --analog-teacher"),
     ("device", "DEVICE", _device, "auto", "auto|cpu|cuda|cuda:N; auto uses CUDA when present (device_map='auto' across GPUs)"),
     ("dtype", "DTYPE", _dtype, "auto", "auto|float32|bfloat16|float16; auto is bfloat16 on CUDA and float32 on the CPU"),
     ("config", "YAML", str, None, "a YAML file overriding the shipped thresholds, prompt set, layers and batch size"),
@@ -96,6 +97,7 @@ class Settings:
 
     teacher: str | None
     student: str | None
+    reference: Path | None
     device: str
     dtype: str
     config: Path | None
@@ -141,13 +143,16 @@ def read_settings(config: pytest.Config) -> Settings:
     for name, _ in _FLAGS:
         key = name.replace("-", "_")
         values[key] = bool(config.getoption(f"analog_{key}") or config.getini(f"analog_{key}"))
-    for key in ("config", "report", "cache", "submit"):
+    for key in ("reference", "config", "report", "cache", "submit"):
         values[key] = Path(values[key]).expanduser() if values[key] else None
     settings = Settings(**values)
     problems += _output_problems(settings)
-    if bool(settings.teacher) != bool(settings.student):
-        given, missing = ("teacher", "student") if settings.teacher else ("student", "teacher")
-        problems.append(f"--analog-{given} was given without --analog-{missing}; give both models")
+    if settings.teacher and settings.reference:
+        problems.append("--analog-teacher and --analog-reference were both given; gate against one: the teacher or its reference")
+    elif bool(settings.teacher or settings.reference) != bool(settings.student):
+        given = "teacher" if settings.teacher else "reference" if settings.reference else "student"
+        missing = "teacher (or --analog-reference)" if given == "student" else "student"
+        problems.append(f"--analog-{given} was given without --analog-{missing}; give both")
     if problems:
         raise SettingsError(problems[0], settings)
     return settings

@@ -101,7 +101,8 @@ def analog_config(analog_session):
 
 @pytest.fixture(scope="session")
 def analog_pair(analog_session):
-    """The loaded teacher and analog (`ModelPair`); skips the test when no models were given."""
+    """The loaded teacher and analog (`ModelPair`); skips the test when no models were given, fails it when
+    the run gates against a teacher reference (no teacher model)."""
     return analog_session.pair()
 
 
@@ -112,9 +113,9 @@ def teacher(analog_pair):
 
 
 @pytest.fixture(scope="session")
-def analog(analog_pair):
-    """The loaded analog (`LoadedModel`: ``.model``, ``.tokenizer``, ``.info``)."""
-    return analog_pair.analog
+def analog(analog_session):
+    """The loaded analog (`LoadedModel`: ``.model``, ``.tokenizer``, ``.info``); needs no teacher."""
+    return analog_session.analog_model()
 
 
 @pytest.fixture(scope="session")

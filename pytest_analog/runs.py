@@ -1,12 +1,16 @@
 """The cached runs behind the built-in suites: what each reads, computes, hands out and reports.
 
-A run is one expensive pass over the loaded models whose result several tests
-read: the representation capture (suites representation, embeddings, logits),
-steering transfer and the lm-eval benchmarks. `AnalogSession.run` performs any
-of them by name through one mechanism (memo, cache key, cache, failure guard,
-progress); a `Run` here says only what differs. A run's cache key hashes the
-config values it reads (`Run.settings`), never a threshold or decision rule, so
-changing a gate re-judges from the cache without a forward pass.
+A run is one expensive measurement several tests read: the representation
+capture (suites representation, embeddings, logits), steering transfer and the
+lm-eval benchmarks. Each has two halves. The teacher half (`Run.teacher`) is the
+only place the teacher runs: it returns a `reference.store.Part`, the teacher's
+contribution, which a teacher reference stores. The analog half
+(`Run.compute`) reads that part and runs the analog. `AnalogSession.run`
+performs any run by name through one mechanism (part from a reference, the
+cache or the teacher; then memo, cache key, cache, failure guard, progress); a
+`Run` here says only what differs. Cache keys hash the config values a half
+reads (`Run.settings`, `Run.teacher_settings`), never a threshold or decision
+rule, so changing a gate re-judges from the cache without a forward pass.
 """
 
 from __future__ import annotations
@@ -41,17 +45,25 @@ class Outcome:
 class Run:
     """One cached run: what it reads, how it computes, what the fixtures get and what the report shows."""
 
-    name: str  # also its folder in the cache
-    reads: tuple[str, ...]  # dotted config keys the computation reads: its cache key hashes their values
-    inputs: Callable[[Any], Inputs]  # (AnalogSession) -> the run's resolved inputs
-    compute: Callable[..., Any]  # (ModelPair, Config, **Inputs.args) -> JSON-able payload
+    name: str  # also its folder in the cache and its part's name in a teacher reference
+    teacher_reads: tuple[str, ...]  # dotted config keys the teacher half reads: its part's key holds their values
+    teacher_inputs: Callable[[Any], Inputs]  # (AnalogSession) -> the teacher half's inputs (never the analog's)
+    teacher: Callable[..., Any]  # (teacher LoadedModel, Config, **Inputs.args) -> `Part`: the teacher's contribution
+    reads: tuple[str, ...]  # dotted config keys the analog half reads: its cache key hashes their values
+    inputs: Callable[[Any], Inputs]  # (AnalogSession) -> the analog half's resolved inputs
+    compute: Callable[..., Any]  # (ModelPair, Part, Config, **Inputs.args) -> JSON-able payload
     result: Callable[[Any], Any]  # payload -> what the fixtures hand out
     section: Callable[[Outcome, Config], dict[str, Any]]  # the report keys this run adds
-    packages: tuple[str, ...] = ("torch", "transformers")  # whose versions the cache key holds
+    packages: tuple[str, ...] = ("torch", "transformers")  # whose versions the cache keys hold
+    needs_teacher: bool = False  # the analog half also runs the teacher when it is loaded (steering transfer)
 
     def settings(self, config: Config) -> dict[str, Any]:
-        """The config values this run reads, by dotted key (a section stands for all its keys)."""
+        """The config values the analog half reads, by dotted key (a section stands for all its keys)."""
         return {path: _lookup(config, path) for path in self.reads}
+
+    def teacher_settings(self, config: Config) -> dict[str, Any]:
+        """The config values the teacher half reads, by dotted key."""
+        return {path: _lookup(config, path) for path in self.teacher_reads}
 
 
 def _lookup(config: Config, path: str) -> Any:

@@ -55,11 +55,13 @@ class AnalogSession:
         self._collected: list[tuple[int, Criterion]] = []  # (collection index, criterion) from xdist workers
         self._merged: set[str] = set()  # xdist workers whose state was merged
         self._merged_models: dict | None = None  # model records from a worker that loaded the models
+        self._merged_references: list[dict] = []  # the reference manifests of xdist workers' teacher parts
         self._deselected = 0  # deselected tests that record criteria (-k, -m, --lf, --deselect, --sw)
         self._partial: str | None = None  # why this run's report covers only part of the criteria
-        self._sources: tuple = ()  # (teacher, student) `ModelSource`, resolved before collection
+        self._sources: tuple = ()  # (teacher, analog) `ModelSource`, resolved before collection; teacher None with a reference
+        self.teacher_half = None  # `reference.teacher.TeacherHalf`: each run's teacher part, set before collection
         self.depths: tuple[int, int] | None = None  # (teacher, analog) number of blocks, read before collection
-        self._pair = None
+        self._analog = None  # the loaded analog
         self._runs: dict[str, Outcome] = {}  # the cached runs performed (`run`), by name
         self._steering_memo: dict[tuple, Any] = {}  # steering_vector / steering_map results by arguments
         self.tasks = None  # `evals.TaskSet`, resolved before collection when the benchmarks suite runs
@@ -68,8 +70,8 @@ class AnalogSession:
 
     @property
     def enabled(self) -> bool:
-        """True when the command line or ini names a teacher and an analog."""
-        return self.settings.teacher is not None
+        """True when the command line or ini names an analog and its teacher or the teacher's reference."""
+        return self.settings.student is not None
 
     @functools.cached_property
     def cache_dir(self) -> Path | None:
@@ -101,11 +103,15 @@ class AnalogSession:
         from pytest_analog.models import check_files, read_config, resolve_device, resolve_source
         from pytest_analog.prompts import load_prompts
 
+        from pytest_analog.reference import store
+        from pytest_analog.reference.teacher import TeacherHalf
+
         settings = self.settings
         with self._checking():
             resolve_device(settings.device)
-            sources, depths = [], []
-            for ref in (settings.teacher, settings.student):
+            reference = store.load(settings.reference) if settings.reference else None
+            sources, depths = [None] if reference else [], [reference.teacher["num_layers"]] if reference else []
+            for ref in (settings.student,) if reference else (settings.teacher, settings.student):
                 with self.showing_progress():  # a hub download shows its progress
                     sources.append(
                         resolve_source(ref, allow_pickle=settings.allow_pickle, trust_remote_code=settings.trust_remote_code)
@@ -122,11 +128,19 @@ class AnalogSession:
                 from pytest_analog.evals import resolve_tasks
 
                 self.tasks = resolve_tasks(self.analog_config.benchmarks.tasks)
-        self._sources = tuple(sources)
-        self.depths = (depths[0], depths[1])
+            self._sources = tuple(sources)
+            self.depths = (depths[0], depths[1])
+            self.teacher_half = TeacherHalf(
+                self, reference=reference, source=sources[0], load=self._load_teacher, cache_dir=self.cache_dir,
+                device=settings.device, dtype=settings.dtype,
+            )
+            if reference is not None:  # a reference that cannot serve this run is refused before the analog loads
+                for name in sorted(wanted - {None}):
+                    self.teacher_half.part(RUNS[name])
 
     def sources(self) -> tuple:
-        """The resolved (teacher, analog) `ModelSource`; skips the test when no models were given."""
+        """The resolved (teacher, analog) `ModelSource` (teacher None with a reference); skips the test when no
+        models were given."""
         self._require()
         return self._sources
 
@@ -141,22 +155,43 @@ class AnalogSession:
         return self.tasks.names if self.tasks else []
 
     def pair(self):
-        """The loaded teacher and analog, loaded once per session."""
-        from pytest_analog.models import load_pair
+        """The loaded teacher and analog, each loaded once per session (not with a teacher reference)."""
+        from pytest_analog.models import ModelPair
 
-        if self._pair is None:
+        self._require()
+        if self.settings.reference:
+            pytest.fail("this test needs the teacher model, but this run gates against a teacher reference "
+                        "(--analog-reference); give --analog-teacher to run it", pytrace=False)
+        return ModelPair(self.guarded(self.teacher_half.model), self.analog_model())
+
+    def analog_model(self):
+        """The loaded analog, loaded once per session."""
+        if self._analog is None:
             self._require()
-            with self.showing_progress():
-                self._pair = self.guarded(
-                    load_pair,
-                    *self._sources,
-                    device=self.settings.device,
-                    dtype=self.settings.dtype,
-                    trust_remote_code=self.settings.trust_remote_code,
-                    allow_pickle=self.settings.allow_pickle,
-                    cache_dir=self.cache_dir,
-                )
-        return self._pair
+            self._analog = self._load(self._sources[1])
+        return self._analog
+
+    def _load_teacher(self):
+        return self._load(self._sources[0])
+
+    def _load(self, source):
+        from pytest_analog.models import load_model
+
+        with self.showing_progress():
+            return self.guarded(
+                load_model, source, device=self.settings.device, dtype=self.settings.dtype,
+                trust_remote_code=self.settings.trust_remote_code, allow_pickle=self.settings.allow_pickle,
+                cache_dir=self.cache_dir,
+            )
+
+    def _pair_for(self, spec: Run):
+        """The pair an analog half computes on: the loaded analog and the teacher's stand-in (its tokenizer and
+        record); the loaded teacher itself only for a run that needs it, in a live gate."""
+        from pytest_analog.models import ModelPair
+
+        half = self.teacher_half
+        teacher = half.model() if spec.needs_teacher and not self.settings.reference else half.stand_in()
+        return ModelPair(teacher, self.analog_model())
 
     def run(self, name: str):
         """The result of the cached run ``name`` (`runs.RUNS`), performed once per session: read from the
@@ -166,28 +201,32 @@ class AnalogSession:
         if name not in self._runs:
             self._require()
             spec = RUNS[name]
+            with self.showing_progress():
+                part = self.guarded(self.teacher_half.part, spec)
             inputs = self.guarded(spec.inputs, self)
-            key = self._cache_key(spec, inputs) if self.cache_dir else None  # hashes every model file
+            key = self._cache_key(spec, inputs) if self.cache_dir else None  # hashes the analog's files
             payload = cache.load(self.cache_dir / name, key) if key else None
             cached = payload is not None
             if not cached:
-                pair = self.pair()
+                pair = self._pair_for(spec)
                 with self.showing_progress():
-                    payload = cache.canonical(self.guarded(spec.compute, pair, self.analog_config, **inputs.args))
+                    payload = cache.canonical(self.guarded(spec.compute, pair, part, self.analog_config, **inputs.args))
                 if key:
                     cache.store(self.cache_dir / name, key, payload)
             self._runs[name] = Outcome(payload, cached, self.guarded(spec.result, payload))
         return self._runs[name].result
 
     def _cache_key(self, spec: Run, inputs: Inputs) -> str:
-        """What a run's result depends on: both models' files, device and dtype, the config values
-        it reads (never a threshold), its resolved inputs and the package versions."""
+        """What a run's result depends on: the teacher's part (its files' hashes), the analog's files, device and
+        dtype, the config values it reads (never a threshold), its resolved inputs and the package versions."""
         from pytest_analog import cache
         from pytest_analog.models import resolve_device, resolve_dtype, sha256_files
+        from pytest_analog.reference import store
 
         device = "cpu" if resolve_device(self.settings.device) == "cpu" else "cuda"
         return cache.cache_key(
-            teacher=sha256_files(self._sources[0].files(), self.cache_dir),
+            teacher=store.part_files({"files": self.teacher_half.files}, spec.name),
+            with_teacher=spec.needs_teacher and not self.settings.reference,
             analog=sha256_files(self._sources[1].files(), self.cache_dir),
             dtype=str(resolve_dtype(self.settings.dtype, device)),
             device=device,
@@ -301,6 +340,7 @@ class AnalogSession:
             "runs": {name: {"payload": done.payload, "cached": done.cached} for name, done in self._runs.items()},
             "failure": self._failure,
             "models": self._models_info(),
+            "reference": self._reference_manifest(),
             "deselected": self._deselected,
         }
         return json.dumps(state, default=lambda value: value.tolist() if hasattr(value, "tolist") else str(value))
@@ -324,17 +364,25 @@ class AnalogSession:
                 self._runs[name] = Outcome(done["payload"], done["cached"], RUNS[name].result(done["payload"]))
         self._failure = self._failure or state["failure"]
         self._merged_models = self._merged_models or state["models"]
+        if state["reference"]:
+            self._merged_references.append(state["reference"])
         self._deselected = max(self._deselected, state["deselected"])  # every worker collects the same tests
 
     def _models_info(self) -> dict | None:
         if "representation" in self._runs:
             return self._runs["representation"].result.models
-        if self._pair:
-            return {"teacher": self._pair.teacher.info, "analog": self._pair.analog.info}
+        if self._analog:
+            return {"teacher": self.teacher_half.record(), "analog": self._analog.info}
         return self._merged_models
+
+    def model_records(self) -> dict[str, Any]:
+        """Both models' records (the teacher's from its reference or the loaded teacher), loading only the analog."""
+        self._require()
+        return {"teacher": self.guarded(self.teacher_half.record), "analog": self.analog_model().info}
 
     def report(self) -> dict[str, Any]:
         """The report document (see `pytest_analog.report.schema`)."""
+        from pytest_analog.reference import store
         from pytest_analog.report import SCHEMA_VERSION
 
         criteria = [c.to_dict() for c in self.criteria]
@@ -367,10 +415,30 @@ class AnalogSession:
                 "parameter_fraction": parameter_fraction(infos),
                 "same_tokenizer": infos["teacher"]["tokenizer"]["sha256"] == infos["analog"]["tokenizer"]["sha256"],
             }
+        reference = self._reference_manifest()
+        if reference:
+            report["reference"] = {
+                "id": store.manifest_id(reference),
+                "source": "file" if self.settings.reference else "memory",
+                "path": str(self.settings.reference) if self.settings.reference else None,
+                "parts": sorted(reference["parts"]),
+                "teacher": reference["teacher"],
+            }
         for name, spec in RUNS.items():  # the sections of the runs performed, in one order whoever performed them
             if name in self._runs:
                 report.update(spec.section(self._runs[name], self.analog_config))
         return report
+
+    def _reference_manifest(self) -> dict | None:
+        """The manifest of the teacher reference this run read (its parts, merged over xdist workers), or None."""
+        from pytest_analog.reference import store
+
+        half = self.teacher_half
+        if half is not None and half.given is not None:
+            return half.given.manifest
+        own = [half.reference().manifest] if half is not None and half.parts else []
+        manifests = own + self._merged_references
+        return store.merged(manifests) if manifests else None
 
     def finish(self, session: pytest.Session) -> list[Path]:
         """Write the report files for --analog-report and the bundle for --analog-submit (the xdist

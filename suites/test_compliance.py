@@ -20,11 +20,8 @@ def release(analog_session):
 
 @pytest.fixture(scope="module")
 def model_records(analog_session):
-    """Both models' records: from the representation run when a fidelity suite runs (cached), else the loaded pair."""
-    if set(analog_session.settings.suites) - {"compliance"}:
-        return analog_session.run("representation").models
-    pair = analog_session.pair()
-    return {"teacher": pair.teacher.info, "analog": pair.analog.info}
+    """Both models' records: the teacher's from its reference (or the loaded teacher), the analog's once loaded."""
+    return analog_session.model_records()
 
 
 @pytest.mark.parametrize("bound", ["min", "max"])
@@ -32,12 +29,9 @@ def test_parameter_fraction(bound, model_records, fidelity_record):
     fidelity_record.configured("parameter_fraction", compliance.parameter_fraction(model_records).measured, bound=bound)
 
 
-def test_same_family(analog_session, fidelity_record):
-    from pytest_analog.models import read_config
-
-    trust = analog_session.settings.trust_remote_code
-    teacher, student = (read_config(s, trust_remote_code=trust) for s in analog_session.sources())
-    fidelity_record.configured("same_family", compliance.same_family(teacher, student).measured)
+def test_same_family(model_records, fidelity_record):
+    teacher, analog = (model_records[role]["model_type"] for role in ("teacher", "analog"))
+    fidelity_record.configured("same_family", compliance.same_family(teacher, analog).measured)
 
 
 def test_safetensors(analog_session, fidelity_record):

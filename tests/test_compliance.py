@@ -151,8 +151,8 @@ def test_safetensors(tiny_dir, tmp_path):
 def test_same_family():
     from transformers import GPT2Config, LlamaConfig
 
-    assert compliance.same_family(LlamaConfig(), LlamaConfig(hidden_size=64)).passed is True
-    check = compliance.same_family(LlamaConfig(), GPT2Config())
+    assert compliance.same_family(LlamaConfig().model_type, LlamaConfig(hidden_size=64).model_type).passed is True
+    check = compliance.same_family(LlamaConfig().model_type, GPT2Config().model_type)
     assert check.passed is False
     assert check.message == "the analog's family is 'gpt2' but the teacher's is 'llama' (config model_type)"
 

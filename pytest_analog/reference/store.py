@@ -55,12 +55,13 @@ class Reference:
     manifest: dict[str, Any]
     parts: dict[str, Part]  # the parts loaded so far (all of them for a reference built in memory)
     path: Path | None = None
+    tokenizer_data: dict[str, bytes] | None = None  # the tokenizer's files of a reference built in memory
     tokenizer: Any = None  # the teacher's tokenizer, read from the reference's files on first use
 
     @property
     def id(self) -> str:
         """The SHA-256 of the manifest: changes with any file, setting or teacher record."""
-        return hashlib.sha256(_canonical(self.manifest)).hexdigest()
+        return manifest_id(self.manifest)
 
     @property
     def teacher(self) -> dict[str, Any]:
@@ -88,33 +89,63 @@ class Reference:
     def teacher_tokenizer(self):
         """The teacher's tokenizer, read from the reference's files (fast tokenizer, no code)."""
         if self.tokenizer is None:
-            from transformers import AutoTokenizer
-
-            folder = self.path / "tokenizer"
             try:
-                self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False, local_files_only=True)
+                self.tokenizer = tokenizer_from_files(self.tokenizer_files())
             except Exception as exc:  # noqa: BLE001 - any failure to read is one line
                 raise AnalogError(f"teacher reference {self._where}: its tokenizer cannot be read: {type(exc).__name__}: {exc}") from None
         return self.tokenizer
+
+    def tokenizer_files(self) -> dict[str, bytes]:
+        """The tokenizer's files by name (``tokenizer/`` inside the folder)."""
+        if self.tokenizer_data is None:
+            names = [f for f in self.manifest["files"] if f.startswith("tokenizer/")]
+            self.tokenizer_data = {f.removeprefix("tokenizer/"): _checked(self.path, f, self.manifest) for f in names}
+        return self.tokenizer_data
 
     @property
     def _where(self) -> str:
         return str(self.path) if self.path else f"{self.id[:12]} (built in memory)"
 
 
-def build(teacher: dict[str, Any], parts: dict[str, Part], tokenizer, versions: dict[str, Any]) -> Reference:
-    """A reference in memory from the teacher's record, its parts and its tokenizer."""
-    files = {name: data for run, part in sorted(parts.items()) for name, data in part.files(run).items()}
-    files.update({f"tokenizer/{name}": data for name, data in tokenizer_files(tokenizer).items()})
-    manifest = {
+def build(teacher: dict[str, Any], parts: dict[str, Part], tokenizer: dict[str, bytes], versions: dict[str, Any]) -> Reference:
+    """A reference in memory from the teacher's record, its parts and its tokenizer's files (`tokenizer_files`)."""
+    files = {name: data for run, part in parts.items() for name, data in part.files(run).items()}
+    files.update({f"tokenizer/{name}": data for name, data in tokenizer.items()})
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    keys = {run: part.key for run, part in parts.items()}
+    return Reference(manifest(teacher, keys, digests, versions), dict(parts), None, dict(tokenizer))
+
+
+def manifest(teacher: dict[str, Any], keys: dict[str, Any], files: dict[str, str], versions: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of a reference: the teacher's record, each part's key, every file's SHA-256, the versions."""
+    data = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
         "teacher": teacher,
         "versions": versions,
-        "parts": {run: {"key": part.key} for run, part in sorted(parts.items())},
-        "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
+        "parts": {run: {"key": key} for run, key in sorted(keys.items())},
+        "files": dict(sorted(files.items())),
     }
-    return Reference(json.loads(_canonical(manifest)), dict(parts), None, tokenizer)
+    return json.loads(_canonical(data))
+
+
+def merged(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    """One manifest holding the parts of several of one teacher (pytest-xdist workers each read some parts)."""
+    first = manifests[0]
+    keys = {run: entry["key"] for m in manifests for run, entry in m["parts"].items()}
+    files = {name: digest for m in manifests for name, digest in m["files"].items()}
+    versions = {name: v for m in manifests for name, v in m["versions"].items()}
+    return manifest(first["teacher"], keys, files, versions)
+
+
+def manifest_id(data: dict[str, Any]) -> str:
+    """The id of a reference with this manifest."""
+    return hashlib.sha256(_canonical(data)).hexdigest()
+
+
+def part_files(manifest: dict[str, Any], name: str) -> dict[str, str]:
+    """The SHA-256 of each file of part ``name``, from a manifest."""
+    return {f: d for f, d in manifest["files"].items() if f.split("/")[0].rsplit(".", 1)[0] == name}
 
 
 def tokenizer_files(tokenizer) -> dict[str, bytes]:
@@ -136,7 +167,7 @@ def write(reference: Reference, out: Path) -> Reference:
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
         raise AnalogError(f"{out} exists and is not a teacher reference; give a new or empty folder")
     files = {name: data for run in reference.manifest["parts"] for name, data in reference.part(run).files(run).items()}
-    files.update({f"tokenizer/{name}": data for name, data in tokenizer_files(reference.tokenizer).items()})
+    files.update({f"tokenizer/{name}": data for name, data in reference.tokenizer_files().items()})
     for name, digest in reference.manifest["files"].items():
         if name not in files or hashlib.sha256(files[name]).hexdigest() != digest:
             raise AnalogError(f"reference file {name} does not match its manifest (the tokenizer or a part changed)")
@@ -154,7 +185,7 @@ def write(reference: Reference, out: Path) -> Reference:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return Reference(reference.manifest, dict(reference.parts), out, reference.tokenizer)
+    return Reference(reference.manifest, dict(reference.parts), out, reference.tokenizer_files(), reference.tokenizer)
 
 
 def load(path) -> Reference:
@@ -208,13 +239,16 @@ def _file_problem(path: Path, manifest: dict[str, Any]) -> str | None:
 def _read_part(path: Path, name: str, manifest: dict[str, Any]) -> Part:
     from safetensors.torch import load as load_tensors
 
-    data = {}
-    for suffix in (".safetensors", ".json"):
-        raw = (path / f"{name}{suffix}").read_bytes()
-        if hashlib.sha256(raw).hexdigest() != manifest["files"].get(f"{name}{suffix}"):
-            raise AnalogError(f"teacher reference {path} is refused: its file {name}{suffix} was changed since it was opened")
-        data[suffix] = raw
-    return Part(load_tensors(data[".safetensors"]), json.loads(data[".json"]), manifest["parts"][name]["key"])
+    tensors, meta = (_checked(path, f"{name}{suffix}", manifest) for suffix in (".safetensors", ".json"))
+    return Part(load_tensors(tensors), json.loads(meta), manifest["parts"][name]["key"])
+
+
+def _checked(path: Path, name: str, manifest: dict[str, Any]) -> bytes:
+    """The bytes of a reference's file, refused unless they are those its manifest names."""
+    raw = (path / name).read_bytes()
+    if hashlib.sha256(raw).hexdigest() != manifest["files"].get(name):
+        raise AnalogError(f"teacher reference {path} is refused: its file {name} was changed since it was opened")
+    return raw
 
 
 def _sha256(path: Path) -> str:
@@ -245,3 +279,13 @@ def _umask() -> int:
     os.umask(mask)
     return mask
 
+
+
+def tokenizer_from_files(files: dict[str, bytes]):
+    """A tokenizer read from its files (as `tokenizer_files` gives them), with remote code off."""
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as folder:
+        for name, data in files.items():
+            (Path(folder) / name).write_bytes(data)
+        return AutoTokenizer.from_pretrained(folder, trust_remote_code=False, local_files_only=True)

@@ -1,0 +1,216 @@
+"""``analog-reference``: build a teacher reference, or verify one against its teacher.
+
+Exit codes: 0 success (verify: every part is the teacher's); 1 verify found a
+part, file or setting that is not the teacher's; 4 bad input (a missing or
+changed reference, a bad option, a model that cannot be used).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_analog.errors import AnalogError
+
+USAGE_ERROR = 4  # as pytest's usage errors
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The gate options a teacher half reads (`Run.teacher_inputs` reads them as from the session)."""
+
+    suites: tuple[str, ...]
+    tasks: tuple[str, ...] | None
+    max_prompts: int | None
+
+
+class BuildContext:
+    """What `Run.teacher_inputs` reads, as the gate's session holds it, for a build outside pytest."""
+
+    def __init__(self, config, options: _Options, teacher_depth: int):
+        from pytest_analog.evals import resolve_tasks
+
+        self.analog_config, self.settings, self.depths = config, options, (teacher_depth, None)
+        self.tasks = resolve_tasks(config.benchmarks.tasks) if "benchmarks" in options.suites else None
+        self.verbose = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    summary = __doc__.splitlines()[0].removeprefix("``analog-reference``: ")
+    parser = argparse.ArgumentParser(prog="analog-reference", description=summary[0].upper() + summary[1:])
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="run the teacher once and write what every criterion needs of it")
+    build.add_argument("--out", type=Path, required=True, metavar="REF", help="the reference folder to write")
+    verify = commands.add_parser("verify", help="recompute a reference from its teacher and compare, part by part")
+    verify.add_argument("reference", type=Path, metavar="REF")
+    for command in (build, verify):
+        _gate_options(command)
+    args = parser.parse_args(argv)
+    try:
+        return _build(args) if args.command == "build" else _verify(args)
+    except AnalogError as exc:
+        print(f"analog-reference: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+def _gate_options(parser) -> None:
+    """The gate's own options that decide the teacher's contribution (as --analog-NAME in pytest)."""
+    from pytest_analog import options
+
+    parser.add_argument("--teacher", required=True, metavar="MODEL", help="the teacher: a hub id, a model directory or a .gguf file")
+    parser.add_argument("--config", type=Path, metavar="YAML", help="the gate's config (the same file the gate will read)")
+    parser.add_argument("--max-prompts", type=_parsed(options._positive_int), metavar="N", help="as --analog-max-prompts")
+    parser.add_argument("--suites", type=_parsed(options._suites), default=options.SUITES, metavar="LIST",
+                        help="suites to cover: all (default) or a comma-separated list")
+    parser.add_argument("--tasks", type=_parsed(options._tasks), metavar="LIST", help="as --analog-tasks")
+    parser.add_argument("--device", type=_parsed(options._device), default="auto", metavar="DEVICE", help="auto|cpu|cuda|cuda:N")
+    parser.add_argument("--dtype", type=_parsed(options._dtype), default="auto", metavar="DTYPE", help="auto|float32|bfloat16|float16")
+    parser.add_argument("--cache", type=Path, metavar="DIR", help="remember file hashes and parts here (as --analog-cache)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="run custom model code from the teacher's repository")
+    parser.add_argument("--allow-pickle", action="store_true", help="allow pickle checkpoints, which can run code when loaded")
+
+
+def _parsed(parse):
+    def parsed(value: str):
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parsed.__name__ = parse.__name__.lstrip("_")
+    return parsed
+
+
+def _teacher_half(args):
+    """The teacher's half of a gate with these options: resolved and checked, nothing loaded yet."""
+    from pytest_analog.config import load_config
+    from pytest_analog.models import check_files, load_model, read_config, resolve_device, resolve_source
+    from pytest_analog.reference.teacher import TeacherHalf
+
+    overrides = {}
+    if args.max_prompts:
+        overrides.update({"prompts.max_prompts": args.max_prompts, "benchmarks.limit": args.max_prompts})
+    if args.tasks:
+        overrides["benchmarks.tasks"] = list(args.tasks)
+    config = load_config(args.config, **overrides)
+    resolve_device(args.device)
+    source = resolve_source(args.teacher, allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
+    check_files(source, trust_remote_code=args.trust_remote_code)
+    depth = read_config(source, trust_remote_code=args.trust_remote_code).get_text_config().num_hidden_layers
+    context = BuildContext(config, _Options(args.suites, args.tasks, args.max_prompts), depth)
+
+    def load():
+        _say(f"loading the teacher {args.teacher}")
+        return load_model(source, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                          allow_pickle=args.allow_pickle, cache_dir=args.cache)
+
+    return TeacherHalf(context, source=source, load=load, cache_dir=args.cache, device=args.device, dtype=args.dtype)
+
+
+def _runs(suites) -> list[Any]:
+    from pytest_analog.runs import RUNS, SUITE_RUNS
+
+    wanted = {SUITE_RUNS[suite] for suite in suites}
+    return [spec for name, spec in RUNS.items() if name in wanted]
+
+
+def _build(args) -> int:
+    from pytest_analog.reference import store
+
+    if args.out.exists() and not args.out.is_dir():
+        raise AnalogError(f"--out {args.out} is a file; give a folder for the reference")
+    half = _teacher_half(args)
+    for spec in _runs(args.suites):
+        started = time.perf_counter()
+        _say(f"building part {spec.name!r}")
+        half.part(spec)
+        _say(f"part {spec.name!r} done in {time.perf_counter() - started:.1f} s")
+    if not half.parts:
+        raise AnalogError(f"--suites {','.join(args.suites)} reads nothing of the teacher (compliance needs no reference); "
+                          "name a suite such as representation")
+    written = store.write(half.reference(), args.out)
+    size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
+    print(f"teacher reference {written.id} ({', '.join(sorted(half.parts))}; {size / 2**20:.1f} MiB): {args.out}")
+    return 0
+
+
+def _verify(args) -> int:
+    from pytest_analog.reference import store
+    from pytest_analog.reference.teacher import TeacherHalf
+
+    given = store.load(args.reference)
+    half = _teacher_half(args)
+    lines, ok = [], True
+    record = given.teacher.get("files", {})
+    actual = {name: digest for name, digest in half.record()["files"].items()}
+    same_files = record == actual
+    ok &= same_files
+    lines.append(f"teacher files: {'the same' if same_files else 'differ: ' + ', '.join(sorted(n for n in set(record) | set(actual) if record.get(n) != actual.get(n)))}")
+    tokenizer = given.tokenizer_files() == half.tokenizer_files()
+    ok &= tokenizer
+    lines.append(f"tokenizer: {'the same files' if tokenizer else 'its files differ from the teacher tokenizer'}")
+    fresh = TeacherHalf(half.context, source=half.source, load=half.model, cache_dir=None, device=args.device, dtype=args.dtype)
+    for spec in _runs(args.suites):
+        if not given.has(spec.name):
+            continue
+        key, _ = half.key(spec)
+        stored = given.part(spec.name, key)
+        _say(f"recomputing part {spec.name!r}")
+        problem = part_difference(stored, fresh.part(spec))
+        ok &= problem is None
+        lines.append(f"{spec.name}: {'recomputed, the same' if problem is None else 'recomputed, differs: ' + problem}")
+    for line in lines:
+        print(line)
+    print(f"reference {given.id}: {'is' if ok else 'is NOT'} the teacher {args.teacher}'s")
+    return 0 if ok else 1
+
+
+def part_difference(stored, fresh, *, rtol: float = 1e-3) -> str | None:
+    """Where a recomputed part differs from a stored one beyond storage precision, or None.
+
+    Floating tensors agree when every element is within ``rtol`` of the tensor's largest magnitude
+    (float32 recomputation on another machine differs by ~1e-6; half precision storage by ~1e-3);
+    integer tensors and the JSON data must be equal.
+    """
+    import torch
+
+    if set(stored.tensors) != set(fresh.tensors):
+        return f"tensors {sorted(set(stored.tensors) ^ set(fresh.tensors))} are in one part only"
+    for name in sorted(stored.tensors):
+        a, b = stored.tensors[name], fresh.tensors[name].to(stored.tensors[name].dtype)
+        if a.shape != b.shape:
+            return f"tensor {name} has shape {tuple(a.shape)}, recomputed {tuple(b.shape)}"
+        if a.is_floating_point():
+            a, b = a.double(), b.double()
+            scale = max(float(a.abs().max()) if a.numel() else 0.0, 1e-12)
+            worst = float((a - b).abs().max()) if a.numel() else 0.0
+            if not worst <= rtol * scale:
+                return f"tensor {name} differs by {worst:.3g} (largest value {scale:.3g})"
+        elif not torch.equal(a, b):
+            return f"tensor {name} differs"
+    return _json_difference(stored.meta, fresh.meta, rtol, "data")
+
+
+def _json_difference(a, b, rtol: float, where: str) -> str | None:
+    """Where two JSON values differ (numbers: beyond ``rtol`` relative), or None."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return f"{where} has other keys ({sorted(set(a) ^ set(b))[:3]})"
+        return next((d for k in sorted(a) if (d := _json_difference(a[k], b[k], rtol, f"{where}.{k}"))), None)
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{where} has {len(a)} entries, recomputed {len(b)}"
+        return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := _json_difference(x, y, rtol, f"{where}[{i}]"))), None)
+    if isinstance(a, float) or isinstance(b, float):
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and (a == b or abs(a - b) <= rtol * max(abs(a), abs(b))):
+            return None
+        return f"{where} is {a!r}, recomputed {b!r}"
+    return None if a == b else f"{where} is {a!r}, recomputed {b!r}"
+
+
+def _say(text: str) -> None:
+    print(f"analog-reference: {text}", file=sys.stderr, flush=True)
