@@ -402,6 +402,10 @@ class AnalogSession:
                 "passed": len(gated) - failed,
                 "failed": failed,
                 "informational": len(self.criteria) - len(gated),
+                "not_measured": [  # ungated for lack of what measures them (the teacher, in reference mode)
+                    {"id": c.id, "reason": c.measured.reason} for c in self.criteria
+                    if not c.gate.gated and c.measured.value is None and c.measured.reason
+                ],
             },
         }
         if self._failure:

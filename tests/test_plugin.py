@@ -92,7 +92,7 @@ def test_self_pair_passes_and_writes_reports(pytester, tiny_dir):
     result.assert_outcomes(passed=17)
     result.stdout.fnmatch_lines(["*analog fidelity*", "*report: *fidelity.html"])
     data = json.loads((report / "fidelity.json").read_text())
-    assert data["schema_version"] == 2 and data["verdict"] == "pass"
+    assert data["schema_version"] == 3 and data["verdict"] == "pass"
     assert {c["metric"] for c in data["criteria"]} >= {"cka", "embedding_geometry", "kl"}
     cka = [c for c in data["criteria"] if c["metric"] == "cka"]
     assert len(cka) == 4 and all(c["value"] > 0.999 and c["passed"] for c in cka)

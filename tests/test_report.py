@@ -196,7 +196,7 @@ def test_json_is_strict_and_round_trips_criteria(written):
         raise AssertionError(f"non-standard JSON constant {name}")
 
     loaded = json.loads(text, parse_constant=reject)
-    assert text.startswith('{\n  "schema_version": 2')
+    assert text.startswith('{\n  "schema_version": 3')
     assert len(loaded["criteria"]) == len(report["criteria"])
     for got, want in zip(loaded["criteria"], report["criteria"]):
         if isinstance(want["value"], float) and math.isnan(want["value"]):
@@ -530,7 +530,7 @@ def _keys(typed_dict):
 
 
 def test_schema_documents_the_report_keys(report):
-    assert schema.SCHEMA_VERSION == SCHEMA_VERSION == 2
+    assert schema.SCHEMA_VERSION == SCHEMA_VERSION == 3
     assert set(report) <= _keys(schema.ReportDocument)
     assert set(report["models"]) <= _keys(schema.ModelsSection)
     assert set(report["models"]["teacher"]) <= _keys(schema.ModelInfo)

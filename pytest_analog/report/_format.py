@@ -124,6 +124,24 @@ def counts_sentence(counts):
     )
 
 
+def reference_line(report):
+    """E.g. ``teacher reference 3f2a9c1e04b7 (file ref/)``: which teacher reference the run read, or None."""
+    ref = report.get("reference")
+    if not isinstance(ref, Mapping) or not isinstance(ref.get("id"), str):
+        return None
+    where = f"file {ref['path']}" if ref.get("source") == "file" else "built from the teacher in this run"
+    return f"teacher reference {ref['id'][:12]} ({where}; parts: {', '.join(ref.get('parts') or [])})"
+
+
+def not_measured_line(report):
+    """E.g. ``not measured (neither passed nor failed): a, b - needs the teacher``, or None."""
+    missing = (report.get("summary") or {}).get("not_measured") or []
+    if not missing:
+        return None
+    reasons = sorted({str(m.get("reason")) for m in missing})
+    return f"not measured (neither passed nor failed): {', '.join(str(m.get('id')) for m in missing)} - {'; '.join(reasons)}"
+
+
 def as_float(value):
     """Return ``value`` as a float, NaN for None or anything non-numeric."""
     if isinstance(value, bool) or value is None:

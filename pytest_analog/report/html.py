@@ -48,6 +48,8 @@ from pytest_analog.report._format import (
     summary_counts,
     to_jsonable,
     verdict_of,
+    not_measured_line,
+    reference_line,
 )
 
 _STATUS_LABEL = {PASS: "PASS", FAIL: "FAIL", INFO: "info", UNKNOWN: "NO RESULT"}
@@ -161,6 +163,7 @@ def _banner(report):
         f"<div>teacher <code>{esc(teacher)}</code> → analog <code>{esc(student)}</code></div>"
         + (f"<p><strong>Error:</strong> {esc(report['error'])}</p>" if report.get("error") else "")
         + (f"<p><strong>Partial run:</strong> {esc(report['partial'])}</p>" if report.get("partial") else "")
+        + "".join(f"<p>{esc(line)}</p>" for line in (reference_line(report), not_measured_line(report)) if line)
         + (f"<ul>{items}</ul>" if items else "")
         + "</div>\n</header>"
     )

@@ -26,6 +26,8 @@ from pytest_analog.report._format import (
     is_per_layer,
     judged_key,
     layer_metric_summary,
+    not_measured_line,
+    reference_line,
     massive_sentence,
     massive_tables,
     next_steps,
@@ -70,6 +72,7 @@ def _heading(report):
 
 def _error(report):
     notes = [f"> **{label}:** {cell(report[key])}" for key, label in (("error", "Error"), ("partial", "Partial run")) if report.get(key)]
+    notes += [f"> {cell(line)}" for line in (reference_line(report), not_measured_line(report)) if line]
     return "\n>\n".join(notes) or None
 
 

@@ -10,7 +10,7 @@ the renderers tolerate missing optional keys and unknown extra ones.
 
 from typing import Literal, TypedDict
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 Verdict = Literal["pass", "fail", "partial", "no gated criteria"]
 
@@ -210,6 +210,23 @@ class Summary(TypedDict):
     failed: int
     # Ungated criteria, reported for information.
     informational: int
+    # Criteria that could not be measured in this run, neither passed nor failed: [{"id", "reason"}]
+    # (the steering transfer ratio against a teacher reference: it needs the teacher).
+    not_measured: list[dict]
+
+
+class ReferenceSection(TypedDict):
+    # Hex SHA-256 of the teacher reference's manifest (see pytest_analog.reference.store): what the
+    # analog was scored against. A live run names the reference made of the parts it built.
+    id: str
+    # "file" (--analog-reference) or "memory" (built from the teacher in this run, parts cached).
+    source: str
+    # The reference folder given, or None.
+    path: str | None
+    # The runs whose teacher parts were read (representation, steering, benchmarks).
+    parts: list[str]
+    # The teacher's record (ModelInfo plus "files": file name -> SHA-256).
+    teacher: dict
 
 
 class _ReportRequired(TypedDict):
@@ -290,6 +307,8 @@ class SteeringSection(TypedDict, total=False):
 
 
 class ReportDocument(_ReportRequired, total=False):
+    # The teacher reference the analog was scored against; absent when no suite read the teacher.
+    reference: ReferenceSection
     # Layer-by-layer similarity; absent when no representation suite ran.
     layers: LayersSection
     # lm-eval scores of both models and their paired deltas; absent when the benchmarks suite did not run.

@@ -22,7 +22,9 @@ from pytest_analog.report._format import (
     is_per_layer,
     judged_key,
     layer_metric_summary,
+    not_measured_line,
     per_layer_groups,
+    reference_line,
     score_columns,
     status,
     summary_counts,
@@ -87,6 +89,7 @@ def terminal_lines(report, max_lines=40):
         head.append(f"  error: {report['error']}")
     if report.get("partial"):
         head.append(f"  partial run: {report['partial']}")
+    head += [f"  {line}" for line in (reference_line(report), not_measured_line(report)) if line]
     if not criteria:
         return head
 
