@@ -1,0 +1,152 @@
+"""Gating against a teacher reference (issue 14): one code path with the live gate, the teacher never
+loaded, a second analog against a cached teacher runs only the analog, bad references refused in one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from pytest_analog.reference import cli, store
+from tests.conftest import write_yaml
+
+QUICK = ["--analog-max-prompts=24", "--analog-suites=representation,embeddings,logits"]
+
+
+def values(report) -> dict:
+    return {c["id"]: (c["value"], c.get("chance")) for c in report["criteria"]}
+
+
+def read_report(folder):
+    return json.loads((folder / "fidelity.json").read_text())
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    """The model references `models.load_model` is called with, in this process."""
+    from pytest_analog import models
+
+    seen, real = [], models.load_model
+    monkeypatch.setattr(models, "load_model", lambda ref, **kw: seen.append(str(getattr(ref, "ref", ref))) or real(ref, **kw))
+    return seen
+
+
+@pytest.fixture
+def reference(tmp_path, tiny_dir):
+    """A reference of a copy of the tiny teacher, whose files are then deleted."""
+    teacher = shutil.copytree(tiny_dir, tmp_path / "teacher")
+    out = tmp_path / "ref"
+    assert cli.main(["build", f"--teacher={teacher}", f"--out={out}", "--max-prompts=24",
+                     "--suites=representation,embeddings,logits", "--device=cpu"]) == 0
+    shutil.rmtree(teacher)
+    return out
+
+
+def test_the_gate_from_a_reference_gives_the_live_gates_values_without_the_teacher(pytester, tiny_dir, tiny_random_dir,
+                                                                                  reference, loads):
+    live = pytester.runpytest(f"--analog-teacher={tiny_dir}", f"--analog-student={tiny_random_dir}", *QUICK,
+                              "-p", "no:cacheprovider", "--analog-report=live")
+    loads.clear()
+    cold = pytester.runpytest(f"--analog-reference={reference}", f"--analog-student={tiny_random_dir}", *QUICK,
+                              "-p", "no:cacheprovider", "--analog-report=cold")
+    assert cold.ret == live.ret
+    assert loads == [str(tiny_random_dir)]  # only the analog was loaded
+    expected, got = read_report(pytester.path / "live"), read_report(pytester.path / "cold")
+    assert len(got["criteria"]) == len(expected["criteria"]) > 10
+    assert values(got) == values(expected)  # float32 on the CPU: the same numbers
+    assert got["reference"]["id"] == store.load(reference).id and got["reference"]["source"] == "file"
+    assert expected["reference"]["source"] == "memory" and expected["reference"]["id"] == got["reference"]["id"]
+    assert got["models"]["teacher"]["sha256"] == expected["models"]["teacher"]["sha256"]
+
+
+def test_a_second_analog_against_a_cached_teacher_runs_only_the_analog(pytester, tiny_dir, tiny_random_dir, loads):
+    common = [f"--analog-teacher={tiny_dir}", *QUICK, f"--analog-cache={pytester.path / 'cache'}"]
+    assert pytester.runpytest(*common, f"--analog-student={tiny_dir}").ret == 0
+    assert sorted(loads) == sorted([str(tiny_dir)] * 2)
+    loads.clear()
+    pytester.runpytest(*common, f"--analog-student={tiny_random_dir}")
+    assert loads == [str(tiny_random_dir)]
+
+
+def test_an_analog_against_its_own_reference_matches_itself(pytester, tiny_dir, tmp_path):
+    out = tmp_path / "self"
+    assert cli.main(["build", f"--teacher={tiny_dir}", f"--out={out}", "--max-prompts=24", "--device=cpu",
+                     "--suites=representation,logits"]) == 0
+    result = pytester.runpytest(f"--analog-reference={out}", f"--analog-student={tiny_dir}", "--analog-max-prompts=24",
+                                "--analog-suites=representation,logits", "--analog-report=r", "-p", "no:cacheprovider")
+    report = read_report(pytester.path / "r")
+    cka = [c["value"] for c in report["criteria"] if c["metric"] == "cka"]
+    assert cka and min(cka) > 0.999
+    kl = next(c["value"] for c in report["criteria"] if c["metric"] == "kl")
+    assert kl == pytest.approx(0.0, abs=1e-6)
+    assert result.ret == 0
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda ref: (ref / "representation.safetensors").write_bytes(b"x" + (ref / "representation.safetensors").read_bytes()[1:]),
+     "is refused: its file representation.safetensors was changed"),
+    (lambda ref: shutil.rmtree(ref), "does not exist; build one with: analog-reference build"),
+    (lambda ref: (ref / store.MANIFEST).write_text("{}"), "is not a teacher reference"),
+])
+def test_a_bad_reference_is_one_usage_error_before_the_analog_loads(pytester, tiny_random_dir, reference, loads,
+                                                                    damage, message):
+    damage(reference)
+    result = pytester.runpytest(f"--analog-reference={reference}", f"--analog-student={tiny_random_dir}", *QUICK)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: *{message}*"])
+    assert loads == []
+
+
+def test_a_reference_built_with_other_settings_is_refused(pytester, tiny_random_dir, reference, tmp_path):
+    config = write_yaml(tmp_path / "analog.yaml", {"version": 2, "layers": {"teacher": 2}})
+    result = pytester.runpytest(f"--analog-reference={reference}", f"--analog-student={tiny_random_dir}", *QUICK,
+                                f"--analog-config={config}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: *was built with other settings than this run asks for (settings: *"])
+    fewer = pytester.runpytest(f"--analog-reference={reference}", f"--analog-student={tiny_random_dir}",
+                               "--analog-max-prompts=12", "--analog-suites=representation")
+    assert fewer.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_a_reference_without_a_suites_part_is_refused(pytester, tiny_random_dir, reference):
+    result = pytester.runpytest(f"--analog-reference={reference}", f"--analog-student={tiny_random_dir}",
+                                "--analog-max-prompts=24", "--analog-suites=steering")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: *holds no 'steering' part*"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--analog-teacher=x", "--analog-reference=y", "--analog-student=z"], "were both given; gate against one"),
+    (["--analog-reference=y"], "--analog-reference was given without --analog-student"),
+])
+def test_reference_option_mistakes_are_usage_errors(pytester, args, message):
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: *{message}*"])
+
+
+def test_verify_recomputes_the_reference_from_its_teacher(tmp_path, tiny_dir, tiny_random_dir, capsys):
+    out = tmp_path / "ref"
+    common = ["--max-prompts=12", "--suites=representation", "--device=cpu"]
+    assert cli.main(["build", f"--teacher={tiny_dir}", f"--out={out}", *common]) == 0
+    capsys.readouterr()
+    assert cli.main(["verify", str(out), f"--teacher={tiny_dir}", *common]) == 0
+    said = capsys.readouterr().out
+    assert "teacher files: the same" in said and "representation: recomputed, the same" in said
+    assert cli.main(["verify", str(out), f"--teacher={tiny_random_dir}", *common]) == 1
+    said = capsys.readouterr().out
+    assert "teacher files: differ" in said and "representation: recomputed, differs: tensor" in said
+    assert f"is NOT the teacher {tiny_random_dir}'s" in said
+    (out / "representation.json").write_text("{}")
+    assert cli.main(["verify", str(out), f"--teacher={tiny_dir}", *common]) == 4
+    assert "representation.json was changed" in capsys.readouterr().err
+
+
+def test_build_refuses_a_folder_that_is_not_a_reference(tmp_path, tiny_dir, capsys):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("x")
+    assert cli.main(["build", f"--teacher={tiny_dir}", f"--out={tmp_path / 'mine'}", "--suites=representation"]) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "exists and is not a teacher reference" in err
+    assert (tmp_path / "mine" / "keep.txt").read_text() == "x"
