@@ -121,8 +121,9 @@ def _runs(suites) -> list[Any]:
 def _build(args) -> int:
     from pytest_analog.reference import store
 
-    if args.out.exists() and not args.out.is_dir():
-        raise AnalogError(f"--out {args.out} is a file; give a folder for the reference")
+    problem = store.folder_problem(args.out)
+    if problem:
+        raise AnalogError(f"--out: {problem}")
     half = _teacher_half(args)
     for spec in _runs(args.suites):
         started = time.perf_counter()

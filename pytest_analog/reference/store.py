@@ -164,8 +164,9 @@ def write(reference: Reference, out: Path) -> Reference:
     """Write ``reference`` (every part loaded) to the folder ``out`` at once: a reader finds the old folder or
     the new one, never a mix. An existing folder is replaced only when it is a reference itself."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
-        raise AnalogError(f"{out} exists and is not a teacher reference; give a new or empty folder")
+    problem = folder_problem(out)
+    if problem:
+        raise AnalogError(problem)
     files = {name: data for run in reference.manifest["parts"] for name, data in reference.part(run).files(run).items()}
     files.update({f"tokenizer/{name}": data for name, data in reference.tokenizer_files().items()})
     for name, digest in reference.manifest["files"].items():
@@ -186,6 +187,14 @@ def write(reference: Reference, out: Path) -> Reference:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return Reference(reference.manifest, dict(reference.parts), out, reference.tokenizer_files(), reference.tokenizer)
+
+
+def folder_problem(out: Path) -> str | None:
+    """Why a reference cannot be written to ``out`` (a file, or a folder that is not a reference), or None."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
+        return f"{out} exists and is not a teacher reference; give a new or empty folder"
+    return None
 
 
 def load(path) -> Reference:
