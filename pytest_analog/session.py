@@ -173,11 +173,18 @@ class AnalogSession:
             if not cached:
                 pair = self.pair()
                 with self.showing_progress():
-                    payload = cache.canonical(self.guarded(spec.compute, pair, self.analog_config, **inputs.args))
+                    payload = cache.canonical(self.guarded(self._compute, spec, pair, inputs))
                 if key:
                     cache.store(self.cache_dir / name, key, payload)
             self._runs[name] = Outcome(payload, cached, self.guarded(spec.result, payload))
         return self._runs[name].result
+
+    def _compute(self, spec: Run, pair, inputs: Inputs):
+        """A run's payload; a run with a teacher half gets the teacher's part, built on the loaded teacher."""
+        if spec.teacher is None:
+            return spec.compute(pair, self.analog_config, **inputs.args)
+        part = spec.teacher(pair.teacher, self.analog_config, **spec.teacher_inputs(self).args)
+        return spec.compute(pair, part, self.analog_config, **inputs.args)
 
     def _cache_key(self, spec: Run, inputs: Inputs) -> str:
         """What a run's result depends on: both models' files, device and dtype, the config values
@@ -191,7 +198,7 @@ class AnalogSession:
             analog=sha256_files(self._sources[1].files(), self.cache_dir),
             dtype=str(resolve_dtype(self.settings.dtype, device)),
             device=device,
-            settings=spec.settings(self.analog_config),
+            settings={**spec.settings(self.analog_config), **spec.teacher_settings(self.analog_config)},
             inputs=inputs.key,
             versions=[__version__, *map(package_version, spec.packages)],
         )
