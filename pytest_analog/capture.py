@@ -41,6 +41,7 @@ class Aligned:
     student_rows: np.ndarray
     teacher_pool: np.ndarray  # positions averaged into the prompt's sequence vector
     student_pool: np.ndarray
+    index: int  # the prompt's place in the prompt set
 
 
 @dataclass
@@ -72,7 +73,7 @@ class Batch:
     row_start: int  # index of this batch's first aligned row in capture order
     n_rows: int
     prompts: list[int]  # plan indices of this batch's prompts, in row order
-    _teacher: tuple  # hidden_states of each model: per layer [batch, tokens, d]
+    _teacher: tuple | None  # hidden_states of each model: per layer [batch, tokens, d]; None: the teacher did not run
     _student: tuple
     _index: tuple  # (teacher, student) flat (prompt, position) indices of the aligned rows
     _pool: tuple  # (teacher, student) pooling weights [batch, tokens]
@@ -108,7 +109,7 @@ class Batch:
 def plan_alignment(teacher_tok, student_tok, texts, *, same_tokenizer: bool, max_length: int, skip_first: bool) -> Plan:
     """Tokenize ``texts`` for both models and decide which positions are compared."""
     if same_tokenizer:
-        prompts = [_token_aligned(*_encode(teacher_tok, t, max_length), skip_first) for t in texts]
+        prompts = [_token_aligned(k, *encode(teacher_tok, t, max_length), skip_first) for k, t in enumerate(texts)]
         return Plan("token", [p for p in prompts if len(p.teacher_rows)], sum(not len(p.teacher_rows) for p in prompts), skip_first)
     for tok in (teacher_tok, student_tok):
         if not getattr(tok, "is_fast", False):
@@ -117,8 +118,8 @@ def plan_alignment(teacher_tok, student_tok, texts, *, same_tokenizer: bool, max
                 "word alignment between different tokenizers needs them"
             )
     kept, dropped = [], 0
-    for text in texts:
-        aligned = _word_aligned(text, _encode(teacher_tok, text, max_length), _encode(student_tok, text, max_length), skip_first)
+    for k, text in enumerate(texts):
+        aligned = _word_aligned(k, text, encode(teacher_tok, text, max_length), encode(student_tok, text, max_length), skip_first)
         if aligned is None:
             dropped += 1
         else:
@@ -126,7 +127,8 @@ def plan_alignment(teacher_tok, student_tok, texts, *, same_tokenizer: bool, max
     return Plan("word", kept, dropped, skip_first)
 
 
-def _encode(tokenizer, text: str, max_length: int):
+def encode(tokenizer, text: str, max_length: int):
+    """(token ids, special-token mask, character offsets or None) of ``text``, truncated to ``max_length``."""
     enc = tokenizer(
         text,
         truncation=True,
@@ -137,19 +139,20 @@ def _encode(tokenizer, text: str, max_length: int):
     return enc["input_ids"], np.asarray(enc["special_tokens_mask"], dtype=bool), enc.get("offset_mapping")
 
 
-def _kept_positions(special: np.ndarray, skip_first: bool) -> np.ndarray:
+def kept_positions(special: np.ndarray, skip_first: bool) -> np.ndarray:
+    """The positions any alignment may compare: not special and, with ``skip_first``, not position 0."""
     keep = ~special  # a new array: the caller's mask is untouched
     if skip_first:
         keep[0] = False
     return np.flatnonzero(keep)
 
 
-def _token_aligned(ids, special, _offsets, skip_first) -> Aligned:
-    rows = _kept_positions(special, skip_first)
-    return Aligned(ids, ids, rows, rows, rows, rows)
+def _token_aligned(index, ids, special, _offsets, skip_first) -> Aligned:
+    rows = kept_positions(special, skip_first)
+    return Aligned(ids, ids, rows, rows, rows, rows, index)
 
 
-def _word_aligned(text: str, teacher, student, skip_first: bool) -> Aligned | None:
+def _word_aligned(index: int, text: str, teacher, student, skip_first: bool) -> Aligned | None:
     t_rows = _last_subtokens(text, *teacher, skip_first)
     s_rows = _last_subtokens(text, *student, skip_first)
     shared = min(len(t_rows), len(s_rows))  # truncation may cut the two at different words: keep the words both hold
@@ -160,8 +163,8 @@ def _word_aligned(text: str, teacher, student, skip_first: bool) -> Aligned | No
         return None
     t_rows, s_rows = t_rows[keep], s_rows[keep]
     # each model's sequence vector averages the tokens of the same words
-    t_pool, s_pool = _kept_positions(teacher[1], skip_first), _kept_positions(student[1], skip_first)
-    return Aligned(teacher[0], student[0], t_rows, s_rows, t_pool[t_pool <= t_rows[-1]], s_pool[s_pool <= s_rows[-1]])
+    t_pool, s_pool = kept_positions(teacher[1], skip_first), kept_positions(student[1], skip_first)
+    return Aligned(teacher[0], student[0], t_rows, s_rows, t_pool[t_pool <= t_rows[-1]], s_pool[s_pool <= s_rows[-1]], index)
 
 
 def _last_subtokens(text, ids, special, offsets, skip_first) -> list[int]:
@@ -183,41 +186,47 @@ def _last_subtokens(text, ids, special, offsets, skip_first) -> list[int]:
     return rows
 
 
-def capture(pair, plan: Plan, *, batch_size: int, with_logits: bool, progress=None, control=None) -> Iterator[Batch]:
-    """Run both models over the plan's prompts once, in batches, and yield aligned activations.
+def capture(pair, plan: Plan, *, batch_size: int, with_logits: bool, progress=None, control=None,
+            teacher: bool = True) -> Iterator[Batch]:
+    """Run the models over the plan's prompts once, in batches, and yield aligned activations.
 
     Prompts are batched by length (less padding); rows come out in that order,
     which ``row_start`` indexes. ``control``, a model with the analog's
     tokenizer (the chance baseline), reads the same batches as the analog.
+    ``teacher=False`` runs only the analog and the control (the teacher's side
+    comes from a teacher reference): the batches hold no teacher activations,
+    and with ``with_logits`` the analog's logits at the next-token rows.
     """
     order = sorted(range(len(plan.prompts)), key=lambda i: len(plan.prompts[i].teacher_ids))
-    device = pair.teacher.input_device
+    device = (pair.teacher if teacher else pair.analog).input_device
     row_start = 0
     for start in range(0, len(order), batch_size):
         indices = order[start : start + batch_size]
         chunk = [plan.prompts[i] for i in indices]
         with torch.inference_mode():
-            t_out = forward(pair.teacher, [p.teacher_ids for p in chunk], with_logits)
+            t_out = forward(pair.teacher, [p.teacher_ids for p in chunk], with_logits) if teacher else None
             s_out = forward(pair.analog, [p.student_ids for p in chunk], with_logits)
             c_out = forward(control, [p.student_ids for p in chunk], False) if control is not None else None
         t_index = _flat_index([p.teacher_rows for p in chunk])
+        width = max(len(p.teacher_ids) for p in chunk)  # the teacher's padded width
         batch = Batch(
             row_start=row_start,
             n_rows=len(t_index[0]),
             prompts=indices,
-            _teacher=t_out.hidden_states,
+            _teacher=t_out.hidden_states if teacher else None,
             _student=s_out.hidden_states,
             _index=(t_index, _flat_index([p.student_rows for p in chunk])),
-            _pool=(_pool_weights([p.teacher_pool for p in chunk], t_out.hidden_states[0].shape[1]),
+            _pool=(_pool_weights([p.teacher_pool for p in chunk], width),
                    _pool_weights([p.student_pool for p in chunk], s_out.hidden_states[0].shape[1])),
             device=device,
             _control=c_out.hidden_states if c_out is not None else None,
         )
         if with_logits:
-            nexts = [p.teacher_rows[p.teacher_rows + 1 < len(p.teacher_ids)] for p in chunk]
+            nexts = [next_token_rows(p) for p in chunk]
             index = _flat_index(nexts)
-            vocab = min(len(pair.teacher.tokenizer), t_out.logits.shape[-1], s_out.logits.shape[-1])
-            batch.teacher_logits = _gather(t_out.logits[..., :vocab], index, None, device)
+            vocab = min(len(pair.teacher.tokenizer), s_out.logits.shape[-1], *([t_out.logits.shape[-1]] if teacher else []))
+            if teacher:
+                batch.teacher_logits = _gather(t_out.logits[..., :vocab], index, None, device)
             batch.student_logits = _gather(s_out.logits[..., :vocab], index, None, device)
             batch.targets = torch.tensor(
                 [p.teacher_ids[r + 1] for p, rows in zip(chunk, nexts) for r in rows], device=device
@@ -226,6 +235,11 @@ def capture(pair, plan: Plan, *, batch_size: int, with_logits: bool, progress=No
         if progress is not None:
             progress.update(sum(len(p.teacher_ids) for p in chunk))
         yield batch
+
+
+def next_token_rows(prompt: Aligned) -> np.ndarray:
+    """The prompt's compared teacher positions that have a next token (where next-token logits are compared)."""
+    return prompt.teacher_rows[prompt.teacher_rows + 1 < len(prompt.teacher_ids)]
 
 
 def padded(model, sequences: list[list[int]], *, left: bool = False):

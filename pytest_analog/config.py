@@ -99,6 +99,20 @@ class Embeddings:
 
 
 @dataclass(frozen=True)
+class Logits:
+    """What a teacher reference keeps of each next-token distribution."""
+
+    top_k: int
+
+
+@dataclass(frozen=True)
+class ReferenceSettings:
+    """How a teacher reference stores the teacher's activations and embedding rows."""
+
+    dtype: Literal["model", "float32", "bfloat16", "float16"]
+
+
+@dataclass(frozen=True)
 class Chance:
     control: Literal["random", "permuted", "none"]
     seed: int
@@ -313,6 +327,8 @@ class Config:
     chance: Chance
     representation: Representation
     embeddings: Embeddings
+    logits: Logits
+    reference: ReferenceSettings
     compliance: Compliance
     steering: Steering
     benchmarks: Benchmarks
@@ -339,6 +355,7 @@ _RANGES = {
     "representation.rbf_cka.sigma_frac": (lambda v: v > 0, "a number > 0"),
     "embeddings.rows": (lambda v: v >= 3, "an integer >= 3"),
     "embeddings.min_rows": (lambda v: v >= 3, "an integer >= 3"),
+    "logits.top_k": (lambda v: v >= 1, "an integer >= 1"),
     "compliance.release_dates.teacher": (lambda v: v is None or _is_date(v), "null or a date YYYY-MM-DD"),
     "compliance.release_dates.analog": (lambda v: v is None or _is_date(v), "null or a date YYYY-MM-DD"),
     "steering.behaviours": (lambda v: len(v) >= 1, "a non-empty list of behaviour names or .jsonl paths"),

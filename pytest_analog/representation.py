@@ -8,6 +8,7 @@ disk and read by the built-in suites.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,11 +17,12 @@ import numpy as np
 import torch
 
 from pytest_analog import metrics
-from pytest_analog.capture import capture, plan_alignment
+from pytest_analog.capture import capture, next_token_rows, plan_alignment
 from pytest_analog.criterion import Measured, chance_corrected
 from pytest_analog.errors import AnalogError
 from pytest_analog.layers import gated_layers, layer_map
 from pytest_analog.massive import TopRows
+from pytest_analog.reference.representation import EMBEDDINGS, TeacherRows
 
 
 @dataclass
@@ -81,20 +83,27 @@ def _int_keys(value):
     return {int(k): v for k, v in value.items()} if isinstance(value, dict) else value
 
 
-def measure(pair, prompts, config, *, control=None, with_logits: bool = True, progress_factory=None) -> Measurements:
-    """Capture both models over ``prompts`` once and compute every representation metric.
+def measure(pair, part, prompts, config, *, control=None, with_logits: bool = True, progress_factory=None) -> Measurements:
+    """Capture the analog over ``prompts`` once and compute every representation metric against the teacher's
+    side, read from ``part`` (`reference.representation.teacher_part`).
 
     Args:
-        pair: a loaded `ModelPair`.
+        pair: a `ModelPair`; only the analog runs. The teacher's ``tokenizer``, ``info`` and ``num_layers`` are
+            read, never its model (which is None for a teacher read from a reference).
+        part: the teacher's `Part` of the representation run, built over ``prompts`` with ``config``.
         prompts: a `PromptSet`.
         config: the effective `Config`.
         control: the chance control (`students.control_model`), read in the same
             pass; every representation metric is also computed between the
             teacher and it. None: no chance levels.
         with_logits: also measure logit fidelity (same tokenizer only); without
-            it no model computes its output logits.
+            it the analog computes no output logits.
         progress_factory: called with (total tokens, description) to make a
             tqdm-like progress bar; None for no progress.
+
+    Raises:
+        AnalogError: (one line) too few aligned positions, or a part that does not match the prompts, the gated
+            layers or the tokenization here.
     """
     started = time.perf_counter()
     teacher, student = pair.teacher, pair.analog
@@ -106,34 +115,36 @@ def measure(pair, prompts, config, *, control=None, with_logits: bool = True, pr
     )
     if plan.n_rows < 4:
         raise AnalogError(f"only {plan.n_rows} aligned positions in the prompt set; give more or longer prompts")
-    stream = _Stream(pair, plan, config, layers, mapped, control=control, with_logits=with_logits)
-    total = sum(len(p.teacher_ids) for p in plan.prompts)
+    rows = TeacherRows(part, plan, len(prompts.texts), layers)
+    stream = _Stream(pair, plan, rows, config, layers, mapped, control=control, with_logits=with_logits)
+    total = sum(len(p.student_ids) for p in plan.prompts)
     progress = progress_factory(total, "capturing activations (tokens)") if progress_factory else None
     for batch in capture(pair, plan, batch_size=config.batch_size, with_logits=stream.logits is not None,
-                         progress=progress, control=control):
+                         progress=progress, control=control, teacher=False):
         stream.add(batch)
     if progress is not None:
         progress.close()
-    return _measurements(stream.finish(), pair, config, control, with_logits, started)
+    return _measurements(stream.finish(), pair, part, config, control, with_logits, started)
 
 
 class _Stream:
     """What one capture pass feeds: the CKA streams over every row, the layer matrix's row sample, the pooled
-    rows, the bootstrap's row sample and the massive-row candidates. Rows stay as captured (dtype, device)
-    until `finish`, which moves each kind to float64 on the CPU once."""
+    rows, the bootstrap's row sample and the massive-row candidates. The teacher's rows are read from its part
+    (`TeacherRows`) for the rows each batch compares. Rows stay as captured (dtype, device) until `finish`,
+    which moves each kind to float64 on the CPU once."""
 
-    def __init__(self, pair, plan, config, layers, mapped, *, control, with_logits: bool):
-        self.plan, self.layers, self.mapped = plan, layers, mapped
+    def __init__(self, pair, plan, teacher, config, layers, mapped, *, control, with_logits: bool):
+        self.plan, self.teacher, self.layers, self.mapped = plan, teacher, layers, mapped
         self.others = ("student",) if control is None else ("student", "control")  # each compared with the teacher
+        self.matrix_rows = teacher.part.tensors["matrix.rows"].numpy()  # the part's kept rows in the matrix sample
         rng = np.random.default_rng(config.seed)
-        self.sample = np.sort(rng.choice(plan.n_rows, size=min(config.layers.matrix_rows, plan.n_rows), replace=False))
-        resampling = config.chance.resamples > 0
         self.boot = (np.sort(rng.choice(plan.n_rows, size=min(config.chance.rows, plan.n_rows), replace=False))
-                     if resampling else None)
+                     if config.chance.resamples > 0 else None)
         self.streams = {(name, i): metrics.StreamingLinearCKA() for name in self.others for i in layers}
-        self.logits = metrics.StreamingLogitFidelity() if pair.same_tokenizer and with_logits else None
+        self.logits = metrics.StreamingTopKLogitFidelity() if pair.same_tokenizer and with_logits else None
         depth = {"teacher": pair.teacher.num_layers, **dict.fromkeys(self.others, pair.analog.num_layers)}
         self.samples = {name: [[] for _ in range(depth[name] + 1)] for name in ("teacher", *self.others)}
+        self.sample = []  # capture-order rows in the matrix sample
         self.read = [("teacher", i) for i in layers] + [(n, j) for n in self.others for j in sorted(set(mapped.values()))]
         self.pooled = {key: [] for key in self.read}
         self.boot_rows = {key: [] for key in self.read}
@@ -142,8 +153,17 @@ class _Stream:
 
     def add(self, batch) -> None:
         """Stream one captured batch into every accumulator."""
-        get = {"teacher": batch.teacher, "student": batch.student, "control": batch.control}
-        pooled = {"teacher": batch.teacher_pooled, "student": batch.student_pooled, "control": batch.control_pooled}
+        prompts = [self.plan.prompts[k] for k in batch.prompts]
+        stored = np.concatenate([self.teacher.rows(p, p.teacher_rows) for p in prompts])  # the part's rows
+
+        def teacher(layer, rows=None):
+            return self.teacher.hidden(layer, stored if rows is None else stored[rows]).to(batch.device)
+
+        def teacher_pooled(layer):
+            return torch.stack([self.teacher.hidden(layer, self.teacher.rows(p, p.teacher_pool)).double().mean(0) for p in prompts])
+
+        get = {"teacher": teacher, "student": batch.student, "control": batch.control}
+        pooled = {"teacher": teacher_pooled, "student": batch.student_pooled, "control": batch.control_pooled}
         read = {key: get[key[0]](key[1]) for key in self.read}  # every row of the layers the metrics read, gathered once
         norms = {i: read["teacher", i].norm(dim=1).double().cpu().numpy() for i in self.layers}
         for i in self.layers:
@@ -152,19 +172,25 @@ class _Stream:
         self.top.update(batch.row_start, norms, lambda rows: {key: v[rows] for key, v in read.items()})
         for (name, layer), store in self.pooled.items():
             store.append(pooled[name](layer))
-        local = torch.from_numpy(_local(self.sample, batch))
+        local = np.flatnonzero(np.isin(stored, self.matrix_rows))
+        self.sample.append(batch.row_start + local)
+        in_sample = np.searchsorted(self.matrix_rows, stored[local])
         for name, stores in self.samples.items():
             for layer, store in enumerate(stores):
-                store.append(get[name](layer, local))
+                store.append(self.teacher.matrix(layer, in_sample) if name == "teacher" else get[name](layer, torch.from_numpy(local)))
         self.order.extend(batch.prompts)
         if self.boot is not None:
             rows = _local(self.boot, batch)
-            row_prompt = np.repeat(batch.prompts, [len(self.plan.prompts[k].teacher_rows) for k in batch.prompts])
+            row_prompt = np.repeat(batch.prompts, [len(p.teacher_rows) for p in prompts])
             self.boot_prompts.append(row_prompt[rows])
             for key, store in self.boot_rows.items():
                 store.append(read[key][torch.from_numpy(rows)])
         if self.logits is not None:
-            self.logits.update(batch.teacher_logits, batch.student_logits, batch.targets)
+            nexts = np.concatenate([self.teacher.logit_rows(p, next_token_rows(p)) for p in prompts])
+            vocab = self.teacher.part.meta["vocab"]
+            analog = batch.student_logits[:, :vocab]  # an analog with fewer outputs gives the rest no mass
+            analog = torch.nn.functional.pad(analog, (0, vocab - analog.shape[1]), value=-math.inf)
+            self.logits.update(self.teacher.top_k(nexts), analog, batch.targets)
 
     def finish(self) -> _Stream:
         """Concatenate the collected rows, as float64 on the CPU."""
@@ -172,26 +198,27 @@ class _Stream:
             return torch.cat(parts).double().cpu()
 
         self.pooled = {key: joined(v) for key, v in self.pooled.items()}
+        self.sample = np.concatenate([np.zeros(0, dtype=np.int64), *self.sample])
         self.samples = {name: [joined(v) for v in stores] for name, stores in self.samples.items()}
         if self.boot is not None:  # no bootstrap: no rows were collected for it
             self.boot_rows = {key: joined(v) for key, v in self.boot_rows.items()}
         return self
 
 
-def _measurements(stream, pair, config, control, with_logits: bool, started: float) -> Measurements:
+def _measurements(stream, pair, part, config, control, with_logits: bool, started: float) -> Measurements:
     """Every value after the pass: massive rows left out, the per-layer metrics, the chance levels, the intervals."""
     plan, layers, mapped, others = stream.plan, stream.layers, stream.mapped, stream.others
     found = stream.top.finish(config.positions.massive_multiple, exclude=config.positions.massive == "exclude")
     influence = _leave_out(stream.streams, stream.top, found, mapped, debiased=config.representation.cka.debiased)
     kept = _left_in(stream.sample, found)
     matrices = _layer_matrices(stream.samples, others, kept)
-    geometry, geometry_notes = _geometry(pair.teacher, pair.analog, config)
+    geometry, geometry_notes = _geometry(part, pair.analog, config)
     notes = _notes(pair, config, len(plan.prompts), with_logits, geometry_notes)
     values = _per_layer(stream, "student", config, notes)
     chance, intervals, chance_matrix = {}, {}, None
     if control is not None:
         chance = _per_layer(stream, "control", config, notes)
-        control_geometry, _ = _geometry(pair.teacher, control, config)
+        control_geometry, _ = _geometry(part, control, config)
         chance.update({f"{name}_geometry": v for name, v in control_geometry.items()})
         chance_matrix = _gated_cells(matrices["control"], mapped, chance["cka"]).tolist()
     if stream.boot is not None:
@@ -224,6 +251,7 @@ def _measurements(stream, pair, config, control, with_logits: bool, started: flo
             "n_rows": plan.n_rows,
             "n_rows_left_out": len(found.rows) if found.excluded else 0,
             "n_tokens": sum(len(p.teacher_ids) for p in plan.prompts),
+            "logits_top_k": part.meta["top_k"],
             "seconds": round(time.perf_counter() - started, 3),
         },
         models={"teacher": pair.teacher.info, "analog": pair.analog.info},
@@ -401,39 +429,27 @@ def _intervals(config, layers, mapped, others, values, chance, notes, *, groups,
     return out
 
 
-def shared_token_ids(teacher_tok, student_tok) -> tuple[np.ndarray, np.ndarray]:
-    """Ids of the tokens both vocabularies hold, as (teacher ids, student ids) row-aligned."""
-    t_vocab, s_vocab = teacher_tok.get_vocab(), student_tok.get_vocab()
-    shared = sorted(set(t_vocab) & set(s_vocab))
-    return np.asarray([t_vocab[w] for w in shared], dtype=np.int64), np.asarray([s_vocab[w] for w in shared], dtype=np.int64)
-
-
-def _geometry(teacher, student, config) -> tuple[dict[str, float | None], dict[str, str]]:
-    """Embedding and unembedding geometry (Lee et al. 2025) over shared token rows."""
-
-    t_ids, s_ids = shared_token_ids(teacher.tokenizer, student.tokenizer)
+def _geometry(part, model, config) -> tuple[dict[str, float | None], dict[str, str]]:
+    """Embedding and unembedding geometry (Lee et al. 2025) over the teacher's sampled token rows (in ``part``)
+    that ``model``'s vocabulary holds with a non-zero row."""
     values, notes = {"embedding": None, "unembedding": None}, {}
-    crit = config.embeddings
-    for name, getter in (("embedding", "get_input_embeddings"), ("unembedding", "get_output_embeddings")):
-        t_mod, s_mod = getattr(teacher.model, getter)(), getattr(student.model, getter)()
-        if t_mod is None or s_mod is None:
+    vocab = model.tokenizer.get_vocab()
+    for name, getter in EMBEDDINGS.items():
+        tokens, module = part.meta.get(f"{name}_tokens"), getattr(model.model, getter)()
+        if tokens is None or module is None:
             notes[f"{name}_geometry"] = f"a model has no {name} matrix"
             continue
-        t_w, s_w = t_mod.weight.detach(), s_mod.weight.detach()
-        keep = (t_ids < t_w.shape[0]) & (s_ids < s_w.shape[0])
+        weight = module.weight.detach()
+        ids = np.asarray([vocab.get(token, -1) for token in tokens], dtype=np.int64)
+        keep = (ids >= 0) & (ids < weight.shape[0])
         # rows that are all zero (a padding embedding) have no direction to compare
-        keep[keep] &= (t_w[torch.from_numpy(t_ids[keep])].norm(dim=1) > 0).cpu().numpy()
-        keep[keep] &= (s_w[torch.from_numpy(s_ids[keep])].norm(dim=1) > 0).cpu().numpy()
-        if keep.sum() < crit.min_rows:
+        keep[keep] &= (weight[torch.from_numpy(ids[keep])].norm(dim=1) > 0).cpu().numpy()
+        if keep.sum() < config.embeddings.min_rows:
             notes[f"{name}_geometry"] = (
-                f"not measurable: the two models share {int(keep.sum())} usable token rows; at least "
-                f"{crit.min_rows} are needed (embeddings.min_rows)"
+                f"not measurable: the two models share {int(keep.sum())} usable token rows of the teacher's "
+                f"{len(tokens)} sampled (embeddings.rows); at least {config.embeddings.min_rows} are needed (embeddings.min_rows)"
             )
             continue
-        rng = np.random.default_rng(config.seed)
-        rows = np.flatnonzero(keep)
-        rows = np.sort(rng.choice(rows, size=min(crit.rows, len(rows)), replace=False))
-        t_rows = t_w[torch.from_numpy(t_ids[rows])].double().cpu()
-        s_rows = s_w[torch.from_numpy(s_ids[rows])].double().cpu()
-        values[name] = metrics.embedding_geometry_pearson(t_rows, s_rows)
+        t_rows = part.tensors[name][torch.from_numpy(keep)].double()
+        values[name] = metrics.embedding_geometry_pearson(t_rows, weight[torch.from_numpy(ids[keep])].double().cpu())
     return values, notes

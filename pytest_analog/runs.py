@@ -96,13 +96,26 @@ def _representation_inputs(session) -> Inputs:
     )
 
 
-def _measure(pair, config, *, prompts, with_logits):
+def _representation_teacher_inputs(session) -> Inputs:
+    from pytest_analog.prompts import load_prompts
+
+    prompts = load_prompts(session.analog_config.prompts.set, session.analog_config.prompts.max_prompts)
+    return Inputs(args={"prompts": prompts}, key={"prompts": [prompts.name, prompts.sha256]})
+
+
+def _teacher_part(teacher, config, *, prompts):
+    from pytest_analog.reference.representation import teacher_part
+
+    return teacher_part(teacher, config, prompts=prompts)
+
+
+def _measure(pair, part, config, *, prompts, with_logits):
     from pytest_analog.representation import measure
     from pytest_analog.controls import control_model
 
     chance = config.chance
     control = None if chance.control == "none" else control_model(pair.analog, chance.control, chance.seed)
-    measured = measure(pair, prompts, config, control=control, with_logits=with_logits, progress_factory=progress_bar)
+    measured = measure(pair, part, prompts, config, control=control, with_logits=with_logits, progress_factory=progress_bar)
     measured.capture.update(prompt_set=prompts.name, prompt_set_sha256=prompts.sha256)
     return measured.to_dict()
 
@@ -141,11 +154,18 @@ def _representation_section(done: Outcome, config: Config) -> dict[str, Any]:
 
 REPRESENTATION = Run(
     "representation",
-    reads=("prompts.max_length", "batch_size", "seed", "positions", "layers", "chance", "representation", "embeddings"),
+    # the analog half: the plan (max_length, skip_first), batches, the bootstrap sample (seed), massive rows,
+    # the layer map, chance and metric settings, the geometry's measurable minimum
+    reads=("prompts.max_length", "batch_size", "seed", "positions", "layers.teacher", "layers.map", "chance",
+           "representation", "embeddings.min_rows"),
     inputs=_representation_inputs,
     compute=_measure,
     result=_measurements,
     section=_representation_section,
+    teacher_reads=("prompts.max_length", "batch_size", "seed", "positions.skip_first", "layers.teacher",
+                   "layers.matrix_rows", "embeddings.rows", "logits.top_k", "reference.dtype"),
+    teacher_inputs=_representation_teacher_inputs,
+    teacher=_teacher_part,
 )
 
 

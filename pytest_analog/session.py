@@ -230,7 +230,7 @@ class AnalogSession:
             analog=sha256_files(self._sources[1].files(), self.cache_dir),
             dtype=str(resolve_dtype(self.settings.dtype, device)),
             device=device,
-            settings=spec.settings(self.analog_config),
+            settings={**spec.settings(self.analog_config), **spec.teacher_settings(self.analog_config)},
             inputs=inputs.key,
             versions=[__version__, *map(package_version, spec.packages)],
         )

@@ -333,10 +333,12 @@ def test_a_model_against_itself_scores_corrected_one_beside_a_lower_chance(tiny_
     from pytest_analog.representation import measure
     from pytest_analog.prompts import load_prompts
     from pytest_analog.controls import control_model
+    from pytest_analog.reference.representation import teacher_part
 
     config = load_config(**{"prompts.max_prompts": 40, "layers.teacher": "all", "chance.resamples": 50})
     control = control_model(tiny_pair.analog, "random", config.chance.seed)
-    m = measure(tiny_pair, load_prompts("default", 40), config, control=control)
+    prompts = load_prompts("default", 40)
+    m = measure(tiny_pair, teacher_part(tiny_pair.teacher, config, prompts=prompts), prompts, config, control=control)
     for layer in m.teacher_layers:
         for metric in ("cka", "rbf_cka", "mutual_knn"):
             measured = m.measured(metric, layer)

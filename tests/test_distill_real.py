@@ -11,6 +11,7 @@ from pytest_analog.distill import DistillConfig, distill
 from pytest_analog.distill.data import read_texts
 from pytest_analog.distill.student import random_student
 from pytest_analog.representation import measure
+from pytest_analog.reference.representation import teacher_part
 from pytest_analog.models import ModelPair, load_model, resolve_source
 from pytest_analog.prompts import load_prompts
 
@@ -42,7 +43,8 @@ def test_short_distillation_beats_a_random_student_of_the_same_size(smollm2_gguf
 
     fidelity = load_config(**{"prompts.max_prompts": 16})
     prompts = load_prompts("default", max_prompts=16)  # the gate's own prompts: text the analog never trained on
-    ours, theirs = (measure(ModelPair(teacher, student), prompts, fidelity) for student in (analog, random))
+    part = teacher_part(teacher, fidelity, prompts=prompts)
+    ours, theirs = (measure(ModelPair(teacher, student), part, prompts, fidelity) for student in (analog, random))
     kl = (ours.logits["kl"], theirs.logits["kl"])
     cka = (np.mean(list(ours.cka.values())), np.mean(list(theirs.cka.values())))
     print(f"held-out KL analog {kl[0]:.3f} random {kl[1]:.3f}; mean CKA analog {cka[0]:.3f} random {cka[1]:.3f}")

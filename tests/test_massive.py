@@ -195,6 +195,7 @@ def measured(tiny_dir, tiny_random_dir):
 
     from pytest_analog.config import load_config
     from pytest_analog.representation import measure
+    from pytest_analog.reference.representation import teacher_part
     from pytest_analog.models import load_pair, resolve_source
     from pytest_analog.prompts import load_prompts
     from pytest_analog.controls import control_model
@@ -211,7 +212,7 @@ def measured(tiny_dir, tiny_random_dir):
     try:
         config = load_config(**{"prompts.max_prompts": 24, "chance.resamples": 30, "layers.teacher": "all"})
         control = control_model(pair.analog, "random", config.chance.seed)
-        yield measure(pair, prompts, config, control=control), pair.teacher.tokenizer.convert_ids_to_tokens(token)
+        yield measure(pair, teacher_part(pair.teacher, config, prompts=prompts), prompts, config, control=control), pair.teacher.tokenizer.convert_ids_to_tokens(token)
     finally:
         handle.remove()
 

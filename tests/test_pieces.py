@@ -117,7 +117,9 @@ def test_too_few_shared_tokens_give_geometry_a_reason_not_a_value(tmp_path, shar
     from transformers import PreTrainedTokenizerFast
 
     from pytest_analog.config import load_config
-    from pytest_analog.representation import _geometry, shared_token_ids
+    from pytest_analog.representation import _geometry
+    from pytest_analog.reference.representation import _embedding_rows
+    from pytest_analog.reference.store import Part
     from pytest_analog.models import ModelPair, load_model
     from tests.conftest import save_model, tiny_llama
 
@@ -129,12 +131,13 @@ def test_too_few_shared_tokens_give_geometry_a_reason_not_a_value(tmp_path, shar
         fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=f"{prefix}38", pad_token=f"{prefix}39")
         dirs.append(save_model(tiny_llama(fast, layers=1, hidden=16), fast, tmp_path / prefix))
     pair = ModelPair(*(load_model(str(d), device="cpu") for d in dirs))
-    assert len(shared_token_ids(pair.teacher.tokenizer, pair.analog.tokenizer)[0]) == shared
-    values, notes = _geometry(pair.teacher, pair.analog, load_config())
+    assert len(set(pair.teacher.tokenizer.get_vocab()) & set(pair.analog.tokenizer.get_vocab())) == shared
+    rows, tokens = _embedding_rows(pair.teacher, load_config(), pair.teacher.model.dtype)
+    values, notes = _geometry(Part(rows, tokens), pair.analog, load_config())
     assert values == {"embedding": None, "unembedding": None}
     assert notes["embedding_geometry"] == (
-        f"not measurable: the two models share {shared} usable token rows; at least 100 are needed "
-        "(embeddings.min_rows)"
+        f"not measurable: the two models share {shared} usable token rows of the teacher's 39 sampled "  # its pad row is zero
+        "(embeddings.rows); at least 100 are needed (embeddings.min_rows)"
     )
     gate = Criterion("embeddings::test_geometry", "embeddings", "embedding_geometry",
                      Measured(None, reason=notes["embedding_geometry"]), load_config().gates.gate("embedding_geometry"))

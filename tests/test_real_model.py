@@ -8,6 +8,7 @@ import torch
 from pytest_analog.config import load_config
 from pytest_analog.criterion import Criterion
 from pytest_analog.representation import measure
+from pytest_analog.reference.representation import teacher_part
 from pytest_analog.models import LoadedModel, ModelPair, load_model
 from pytest_analog.prompts import load_prompts
 from pytest_analog.controls import control_model, layer_pruned_copy, random_copy
@@ -87,7 +88,8 @@ def test_a_pruned_copy_is_clearly_above_chance_at_the_middle_layers(smollm2):
     student = LoadedModel(pruned, smollm2.tokenizer, {**smollm2.info, "num_layers": len(keep)}, smollm2.source)
     config = load_config(**{"prompts.max_prompts": 48})
     control = control_model(student, "random", config.chance.seed)
-    m = measure(ModelPair(smollm2, student), load_prompts("default", 48), config, control=control)
+    prompts = load_prompts("default", 48)
+    m = measure(ModelPair(smollm2, student), teacher_part(smollm2, config, prompts=prompts), prompts, config, control=control)
     for layer in (8, 11, 15, 19, 22):
         for metric in ("cka", "mutual_knn"):
             c = Criterion("x", "representation", metric, m.measured(metric, layer))

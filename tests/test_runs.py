@@ -63,9 +63,9 @@ class _Recording:
         return value
 
 
-def _reads(name, pair, config, **inputs) -> set[str]:
+def _reads(name, pair, config, *teacher_part, **inputs) -> set[str]:
     seen: set[str] = set()
-    json.dumps(RUNS[name].compute(pair, _Recording(config, "", seen), **inputs))  # and the payload is JSON
+    json.dumps(RUNS[name].compute(pair, *teacher_part, _Recording(config, "", seen), **inputs))  # and the payload is JSON
     return seen
 
 
@@ -81,8 +81,12 @@ def test_each_run_reads_only_the_settings_its_key_holds(tiny_dir):
     })
     pair = models.load_pair(str(tiny_dir), str(tiny_dir), device="cpu", dtype="float32")
     prompts = load_prompts("default", 12)
+    teacher_seen: set[str] = set()
+    part = RUNS["representation"].teacher(pair.teacher, _Recording(config, "", teacher_seen), prompts=prompts)
+    assert [path for path in teacher_seen if not any(_covers(read, path) for read in RUNS["representation"].teacher_reads)] == []
+    assert {"logits.top_k", "reference.dtype", "layers.matrix_rows"} <= teacher_seen
     computed = {
-        "representation": _reads("representation", pair, config, prompts=prompts, with_logits=True),
+        "representation": _reads("representation", pair, config, part, prompts=prompts, with_logits=True),
         "steering": _reads("steering", pair, config, behaviours=[load_behaviour("sentiment")], layer_pairs={1: 1},
                            map_texts=prompts.texts[:10]),
         "benchmarks": _reads("benchmarks", pair, config, tasks=resolve_tasks(["analog_capitals"]), verbose=False),

@@ -19,7 +19,14 @@ from pytest_analog.metrics.bootstrap import (
 from pytest_analog.metrics.cka import StreamingLinearCKA, linear_cka, linear_gram, rbf_cka
 from pytest_analog.metrics.geometry import embedding_geometry_pearson
 from pytest_analog.metrics.knn import mutual_knn, mutual_knn_overlaps
-from pytest_analog.metrics.logits import LogitFidelityResult, StreamingLogitFidelity, logit_fidelity
+from pytest_analog.metrics.logits import (
+    LogitFidelityResult,
+    StreamingLogitFidelity,
+    StreamingTopKLogitFidelity,
+    logit_fidelity,
+    teacher_top_k,
+    top_k_logit_fidelity,
+)
 from pytest_analog.metrics.matrix import best_match, cka_matrix
 from pytest_analog.metrics.moments import PairedMoments
 
@@ -28,6 +35,7 @@ __all__ = [
     "PairedMoments",
     "StreamingLinearCKA",
     "StreamingLogitFidelity",
+    "StreamingTopKLogitFidelity",
     "best_match",
     "centre",
     "cka_matrix",
@@ -47,4 +55,6 @@ __all__ = [
     "rbf_cka_replicates",
     "rbf_cka_replicates_each",
     "resample_counts",
+    "teacher_top_k",
+    "top_k_logit_fidelity",
 ]

@@ -2,7 +2,9 @@
 
 Compares next-token distributions position by position: forward KL(teacher ‖
 analog), top-1 agreement and, given the actual next tokens, each model's
-perplexity.
+perplexity. `StreamingLogitFidelity` reads both models' full logits;
+`StreamingTopKLogitFidelity` reads the teacher's top k tokens and the rest as
+one bucket (`teacher_top_k`), what a teacher reference stores.
 """
 
 from __future__ import annotations
@@ -158,11 +160,11 @@ class StreamingLogitFidelity:
         """Add the tokens accumulated by `other`.
 
         Raises:
-            TypeError: `other` is not a StreamingLogitFidelity.
+            TypeError: `other` is not of this class.
             ValueError: the vocabulary sizes differ.
         """
-        if not isinstance(other, StreamingLogitFidelity):
-            raise TypeError(f"other must be a StreamingLogitFidelity, got {type(other).__name__}")
+        if type(other) is not type(self):  # an exact KL and a top-k KL do not add up
+            raise TypeError(f"other must be a {type(self).__name__}, got {type(other).__name__}")
         if other._vocab is not None:
             self._check_vocab(other._vocab)
         self._n += other._n
@@ -209,4 +211,120 @@ def logit_fidelity(teacher_logits, analog_logits, targets=None) -> LogitFidelity
     """
     metric = StreamingLogitFidelity()
     metric.update(teacher_logits, analog_logits, targets)
+    return metric.compute()
+
+
+def teacher_top_k(teacher_logits, k: int, targets=None) -> dict[str, torch.Tensor]:
+    """What a teacher reference keeps of each next-token distribution: its top-k and the rest as one bucket.
+
+    Args:
+        teacher_logits: array or tensor [n, V].
+        k: tokens kept per position (at most V).
+        targets: integer array or tensor [n] of the actual next tokens, or None.
+
+    Returns:
+        ``ids`` [n, k] (int64, most likely first), ``logprobs`` [n, k] and ``tail`` [n] (the log of the
+        probability mass outside the top k; −inf when k = V), in float32 or float64 as the logits; with
+        ``targets`` also ``target`` [n], the log-probability of each actual next token.
+    """
+    t = _as_logits(teacher_logits, "teacher_logits")
+    k = min(k, t.shape[1])
+    log_t = torch.log_softmax(t, dim=-1)
+    logprobs, ids = log_t.topk(k, dim=-1)
+    out = {"ids": ids, "logprobs": logprobs, "tail": log_t.scatter(1, ids, -math.inf).logsumexp(-1)}
+    if targets is not None:
+        out["target"] = log_t.gather(1, torch.as_tensor(targets, device=t.device).long()[:, None])[:, 0]
+    return out
+
+
+def _top_k_update(ids, logprobs, tail, s: torch.Tensor, target, targets):
+    """Sums for one chunk: (Σ top-k KL, #top-1 agreements, Σ teacher NLL, Σ analog NLL) as floats."""
+    log_s = torch.log_softmax(s, dim=-1)
+    log_q = log_s.gather(1, ids)
+    log_q_tail = log_s.scatter(1, ids, -math.inf).logsumexp(-1)
+    p, p_tail = logprobs.double().exp(), tail.double().exp()
+    # where the teacher puts no mass the term is 0, not 0·(−inf) = NaN
+    kept = torch.where(p > 0, p * (logprobs.double() - log_q.double()), 0.0).sum(-1)
+    rest = torch.where(p_tail > 0, p_tail * (tail.double() - log_q_tail.double()), 0.0)
+    kl = (kept + rest).clamp_(min=0)  # rounding can leave −1e-9 for p ≈ q
+    agree = int((ids[:, 0] == s.argmax(-1)).sum())
+    if targets is None:
+        return float(kl.sum()), agree, 0.0, 0.0
+    nll_s = -log_s.gather(1, targets[:, None]).sum(dtype=torch.float64)
+    return float(kl.sum()), agree, float(-target.double().sum()), float(nll_s)
+
+
+class StreamingTopKLogitFidelity(StreamingLogitFidelity):
+    """KL(teacher ‖ analog), top-1 agreement and perplexities from the teacher's top-k alone (`teacher_top_k`).
+
+    The teacher's distribution is its top k tokens plus one bucket for the rest,
+    and the analog's is coarsened the same way, so the KL is that of the two
+    coarsened distributions: a lower bound of the exact KL (data-processing
+    inequality), equal to it when k = V. Top-1 agreement compares the teacher's
+    most likely token with the analog's argmax; perplexities read the teacher's
+    stored log-probability of each actual next token. Sums are float64 and
+    `merge` is exact, as in `StreamingLogitFidelity`.
+
+    Example:
+        >>> import torch
+        >>> logits, targets = torch.randn(5, 11), torch.arange(5)
+        >>> m = StreamingTopKLogitFidelity()
+        >>> m.update(teacher_top_k(logits, 3, targets), logits, targets=targets)
+        >>> r = m.compute()
+        >>> r["kl"], r["top1_agreement"], r["perplexity_ratio"]
+        (0.0, 1.0, 1.0)
+    """
+
+    def update(self, teacher, analog_logits, targets=None) -> None:  # noqa: D417 - the parent's arguments, teacher aside
+        """Add token positions.
+
+        Args:
+            teacher: the teacher's `teacher_top_k` at these positions (with ``target`` when ``targets`` is given).
+            analog_logits: array or tensor [n, V] of the analog, V the teacher's vocabulary.
+            targets: integer array or tensor [n] of the actual next tokens, or None.
+
+        Raises:
+            ValueError: shapes disagree, NaN or +inf logits, ids or targets outside [0, V), or targets
+                without the teacher's target log-probabilities.
+        """
+        s = _as_logits(analog_logits, "analog_logits")
+        ids, logprobs, tail = (torch.as_tensor(teacher[key]).to(s.device) for key in ("ids", "logprobs", "tail"))
+        n, vocab = s.shape
+        if ids.shape != logprobs.shape or ids.ndim != 2 or ids.shape[0] != n or tail.shape != (n,):
+            raise ValueError(
+                f"teacher top-k ids {tuple(ids.shape)}, logprobs {tuple(logprobs.shape)} and tail {tuple(tail.shape)} "
+                f"do not match {n} analog rows"
+            )
+        if n and not (0 <= int(ids.min()) and int(ids.max()) < vocab):
+            raise ValueError(f"teacher top-k ids must be token ids in [0, {vocab}) of the analog's logits")
+        self._check_vocab(vocab)
+        target = None
+        if targets is not None:
+            if "target" not in teacher:
+                raise ValueError("targets were given but the teacher's top-k holds no 'target' log-probabilities")
+            targets = torch.as_tensor(targets).to(s.device).long()
+            target = torch.as_tensor(teacher["target"]).to(s.device)
+            if targets.shape != (n,) or target.shape != (n,) or (n and not 0 <= int(targets.min()) <= int(targets.max()) < vocab):
+                raise ValueError(f"targets must be {n} token ids in [0, {vocab}), with the teacher's log-probability of each")
+        ids = ids.long()
+        chunk = max(1, _CHUNK_ELEMENTS // vocab)
+        for start in range(0, n, chunk):
+            part = slice(start, start + chunk)
+            kl, agree, nll_t, nll_s = _top_k_update(
+                ids[part], logprobs[part], tail[part], s[part],
+                None if target is None else target[part], None if targets is None else targets[part],
+            )  # fmt: skip
+            self._kl += kl
+            self._agree += agree
+            self._nll_t += nll_t
+            self._nll_s += nll_s
+        self._n += n
+        if targets is not None:
+            self._n_targets += n
+
+
+def top_k_logit_fidelity(teacher, analog_logits, targets=None) -> LogitFidelityResult:
+    """Functional form of `StreamingTopKLogitFidelity` for one batch (``teacher`` from `teacher_top_k`)."""
+    metric = StreamingTopKLogitFidelity()
+    metric.update(teacher, analog_logits, targets)
     return metric.compute()

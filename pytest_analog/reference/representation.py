@@ -1,0 +1,202 @@
+"""The representation run's teacher half: what the teacher contributes to the representation, embeddings and
+logits suites, computed once (`teacher_part`) and read back for any analog (`TeacherRows`).
+
+The teacher reads every prompt once, in batches. The part keeps every *kept*
+teacher position (not a special token, not position 0 with
+``positions.skip_first``): its hidden state at each gated layer, and, where a
+next token follows, the teacher's top-k next-token log-probabilities
+(`metrics.teacher_top_k`). Every alignment compares a subset of these positions
+(all of them with the teacher's tokenizer, the last sub-token of each word with
+another), so one part serves analogs with any tokenizer. Besides: a seeded
+sample of kept positions at every teacher layer (the layer matrix), and seeded
+samples of the teacher's vocabulary with their input-embedding and unembedding
+rows. Hidden states and embedding rows are stored in ``reference.dtype``.
+
+Tensors (``N`` kept positions, ``M`` with a next token, ``P`` prompts):
+
+- ``tokens`` [sum of prompt lengths], ``offsets.tokens`` [P + 1]: the teacher's token ids of every prompt;
+- ``positions`` [N], ``offsets.kept`` [P + 1]: each prompt's kept positions;
+- ``hidden.{layer}`` [N, d] at each gated layer;
+- ``matrix.rows`` [S] (indices into the N kept rows), ``matrix.{layer}`` [S, d] at every layer 0..L;
+- ``logits.ids``, ``logits.logprobs`` [M, k], ``logits.tail``, ``logits.target`` [M], ``offsets.logits`` [P + 1]:
+  row j of a prompt is its j-th kept position (all but a last position have a next token);
+- ``embedding`` and ``unembedding`` [R, d], the rows of the tokens in meta ``embedding_tokens`` and
+  ``unembedding_tokens`` (absent when the teacher has no such matrix).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pytest_analog.capture import encode, forward, kept_positions
+from pytest_analog.errors import AnalogError
+from pytest_analog.layers import gated_layers
+from pytest_analog.metrics import teacher_top_k
+from pytest_analog.reference.store import Part
+
+EMBEDDINGS = {"embedding": "get_input_embeddings", "unembedding": "get_output_embeddings"}
+
+
+def teacher_part(teacher, config, *, prompts) -> Part:
+    """The teacher's contribution to the representation run over ``prompts``, with a progress bar.
+
+    Args:
+        teacher: the loaded teacher (`models.LoadedModel`); the only place its model runs for these suites.
+        config: the effective `Config` (the settings `runs.REPRESENTATION.teacher_reads` names).
+        prompts: the `PromptSet`.
+
+    Raises:
+        AnalogError: a half-precision ``reference.dtype`` cannot hold the teacher's hidden states.
+    """
+    from pytest_analog.runs import progress_bar
+
+    ids, kept = [], []
+    for text in prompts.texts:
+        tokens, special, _ = encode(teacher.tokenizer, text, config.prompts.max_length)
+        ids.append(tokens)
+        kept.append(kept_positions(special, config.positions.skip_first))
+    starts = {"tokens": _offsets(map(len, ids)), "kept": _offsets(map(len, kept)),
+              "logits": _offsets(int((k + 1 < len(t)).sum()) for t, k in zip(ids, kept))}
+    layers = gated_layers(config, teacher.num_layers)
+    dtype = storage_dtype(config.reference.dtype, next(teacher.model.parameters()).dtype)
+    n_kept, d = int(starts["kept"][-1]), teacher.info["hidden_size"]
+    rng = np.random.default_rng(config.seed)
+    sample = np.sort(rng.choice(n_kept, size=min(config.layers.matrix_rows, n_kept), replace=False))
+    vocab = min(len(teacher.tokenizer), teacher.model.config.get_text_config().vocab_size)  # as the logits are cut
+    k = min(config.logits.top_k, vocab)
+    n_logits = int(starts["logits"][-1])
+    tensors = {
+        **{f"hidden.{i}": torch.empty(n_kept, d, dtype=dtype) for i in layers},
+        **{f"matrix.{i}": torch.empty(len(sample), d, dtype=dtype) for i in range(teacher.num_layers + 1)},
+        "logits.ids": torch.empty(n_logits, k, dtype=torch.int64),
+        **{f"logits.{key}": torch.empty(n_logits, *shape) for key, shape in (("logprobs", (k,)), ("tail", ()), ("target", ()))},
+    }
+    order = sorted(range(len(ids)), key=lambda p: len(ids[p]))  # batched by length: less padding
+    progress = progress_bar(int(starts["tokens"][-1]), "teacher reference: representation (tokens)")
+    for first in range(0, len(order), config.batch_size):
+        chunk = order[first : first + config.batch_size]
+        with torch.inference_mode():
+            out = forward(teacher, [ids[p] for p in chunk], with_logits=True)
+        for b, p in enumerate(chunk):
+            rows = torch.from_numpy(kept[p])
+            span = slice(starts["kept"][p], starts["kept"][p + 1])
+            for i in layers:
+                tensors[f"hidden.{i}"][span] = _stored(out.hidden_states[i][b, rows], dtype, config.reference.dtype)
+            mine = np.flatnonzero((sample >= span.start) & (sample < span.stop))
+            at = torch.from_numpy(kept[p][sample[mine] - span.start])
+            for i in range(teacher.num_layers + 1):
+                tensors[f"matrix.{i}"][torch.from_numpy(mine)] = _stored(out.hidden_states[i][b, at], dtype, config.reference.dtype)
+            nexts = kept[p][kept[p] + 1 < len(ids[p])]
+            top = teacher_top_k(out.logits[b, torch.from_numpy(nexts), :vocab], k, torch.tensor(ids[p])[nexts + 1])
+            for key, value in top.items():
+                tensors[f"logits.{key}"][starts["logits"][p] : starts["logits"][p + 1]] = value.cpu()
+        progress.update(sum(len(ids[p]) for p in chunk))
+    progress.close()
+    tensors.update({
+        "tokens": torch.tensor([t for tokens in ids for t in tokens], dtype=torch.int64),
+        "positions": torch.from_numpy(np.concatenate([np.zeros(0, np.int64), *kept]).astype(np.int64)),
+        "matrix.rows": torch.from_numpy(sample.astype(np.int64)),
+        **{f"offsets.{name}": torch.from_numpy(values) for name, values in starts.items()},
+    })  # fmt: skip
+    embeddings, tokens = _embedding_rows(teacher, config, dtype)
+    meta = {"layers": layers, "num_layers": teacher.num_layers, "n_prompts": len(ids), "top_k": k, "vocab": vocab,
+            "dtype": str(dtype).removeprefix("torch."), **tokens}
+    return Part({**tensors, **embeddings}, meta)
+
+
+def storage_dtype(setting: str, model_dtype: torch.dtype) -> torch.dtype:
+    """The dtype of stored activations: ``reference.dtype``, or the model's for ``model``."""
+    return model_dtype if setting == "model" else getattr(torch, setting)
+
+
+def _stored(rows: torch.Tensor, dtype: torch.dtype, setting: str) -> torch.Tensor:
+    stored = rows.to("cpu", dtype)
+    if not bool(torch.isfinite(stored).all()) and bool(torch.isfinite(rows).all()):
+        raise AnalogError(
+            f"reference.dtype {setting} cannot hold the teacher's hidden states (largest |value| "
+            f"{float(rows.abs().max()):.3g}); use bfloat16 or float32"
+        )
+    return stored
+
+
+def _offsets(lengths) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(list(lengths))]).astype(np.int64)
+
+
+def _embedding_rows(teacher, config, dtype) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+    """Per (un)embedding matrix, a seeded sample of ``embeddings.rows`` vocabulary tokens with non-zero rows
+    (a padding row has no direction): their rows and, in meta, their strings."""
+    vocab = teacher.tokenizer.get_vocab()
+    strings = sorted(vocab)  # by string, so that an analog with the same tokenizer draws the same sample
+    ids = np.asarray([vocab[s] for s in strings], dtype=np.int64)
+    rows, tokens = {}, {}
+    for name, getter in EMBEDDINGS.items():
+        module = getattr(teacher.model, getter)()
+        if module is None:
+            continue
+        weight = module.weight.detach()
+        keep = ids < weight.shape[0]
+        keep[keep] &= (weight[torch.from_numpy(ids[keep])].norm(dim=1) > 0).cpu().numpy()
+        rng = np.random.default_rng(config.seed)
+        drawn = np.sort(rng.choice(np.flatnonzero(keep), size=min(config.embeddings.rows, int(keep.sum())), replace=False))
+        rows[name] = weight[torch.from_numpy(ids[drawn])].to("cpu", dtype)
+        tokens[f"{name}_tokens"] = [strings[j] for j in drawn]
+    return rows, tokens
+
+
+class TeacherRows:
+    """The teacher's side of one analog run: the part's rows for the prompts and positions the plan compares.
+
+    Raises:
+        AnalogError: (one line) the part was built over another number of prompts or other gated layers, or
+            its token ids differ from the tokenization of the prompts here (another tokenizer or max_length).
+    """
+
+    def __init__(self, part: Part, plan, n_prompts: int, layers: list[int]):
+        self.part, t = part, part.tensors
+        if part.meta["n_prompts"] != n_prompts or part.meta["layers"] != layers:
+            raise AnalogError(
+                f"the teacher reference's representation part holds {part.meta['n_prompts']} prompts at layers "
+                f"{part.meta['layers']}; this run compares {n_prompts} prompts at layers {layers}"
+            )
+        self.kept = {}  # prompt -> its kept positions' row numbers in the part
+        for prompt in plan.prompts:
+            k = prompt.index
+            stored = t["tokens"][t["offsets.tokens"][k] : t["offsets.tokens"][k + 1]].tolist()
+            if stored != list(prompt.teacher_ids):
+                raise AnalogError(
+                    f"the teacher reference's token ids of prompt {k} differ from its tokenizer's tokenization here "
+                    f"({len(stored)} vs {len(prompt.teacher_ids)} tokens): it was built with another tokenizer or prompts.max_length"
+                )
+            self.kept[k] = (int(t["offsets.kept"][k]), t["positions"][t["offsets.kept"][k] : t["offsets.kept"][k + 1]].numpy())
+
+    def rows(self, prompt, positions: np.ndarray) -> np.ndarray:
+        """The part's row numbers of the teacher ``positions`` of ``prompt`` (an `Aligned`)."""
+        start, kept = self.kept[prompt.index]
+        local = np.searchsorted(kept, positions)
+        if len(positions) and (local.max() >= len(kept) or (kept[local] != positions).any()):
+            raise AnalogError(f"the teacher reference holds no hidden state at some compared position of prompt {prompt.index}")
+        return start + local
+
+    def logit_rows(self, prompt, positions: np.ndarray) -> np.ndarray:
+        """The part's next-token rows of the teacher ``positions`` of ``prompt`` (each has a next token)."""
+        start, _ = self.kept[prompt.index]
+        return self.rows(prompt, positions) - start + int(self.part.tensors["offsets.logits"][prompt.index])
+
+    def hidden(self, layer: int, rows) -> torch.Tensor:
+        """Stored hidden states at a gated layer, widened to at least float32 (half-precision norms overflow)."""
+        return _wide(self.part.tensors[f"hidden.{layer}"][torch.as_tensor(rows)])
+
+    def matrix(self, layer: int, rows) -> torch.Tensor:
+        """The layer-matrix sample's rows (indices into ``matrix.rows``) at any teacher layer."""
+        return _wide(self.part.tensors[f"matrix.{layer}"][torch.as_tensor(rows)])
+
+    def top_k(self, rows) -> dict[str, torch.Tensor]:
+        """The teacher's `teacher_top_k` at next-token rows."""
+        rows = torch.as_tensor(rows)
+        return {key: self.part.tensors[f"logits.{key}"][rows] for key in ("ids", "logprobs", "tail", "target")}
+
+
+def _wide(rows: torch.Tensor) -> torch.Tensor:
+    return rows.float() if rows.dtype in (torch.float16, torch.bfloat16) else rows
