@@ -158,6 +158,7 @@ class Steering:
     batch_size: int
     seed: int
     min_native_effect: float
+    random_directions: int  # random analog directions whose mapped cosine is direction fidelity's chance level
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ class Benchmarks:
     num_fewshot: int | None
     limit: int | None
     batch_size: int
+    backend: Literal["hf", "vllm"]  # lm-eval's model of the teacher half: transformers (hf) or vLLM
 
 
 # -- gates: thresholds, scores and decision rules; a run never reads them, so changing one re-judges from the cache
@@ -263,6 +265,7 @@ class Gates:
     transfer_gap: AtMost
     spearman: AtLeast
     random_control: AtMost
+    direction_fidelity: Scored
     map_fvu: AtMost
     map_cosine: AtLeast
     benchmarks: BenchmarkGates
@@ -322,6 +325,9 @@ class Config:
         return dataclasses.asdict(self)
 
 
+# Criteria whose chance level is their own (random steering directions), not the chance.control model's.
+OWN_CHANCE = ("direction_fidelity",)
+
 # Value checks beyond the type: dotted key -> (predicate, what is expected).
 _RANGES = {
     "version": (lambda v: v == SCHEMA, f"{SCHEMA} (schema 1 kept thresholds beside settings; move them to gates: as README's Configuration shows)"),
@@ -352,6 +358,7 @@ _RANGES = {
     "steering.eval_items": (lambda v: v >= 1, "an integer >= 1"),
     "steering.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "steering.min_native_effect": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "steering.random_directions": (lambda v: v >= 2, "an integer >= 2"),
     "benchmarks.tasks": (lambda v: len(v) >= 1, "a non-empty list of task names or task YAML paths"),
     "benchmarks.num_fewshot": (lambda v: v is None or v >= 0, "null or an integer >= 0"),
     "benchmarks.limit": (lambda v: v is None or v >= 1, "null or an integer >= 1"),
@@ -392,7 +399,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     config = _build(Config, data, "", str(path or DEFAULTS_PATH))
     _check_thresholds(config, str(path or DEFAULTS_PATH))
     if config.chance.control == "none":
-        corrected = [name for name, c in vars(config.gates).items() if getattr(c, "score", "raw") == "corrected"]
+        corrected = [name for name, c in vars(config.gates).items()
+                     if getattr(c, "score", "raw") == "corrected" and name not in OWN_CHANCE]
         if corrected:
             raise AnalogError(
                 f"{path or DEFAULTS_PATH}: gates {', '.join(corrected)} use score: corrected, which needs a chance "

@@ -61,6 +61,7 @@ class AnalogSession:
         self.depths: tuple[int, int] | None = None  # (teacher, analog) number of blocks, read before collection
         self._pair = None
         self._runs: dict[str, Outcome] = {}  # the cached runs performed (`run`), by name
+        self._parts: dict[str, Any] = {}  # the teacher halves computed (`part`), by run name
         self._steering_memo: dict[tuple, Any] = {}  # steering_vector / steering_map results by arguments
         self.tasks = None  # `evals.TaskSet`, resolved before collection when the benchmarks suite runs
         self._failure: str | None = None
@@ -173,11 +174,23 @@ class AnalogSession:
             if not cached:
                 pair = self.pair()
                 with self.showing_progress():
-                    payload = cache.canonical(self.guarded(spec.compute, pair, self.analog_config, **inputs.args))
+                    halves = (pair, self.part(name)) if spec.teacher else (pair,)
+                    payload = cache.canonical(self.guarded(spec.compute, *halves, self.analog_config, **inputs.args))
                 if key:
                     cache.store(self.cache_dir / name, key, payload)
             self._runs[name] = Outcome(payload, cached, self.guarded(spec.result, payload))
         return self._runs[name].result
+
+    def part(self, name: str):
+        """The teacher's `Part` of run ``name``, computed on the loaded teacher once per session."""
+        if name not in self._parts:
+            spec = RUNS[name]
+            inputs = self.guarded(spec.teacher_inputs, self)
+            with self.showing_progress():
+                part = self.guarded(spec.teacher, self.pair().teacher, self.analog_config, **inputs.args)
+            part.key = {**spec.teacher_settings(self.analog_config), **inputs.key}
+            self._parts[name] = part
+        return self._parts[name]
 
     def _cache_key(self, spec: Run, inputs: Inputs) -> str:
         """What a run's result depends on: both models' files, device and dtype, the config values
@@ -220,8 +233,16 @@ class AnalogSession:
         if model not in ("teacher", "analog"):
             raise AnalogError(f"steering_vector model must be 'teacher' or 'analog', got {model!r}")
         s = self.analog_config.steering
-        items = self.guarded(load_behaviour, behaviour).train[: s.train_items]
+        loaded_behaviour = self.guarded(load_behaviour, behaviour)
         loaded = getattr(self.pair(), model)
+        if loaded.model is None:  # a teacher reference: its stored native vector
+            tensors = self.part("steering").tensors
+            name = f"{loaded_behaviour.name}/{layer}/native"
+            if name not in tensors:
+                self.guarded(_lacks, "steering", f"a native vector of {loaded_behaviour.name!r} at teacher layer {layer}",
+                             "steering.behaviours and steering.teacher_layers")
+            return tensors[name]
+        items = loaded_behaviour.train[: s.train_items]
         return self.guarded(
             extract, loaded, [i.positive for i in items], [i.negative for i in items], layer,
             position=s.position, method=s.method, batch_size=s.batch_size,
@@ -240,13 +261,20 @@ class AnalogSession:
 
     def _steering_map(self, teacher_layer: int, analog_layer: int, kind: str):
         from pytest_analog.prompts import load_prompts
-        from pytest_analog.steering.transfer import fit_maps
+        from pytest_analog.steering.transfer import MapStates, fit_maps
 
         s = self.analog_config.steering
         prompts = self.guarded(load_prompts, self.analog_config.prompts.set, s.map_prompts)
+        teacher = None
+        if self.pair().teacher.model is None:  # a teacher reference: its stored activations on the map prompts
+            part = self.part("steering")
+            if f"map/{teacher_layer}" not in part.tensors:
+                self.guarded(_lacks, "steering", f"teacher activations at layer {teacher_layer} for steering maps",
+                             "steering.teacher_layers")
+            teacher = MapStates({teacher_layer: part.tensors[f"map/{teacher_layer}"]}, part.meta["map_lengths"])
         fitted = self.guarded(
-            fit_maps, self.pair(), prompts.texts, [(teacher_layer, analog_layer)], kinds=(kind,),
-            ridge=s.ridge, steps=s.autoencoder_steps, seed=s.seed, max_length=s.max_length, batch_size=s.batch_size,
+            fit_maps, self.pair(), prompts.texts, [(teacher_layer, analog_layer)], kinds=(kind,), ridge=s.ridge,
+            steps=s.autoencoder_steps, seed=s.seed, max_length=s.max_length, batch_size=s.batch_size, teacher=teacher,
         )
         return fitted[(teacher_layer, analog_layer)]["maps"][kind]
 
@@ -447,6 +475,10 @@ class AnalogSession:
             why = "partial run" if self._partial else "no model was measured"
             written = f"submission: {self.submitted}" if self.submitted else f"submission: none written ({why})"
             terminalreporter.write_line(written)
+
+
+def _lacks(run: str, what: str, settings: str) -> None:
+    raise AnalogError(f"the teacher reference's {run} part holds no {what}; build the reference with {settings} including it")
 
 
 def _check_steering(settings, depths) -> None:

@@ -357,7 +357,7 @@ def test_steering_suite_end_to_end_reports_criteria_plot_and_numbers(pytester, p
     monkeypatch.setattr(models, "load_pair", no_model)
     (pytester.path / "test_user.py").unlink()  # its fixtures need the models
     write_yaml(config, {"steering": steering, "gates": {**gates, "transfer_ratio": {"min": 1.5}}})
-    pytester.runpytest(*args).assert_outcomes(passed=5, failed=1)
+    pytester.runpytest(*args).assert_outcomes(passed=6, failed=1)
     again = json.loads((report / "fidelity.json").read_text())
     assert again["steering"]["cached"] is True and again["steering"]["behaviours"] == data["steering"]["behaviours"]
     ratio = next(c for c in again["criteria"] if c["metric"] == "transfer_ratio")
