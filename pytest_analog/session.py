@@ -239,8 +239,8 @@ class AnalogSession:
             tensors = self.part("steering").tensors
             name = f"{loaded_behaviour.name}/{layer}/native"
             if name not in tensors:
-                self.guarded(_lacks, "steering", f"a native vector of {loaded_behaviour.name!r} at teacher layer {layer}",
-                             "steering.behaviours and steering.teacher_layers")
+                _lacks("steering", f"native vector of {loaded_behaviour.name!r} at teacher layer {layer}",
+                       "steering.behaviours and steering.teacher_layers")
             return tensors[name]
         items = loaded_behaviour.train[: s.train_items]
         return self.guarded(
@@ -269,8 +269,7 @@ class AnalogSession:
         if self.pair().teacher.model is None:  # a teacher reference: its stored activations on the map prompts
             part = self.part("steering")
             if f"map/{teacher_layer}" not in part.tensors:
-                self.guarded(_lacks, "steering", f"teacher activations at layer {teacher_layer} for steering maps",
-                             "steering.teacher_layers")
+                _lacks("steering", f"teacher activations at layer {teacher_layer} for steering maps", "steering.teacher_layers")
             teacher = MapStates({teacher_layer: part.tensors[f"map/{teacher_layer}"]}, part.meta["map_lengths"])
         fitted = self.guarded(
             fit_maps, self.pair(), prompts.texts, [(teacher_layer, analog_layer)], kinds=(kind,), ridge=s.ridge,
@@ -478,6 +477,7 @@ class AnalogSession:
 
 
 def _lacks(run: str, what: str, settings: str) -> None:
+    """A fixture asks a teacher reference for what it does not hold: one line naming it."""
     raise AnalogError(f"the teacher reference's {run} part holds no {what}; build the reference with {settings} including it")
 
 
