@@ -282,11 +282,14 @@ class Gates:
 
         ``details`` select among a metric's gates: ``bound`` ("min"/"max") for a range,
         ``task`` and ``higher_is_better`` for a benchmark. A benchmark task with no retained
-        fraction (``value`` None: the teacher is not above chance) is reported, not gated.
+        fraction (``value`` None: the teacher is not above chance) is reported, not gated, and so
+        is a criterion that ``needs_teacher`` and has no value (a teacher reference cannot measure it).
         """
         if metric in ("benchmark_retained", "benchmark_delta"):
             return self._benchmark_gate(metric, value, details.get("task"), details.get("higher_is_better", True))
         entry = getattr(self, metric)
+        if value is None and details.get("needs_teacher"):
+            return Gate(score=getattr(entry, "score", "raw"), rule=getattr(entry, "rule", None) or self.rule)
         if isinstance(entry, Required):
             return Gate("min", 1.0, rule=self.rule) if entry.required else Gate(rule=self.rule)
         direction = details["bound"] if isinstance(entry, Range) else METRICS[metric].direction

@@ -41,8 +41,8 @@ def _case_criterion(metric, value, steering_case, steering, fidelity_record, aga
         "half_max_alpha": result["half_max_alpha"],
     }
     unmeasured = result.get("unmeasured", {})
-    if metric in unmeasured:  # needs the teacher (reference mode): ungated, with the reason
-        fidelity_record(metric, Measured(None, reason=unmeasured[metric]), **details)
+    if metric in unmeasured:  # needs the teacher (reference mode): no value, so not gated (`config.Gates.gate`)
+        fidelity_record.configured(metric, Measured(None, reason=unmeasured[metric]), needs_teacher=True, **details)
         return
     chance = (result.get("transfer_ratio_chance") or {}) if against_chance else {}
     fidelity_record.configured(metric, Measured(value(result), **chance, reason=result["notes"].get(metric)), **details)

@@ -525,9 +525,13 @@ def test_reference_mode_lists_what_needs_the_teacher_and_measures_the_rest(pytes
     result.assert_outcomes(passed=8)
     data = json.loads((tmp_path / "report" / "fidelity.json").read_text())
     rows = {c["metric"]: c for c in data["criteria"] if c["suite"] == "steering"}
+    gates = load_config(config).gates
     for metric in ("transfer_ratio", "transfer_gap", "spearman"):
         assert rows[metric]["value"] is None and rows[metric]["reason"] == NEEDS_TEACHER, metric
-        assert rows[metric]["gated"] is False and rows[metric]["passed"] is None, metric
+        assert rows[metric]["gated"] is False and rows[metric]["passed"] is None and rows[metric]["needs_teacher"], metric
+    # the configured gate the leaderboard checks agrees; a value cannot hide behind needs_teacher
+    assert not gates.gate("transfer_ratio", None, needs_teacher=True).gated
+    assert gates.gate("transfer_ratio", 0.1, needs_teacher=True).gated
     assert rows["direction_fidelity"]["value"] > 0.999 and rows["direction_fidelity"]["chance"] < 0.5
     assert rows["random_control"]["value"] is not None and data["verdict"] == "pass"
     case = data["steering"]["behaviours"]["planted"]["1"]
