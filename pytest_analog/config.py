@@ -172,6 +172,7 @@ class Steering:
     batch_size: int
     seed: int
     min_native_effect: float
+    random_directions: int  # random analog directions whose mapped cosine is direction fidelity's chance level
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ class Benchmarks:
     num_fewshot: int | None
     limit: int | None
     batch_size: int
+    backend: Literal["hf", "vllm"]  # lm-eval's model of the teacher half: transformers (hf) or vLLM
 
 
 # -- gates: thresholds, scores and decision rules; a run never reads them, so changing one re-judges from the cache
@@ -277,6 +279,7 @@ class Gates:
     transfer_gap: AtMost
     spearman: AtLeast
     random_control: AtMost
+    direction_fidelity: Scored
     map_fvu: AtMost
     map_cosine: AtLeast
     benchmarks: BenchmarkGates
@@ -293,11 +296,14 @@ class Gates:
 
         ``details`` select among a metric's gates: ``bound`` ("min"/"max") for a range,
         ``task`` and ``higher_is_better`` for a benchmark. A benchmark task with no retained
-        fraction (``value`` None: the teacher is not above chance) is reported, not gated.
+        fraction (``value`` None: the teacher is not above chance) is reported, not gated, and so
+        is a criterion that ``needs_teacher`` and has no value (a teacher reference cannot measure it).
         """
         if metric in ("benchmark_retained", "benchmark_delta"):
             return self._benchmark_gate(metric, value, details.get("task"), details.get("higher_is_better", True))
         entry = getattr(self, metric)
+        if value is None and details.get("needs_teacher"):
+            return Gate(score=getattr(entry, "score", "raw"), rule=getattr(entry, "rule", None) or self.rule)
         if isinstance(entry, Required):
             return Gate("min", 1.0, rule=self.rule) if entry.required else Gate(rule=self.rule)
         direction = details["bound"] if isinstance(entry, Range) else METRICS[metric].direction
@@ -338,6 +344,9 @@ class Config:
         return dataclasses.asdict(self)
 
 
+# Criteria whose chance level is their own (random steering directions), not the chance.control model's.
+OWN_CHANCE = ("direction_fidelity",)
+
 # Value checks beyond the type: dotted key -> (predicate, what is expected).
 _RANGES = {
     "version": (lambda v: v == SCHEMA, f"{SCHEMA} (schema 1 kept thresholds beside settings; move them to gates: as README's Configuration shows)"),
@@ -369,6 +378,7 @@ _RANGES = {
     "steering.eval_items": (lambda v: v >= 1, "an integer >= 1"),
     "steering.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "steering.min_native_effect": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "steering.random_directions": (lambda v: v >= 2, "an integer >= 2"),
     "benchmarks.tasks": (lambda v: len(v) >= 1, "a non-empty list of task names or task YAML paths"),
     "benchmarks.num_fewshot": (lambda v: v is None or v >= 0, "null or an integer >= 0"),
     "benchmarks.limit": (lambda v: v is None or v >= 1, "null or an integer >= 1"),
@@ -409,7 +419,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     config = _build(Config, data, "", str(path or DEFAULTS_PATH))
     _check_thresholds(config, str(path or DEFAULTS_PATH))
     if config.chance.control == "none":
-        corrected = [name for name, c in vars(config.gates).items() if getattr(c, "score", "raw") == "corrected"]
+        corrected = [name for name, c in vars(config.gates).items()
+                     if getattr(c, "score", "raw") == "corrected" and name not in OWN_CHANCE]
         if corrected:
             raise AnalogError(
                 f"{path or DEFAULTS_PATH}: gates {', '.join(corrected)} use score: corrected, which needs a chance "

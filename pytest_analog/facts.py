@@ -195,6 +195,18 @@ METRICS = {
         (0.0, math.inf),
         direction="max",
     ),
+    "direction_fidelity": Metric(
+        "cosine of the analog's steering vector, mapped into the teacher, with the teacher's native vector",
+        "The analog's steering vector for the behaviour, carried into the teacher's space by the fitted map, "
+        "points this closely along the teacher's own vector (1: the same direction, 0: unrelated). Its chance "
+        "level is the same cosine for random analog directions carried through the same map. Needs no teacher "
+        "at gate time. Higher is better.",
+        "the analog's behaviour direction, carried into the teacher, points elsewhere than the teacher's own",
+        "add hidden-state alignment (analog-distill --align cosine), distil on more tokens, or carry the vector "
+        "from another analog layer (steering.analog_layers)",
+        (-1.0, 1.0),
+        direction="min",
+    ),
     "map_fvu": Metric(
         "held-out fraction of variance unexplained of the analog -> teacher activation map",
         "Residual variance of the mapped analog activations against the teacher's on held-out prompts, over the "

@@ -173,30 +173,46 @@ REPRESENTATION = Run(
 
 
 def _steering_inputs(session) -> Inputs:
-    from pytest_analog.prompts import load_prompts
-    from pytest_analog.steering.behaviours import load_behaviour
     from pytest_analog.layers import best_block_match
     from pytest_analog.steering.transfer import steering_layers
 
     s = session.analog_config.steering
-    behaviours = [load_behaviour(name) for name in s.behaviours]
-    prompts = load_prompts(session.analog_config.prompts.set, s.map_prompts)
+    teacher = _steering_teacher_inputs(session)
     # the analog layer of each steered teacher layer: the config's, or the CKA best block match (never layer 0)
     best = best_block_match(session.run("representation").cka_matrix) if s.analog_layers == "best_match" else None
     layer_pairs = steering_layers(s, *session.depths, best_match=best)
+    args = {key: teacher.args[key] for key in ("behaviours", "map_texts")}
+    return Inputs(args={**args, "layer_pairs": layer_pairs}, key={**teacher.key, "layer_pairs": layer_pairs})
+
+
+def _steering_teacher_inputs(session) -> Inputs:
+    from pytest_analog.prompts import load_prompts
+    from pytest_analog.steering.behaviours import load_behaviour
+    from pytest_analog.steering.transfer import steered_teacher_layers
+
+    s = session.analog_config.steering
+    behaviours = [load_behaviour(name) for name in s.behaviours]
+    prompts = load_prompts(session.analog_config.prompts.set, s.map_prompts)
+    layers = steered_teacher_layers(s, session.depths[0])  # the teacher's depth alone: never the analog's
     return Inputs(
-        args={"behaviours": behaviours, "layer_pairs": layer_pairs, "map_texts": prompts.texts},
-        key={"map_prompts": prompts.sha256, "layer_pairs": layer_pairs,
+        args={"behaviours": behaviours, "teacher_layers": layers, "map_texts": prompts.texts},
+        key={"map_prompts": prompts.sha256, "teacher_layers": layers,
              "behaviours": [hashlib.sha256(repr(b).encode()).hexdigest() for b in behaviours]},
     )
 
 
-def _steer(pair, config, *, behaviours, layer_pairs, map_texts):
+def _steering_teacher(teacher, config, *, behaviours, teacher_layers, map_texts):
+    from pytest_analog.steering.teacher import teacher_part
+
+    return teacher_part(teacher, config.steering, behaviours=behaviours, teacher_layers=teacher_layers, map_texts=map_texts)
+
+
+def _steer(pair, part, config, *, behaviours, layer_pairs, map_texts):
     from pytest_analog.steering.transfer import steering_analysis
 
     progress = progress_bar(len(behaviours) * len(layer_pairs), "steering (behaviour x layer)", unit="case")
-    results = steering_analysis(pair, behaviours, layer_pairs, config.steering, map_texts=map_texts, progress=progress,
-                                chance=config.chance)
+    results = steering_analysis(pair, behaviours, layer_pairs, config.steering, map_texts=map_texts, part=part,
+                                progress=progress, chance=config.chance)
     progress.close()
     return results
 
@@ -215,11 +231,17 @@ def _steering_section(done: Outcome, config: Config) -> dict[str, Any]:
 
 STEERING = Run(
     "steering",
+    needs_teacher=True,  # live: the transferred vector's effect is measured on the teacher
     reads=("steering", "chance.resamples", "chance.confidence", "chance.seed"),
     inputs=_steering_inputs,
     compute=_steer,
     result=_steering_results,
     section=_steering_section,
+    # what the teacher half reads: not the analog's layers, map or chance settings
+    teacher_reads=("steering.position", "steering.method", "steering.alphas", "steering.from_position", "steering.max_length",
+                   "steering.train_items", "steering.eval_items", "steering.batch_size", "steering.seed"),
+    teacher_inputs=_steering_teacher_inputs,
+    teacher=_steering_teacher,
 )
 
 
@@ -230,14 +252,27 @@ def _benchmark_inputs(session) -> Inputs:
     from pytest_analog.evals import resolve_tasks
 
     tasks = session.tasks or resolve_tasks(session.analog_config.benchmarks.tasks)
-    verbose = session.pytest_config.get_verbosity() >= 2  # -vv: lm-eval's warnings and progress bars
+    verbose = session.verbose
     return Inputs(args={"tasks": tasks, "verbose": verbose}, key={"tasks": tasks.sha256})
 
 
-def _evaluate(pair, config, *, tasks, verbose):
-    from pytest_analog.evals import run_pair
+def _benchmark_teacher_inputs(session) -> Inputs:
+    from pytest_analog.versions import package_version
 
-    return run_pair(pair, tasks, config.benchmarks, seed=config.seed, verbose=verbose)
+    inputs = _benchmark_inputs(session)  # a reference built on other tasks or another lm-eval is refused
+    return Inputs(inputs.args, {**inputs.key, "lm_eval": package_version("lm_eval")})
+
+
+def _benchmark_teacher(teacher, config, *, tasks, verbose):
+    from pytest_analog.evals import teacher_part
+
+    return teacher_part(teacher, config, tasks=tasks, verbose=verbose)
+
+
+def _evaluate(pair, part, config, *, tasks, verbose):
+    from pytest_analog.evals import analog_results
+
+    return analog_results(pair, part, config, tasks=tasks, verbose=verbose)
 
 
 def _compared(payload):
@@ -263,6 +298,9 @@ BENCHMARKS = Run(
     result=_compared,
     section=_benchmarks_section,
     packages=("lm_eval", "torch", "transformers"),
+    teacher_reads=("benchmarks.num_fewshot", "benchmarks.limit", "benchmarks.batch_size", "benchmarks.backend", "seed"),
+    teacher_inputs=_benchmark_teacher_inputs,
+    teacher=_benchmark_teacher,
 )
 
 

@@ -73,6 +73,11 @@ class AnalogSession:
         """True when the command line or ini names an analog and its teacher or the teacher's reference."""
         return self.settings.student is not None
 
+    @property
+    def verbose(self) -> bool:
+        """-vv: lm-eval's warnings and progress bars are shown."""
+        return self.pytest_config.get_verbosity() >= 2
+
     @functools.cached_property
     def cache_dir(self) -> Path | None:
         """Where measurements and file hashes are cached; created on first use only."""
@@ -201,8 +206,7 @@ class AnalogSession:
         if name not in self._runs:
             self._require()
             spec = RUNS[name]
-            with self.showing_progress():
-                part = self.guarded(self.teacher_half.part, spec)
+            part = self.part(name)
             inputs = self.guarded(spec.inputs, self)
             key = self._cache_key(spec, inputs) if self.cache_dir else None  # hashes the analog's files
             payload = cache.load(self.cache_dir / name, key) if key else None
@@ -215,6 +219,12 @@ class AnalogSession:
                     cache.store(self.cache_dir / name, key, payload)
             self._runs[name] = Outcome(payload, cached, self.guarded(spec.result, payload))
         return self._runs[name].result
+
+    def part(self, name: str):
+        """The teacher's `Part` of run ``name``: from the reference, the cache or the teacher (`TeacherHalf`)."""
+        self._require()
+        with self.showing_progress():
+            return self.guarded(self.teacher_half.part, RUNS[name])
 
     def _cache_key(self, spec: Run, inputs: Inputs) -> str:
         """What a run's result depends on: the teacher's part (its files' hashes), the analog's files, device and
@@ -259,8 +269,16 @@ class AnalogSession:
         if model not in ("teacher", "analog"):
             raise AnalogError(f"steering_vector model must be 'teacher' or 'analog', got {model!r}")
         s = self.analog_config.steering
-        items = self.guarded(load_behaviour, behaviour).train[: s.train_items]
-        loaded = getattr(self.pair(), model)
+        loaded_behaviour = self.guarded(load_behaviour, behaviour)
+        if model == "teacher" and self.settings.reference:  # a teacher reference: its stored native vector
+            tensors = self.part("steering").tensors
+            name = f"{loaded_behaviour.name}/{layer}/native"
+            if name not in tensors:
+                _lacks("steering", f"native vector of {loaded_behaviour.name!r} at teacher layer {layer}",
+                       "steering.behaviours and steering.teacher_layers")
+            return tensors[name]
+        loaded = self.analog_model() if model == "analog" else self.pair().teacher
+        items = loaded_behaviour.train[: s.train_items]
         return self.guarded(
             extract, loaded, [i.positive for i in items], [i.negative for i in items], layer,
             position=s.position, method=s.method, batch_size=s.batch_size,
@@ -279,13 +297,22 @@ class AnalogSession:
 
     def _steering_map(self, teacher_layer: int, analog_layer: int, kind: str):
         from pytest_analog.prompts import load_prompts
-        from pytest_analog.steering.transfer import fit_maps
+        from pytest_analog.steering.transfer import MapStates, fit_maps
 
         s = self.analog_config.steering
         prompts = self.guarded(load_prompts, self.analog_config.prompts.set, s.map_prompts)
+        from pytest_analog.models import ModelPair
+
+        teacher, pair = None, None
+        if self.settings.reference:  # a teacher reference: its stored activations on the map prompts
+            pair = ModelPair(self.teacher_half.stand_in(), self.analog_model())
+            part = self.part("steering")
+            if f"map/{teacher_layer}" not in part.tensors:
+                _lacks("steering", f"teacher activations at layer {teacher_layer} for steering maps", "steering.teacher_layers")
+            teacher = MapStates({teacher_layer: part.tensors[f"map/{teacher_layer}"]}, part.meta["map_lengths"])
         fitted = self.guarded(
-            fit_maps, self.pair(), prompts.texts, [(teacher_layer, analog_layer)], kinds=(kind,),
-            ridge=s.ridge, steps=s.autoencoder_steps, seed=s.seed, max_length=s.max_length, batch_size=s.batch_size,
+            fit_maps, pair or self.pair(), prompts.texts, [(teacher_layer, analog_layer)], kinds=(kind,), ridge=s.ridge,
+            steps=s.autoencoder_steps, seed=s.seed, max_length=s.max_length, batch_size=s.batch_size, teacher=teacher,
         )
         return fitted[(teacher_layer, analog_layer)]["maps"][kind]
 
@@ -519,6 +546,11 @@ class AnalogSession:
             why = "partial run" if self._partial else "no model was measured"
             written = f"submission: {self.submitted}" if self.submitted else f"submission: none written ({why})"
             terminalreporter.write_line(written)
+
+
+def _lacks(run: str, what: str, settings: str) -> None:
+    """A fixture asks a teacher reference for what it does not hold: one line naming it."""
+    raise AnalogError(f"the teacher reference's {run} part holds no {what}; build the reference with {settings} including it")
 
 
 def _check_steering(settings, depths) -> None:

@@ -3,8 +3,11 @@
 For each behaviour set and steered teacher layer (``steering`` in the config):
 the analog's mean-difference vector, carried to the teacher through a map fitted
 on paired activations, against the teacher's native vector and an equal-norm
-random vector, over norm-relative doses. Everything is measured once per
-session (`AnalogSession.run`) and reported under ``steering`` in fidelity.json.
+random vector, over norm-relative doses, and its direction against the native
+one. Everything is measured once per session (`AnalogSession.run`) and reported
+under ``steering`` in fidelity.json. Against a teacher reference the teacher
+cannot run the transferred vector: the criteria that need it are recorded with
+no value and the reason, neither passed nor failed.
 """
 
 import pytest
@@ -31,15 +34,18 @@ def steering(analog_session):
 def _case_criterion(metric, value, steering_case, steering, fidelity_record, against_chance=False):
     behaviour, layer = steering_case
     result = steering["behaviours"][behaviour][layer]
+    details = {
+        "behaviour": behaviour,
+        "steering_layer": layer,  # not teacher_layer: five behaviours per layer are not a per-layer curve
+        "analog_layer": result["analog_layer"],
+        "half_max_alpha": result["half_max_alpha"],
+    }
+    unmeasured = result.get("unmeasured", {})
+    if metric in unmeasured:  # needs the teacher (reference mode): no value, so not gated (`config.Gates.gate`)
+        fidelity_record.configured(metric, Measured(None, reason=unmeasured[metric]), needs_teacher=True, **details)
+        return
     chance = (result.get("transfer_ratio_chance") or {}) if against_chance else {}
-    fidelity_record.configured(
-        metric,
-        Measured(value(result), **chance, reason=result["notes"].get(metric)),
-        behaviour=behaviour,
-        steering_layer=layer,  # not teacher_layer: five behaviours per layer are not a per-layer curve
-        analog_layer=result["analog_layer"],
-        half_max_alpha=result["half_max_alpha"],
-    )
+    fidelity_record.configured(metric, Measured(value(result), **chance, reason=result["notes"].get(metric)), **details)
 
 
 def test_transfer_ratio(steering_case, steering, fidelity_record):
@@ -57,6 +63,18 @@ def test_dose_response(steering_case, steering, fidelity_record):
 
 def test_random_control(steering_case, steering, fidelity_record):
     _case_criterion("random_control", lambda r: r["random_control"], steering_case, steering, fidelity_record)
+
+
+def test_direction_fidelity(steering_case, steering, fidelity_record):
+    behaviour, layer = steering_case
+    result = steering["behaviours"][behaviour][layer]
+    fidelity_record.configured(
+        "direction_fidelity",
+        Measured(**result["direction_fidelity"]),
+        behaviour=behaviour,
+        steering_layer=layer,
+        analog_layer=result["analog_layer"],
+    )
 
 
 @pytest.mark.parametrize("metric", ["map_fvu", "map_cosine"])

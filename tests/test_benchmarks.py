@@ -252,6 +252,46 @@ def test_evaluate_leaves_the_callers_generators_and_train_mode_alone(tiny_dir):
     json.dumps(results)  # JSON-able as it is
 
 
+def test_deltas_from_a_stored_teacher_part_equal_the_live_deltas(tiny_dir, tiny_random_dir, tmp_path):
+    """Issue 14: the teacher's per-item results, written to a reference and read back, give the paired
+    deltas of both models run side by side, and the analog half runs only the analog."""
+    from pytest_analog import models
+    from pytest_analog.evals import analog_results, teacher_part
+    from pytest_analog.reference import store
+
+    config = load_config(**{"benchmarks.limit": 12})
+    tasks = resolve_tasks(["analog_capitals", "analog_text_perplexity"])
+    pair = models.load_pair(str(tiny_dir), str(tiny_random_dir), device="cpu", dtype="float32")
+    run = dict(batch_size=16, limit=12, fewshot_seed=config.seed)
+    live = compare(*(evaluate(m.model, m.tokenizer, tasks, name=m.info["id"], **run) for m in (pair.teacher, pair.analog)))
+
+    part = teacher_part(pair.teacher, config, tasks=tasks)
+    reference = store.write(store.build(pair.teacher.info, {"benchmarks": part}, pair.teacher.tokenizer, {}), tmp_path / "ref")
+    stored = store.load(reference.path).part("benchmarks")
+    assert stored.meta == json.loads(json.dumps(part.meta)) and stored.tensors == {}
+    pair.teacher.model = None  # as in reference mode: the analog half must not need it
+    from_store = compare(**analog_results(pair, stored, config, tasks=tasks))
+    assert from_store == compare(**analog_results(pair, part, config, tasks=tasks)) == live
+    assert live["analog_capitals"]["delta"] != 0 and live["analog_capitals"]["delta_se"] > 0
+
+
+def test_the_vllm_backend_without_vllm_is_a_one_line_error(tiny_dir, monkeypatch):
+    import importlib.util
+
+    from pytest_analog import models
+    from pytest_analog.evals import teacher_part
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    teacher = models.load_model(str(tiny_dir), device="cpu", dtype="float32")
+    config = load_config(**{"benchmarks.backend": "vllm", "benchmarks.limit": 2})
+    with pytest.raises(AnalogError, match=r"^benchmarks.backend is vllm, but vLLM is not installed: pip install vllm") as error:
+        teacher_part(teacher, config, tasks=resolve_tasks(["analog_capitals"]))
+    assert "\n" not in str(error.value)
+    with pytest.raises(AnalogError, match="'benchmarks.backend' must be 'hf' or 'vllm', got 'vlm'"):
+        load_config(**{"benchmarks.backend": "vlm"})
+
+
 @pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
 def test_lm_eval_warnings_and_progress_bars_only_when_asked(tiny_dir, capfd, caplog, verbose):
     import logging
@@ -312,7 +352,7 @@ def test_suite_scores_equal_lm_eval_run_on_its_own_and_are_cached(pytester, tiny
     def no_rerun(*args, **kwargs):
         raise AssertionError("lm-eval ran again for an unchanged pair")
 
-    monkeypatch.setattr("pytest_analog.evals.run_pair", no_rerun)
+    monkeypatch.setattr("pytest_analog.evals.evaluate", no_rerun)
     pytester.runpytest(*args).assert_outcomes(passed=2)
     again = json.loads((pytester.path / "out" / "fidelity.json").read_text())["benchmarks"]
     assert again["cached"] is True and again["tasks"] == section["tasks"]

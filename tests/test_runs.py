@@ -63,14 +63,21 @@ class _Recording:
         return value
 
 
-def _reads(name, pair, config, *teacher_part, **inputs) -> set[str]:
-    seen: set[str] = set()
-    json.dumps(RUNS[name].compute(pair, *teacher_part, _Recording(config, "", seen), **inputs))  # and the payload is JSON
-    return seen
+def _reads(name, pair, config, teacher_inputs=None, **inputs) -> tuple[set[str], set[str]]:
+    """The config keys the run's analog half and teacher half read (and both results are JSON)."""
+    run, seen, seen_teacher = RUNS[name], set(), set()
+    halves = (pair,)
+    if run.teacher:
+        part = run.teacher(pair.teacher, _Recording(config, "", seen_teacher), **teacher_inputs)
+        json.dumps(part.meta)
+        halves = (pair, part)
+    json.dumps(run.compute(*halves, _Recording(config, "", seen), **inputs))
+    return seen, seen_teacher
 
 
 def test_each_run_reads_only_the_settings_its_key_holds(tiny_dir):
-    """A value a computation reads but its key misses would let a stale cache entry through."""
+    """A value a computation reads but its key misses would let a stale cache entry (or a teacher
+    reference built with other settings) through."""
     from pytest_analog.evals import resolve_tasks
     from pytest_analog.prompts import load_prompts
     from pytest_analog.steering import load_behaviour
@@ -81,21 +88,25 @@ def test_each_run_reads_only_the_settings_its_key_holds(tiny_dir):
     })
     pair = models.load_pair(str(tiny_dir), str(tiny_dir), device="cpu", dtype="float32")
     prompts = load_prompts("default", 12)
-    teacher_seen: set[str] = set()
-    part = RUNS["representation"].teacher(pair.teacher, _Recording(config, "", teacher_seen), prompts=prompts)
-    assert [path for path in teacher_seen if not any(_covers(read, path) for read in RUNS["representation"].teacher_reads)] == []
-    assert {"logits.top_k", "reference.dtype", "layers.matrix_rows"} <= teacher_seen
+    behaviours = [load_behaviour("sentiment")]
+    tasks = {"tasks": resolve_tasks(["analog_capitals"]), "verbose": False}
     computed = {
-        "representation": _reads("representation", pair, config, part, prompts=prompts, with_logits=True),
-        "steering": _reads("steering", pair, config, behaviours=[load_behaviour("sentiment")], layer_pairs={1: 1},
-                           map_texts=prompts.texts[:10]),
-        "benchmarks": _reads("benchmarks", pair, config, tasks=resolve_tasks(["analog_capitals"]), verbose=False),
+        "representation": _reads("representation", pair, config, teacher_inputs={"prompts": prompts}, prompts=prompts,
+                                 with_logits=True),
+        "steering": _reads("steering", pair, config, behaviours=behaviours, layer_pairs={1: 1}, map_texts=prompts.texts[:10],
+                           teacher_inputs={"behaviours": behaviours, "teacher_layers": [1], "map_texts": prompts.texts[:10]}),
+        "benchmarks": _reads("benchmarks", pair, config, teacher_inputs=tasks, **tasks),
     }
-    for name, seen in computed.items():
+    for name, (seen, seen_teacher) in computed.items():
         assert seen, name
         assert [path for path in seen if not any(_covers(read, path) for read in RUNS[name].reads)] == [], name
-    assert {"representation.cka.debiased", "positions.skip_first", "chance.resamples"} <= computed["representation"]
-    assert {"steering.alphas", "chance.seed"} <= computed["steering"]
+        assert [path for path in seen_teacher if not any(_covers(read, path) for read in RUNS[name].teacher_reads)] == [], name
+        assert bool(seen_teacher) == bool(RUNS[name].teacher), name
+    assert {"representation.cka.debiased", "positions.skip_first", "chance.resamples"} <= computed["representation"][0]
+    assert {"steering.map", "chance.seed"} <= computed["steering"][0]
+    assert {"steering.alphas", "steering.train_items"} <= computed["steering"][1]
+    assert "benchmarks.backend" in computed["benchmarks"][1]
+    assert {"logits.top_k", "reference.dtype", "layers.matrix_rows"} <= computed["representation"][1]
 
 
 def test_a_threshold_change_rejudges_from_the_cache_without_loading_a_model(pytester, tiny_dir, tiny_random_dir, monkeypatch):

@@ -357,7 +357,7 @@ def test_steering_suite_end_to_end_reports_criteria_plot_and_numbers(pytester, p
     monkeypatch.setattr(models, "load_pair", no_model)
     (pytester.path / "test_user.py").unlink()  # its fixtures need the models
     write_yaml(config, {"steering": steering, "gates": {**gates, "transfer_ratio": {"min": 1.5}}})
-    pytester.runpytest(*args).assert_outcomes(passed=5, failed=1)
+    pytester.runpytest(*args).assert_outcomes(passed=6, failed=1)
     again = json.loads((report / "fidelity.json").read_text())
     assert again["steering"]["cached"] is True and again["steering"]["behaviours"] == data["steering"]["behaviours"]
     ratio = next(c for c in again["criteria"] if c["metric"] == "transfer_ratio")
@@ -380,3 +380,159 @@ def test_bad_steering_config_is_a_usage_error_before_models_load(pytester, tiny_
                                 "--analog-suites=steering", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+# -- teacher references: the teacher half as a stored part, direction fidelity, reference mode --------
+
+
+def _small_settings(**changes):
+    small = dict(alphas=[-2.0, 0.0, 1.0, 2.0], map_prompts=20, train_items=16, eval_items=8, autoencoder_steps=20, random_directions=50)
+    return dataclasses.replace(load_config().steering, **{**small, **changes})
+
+
+def test_the_steering_part_read_back_from_a_reference_gives_the_live_values(planted_dir, tiny_random_dir, tmp_path):
+    """Issue 14: the teacher half written with `store.write` and read with `store.load` gives the analog half
+    the same values as the part in memory, and those are the values of the live run."""
+    import json
+
+    from pytest_analog.reference import store
+    from pytest_analog.steering.teacher import teacher_part
+
+    pair = load_pair(str(planted_dir[0]), str(tiny_random_dir), device="cpu", dtype="float32")
+    settings, behaviours = _small_settings(), [_planted_behaviour()]
+    part = teacher_part(pair.teacher, settings, behaviours=behaviours, teacher_layers=[1], map_texts=TEXTS)
+    assert sorted(part.tensors) == ["map/1", "planted/1/differences", "planted/1/native"]
+    assert part.tensors["map/1"].shape == (sum(part.meta["map_lengths"]), 32)
+    written = store.write(store.build(pair.teacher.info, {"steering": part}, pair.teacher.tokenizer, {}), tmp_path / "ref")
+    stored = store.load(written.path).part("steering")
+
+    def analog_half(p, layers):
+        return json.loads(json.dumps(steering_analysis(pair, behaviours, layers, settings, map_texts=TEXTS, part=p)))
+
+    for layers in ({1: 1}, {1: 2}):  # the analog layer is the analog half's choice; the part serves each
+        in_memory = analog_half(part, layers)
+        assert analog_half(stored, layers) == in_memory
+        assert json.loads(json.dumps(steering_analysis(pair, behaviours, layers, settings, map_texts=TEXTS))) == in_memory
+    case = in_memory["behaviours"]["planted"]["1"]
+    assert set(case["probability"]) == {"native", "transferred", "random"} and "unmeasured" not in case
+    train = behaviours[0].train
+    live = extract(pair.teacher, [i.positive for i in train], [i.negative for i in train], 1, batch_size=settings.batch_size)
+    assert torch.equal(stored.tensors["planted/1/native"], live)  # the steering_vector fixture's, live or stored
+
+
+def test_direction_fidelity_is_the_cosine_of_the_mapped_vector_against_mapped_random_directions():
+    """The value, the mapped random directions and the chance level written out with numpy."""
+    from math import exp, lgamma, pi, sqrt
+
+    from pytest_analog.steering.fidelity import direction_fidelity, mapped_random_directions
+    from pytest_analog.steering.maps import AffineMap
+
+    rng = np.random.default_rng(0)
+    d_s, d_t, n = 24, 40, 16
+    weight, bias = rng.normal(size=(d_s, d_t)), rng.normal(size=d_t)
+    mapping = AffineMap("ridge", torch.from_numpy(weight), torch.from_numpy(bias))
+    positive, negative = rng.normal(size=(n, d_s)), rng.normal(size=(n, d_s))
+    differences = rng.normal(size=(n, d_t)) + 3.0
+    native = differences.mean(0)
+    mapped = (positive.mean(0) - negative.mean(0)) @ weight
+    out = direction_fidelity(mapping, torch.from_numpy(positive), torch.from_numpy(negative), torch.from_numpy(differences),
+                             torch.from_numpy(native), method="mean", draws=400, seed=3, resamples=100)
+    assert out["value"] == pytest.approx(mapped @ native / np.linalg.norm(mapped) / np.linalg.norm(native), abs=1e-12)
+    # a random direction r of the analog vector's norm is carried as r W (the bias cancels)
+    norm = np.linalg.norm(positive.mean(0) - negative.mean(0))
+    carried = mapped_random_directions(mapping, torch.from_numpy(negative), norm, 400, 3).numpy()
+    r = torch.randn(400, d_s, generator=torch.Generator().manual_seed(3), dtype=torch.float64).numpy()
+    expected = norm * r / np.linalg.norm(r, axis=1, keepdims=True) @ weight
+    np.testing.assert_allclose(carried, expected, rtol=1e-9, atol=1e-9)
+    cosines = np.abs(expected @ native) / np.linalg.norm(expected, axis=1) / np.linalg.norm(native)
+    assert out["chance"] == pytest.approx(cosines.mean(), abs=1e-12)
+    low, high = out["interval"]
+    assert low <= out["value"] <= high and out["chance_interval"][0] <= out["chance"] <= out["chance_interval"][1]
+    # an identity map: the analog's vector is carried as it is, and random directions are uniform on the
+    # sphere, whose mean |cos| with a fixed vector in d dimensions is Γ(d/2) / (√π Γ((d+1)/2))
+    identity = AffineMap("ridge", torch.eye(d_t, dtype=torch.float64), torch.zeros(d_t, dtype=torch.float64))
+    same = rng.normal(size=(n, d_t))
+    own = direction_fidelity(identity, torch.from_numpy(same + differences), torch.from_numpy(same), torch.from_numpy(differences),
+                             torch.from_numpy(native), method="mean", draws=4000, seed=1, resamples=0)
+    uniform = exp(lgamma(d_t / 2) - lgamma((d_t + 1) / 2)) / sqrt(pi)
+    assert own["value"] == pytest.approx(1.0, abs=1e-12) and own["interval"] is None
+    assert own["chance"] == pytest.approx(uniform, abs=4 * sqrt((1 / d_t - uniform**2) / 4000))
+
+
+def test_a_model_against_itself_has_direction_fidelity_one_and_chance_near_zero(bos_tokenizer, tmp_path):
+    from math import sqrt
+
+    model = tiny_llama(bos_tokenizer, hidden=128, layers=2)
+    folder = save_model(model, bos_tokenizer, tmp_path / "wide")
+    pair = load_pair(str(folder), str(folder), device="cpu", dtype="float32")
+    from pytest_analog.steering.teacher import teacher_part
+
+    behaviours, texts = [load_behaviour("sentiment")], load_prompts("default", 64).texts
+    settings = _small_settings(map_prompts=64, random_directions=200, alphas=[0.0, 0.1], eval_items=2)
+    part = teacher_part(pair.teacher, settings, behaviours=behaviours, teacher_layers=[1], map_texts=texts)
+    for kind in ("ridge", "procrustes"):
+        result = steering_analysis(pair, behaviours, {1: 1}, dataclasses.replace(settings, map=kind), map_texts=texts, part=part)
+        fidelity = result["behaviours"]["sentiment"][1]["direction_fidelity"]
+        assert fidelity["value"] > 0.999, kind
+        assert fidelity["chance"] < 2 / sqrt(128), kind  # uniform directions in 128 dimensions: 0.07
+
+
+def test_reference_mode_lists_what_needs_the_teacher_and_measures_the_rest(pytester, planted_dir, tmp_path):
+    """Without the teacher's model (a teacher reference) the transfer ratio, its gap and the transferred dose
+    response are recorded with no value and the reason, neither passed nor failed; direction fidelity and the
+    random control are measured from the part; the fixtures read the part or name what it lacks."""
+    import json
+
+    from pytest_analog.steering.transfer import NEEDS_TEACHER
+    from tests.conftest import write_yaml
+
+    behaviour = tmp_path / "planted.jsonl"
+    lines = [{"prompt": t + "\nAnswer:", "matching": "{", "other": "}", "split": "train" if k < 16 else "eval"}
+             for k, t in enumerate(TEXTS)]
+    behaviour.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    steering = {"behaviours": [str(behaviour)], "teacher_layers": [1], "analog_layers": {1: 1}, "alphas": [-1.0, 0.0, 1.0, 2.0],
+                "map_prompts": 20, "train_items": 16, "eval_items": 8, "autoencoder_steps": 20, "random_directions": 50}
+    config = write_yaml(tmp_path / "analog.yaml", {"steering": steering, "gates": {"random_control": {"max": None}}})
+    pytester.makeconftest("""
+        import pytest
+
+        @pytest.fixture(scope="session", autouse=True)
+        def reference_mode(analog_session):
+            analog_session.part("steering")  # the teacher half, while the teacher is loaded
+            analog_session.pair().teacher.model = None  # from here on the teacher is its part only, as in reference mode
+    """)
+    pytester.makepyfile(test_user=f"""
+        import pytest
+        import torch
+
+        from pytest_analog.errors import AnalogError
+
+        def test_fixtures(steering_vector, steering_map, analog_session):
+            native = steering_vector({str(behaviour)!r}, 1)
+            assert native is analog_session.part("steering").tensors["planted/1/native"]
+            carried = steering_vector({str(behaviour)!r}, 1, model="analog") @ steering_map(1, analog_layer=1).weight
+            assert torch.cosine_similarity(native, carried, dim=0) > 0.999
+            with pytest.raises(AnalogError, match="^the teacher reference's steering part holds no native vector of 'planted' "
+                                                  "at teacher layer 2; build the reference with steering.behaviours and "
+                                                  "steering.teacher_layers including it$"):
+                steering_vector({str(behaviour)!r}, 2)
+            with pytest.raises(AnalogError, match="holds no teacher activations at layer 2 for steering maps"):
+                steering_map(2, analog_layer=1)
+    """)
+    model = planted_dir[0]
+    result = pytester.runpytest(f"--analog-teacher={model}", f"--analog-student={model}", f"--analog-config={config}",
+                                f"--analog-report={tmp_path / 'report'}", "--analog-suites=steering", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=8)
+    data = json.loads((tmp_path / "report" / "fidelity.json").read_text())
+    rows = {c["metric"]: c for c in data["criteria"] if c["suite"] == "steering"}
+    gates = load_config(config).gates
+    for metric in ("transfer_ratio", "transfer_gap", "spearman"):
+        assert rows[metric]["value"] is None and rows[metric]["reason"] == NEEDS_TEACHER, metric
+        assert rows[metric]["gated"] is False and rows[metric]["passed"] is None and rows[metric]["needs_teacher"], metric
+    # the configured gate the leaderboard checks agrees; a value cannot hide behind needs_teacher
+    assert not gates.gate("transfer_ratio", None, needs_teacher=True).gated
+    assert gates.gate("transfer_ratio", 0.1, needs_teacher=True).gated
+    assert rows["direction_fidelity"]["value"] > 0.999 and rows["direction_fidelity"]["chance"] < 0.5
+    assert rows["random_control"]["value"] is not None and data["verdict"] == "pass"
+    case = data["steering"]["behaviours"]["planted"]["1"]
+    assert set(case["probability"]) == {"native", "random"} and case["transfer_ratio"] is None

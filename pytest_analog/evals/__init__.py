@@ -1,7 +1,9 @@
 """Benchmark deltas on lm-evaluation-harness: which capabilities does the analog keep?
 
 `resolve_tasks` finds the tasks, `evaluate` runs lm-eval on one loaded model,
-`compare` turns both models' per-sample results into paired deltas.
+`teacher_part` keeps the teacher's results (a teacher reference's part),
+`analog_results` runs the analog beside them, and `compare` turns both
+models' per-sample results into paired deltas.
 """
 
 from __future__ import annotations
@@ -10,30 +12,43 @@ from typing import Any
 
 from pytest_analog.criterion import Measured
 from pytest_analog.evals.deltas import compare, paired_delta, retained_fraction
-from pytest_analog.evals.runner import evaluate
+from pytest_analog.evals.runner import evaluate, evaluate_vllm
 from pytest_analog.evals.tasks import TaskSet, resolve_tasks, shipped_task_names
 
 
-def run_pair(pair, tasks: TaskSet, settings, *, seed: int, verbose: bool = False) -> dict[str, Any]:
-    """lm-eval results of the teacher and the analog (`ModelPair`) on ``tasks`` (`config.Benchmarks`);
-    ``verbose`` shows lm-eval's warnings and progress bars."""
-    return {
-        role: evaluate(
-            loaded.model,
-            loaded.tokenizer,
-            tasks,
-            name=loaded.info["id"],
-            batch_size=settings.batch_size,
-            num_fewshot=settings.num_fewshot,
-            limit=settings.limit,
-            fewshot_seed=seed,
-            verbose=verbose,
-        )
-        for role, loaded in (("teacher", pair.teacher), ("analog", pair.analog))
-    }
+def teacher_part(teacher, config, *, tasks: TaskSet, verbose: bool = False):
+    """The teacher half of the benchmarks run: lm-eval's results of ``teacher`` (a `LoadedModel`) on
+    ``tasks``, per-item samples included, as a `reference.store.Part` (all JSON, no tensors).
+
+    ``benchmarks.backend: vllm`` runs the teacher on lm-eval's vLLM backend from its local files.
+    """
+    from pytest_analog.reference.store import Part
+
+    settings = config.benchmarks
+    common = dict(batch_size=settings.batch_size, num_fewshot=settings.num_fewshot, limit=settings.limit,
+                  fewshot_seed=config.seed, verbose=verbose)
+    if settings.backend == "vllm":
+        results = evaluate_vllm(teacher.source, tasks, name=teacher.info["id"], dtype=teacher.info["dtype"], **common)
+    else:
+        results = evaluate(teacher.model, teacher.tokenizer, tasks, name=teacher.info["id"], **common)
+    return Part({}, results)
 
 
-__all__ = ["TaskSet", "compare", "criterion", "evaluate", "paired_delta", "resolve_tasks", "retained_fraction", "run_pair", "shipped_task_names"]
+def analog_results(pair, part, config, *, tasks: TaskSet, verbose: bool = False) -> dict[str, Any]:
+    """The analog half: lm-eval's results of the analog alone beside the teacher's from ``part``
+    (``{"teacher": stored, "analog": fresh}``, what `compare` reads); the teacher does not run."""
+    settings = config.benchmarks
+    analog = evaluate(
+        pair.analog.model, pair.analog.tokenizer, tasks, name=pair.analog.info["id"], batch_size=settings.batch_size,
+        num_fewshot=settings.num_fewshot, limit=settings.limit, fewshot_seed=config.seed, verbose=verbose,
+    )
+    return {"teacher": part.meta, "analog": analog}
+
+
+__all__ = [
+    "TaskSet", "analog_results", "compare", "criterion", "evaluate", "evaluate_vllm", "paired_delta", "resolve_tasks",
+    "retained_fraction", "shipped_task_names", "teacher_part",
+]
 
 
 def criterion(row: dict[str, Any], by_delta: bool) -> tuple[str, Measured, dict[str, Any]]:

@@ -10,6 +10,8 @@ puts the model in eval mode: its train/eval mode is restored afterwards.
 lm-eval names a preloaded model by a path it guesses, so the name is ours.
 Its warnings (one "`pretrained` model kwarg is not of type `str`" per model) and its
 per-request progress bars stay out of the terminal unless ``verbose``.
+`evaluate_vllm` runs the same on lm-eval's vLLM backend from the model's files
+(a teacher too large for transformers' forward passes), where vLLM is installed.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def evaluate(
     fewshot_seed: int = 0,
     verbose: bool = False,
 ) -> dict[str, Any]:
-    """lm-eval's results for one model, as a JSON-able dict.
+    """lm-eval's results for one loaded model, as a JSON-able dict.
 
     The dict is `simple_evaluate`'s, with ``samples`` reduced to the per-sample
     metric values (``{task: [{"doc_id", "filter", "n_choices"?, METRIC: value}]}``,
@@ -51,16 +53,61 @@ def evaluate(
     and ``lm_eval_version``. Errors are raised either way; ``verbose`` lets lm-eval's
     warnings and progress bars through.
     """
-    from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
     was_training = model.training
     try:
+        return _evaluate(
+            lambda: HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_batch_size=batch_size),
+            tasks, name=name, num_fewshot=num_fewshot, limit=limit, fewshot_seed=fewshot_seed, verbose=verbose,
+        )
+    finally:
+        model.train(was_training)
+
+
+def evaluate_vllm(
+    source,
+    tasks: TaskSet,
+    *,
+    name: str,
+    dtype: str,
+    batch_size: int,
+    num_fewshot: int | None = None,
+    limit: float | None = None,
+    fewshot_seed: int = 0,
+    verbose: bool = False,
+) -> dict[str, Any]:
+    """`evaluate` on lm-eval's vLLM backend, reading the model from its local files (`models.ModelSource`)
+    in ``dtype``; a model spread over GPUs (``device_map="auto"``) runs tensor-parallel over all of them.
+
+    Raises:
+        AnalogError: vLLM is not installed.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise AnalogError("benchmarks.backend is vllm, but vLLM is not installed: pip install vllm (or set benchmarks.backend: hf)")
+
+    def vllm_model():
+        import torch
+        from lm_eval.models.vllm_causallms import VLLM
+
+        path = source.directory / source.gguf_file if source.gguf_file else source.directory
+        gpus = max(1, torch.cuda.device_count())
+        return VLLM(pretrained=str(path), dtype=dtype, batch_size=batch_size, tensor_parallel_size=gpus, seed=fewshot_seed)
+
+    return _evaluate(vllm_model, tasks, name=name, num_fewshot=num_fewshot, limit=limit, fewshot_seed=fewshot_seed, verbose=verbose)
+
+
+def _evaluate(make_model, tasks: TaskSet, *, name: str, num_fewshot, limit, fewshot_seed: int, verbose: bool) -> dict[str, Any]:
+    """`simple_evaluate` on the lm-eval model ``make_model()`` builds, its results made JSON-able (`evaluate`)."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    try:
         with _callers_generators(), contextlib.nullcontext() if verbose else _quiet_lm_eval():
-            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_batch_size=batch_size)
             results = simple_evaluate(
-                lm,
+                make_model(),
                 tasks=tasks.specs,
                 task_manager=TaskManager(include_defaults=bool(tasks.registry)),
                 num_fewshot=num_fewshot,
@@ -75,8 +122,6 @@ def evaluate(
     except (KeyError, ValueError, TypeError, FileNotFoundError) as exc:  # a task lm-eval cannot build or run
         message = " ".join(str(exc).split())[:300]
         raise AnalogError(f"lm-eval could not run tasks {', '.join(tasks.names)} on {name}: {type(exc).__name__}: {message}") from None
-    finally:
-        model.train(was_training)
     samples = results.pop("samples")
     results = json.loads(json.dumps(results, default=str))
     results["samples"] = {task: [_compact(s, results["configs"][task]) for s in rows] for task, rows in samples.items()}

@@ -8,7 +8,7 @@ for type checkers; nothing validates a report against them at run time, and
 the renderers tolerate missing optional keys and unknown extra ones.
 """
 
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 SCHEMA_VERSION = 3
 
@@ -267,7 +267,11 @@ class SteeringCase(TypedDict, total=False):
     spearman: dict[str, float | None]  # rho(alpha, p) per vector
     random_control: float | None  # max |random effect| / max |native effect|
     cosine_native_transferred: float
+    # the same cosine as a criterion: value, interval (over training pairs), chance (mean |cos| of mapped random
+    # analog directions), chance_interval, corrected_interval
+    direction_fidelity: dict[str, Any]
     notes: dict[str, str]  # criterion -> why it has no value
+    unmeasured: dict[str, str]  # against a teacher reference only: criterion -> why it needs the teacher
 
 
 class MassiveRow(TypedDict):

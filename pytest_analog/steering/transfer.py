@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from pytest_analog.capture import capture, padded, plan_alignment
+from pytest_analog.capture import padded, plan_alignment
 from pytest_analog.errors import AnalogError
 from pytest_analog.layers import proportional_map
 from pytest_analog.metrics import centre, percentile_interval, resample_counts
@@ -31,9 +31,12 @@ from pytest_analog.criterion import chance_corrected
 from pytest_analog.steering.behaviours import answer_tokens, matching_probability
 from pytest_analog.steering.hooks import steer
 from pytest_analog.steering.maps import MAP_KINDS, PairedMoments, evaluate, fit_map
-from pytest_analog.steering.vectors import activations, difference_vector
+from pytest_analog.steering.vectors import activations, difference_vector, token_states
 
 CONDITIONS = ("native", "transferred", "random")
+# Without the teacher (a teacher reference) the transferred vector's effect is not measured: these criteria have no value.
+NEEDS_TEACHER = "needs the teacher: the transferred vector's behavioural effect is measured on the teacher (reference mode)"
+TEACHER_ONLY = ("transfer_ratio", "transfer_gap", "spearman")
 
 
 @dataclass
@@ -56,43 +59,74 @@ class PassCounter:
 # -- maps -------------------------------------------------------------------------------------
 
 
-def paired_activations(pair, texts, layer_pairs, *, max_length: int, skip_first: bool, batch_size: int, holdout: int = 5):
-    """Stream paired rows (analog layer j, teacher layer i) over ``texts``; every ``holdout``-th prompt is held out.
+@dataclass
+class MapStates:
+    """The teacher's hidden states at every token of each map-fitting prompt (a steering part holds them)."""
+
+    states: dict[int, torch.Tensor]  # teacher layer -> [sum of lengths, d], prompt after prompt
+    lengths: list[int]  # tokens of each prompt after truncation
+
+
+def map_states(teacher, texts, layers, *, max_length: int, batch_size: int) -> MapStates:
+    """`MapStates` of ``teacher`` (a `LoadedModel`) over ``texts`` at ``layers``, truncated as `capture` truncates."""
+    ids = [teacher.tokenizer(text, truncation=True, max_length=max_length)["input_ids"] for text in texts]
+    return MapStates(token_states(teacher, ids, sorted(set(layers)), batch_size=batch_size), [len(x) for x in ids])
+
+
+def paired_activations(pair, texts, layer_pairs, teacher: MapStates, *, max_length: int, skip_first: bool, batch_size: int,
+                       holdout: int = 5):
+    """Paired rows (analog layer j, teacher layer i) over ``texts``, the teacher's from ``teacher``; every
+    ``holdout``-th aligned prompt is held out.
 
     Returns:
-        {(i, j): (PairedMoments of the fitting rows, fitting rows (x, y), held-out rows (x, y))}, the plan,
-        and the numbers of fitting and held-out prompts.
+        {(i, j): (PairedMoments of the fitting rows, fitting rows (x, y), held-out rows (x, y))}, the
+        alignment mode, and the numbers of fitting and held-out prompts.
     """
-    plan = plan_alignment(
-        pair.teacher.tokenizer, pair.analog.tokenizer, list(texts),
-        same_tokenizer=pair.same_tokenizer, max_length=max_length, skip_first=skip_first,
-    )
-    held = [p for k, p in enumerate(plan.prompts) if k % holdout == holdout - 1]
-    fit = [p for k, p in enumerate(plan.prompts) if k % holdout != holdout - 1]
-    if not held or sum(len(p.teacher_rows) for p in fit) < 2:
-        raise AnalogError(f"only {len(plan.prompts)} aligned prompts for fitting maps; give more prompts (steering.map_prompts)")
-    out = {key: [PairedMoments(), ([], []), ([], [])] for key in layer_pairs}
-    for part, prompts in ((1, fit), (2, held)):
-        sub = type(plan)(plan.mode, prompts, 0, plan.skip_first)
-        for batch in capture(pair, sub, batch_size=batch_size, with_logits=False):
-            for (i, j), store in out.items():
-                x, y = batch.student(j).double().cpu(), batch.teacher(i).double().cpu()
-                if part == 1:
-                    store[0].update(x, y)
-                store[part][0].append(x)
-                store[part][1].append(y)
-    rows = {key: (m, (torch.cat(f[0]), torch.cat(f[1])), (torch.cat(h[0]), torch.cat(h[1]))) for key, (m, f, h) in out.items()}
-    return rows, plan, (len(fit), len(held))
+    aligned = [
+        (k, prompt) for k, text in enumerate(texts)
+        for prompt in plan_alignment(pair.teacher.tokenizer, pair.analog.tokenizer, [text], same_tokenizer=pair.same_tokenizer,
+                                     max_length=max_length, skip_first=skip_first).prompts
+    ]
+    if any(len(p.teacher_ids) != teacher.lengths[k] for k, p in aligned):
+        raise AnalogError("the teacher's map activations were taken over another tokenization of the map prompts "
+                          "(steering.max_length or the teacher's tokenizer differ)")
+    held = [n for n in range(len(aligned)) if n % holdout == holdout - 1]
+    fit = [n for n in range(len(aligned)) if n % holdout != holdout - 1]
+    if not held or sum(len(aligned[n][1].teacher_rows) for n in fit) < 2:
+        raise AnalogError(f"only {len(aligned)} aligned prompts for fitting maps; give more prompts (steering.map_prompts)")
+    analog = token_states(pair.analog, [p.student_ids for _, p in aligned], sorted({j for _, j in layer_pairs}),
+                          batch_size=batch_size)
+    t_start = np.concatenate([[0], np.cumsum(teacher.lengths)])
+    a_start = np.concatenate([[0], np.cumsum([len(p.student_ids) for _, p in aligned])])
+
+    def rows(subset):  # row indices of the aligned positions of these prompts, in both models' states
+        t = np.concatenate([t_start[aligned[n][0]] + aligned[n][1].teacher_rows for n in subset])
+        a = np.concatenate([a_start[n] + aligned[n][1].student_rows for n in subset])
+        return torch.from_numpy(a.astype(np.int64)), torch.from_numpy(t.astype(np.int64))
+
+    out = {}
+    for i, j in layer_pairs:
+        (fa, ft), (ha, ht) = rows(fit), rows(held)
+        x, y = analog[j][fa].double(), teacher.states[i][ft].double()
+        moments = PairedMoments()
+        moments.update(x, y)
+        out[(i, j)] = (moments, (x, y), (analog[j][ha].double(), teacher.states[i][ht].double()))
+    return out, "token" if pair.same_tokenizer else "word", (len(fit), len(held))
 
 
 def fit_maps(pair, texts, layer_pairs, *, kinds=MAP_KINDS, ridge=1e-3, steps=300, seed=0, max_length=128,
-             skip_first=True, batch_size=8) -> dict:
+             skip_first=True, batch_size=8, teacher: MapStates | None = None) -> dict:
     """Fit each map kind for each (teacher layer, analog layer) pair and score it on held-out prompts.
+
+    ``teacher``: the teacher's `MapStates` over ``texts`` (a teacher reference's); None: taken from ``pair.teacher``.
 
     Returns:
         {(i, j): {"maps": {kind: map}, "heldout": {kind: {"fvu", "cosine"}}, "rows": {"fit", "heldout"}}}.
     """
-    rows, plan, prompts = paired_activations(pair, texts, layer_pairs, max_length=max_length, skip_first=skip_first, batch_size=batch_size)
+    if teacher is None:
+        teacher = map_states(pair.teacher, texts, [i for i, _ in layer_pairs], max_length=max_length, batch_size=batch_size)
+    rows, mode, prompts = paired_activations(pair, texts, layer_pairs, teacher, max_length=max_length, skip_first=skip_first,
+                                             batch_size=batch_size)
     result = {}
     for key, (moments, (x, y), (hx, hy)) in rows.items():
         maps = {kind: fit_map(kind, moments, x, y, ridge=ridge, steps=steps, seed=seed) for kind in kinds}
@@ -100,7 +134,7 @@ def fit_maps(pair, texts, layer_pairs, *, kinds=MAP_KINDS, ridge=1e-3, steps=300
             "maps": maps,
             "heldout": {kind: evaluate(m, hx, hy) for kind, m in maps.items()},
             "rows": {"fit": len(x), "heldout": len(hx)},
-            "alignment": plan.mode,
+            "alignment": mode,
             "prompts": prompts,
         }
     return result
@@ -156,14 +190,20 @@ def random_direction(d: int, seed: int) -> torch.Tensor:
 
 
 def dose_response(model, items, layer: int, vectors: dict[str, torch.Tensor], alphas, *, from_position: int = 1,
-                  batch_size: int = 16, counter: PassCounter | None = None) -> dict:
+                  batch_size: int = 16, counter: PassCounter | None = None, base=None) -> dict:
     """p(matching) over norm-relative α for each named vector (unit-normalised; α × mean residual norm is added).
+
+    ``base``: the unsteered curve's ``(baseline_items, residual_norm)`` where they were measured already
+    (a teacher reference's), else they are measured here.
 
     Returns a plain dict: alphas, residual_norm, baseline, probability[name][k], effect[name][k] (minus baseline).
     """
     alphas = [float(a) for a in alphas]
-    base, norm = behaviour_probabilities(model, items, from_position=from_position, batch_size=batch_size,
-                                         norm_layer=layer, counter=counter)
+    if base is None:
+        base, norm = behaviour_probabilities(model, items, from_position=from_position, batch_size=batch_size,
+                                             norm_layer=layer, counter=counter)
+    else:
+        base, norm = torch.as_tensor(base[0], dtype=torch.float64), float(base[1])
     baseline = float(base.mean())
     per_item = {}
     for name, vector in vectors.items():
@@ -235,7 +275,9 @@ def transfer_criteria(curve: dict, *, min_native_effect: float, resamples: int =
     notes = {}
     native_max = max((effect["native"][k] for k in positive), default=float("nan"))
     ratio = half_alpha = None
-    if not positive:
+    if "transferred" not in effect:
+        notes["transfer_ratio"] = NEEDS_TEACHER
+    elif not positive:
         notes["transfer_ratio"] = "no α > 0 in steering.alphas"
     elif not native_max >= min_native_effect:
         notes["transfer_ratio"] = (
@@ -282,13 +324,19 @@ def layer_rule(settings) -> str:
     return LAYER_RULES[mapping if isinstance(mapping, str) else "config"]
 
 
-def steering_layers(settings, teacher_depth: int, student_depth: int, *, best_match=None) -> dict[int, int]:
-    """Teacher layer -> analog layer from the ``steering`` config (``best_match``: `layers.best_block_match` of the CKA matrix)."""
+def steered_teacher_layers(settings, teacher_depth: int) -> list[int]:
+    """The teacher layers steered, from ``steering.teacher_layers`` and the teacher's depth alone (never the analog)."""
     wanted = settings.teacher_layers
     teacher = [max(1, round(teacher_depth / 3))] if wanted == "auto" else sorted(set(wanted))
     bad = [i for i in teacher if not 0 <= i < teacher_depth]
     if bad:
         raise AnalogError(f"steering.teacher_layers lists {bad}, but the teacher's steerable layers are 0..{teacher_depth - 1}")
+    return teacher
+
+
+def steering_layers(settings, teacher_depth: int, student_depth: int, *, best_match=None) -> dict[int, int]:
+    """Teacher layer -> analog layer from the ``steering`` config (``best_match``: `layers.best_block_match` of the CKA matrix)."""
+    teacher = steered_teacher_layers(settings, teacher_depth)
     mapping = settings.analog_layers
     if mapping == "best_match":
         if best_match is None:
@@ -305,62 +353,75 @@ def steering_layers(settings, teacher_depth: int, student_depth: int, *, best_ma
     return {i: mapping[i] for i in teacher}
 
 
-def steering_analysis(pair, behaviours, layer_pairs: dict[int, int], settings, *, map_texts, counter=None, progress=None,
+def steering_analysis(pair, behaviours, layer_pairs: dict[int, int], settings, *, map_texts, part=None, progress=None,
                       chance=None) -> dict:
-    """The whole steering-transfer measurement of a pair: maps per layer pair, then per behaviour and teacher layer.
+    """The analog half of the steering measurement: maps per layer pair, then per behaviour and teacher layer
+    the mapped analog vector against the teacher's, from the teacher's `Part` (`teacher.teacher_part`).
+
+    With a loaded teacher (``pair.teacher.model``) the transferred vector is also run on it, for the
+    transfer ratio and its dose response; without (a teacher reference) those are listed as unmeasured.
 
     Args:
-        pair: a loaded `ModelPair`.
+        pair: a `ModelPair` (its teacher loaded, or read from a reference).
         behaviours: loaded `Behaviour` sets.
         layer_pairs: teacher layer -> analog layer.
         settings: the config's `steering` section.
         map_texts: the neutral prompt texts the maps are fitted on.
-        chance: the config's `chance` section (bootstrap draws, confidence, seed of
-            the transfer ratio's intervals); None: 200 draws, 95 %, seed 0.
+        part: the teacher's part over the same inputs; None: computed here on ``pair.teacher``.
+        chance: the config's `chance` section (bootstrap draws, confidence, seed of the intervals);
+            None: 200 draws, 95 %, seed 0.
 
     Returns:
-        A JSON-ready dict: ``maps`` (held-out FVU and cosine per kind and layer pair)
-        and ``behaviours`` (per behaviour and teacher layer: the dose-response curve
-        and the criteria).
+        A JSON-ready dict: ``maps`` (held-out FVU and cosine per kind and layer pair) and ``behaviours``
+        (per behaviour and teacher layer: the dose-response curves, direction fidelity and the criteria).
     """
+    from pytest_analog.steering.fidelity import direction_fidelity
+    from pytest_analog.steering.teacher import teacher_part
+
     s = settings
+    if part is None:
+        part = teacher_part(pair.teacher, s, behaviours=behaviours, teacher_layers=sorted(layer_pairs), map_texts=map_texts)
+    stored, live = part.meta, pair.teacher.model is not None
     bootstrap = {} if chance is None else {"resamples": chance.resamples or 200, "confidence": chance.confidence, "seed": chance.seed}
-    counter = counter or PassCounter()
+    counter = PassCounter(**stored["forward_passes"])
+    states = MapStates({i: part.tensors[f"map/{i}"] for i in layer_pairs}, stored["map_lengths"])
     maps = fit_maps(pair, map_texts, list(layer_pairs.items()), ridge=s.ridge, steps=s.autoencoder_steps, seed=s.seed,
-                    max_length=s.max_length, batch_size=s.batch_size)
-    for part in next(iter(maps.values()))["prompts"]:  # fitting and held-out prompts, each in its own batches
-        counter.add("teacher", part, s.batch_size)
-        counter.add("analog", part, s.batch_size)
+                    max_length=s.max_length, batch_size=s.batch_size, teacher=states)
+    counter.add("analog", sum(next(iter(maps.values()))["prompts"]), s.batch_size)
     results = {}
     for behaviour in behaviours:
-        train = behaviour.train[: s.train_items]
-        items = behaviour.eval[: s.eval_items]
+        train, items = behaviour.train[: s.train_items], behaviour.eval[: s.eval_items]
         texts = [it.positive for it in train] + [it.negative for it in train]
-        t_acts = activations(pair.teacher, texts, sorted(layer_pairs), position=s.position, batch_size=s.batch_size)
         s_acts = activations(pair.analog, texts, sorted(set(layer_pairs.values())), position=s.position, batch_size=s.batch_size)
-        counter.add("teacher", len(texts), s.batch_size)
         counter.add("analog", len(texts), s.batch_size)
         n = len(train)
         for i, j in layer_pairs.items():
-            native = difference_vector(t_acts[i][:n], t_acts[i][n:], s.method)
+            case, name = stored["behaviours"][behaviour.name][str(i)], f"{behaviour.name}/{i}"
+            native = part.tensors[f"{name}/native"].double()
             mapping = maps[(i, j)]["maps"][s.map]
-            analog = s_acts[j]
-            if s.method == "mean":
-                transferred = transfer_vector(mapping, analog[:n], analog[n:])
-            else:
-                transferred = difference_vector(torch.as_tensor(mapping(analog[:n])).double(), torch.as_tensor(mapping(analog[n:])).double(), "pca")
-            vectors = {"native": native, "transferred": transferred, "random": random_direction(len(native), s.seed)}
-            curve = dose_response(pair.teacher, items, i, vectors, s.alphas, from_position=s.from_position,
-                                  batch_size=s.batch_size, counter=counter)
-            cosine = float(torch.nn.functional.cosine_similarity(native, transferred, dim=0))
+            positive, negative = s_acts[j][:n], s_acts[j][n:]
+            mapped = torch.as_tensor(mapping(positive)).double(), torch.as_tensor(mapping(negative)).double()
+            transferred = difference_vector(*mapped, s.method)
+            curve = case["curve"]
+            if live:  # the teacher runs the transferred vector only; the native and random curves are the part's
+                more = dose_response(pair.teacher, items, i, {"transferred": transferred}, s.alphas, from_position=s.from_position,
+                                     batch_size=s.batch_size, counter=counter, base=(curve["baseline_items"], curve["residual_norm"]))
+                curve = {**curve, **{key: {**curve[key], **more[key]} for key in ("probability", "effect", "item_probability")}}
+            fidelity = direction_fidelity(
+                mapping, positive, negative, part.tensors[f"{name}/differences"].double(), native, method=s.method,
+                draws=s.random_directions, seed=s.seed, resamples=200 if chance is None else chance.resamples,
+                confidence=bootstrap.get("confidence", 0.95),
+            )
             results.setdefault(behaviour.name, {})[i] = {
                 "teacher_layer": i,
                 "analog_layer": j,
-                "train_items": n,
-                "eval_items": len(items),
-                "cosine_native_transferred": cosine,
+                "train_items": case["train_items"],
+                "eval_items": case["eval_items"],
+                "cosine_native_transferred": fidelity["value"],
+                "direction_fidelity": fidelity,
                 **curve,
                 **transfer_criteria(curve, min_native_effect=s.min_native_effect, **bootstrap),
+                **({} if live else {"unmeasured": dict.fromkeys(TEACHER_ONLY, NEEDS_TEACHER)}),
             }
             if progress is not None:
                 progress.update(1)

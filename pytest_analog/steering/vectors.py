@@ -35,6 +35,25 @@ def activations(model, texts, layers, *, position: int = -1, batch_size: int = 1
     return {layer: torch.cat(parts) for layer, parts in out.items()}
 
 
+def token_states(model, sequences: list[list[int]], layers, *, batch_size: int = 16) -> dict[int, torch.Tensor]:
+    """Hidden states at every token of each id list, concatenated in order: [sum of lengths, d] per layer.
+
+    Batches hold sequences of similar length (less padding); ``model`` is a `LoadedModel`.
+    """
+    from pytest_analog.capture import forward
+
+    order = sorted(range(len(sequences)), key=lambda k: len(sequences[k]))
+    rows: dict[int, list] = {layer: [None] * len(sequences) for layer in layers}
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        with torch.inference_mode():
+            hidden = forward(model, [sequences[k] for k in chunk], with_logits=False).hidden_states
+        for layer in layers:
+            for b, k in enumerate(chunk):  # right padded: a sequence's tokens come first
+                rows[layer][k] = hidden[layer][b, : len(sequences[k])].cpu()
+    return {layer: torch.cat(parts) for layer, parts in rows.items()}
+
+
 def difference_vector(positive: torch.Tensor, negative: torch.Tensor, method: str = "mean") -> torch.Tensor:
     """The steering vector of paired activations [pairs, d]: mean of differences, or their first principal component.
 
