@@ -34,8 +34,8 @@ def loads(monkeypatch):
 
 @pytest.fixture
 def reference(tmp_path, tiny_dir):
-    """A reference of a copy of the tiny teacher, whose files are then deleted."""
-    teacher = shutil.copytree(tiny_dir, tmp_path / "teacher")
+    """A reference of a copy of the tiny teacher (elsewhere, by the same name), whose files are then deleted."""
+    teacher = shutil.copytree(tiny_dir, tmp_path / "elsewhere" / tiny_dir.name)
     out = tmp_path / "ref"
     assert cli.main(["build", f"--teacher={teacher}", f"--out={out}", "--max-prompts=24",
                      "--suites=representation,embeddings,logits", "--device=cpu"]) == 0

@@ -149,7 +149,9 @@ def part_files(manifest: dict[str, Any], name: str) -> dict[str, str]:
 
 
 def tokenizer_files(tokenizer) -> dict[str, bytes]:
-    """The files ``save_pretrained`` writes for ``tokenizer``, without any pointer to code (``auto_map``)."""
+    """The files ``save_pretrained`` writes for ``tokenizer``, without any pointer to code (``auto_map``) and
+    without the truncation and padding state that tokenizing leaves in ``tokenizer.json``: the same files
+    whatever the tokenizer was used for."""
     with tempfile.TemporaryDirectory() as folder:
         tokenizer.save_pretrained(folder)
         files = {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file()}
@@ -157,6 +159,10 @@ def tokenizer_files(tokenizer) -> dict[str, bytes]:
         config = json.loads(files["tokenizer_config.json"])
         config.pop("auto_map", None)
         files["tokenizer_config.json"] = _canonical(config)
+    if "tokenizer.json" in files:
+        spec = json.loads(files["tokenizer.json"])
+        spec.update(truncation=None, padding=None)
+        files["tokenizer.json"] = _canonical(spec)
     return files
 
 

@@ -108,10 +108,20 @@ class TeacherHalf:
     def record(self) -> dict[str, Any]:
         """The teacher's record: `models.describe`'s info and the SHA-256 of each of its files."""
         if self._record is None:
-            teacher = self.model()
+            info = self.model().info
             files = file_sha256s(self.source.files(), self.cache_dir)
-            self._record = {**teacher.info, "files": {path.name: digest for path, digest in files.items()}}
+            self._record = {
+                **info,
+                "id": self._portable(info["id"]),
+                "tokenizer": {**info["tokenizer"], "name": self._portable(info["tokenizer"]["name"])},
+                "files": {path.name: digest for path, digest in files.items()},
+            }
         return self._record
+
+    def _portable(self, ref: str) -> str:
+        """A hub id as it is; a local path by its last part, so the record (and the reference's id) does not
+        depend on where the teacher's files happen to lie."""
+        return ref if self.source.kind == "hub" else Path(ref).name
 
     def tokenizer(self):
         """The teacher's tokenizer as a reference holds it (read back from its files), the same in every mode."""
