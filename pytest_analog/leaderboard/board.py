@@ -5,8 +5,14 @@ when it was edited after it was written (its own ``sha256``), when its report
 disagrees with its own file hashes (the weight hashes recomputed from the
 bundle's file digests must be the report's), with its own thresholds (each
 verdict recomputed from value and threshold; built-in criteria must carry the
-gate their config sets, `config.Gates.gate`; counts and overall verdict recomputed), or when it
-repeats a teacher/analog pair already on the board (the earliest stays).
+gate their config sets, `config.Gates.gate`; counts and overall verdict recomputed),
+when its teacher is not the teacher of the reference it names, or when it
+repeats an analog already on the board against the same teacher reference (the
+earliest stays).
+
+Entries are grouped by the teacher reference they were scored against and
+ranked within their group only: scores against different references (another
+teacher, other prompts or settings) are not comparable.
 
 These checks make a bundle internally consistent; they cannot prove the
 numbers were measured. `verify` ties a bundle to model files anyone can hash,
@@ -35,26 +41,54 @@ HEADLINES = {"representation": "cka", "embeddings": "embedding_geometry", "logit
 
 
 @dataclass
+class Group:
+    """The entries scored against one teacher reference, best first."""
+
+    reference: str  # the reference's id (SHA-256 of its manifest)
+    teacher: str  # the teacher's id (hub id or path), as the reference records it
+    entries: list[dict[str, Any]]
+
+    @property
+    def suites(self) -> list[str]:
+        return suites_of(self.entries)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reference": self.reference, "teacher": self.teacher, "suites": self.suites, "entries": self.entries}
+
+
+@dataclass
 class Board:
-    """The accepted rows, best first, and the rejected files with their reasons."""
+    """The accepted rows, grouped by teacher reference and best first in each group, and the rejected files
+    with their reasons."""
 
     entries: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, str]] = field(default_factory=list)
 
     @property
+    def groups(self) -> list[Group]:
+        """One group per teacher reference, by teacher id and then reference id."""
+        groups: dict[str, Group] = {}
+        for row in self.entries:
+            groups.setdefault(row["reference"], Group(row["reference"], row["teacher"], [])).entries.append(row)
+        return sorted(groups.values(), key=lambda g: (g.teacher, g.reference))
+
+    @property
     def suites(self) -> list[str]:
-        """Suites with a headline in any entry: built-in ones in their order, then others by name."""
-        seen = {s for e in self.entries for s in e["scores"]}
-        return [s for s in SUITES if s in seen] + sorted(seen - set(SUITES))
+        return suites_of(self.entries)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "suites": self.suites,
             "headlines": {s: f"mean {HEADLINES[s]}" if s in HEADLINES else "fraction of gated criteria passed" for s in self.suites},
-            "entries": self.entries,
+            "groups": [group.to_dict() for group in self.groups],
             "rejected": self.rejected,
         }
+
+
+def suites_of(entries: list[dict[str, Any]]) -> list[str]:
+    """Suites with a headline in any of ``entries``: built-in ones in their order, then others by name."""
+    seen = {s for e in entries for s in e["scores"]}
+    return [s for s in SUITES if s in seen] + sorted(seen - set(SUITES))
 
 
 def build_board(directory: Path) -> Board:
@@ -79,10 +113,10 @@ def build_board(directory: Path) -> Board:
             accepted.append((bundle["report"]["created"], path.name, bundle))
     pairs: dict[tuple[str, str], str] = {}
     for _, name, bundle in sorted(accepted, key=lambda a: (a[0], a[1])):
-        models = bundle["report"]["models"]
-        pair = (models["teacher"]["sha256"], models["analog"]["sha256"])
+        report = bundle["report"]
+        pair = (report["reference"]["id"], report["models"]["analog"]["sha256"])
         if pair in pairs:
-            board.rejected.append({"file": name, "reason": f"duplicate of {pairs[pair]}: the same teacher and analog weights"})
+            board.rejected.append({"file": name, "reason": f"duplicate of {pairs[pair]}: the same analog weights against the same teacher reference"})
             continue
         pairs[pair] = name
         board.entries.append(entry(bundle, name))
@@ -101,6 +135,9 @@ def check_submission(bundle: Any) -> str | None:
     report = bundle["report"]
     if bundle["config"] != report["config"]:
         return "its config differs from the config in its report"
+    reference = report["reference"]["teacher"]
+    if reference["sha256"] != report["models"]["teacher"]["sha256"] or reference["files"] != bundle["models"]["teacher"]["files"]:
+        return "its teacher is not the teacher of the reference it was scored against (weights or files differ)"
     for role, name in (("teacher", "teacher"), ("analog", "analog")):
         recorded, recomputed = report["models"][role]["sha256"], weights_sha256(bundle["models"][role])
         if recorded != recomputed:
@@ -190,7 +227,8 @@ def entry(bundle: dict, name: str) -> dict[str, Any]:
     models, summary = report["models"], report["summary"]
     return {
         "file": name,
-        "teacher": models["teacher"]["id"],
+        "reference": report["reference"]["id"],
+        "teacher": report["reference"]["teacher"]["id"],
         "analog": models["analog"]["id"],
         "teacher_sha256": models["teacher"]["sha256"],
         "analog_sha256": models["analog"]["sha256"],
