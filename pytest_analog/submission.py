@@ -7,8 +7,9 @@ The per-file digests are what ``sha256sum`` prints, so anyone holding the
 models can check them; the report's weight hashes are recomputable from them
 (`pytest_analog.models.combine_sha256`), which is what ties the two together.
 The report names the teacher reference it was scored against (its ``reference``
-section: the reference's id and teacher record), so a bundle gated without the
-teacher (``--analog-reference``) takes the teacher's files from that record.
+section: the reference's id and teacher record; absent when no run read the
+teacher's part, e.g. compliance alone), so a bundle gated without the teacher
+(``--analog-reference``) takes the teacher's file digests from that record.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from pytest_analog.atomic import write_atomic
 from pytest_analog.errors import AnalogError
-from pytest_analog.models import ModelSource, combine_sha256, file_sha256s
+from pytest_analog.models import PICKLE_SUFFIXES, ModelSource, combine_sha256, file_sha256s
 from pytest_analog.versions import package_version
 
 SUBMISSION_VERSION = 3
@@ -32,15 +33,20 @@ PACKAGES = ("pytest-analog", "torch", "transformers", "tokenizers", "safetensors
 # Lists and dicts nest at most this deep in a bundle (a real one: about 10), so every check,
 # recursive or not, stays far from Python's recursion limit.
 MAX_DEPTH = 64
+WEIGHT_SUFFIXES = (".safetensors", ".gguf", *PICKLE_SUFFIXES)
 _TOKENIZER_FILES = {"special_tokens_map.json", "vocab.json", "vocab.txt", "merges.txt", "added_tokens.json", "chat_template.jinja"}
 
 
 def file_kind(path: Path, source: ModelSource) -> str:
     """``weights``, ``config``, ``tokenizer`` or ``other`` (a model card, a licence, ...)."""
-    name = path.name
-    if path in source.weight_files():
+    return name_kind(path.name, weights=path in source.weight_files())
+
+
+def name_kind(name: str, *, weights: bool) -> str:
+    """A file's kind: ``weights`` when it is one of the model's weight files, else by its name."""
+    if weights:
         return "weights"
-    if name.startswith("tokenizer") or name in _TOKENIZER_FILES or path.suffix in (".model", ".tiktoken"):
+    if name.startswith("tokenizer") or name in _TOKENIZER_FILES or Path(name).suffix in (".model", ".tiktoken"):
         return "tokenizer"
     if name.endswith("config.json"):
         return "config"
@@ -91,8 +97,18 @@ def make_submission(report: dict, teacher: ModelSource | None, analog: ModelSour
 
 
 def reference_model_files(teacher: dict[str, Any]) -> dict[str, Any]:
-    """The bundle's record of a teacher known from a reference's teacher record (whose ``files`` are `model_files`')."""
-    return {"id": teacher["id"], "source": teacher["source"], "files": teacher["files"]}
+    """The bundle's record of a teacher known from a reference's teacher record (``files``: name -> SHA-256):
+    weight files by their suffix, as `ModelSource.weight_files` finds them; a reference records no sizes."""
+    files = [
+        {"name": name, "kind": name_kind(name, weights=Path(name).suffix in WEIGHT_SUFFIXES), "sha256": digest}
+        for name, digest in sorted(teacher["files"].items())
+    ]
+    return {"id": teacher["id"], "source": teacher["source"], "files": files}
+
+
+def file_digests(record: dict[str, Any]) -> dict[str, str]:
+    """A bundle's model record as a reference's teacher record lists files: name -> SHA-256."""
+    return {f["name"]: f["sha256"] for f in record["files"]}
 
 
 def write_submission(report: dict, teacher: ModelSource | None, analog: ModelSource, path: Path, cache_dir: Path | None = None) -> Path:

@@ -18,7 +18,9 @@ from pytest_analog.leaderboard import build_board, check_submission
 from pytest_analog.leaderboard.cli import main
 from pytest_analog.leaderboard.page import short_model_id
 from pytest_analog.models import resolve_source, sha256_files
-from pytest_analog.submission import content_sha256, nested_deeper_than, schema_errors, weights_sha256, write_submission
+from pytest_analog.submission import (
+    content_sha256, file_digests, nested_deeper_than, reference_model_files, schema_errors, weights_sha256, write_submission,
+)
 from tests.conftest import chromium
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,13 +31,13 @@ def bundles(tmp_path_factory, tiny_dir, tiny_random_dir, tiny_other_tok_dir) -> 
     """Three real bundles from ``pytest --analog-submit``: analogs at 100 %, 47 % and 215 % of their teachers.
 
     One fresh process runs the plugin on the three pairs in turn (torch is imported once); "same" and
-    "smaller" share a teacher, hence a teacher reference.
+    "smaller" share a teacher.
     """
     folder = tmp_path_factory.mktemp("bundles")
     pairs = {"same": (tiny_dir, tiny_random_dir), "smaller": (tiny_dir, tiny_other_tok_dir), "larger": (tiny_other_tok_dir, tiny_dir)}
     runs = [
         [f"--analog-teacher={t}", f"--analog-student={s}", "--analog-suites=embeddings,compliance", "--analog-max-prompts=8",
-         f"--analog-submit={folder / name}.json", "-p", "no:cacheprovider", "-p", "tests.reference_shim", "-q"]
+         f"--analog-submit={folder / name}.json", "-p", "no:cacheprovider", "-q"]
         for name, (t, s) in pairs.items()
     ]
     script = f"import pytest, sys; sys.exit(max(int(pytest.main(args)) for args in {runs!r}))"
@@ -50,6 +52,21 @@ def sealed(bundle: dict) -> dict:
     """The bundle with its own sha256 recomputed, as a forger who knows the format would."""
     bundle["sha256"] = content_sha256(bundle)
     return bundle
+
+
+def scored_against(bundle: dict, reference_id: str | None) -> dict:
+    """A copy of ``bundle`` as a run against the teacher reference ``reference_id`` writes it (the report's
+    reference section: its id and the teacher's record with its file digests), or naming none; resealed."""
+    bundle = copy.deepcopy(bundle)
+    report = bundle["report"]
+    report.pop("reference", None)
+    if reference_id:
+        teacher = {**report["models"]["teacher"], "files": file_digests(bundle["models"]["teacher"])}
+        report["reference"] = {"id": reference_id, "source": "memory", "path": None, "parts": ["representation"], "teacher": teacher}
+    return sealed(bundle)
+
+
+SHARED, OTHER = "1" * 64, "2" * 64  # two teacher references
 
 
 def write(folder: Path, name: str, bundle) -> Path:
@@ -82,14 +99,18 @@ def test_bundle_follows_schema_and_hashes_every_file(bundles, tiny_dir, tiny_ran
 
 
 def test_a_bundle_scored_against_a_reference_takes_the_teacher_from_it(bundles, tiny_random_dir, tmp_path):
-    """In reference mode (no teacher source) the teacher's files are those the reference records."""
-    report = bundles["same"]["report"]
+    """In reference mode (no teacher source) the teacher's files are the digests the reference records: the
+    weight files found by their suffix, as on disk, so the report's weight hash follows from them."""
+    live = scored_against(bundles["same"], SHARED)
+    report = live["report"]
     path = write_submission(report, None, resolve_source(str(tiny_random_dir)), tmp_path / "bundle.json")
     bundle = json.loads(path.read_text())
-    assert bundle["models"]["teacher"] == {k: report["reference"]["teacher"][k] for k in ("id", "source", "files")}
-    assert bundle["models"]["teacher"] == bundles["same"]["models"]["teacher"]  # as a live run hashed the teacher's files
-    assert bundle["models"]["analog"] == bundles["same"]["models"]["analog"]
+    assert bundle["models"]["teacher"] == reference_model_files(report["reference"]["teacher"])
+    hashed = [{k: v for k, v in f.items() if k != "size"} for f in live["models"]["teacher"]["files"]]
+    assert bundle["models"]["teacher"] == {**live["models"]["teacher"], "files": hashed}  # as a live run hashed them
+    assert bundle["models"]["analog"] == live["models"]["analog"]
     assert check_submission(bundle) is None
+    assert weights_sha256(bundle["models"]["teacher"]) == report["models"]["teacher"]["sha256"]
 
 
 @pytest.mark.parametrize(
@@ -105,14 +126,14 @@ def test_a_bundle_scored_against_a_reference_takes_the_teacher_from_it(bundles, 
         (lambda b: b.update(submission_version=2), "it has submission version 2, written by an older pytest-analog; "
                                                    "this one reads version 3: rerun the gate with --analog-submit under this version"),
         (lambda b: b.update(submission_version="3"), "at $.submission_version: 3 was expected"),
-        (lambda b: b["report"].pop("reference"), "at $.report: 'reference' is a required property"),
         (lambda b: b["report"]["reference"].update(id="abc"), "at $.report.reference.id: 'abc' does not match"),
+        (lambda b: b["report"]["reference"]["teacher"].update(files={}), "at $.report.reference.teacher.files: {} should be non-empty"),
     ],
     ids=["no-models", "bad-digest", "bad-verdict", "value-as-string", "no-weights", "future-version", "older-version",
-         "version-as-string", "no-reference", "bad-reference-id"],
+         "version-as-string", "bad-reference-id", "reference-without-files"],
 )
 def test_schema_rejects_bad_bundles(bundles, edit, message):
-    bundle = copy.deepcopy(bundles["same"])
+    bundle = scored_against(bundles["same"], SHARED)
     edit(bundle)
     errors = schema_errors(bundle)
     assert errors and errors[0].startswith(message), errors
@@ -158,14 +179,14 @@ def _swap_weights(bundle):
         (lambda b: b["config"]["gates"]["cka"].update(min=0.1), True, "its config differs from the config in its report"),
         (lambda b: b["report"]["reference"]["teacher"].update(sha256=hashlib.sha256(b"other").hexdigest()), True,
          "its teacher is not the teacher of the reference it was scored against (weights or files differ)"),
-        (lambda b: b["report"]["reference"]["teacher"]["files"].pop(), True,
+        (lambda b: b["report"]["reference"]["teacher"]["files"].popitem(), True,
          "its teacher is not the teacher of the reference it was scored against (weights or files differ)"),
     ],
     ids=["edited-score", "edited-score-resealed", "flipped-verdict", "lowered-threshold", "swapped-weights", "fraction", "verdict", "config",
          "other-reference-teacher", "other-reference-files"],
 )
 def test_tampered_bundles_are_rejected(bundles, edit, seal, reason):
-    bundle = copy.deepcopy(bundles["same"])
+    bundle = scored_against(bundles["same"], SHARED)
     edit(bundle)
     if seal:
         sealed(bundle)
@@ -177,14 +198,19 @@ def test_tampered_bundles_are_rejected(bundles, edit, seal, reason):
 
 @pytest.fixture(scope="module")
 def site(bundles, tmp_path_factory):
-    """A submissions folder with the three valid bundles and four bad ones, and the site built from it."""
+    """A submissions folder and the site built from it: "same" and "smaller" scored against one teacher
+    reference, "same" again against another (not a duplicate), "larger" naming none; a duplicate and three
+    bad files."""
     folder = tmp_path_factory.mktemp("submissions")
-    for name, bundle in bundles.items():
+    shared = {name: scored_against(bundles[name], SHARED) for name in ("same", "smaller")}
+    for name, bundle in shared.items():
         write(folder, f"{name}.json", bundle)
-    again = copy.deepcopy(bundles["same"])  # the same pair measured again later: a duplicate
+    write(folder, "other.json", scored_against(bundles["same"], OTHER))
+    write(folder, "larger.json", scored_against(bundles["larger"], None))
+    again = copy.deepcopy(shared["same"])  # the same analog against the same reference, later: a duplicate
     again["report"]["created"] = "2099-01-01T00:00:00Z"
     write(folder, "again.json", sealed(again))
-    tampered = copy.deepcopy(bundles["smaller"])
+    tampered = copy.deepcopy(shared["smaller"])
     _swap_weights(tampered)
     write(folder, "swapped.json", sealed(tampered))
     write(folder, "edited.json", json.dumps(bundles["larger"]).replace('"verdict": "fail"', '"verdict": "pass"', 1))
@@ -202,7 +228,14 @@ def test_build_writes_valid_entries_and_one_line_per_rejection(site, bundles, ca
     _, out, code = site
     assert code == 1  # rejections make the build fail, the site is still written
     data = json.loads((out / "leaderboard.json").read_text())
-    assert {e["file"] for e in entries(data)} == {"same.json", "smaller.json", "larger.json"}
+    groups = {g["reference"]: sorted(e["file"] for e in g["entries"]) for g in data["groups"]}
+    assert groups == {SHARED: ["same.json", "smaller.json"], OTHER: ["other.json"], None: ["larger.json"]}
+    teachers = [(g["teacher"], g["reference"] or "") for g in data["groups"]]
+    assert teachers == sorted(teachers) and len({t for t, _ in teachers}) == 2
+    for group in data["groups"]:
+        assert {(e["reference"], e["teacher"], e["teacher_sha256"]) for e in group["entries"]} == {
+            (group["reference"], group["teacher"], group["teacher_sha256"])
+        }
     reasons = {r["file"]: r["reason"] for r in data["rejected"]}
     assert set(reasons) == {"again.json", "swapped.json", "edited.json", "broken.json"}
     assert reasons["again.json"] == "duplicate of same.json: the same analog weights against the same teacher reference"
@@ -217,7 +250,7 @@ def test_build_writes_valid_entries_and_one_line_per_rejection(site, bundles, ca
     assert same["scores"]["embeddings"] == pytest.approx(sum(geometry) / len(geometry))
     compliance = [c for c in report["criteria"] if c["suite"] == "compliance" and c["gated"]]
     assert same["scores"]["compliance"] == pytest.approx(sum(c["passed"] for c in compliance) / len(compliance))
-    assert [g["suites"] for g in data["groups"]] == [["embeddings", "compliance"]] * 2
+    assert [g["suites"] for g in data["groups"]] == [["embeddings", "compliance"]] * 3
     page = (out / "index.html").read_text()
     assert "<script>" in page and "src=" not in page and "href=\"http" not in page.replace('href="https://pypi.org', "")
 
@@ -325,25 +358,28 @@ def test_page_in_headless_chromium_groups_entries_by_reference_and_sorts(site, b
     from playwright.sync_api import sync_playwright
 
     _, out, _ = site
-    shared, other = (bundles[name]["report"]["reference"] for name in ("same", "larger"))
-    assert bundles["smaller"]["report"]["reference"]["id"] == shared["id"] != other["id"]
+    teacher, other_teacher = (bundles[name]["report"]["models"]["teacher"] for name in ("same", "larger"))
+    expected = [  # (data-reference, the heading after the teacher, files)
+        (SHARED, f"reference {SHARED[:12]}", ["same.json", "smaller.json"], teacher),
+        (OTHER, f"reference {OTHER[:12]}", ["other.json"], teacher),
+        ("", f"no reference (no suite read the teacher's part): weights {other_teacher['sha256'][:12]}", ["larger.json"], other_teacher),
+    ]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         page = browser.new_page()
         page.goto((out / "index.html").as_uri())
-        assert page.locator("section.group").count() == 2
-        for reference, files in ((shared, ["same.json", "smaller.json"]), (other, ["larger.json"])):
-            section = page.locator(f"section[data-reference='{reference['id']}']")
+        assert page.locator("section.group").count() == 3
+        for reference, named, files, record in expected:
+            section = page.locator(f"section[data-reference='{reference}']")
             heading = section.locator("h2")
-            teacher = reference["teacher"]["id"]
-            assert " ".join(heading.inner_text().split()) == f"Teacher {short_model_id(teacher)} reference {reference['id'][:12]}"
-            assert heading.locator("span").get_attribute("title") == teacher  # the full id as tooltip
+            assert " ".join(heading.inner_text().split()) == f"Teacher {short_model_id(record['id'])} {named}"
+            assert heading.locator("span").get_attribute("title") == record["id"]  # the full id as tooltip
             assert sorted(section.locator("tbody tr").evaluate_all("rows => rows.map(r => r.dataset.file)")) == files
         analogs = set(page.eval_on_selector_all("table tbody tr td:nth-child(1)", "cells => cells.map(c => c.title)"))
         assert analogs == {b["report"]["models"]["analog"]["id"] for b in bundles.values()}  # the full id, shown or as tooltip
         assert page.locator("#rejected li").count() == 4
 
-        group = page.locator(f"section[data-reference='{shared['id']}']")
+        group = page.locator(f"section[data-reference='{SHARED}']")
 
         def fractions():
             return [float(v) for v in group.locator("tbody tr td:nth-child(2)").evaluate_all("cells => cells.map(c => c.dataset.sort)")]
@@ -368,7 +404,7 @@ def test_submit_to_a_folder_is_usage_error(pytester, tiny_dir):
 
 
 @pytest.mark.slow
-def test_real_teacher_compliant_release_submits_and_verifies(pytester, smollm2_gguf, capsys, monkeypatch):
+def test_real_teacher_compliant_release_submits_and_verifies(pytester, smollm2_gguf, capsys):
     """SmolLM2-135M-Instruct (GGUF) as teacher; a 2.4 % analog with its tokenizer released with card, licence, config."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -384,10 +420,9 @@ def test_real_teacher_compliant_release_submits_and_verifies(pytester, smollm2_g
     (analog / "README.md").write_text(CARD)
     (analog / "distill.yaml").write_text("teacher: HuggingFaceTB/SmolLM2-135M-Instruct\n")
     bundle = pytester.path / "submissions" / "smollm2.json"
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest(
         f"--analog-teacher={smollm2_gguf}", f"--analog-student={analog}", "--analog-suites=compliance",
-        f"--analog-submit={bundle}", "-p", "no:cacheprovider", "-p", "tests.reference_shim",
+        f"--analog-submit={bundle}", "-p", "no:cacheprovider",
     )
     result.assert_outcomes(passed=7, skipped=2)
     result.stdout.fnmatch_lines(["*analog fidelity: PASS - 7/7 gated criteria passed*"])

@@ -15,7 +15,7 @@ from pytest_analog.leaderboard import rerun
 from pytest_analog.leaderboard.cli import main
 from pytest_analog.leaderboard.rerun import DEFAULT_TOLERANCE, rerun_gate, unreproduced, values_agree
 from pytest_analog.reference import store
-from tests.test_leaderboard import bundles, sealed, write  # noqa: F401  (a fixture, the forger's reseal, a writer)
+from tests.test_leaderboard import bundles, scored_against, sealed, write  # noqa: F401  (a fixture and bundle makers)
 
 
 def row(name: str, value: float | None, passed: bool | None = True) -> dict:
@@ -101,10 +101,11 @@ def test_rerun_runs_pytest_on_the_bundles_suites_and_config_against_the_referenc
 @pytest.fixture
 def scored(bundles, bos_tokenizer, tmp_path) -> tuple[Path, Path]:
     """A teacher reference folder and a bundle scored against it (its reference section names it)."""
-    bundle = copy.deepcopy(bundles["same"])
+    bundle = scored_against(bundles["same"], "0" * 64)
     teacher = bundle["report"]["reference"]["teacher"]
     part = store.Part({"rows": torch.arange(6.0).reshape(2, 3)}, {"tokens": ["a", "b"]}, {"seed": 0})
-    reference = store.write(store.build(teacher, {"embeddings": part}, bos_tokenizer, {"torch": torch.__version__}), tmp_path / "ref")
+    built = store.build(teacher, {"embeddings": part}, bos_tokenizer, {"torch": torch.__version__})
+    reference = store.write(built, tmp_path / "ref")
     bundle["report"]["reference"].update(id=reference.id, source="file", path=str(reference.path), parts=["embeddings"])
     return reference.path, write(tmp_path, "scored.json", sealed(bundle))
 
@@ -121,8 +122,9 @@ def test_verify_against_the_reference_the_bundle_names(scored, tiny_random_dir, 
 
 def test_verify_against_another_reference_says_which_and_fails(scored, bundles, bos_tokenizer, tiny_random_dir, tmp_path, capsys):
     _, bundle = scored
-    teacher = bundles["same"]["report"]["reference"]["teacher"]
-    other = store.write(store.build(teacher, {"logits": store.Part({}, {}, {"top_k": 64})}, bos_tokenizer, {}), tmp_path / "other")
+    teacher = json.loads(bundle.read_text())["report"]["reference"]["teacher"]
+    logits = store.Part({}, {}, {"top_k": 64})
+    other = store.write(store.build(teacher, {"logits": logits}, bos_tokenizer, {}), tmp_path / "other")
     submitted = json.loads(bundle.read_text())["report"]["reference"]["id"]
     assert main(["verify", str(bundle), "--reference", str(other.path), "--student", str(tiny_random_dir), "--rerun"]) == 1
     assert capsys.readouterr().out.splitlines()[1:] == [

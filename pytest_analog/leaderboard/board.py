@@ -12,7 +12,9 @@ earliest stays).
 
 Entries are grouped by the teacher reference they were scored against and
 ranked within their group only: scores against different references (another
-teacher, other prompts or settings) are not comparable.
+teacher, other prompts or settings) are not comparable. A bundle that names no
+reference (no run read the teacher's part: compliance alone) is grouped by its
+teacher's weights.
 
 These checks make a bundle internally consistent; they cannot prove the
 numbers were measured. `verify` ties a bundle to model files anyone can hash,
@@ -33,7 +35,7 @@ from pytest_analog.errors import AnalogError
 from pytest_analog.facts import METRICS
 from pytest_analog.models import parameter_fraction
 from pytest_analog.options import SUITES
-from pytest_analog.submission import content_sha256, load_submission, schema_errors, weights_sha256
+from pytest_analog.submission import content_sha256, file_digests, load_submission, schema_errors, weights_sha256
 
 # The headline score of a built-in suite: the mean of this metric's values over the suite's criteria.
 # Any other suite's headline is the fraction of its gated criteria that pass.
@@ -42,10 +44,11 @@ HEADLINES = {"representation": "cka", "embeddings": "embedding_geometry", "logit
 
 @dataclass
 class Group:
-    """The entries scored against one teacher reference, best first."""
+    """The entries scored against one teacher reference (or, naming none, one teacher's weights), best first."""
 
-    reference: str  # the reference's id (SHA-256 of its manifest)
-    teacher: str  # the teacher's id (hub id or path), as the reference records it
+    reference: str | None  # the reference's id (SHA-256 of its manifest); None: no run read the teacher's part
+    teacher: str  # the teacher's id (hub id or path)
+    teacher_sha256: str  # its weights (`models.sha256_files`)
     entries: list[dict[str, Any]]
 
     @property
@@ -53,7 +56,8 @@ class Group:
         return suites_of(self.entries)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"reference": self.reference, "teacher": self.teacher, "suites": self.suites, "entries": self.entries}
+        return {"reference": self.reference, "teacher": self.teacher, "teacher_sha256": self.teacher_sha256,
+                "suites": self.suites, "entries": self.entries}
 
 
 @dataclass
@@ -66,11 +70,14 @@ class Board:
 
     @property
     def groups(self) -> list[Group]:
-        """One group per teacher reference, by teacher id and then reference id."""
-        groups: dict[str, Group] = {}
+        """One group per teacher reference (and teacher weights), by teacher id, then reference id."""
+        groups: dict[tuple[str | None, str], Group] = {}
         for row in self.entries:
-            groups.setdefault(row["reference"], Group(row["reference"], row["teacher"], [])).entries.append(row)
-        return sorted(groups.values(), key=lambda g: (g.teacher, g.reference))
+            key = (row["reference"], row["teacher_sha256"])
+            if key not in groups:
+                groups[key] = Group(row["reference"], row["teacher"], row["teacher_sha256"], [])
+            groups[key].entries.append(row)
+        return sorted(groups.values(), key=lambda g: (g.teacher, g.reference or "", g.teacher_sha256))
 
     @property
     def suites(self) -> list[str]:
@@ -111,10 +118,10 @@ def build_board(directory: Path) -> Board:
             board.rejected.append({"file": path.name, "reason": reason})
         else:
             accepted.append((bundle["report"]["created"], path.name, bundle))
-    pairs: dict[tuple[str, str], str] = {}
+    pairs: dict[tuple[str | None, str, str], str] = {}
     for _, name, bundle in sorted(accepted, key=lambda a: (a[0], a[1])):
         report = bundle["report"]
-        pair = (report["reference"]["id"], report["models"]["analog"]["sha256"])
+        pair = (reference_id(report), report["models"]["teacher"]["sha256"], report["models"]["analog"]["sha256"])
         if pair in pairs:
             board.rejected.append({"file": name, "reason": f"duplicate of {pairs[pair]}: the same analog weights against the same teacher reference"})
             continue
@@ -135,8 +142,8 @@ def check_submission(bundle: Any) -> str | None:
     report = bundle["report"]
     if bundle["config"] != report["config"]:
         return "its config differs from the config in its report"
-    reference = report["reference"]["teacher"]
-    if reference["sha256"] != report["models"]["teacher"]["sha256"] or reference["files"] != bundle["models"]["teacher"]["files"]:
+    scored = report.get("reference", {}).get("teacher")
+    if scored and (scored["sha256"] != report["models"]["teacher"]["sha256"] or scored["files"] != file_digests(bundle["models"]["teacher"])):
         return "its teacher is not the teacher of the reference it was scored against (weights or files differ)"
     for role, name in (("teacher", "teacher"), ("analog", "analog")):
         recorded, recomputed = report["models"][role]["sha256"], weights_sha256(bundle["models"][role])
@@ -227,8 +234,8 @@ def entry(bundle: dict, name: str) -> dict[str, Any]:
     models, summary = report["models"], report["summary"]
     return {
         "file": name,
-        "reference": report["reference"]["id"],
-        "teacher": report["reference"]["teacher"]["id"],
+        "reference": reference_id(report),
+        "teacher": models["teacher"]["id"],
         "analog": models["analog"]["id"],
         "teacher_sha256": models["teacher"]["sha256"],
         "analog_sha256": models["analog"]["sha256"],
@@ -240,6 +247,11 @@ def entry(bundle: dict, name: str) -> dict[str, Any]:
         "date": report["created"][:10],
         "tool_version": report["tool"]["version"],
     }
+
+
+def reference_id(report: dict) -> str | None:
+    """The id of the teacher reference a report was scored against; None when no run read the teacher's part."""
+    return report["reference"]["id"] if "reference" in report else None
 
 
 def headline_scores(criteria: list[dict]) -> dict[str, float | None]:

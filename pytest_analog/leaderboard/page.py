@@ -71,15 +71,17 @@ SHORT_ID = 12
 
 
 def _table(group: Group) -> str:
-    """One reference's section: a heading naming the teacher and the reference, and its entries' table."""
+    """One group's section: a heading naming the teacher and the reference (or its weights), and its entries' table."""
     suites = group.suites
     head = ["analog", "size fraction", *(f"{s} score" for s in suites), "verdict", "gated passed", "date"]
     header = "".join(f'<th data-col="{i}" scope="col"><button type="button">{html.escape(h)}</button></th>' for i, h in enumerate(head))
     rows = "\n".join(_row(e, suites) for e in group.entries)
-    teacher, reference = html.escape(group.teacher), html.escape(group.reference)
-    return f"""<section class="group" data-reference="{reference}">
+    teacher, reference = html.escape(group.teacher), html.escape(group.reference or "")
+    named = (f'reference <code title="{reference}">{reference[:SHORT_ID]}</code>' if group.reference else
+             f'no reference (no suite read the teacher\'s part): weights <code title="{group.teacher_sha256}">{group.teacher_sha256[:SHORT_ID]}</code>')
+    return f"""<section class="group" data-reference="{reference}" data-teacher-sha256="{group.teacher_sha256}">
 <h2>Teacher <span title="{teacher}">{html.escape(short_model_id(group.teacher))}</span>
-<small>reference <code title="{reference}">{reference[:SHORT_ID]}</code></small></h2>
+<small>{named}</small></h2>
 <table class="leaderboard"><thead><tr>{header}</tr></thead>
 <tbody>
 {rows}

@@ -50,7 +50,9 @@ def verify_models(bundle: dict, teacher: str | None, analog: str, *, allow_pickl
 
 def reference_problem(bundle: dict, reference) -> str | None:
     """Why ``reference`` (a loaded `reference.store.Reference`) is not the one the bundle was scored against, or None."""
-    scored = bundle["report"]["reference"]
+    scored = bundle["report"].get("reference")
+    if scored is None:
+        return "the submission names no teacher reference (no suite read the teacher's part); verify it with --teacher"
     if reference.id != scored["id"]:
         return f"it is reference {reference.id[:12]}…, the submission was scored against reference {scored['id'][:12]}…"
     if reference.teacher != scored["teacher"]:
