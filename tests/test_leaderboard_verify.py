@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from pytest_analog.criterion import chance_corrected
-from pytest_analog.leaderboard import rerun
+from pytest_analog.leaderboard import check_submission, rerun
 from pytest_analog.leaderboard.cli import main
 from pytest_analog.leaderboard.rerun import DEFAULT_TOLERANCE, rerun_gate, unreproduced, values_agree
+from pytest_analog.options import Settings
 from pytest_analog.reference import store
-from tests.test_leaderboard import bundles, scored_against, sealed, write  # noqa: F401  (a fixture and bundle makers)
+from tests.test_leaderboard import ROOT, bundles, scored_against, sealed, write  # noqa: F401  (a fixture and bundle makers)
 
 
 def row(name: str, value: float | None, passed: bool | None = True) -> dict:
@@ -218,3 +222,38 @@ def test_a_rerun_that_cannot_run_says_why_in_one_line(bundles, tmp_path, tiny_di
     last = capsys.readouterr().out.splitlines()[-1]
     assert last.startswith("rerun: FAILED: the rerun wrote no report (pytest exit code 4): ERROR: ")
     assert "gone.jsonl" in last
+
+
+# -- end to end: a submission scored against a reference, confirmed without the teacher ------------------
+
+
+@pytest.mark.skipif("reference" not in Settings.__dataclass_fields__, reason="needs the session's --analog-reference (issue 14)")
+def test_a_submission_scored_against_a_reference_is_confirmed_by_a_rerun_and_a_tampered_reference_refused(
+    tmp_path, tiny_dir, tiny_random_dir, capsys
+):
+    from pytest_analog.reference import cli as reference_cli
+
+    teacher, out, bundle = shutil.copytree(tiny_dir, tmp_path / "teacher"), tmp_path / "ref", tmp_path / "bundle.json"
+    quick = ["--max-prompts=8", "--suites=embeddings,compliance"]
+    assert reference_cli.main(["build", f"--teacher={teacher}", f"--out={out}", *quick, "--device=cpu"]) == 0
+    shutil.rmtree(teacher)  # from here on nobody holds the teacher
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    gate = subprocess.run(
+        [sys.executable, "-m", "pytest", f"--analog-reference={out}", f"--analog-student={tiny_random_dir}",
+         *(f"--analog-{option[2:]}" for option in quick), f"--analog-submit={bundle}", "-p", "no:cacheprovider", "-q"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert gate.returncode == 1 and bundle.is_file(), gate.stdout[-3000:] + gate.stderr[-3000:]  # the tiny analog fails
+    submitted = json.loads(bundle.read_text())
+    assert submitted["report"]["reference"]["id"] == store.load(out).id and submitted["report"]["reference"]["source"] == "file"
+    assert check_submission(submitted) is None
+
+    models = ["--reference", str(out), "--student", str(tiny_random_dir), "--rerun"]
+    assert main(["verify", str(bundle), *models]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"rerun: all {len(submitted['report']['criteria'])} criteria reproduce within 0.0001"
+
+    changed = out / next(name for name in store.load(out).manifest["files"] if not name.startswith("tokenizer/"))
+    changed.write_bytes(changed.read_bytes() + b" ")
+    assert main(["verify", str(bundle), *models]) == 4
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(f"analog-leaderboard: error: teacher reference {out} is refused: ")
