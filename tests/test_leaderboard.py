@@ -199,17 +199,19 @@ def test_tampered_bundles_are_rejected(bundles, edit, seal, reason):
 @pytest.fixture(scope="module")
 def site(bundles, tmp_path_factory):
     """A submissions folder and the site built from it: "same" and "smaller" scored against one teacher
-    reference, "same" again against another (not a duplicate), "larger" naming none; a duplicate and three
-    bad files."""
+    reference, "same" again against another (not a duplicate), "larger" naming none; two duplicates and
+    three bad files."""
     folder = tmp_path_factory.mktemp("submissions")
     shared = {name: scored_against(bundles[name], SHARED) for name in ("same", "smaller")}
     for name, bundle in shared.items():
         write(folder, f"{name}.json", bundle)
     write(folder, "other.json", scored_against(bundles["same"], OTHER))
-    write(folder, "larger.json", scored_against(bundles["larger"], None))
-    again = copy.deepcopy(shared["same"])  # the same analog against the same reference, later: a duplicate
-    again["report"]["created"] = "2099-01-01T00:00:00Z"
-    write(folder, "again.json", sealed(again))
+    larger = scored_against(bundles["larger"], None)
+    write(folder, "larger.json", larger)
+    for name, first in (("again.json", shared["same"]), ("again-larger.json", larger)):  # the same again, later: duplicates
+        again = copy.deepcopy(first)
+        again["report"]["created"] = "2099-01-01T00:00:00Z"
+        write(folder, name, sealed(again))
     tampered = copy.deepcopy(shared["smaller"])
     _swap_weights(tampered)
     write(folder, "swapped.json", sealed(tampered))
@@ -237,8 +239,9 @@ def test_build_writes_valid_entries_and_one_line_per_rejection(site, bundles, ca
             (group["reference"], group["teacher"], group["teacher_sha256"])
         }
     reasons = {r["file"]: r["reason"] for r in data["rejected"]}
-    assert set(reasons) == {"again.json", "swapped.json", "edited.json", "broken.json"}
+    assert set(reasons) == {"again.json", "again-larger.json", "swapped.json", "edited.json", "broken.json"}
     assert reasons["again.json"] == "duplicate of same.json: the same analog weights against the same teacher reference"
+    assert reasons["again-larger.json"] == "duplicate of larger.json: the same teacher and analog weights"  # naming no reference
     assert reasons["swapped.json"].startswith("the analog's weight files in the bundle hash to")
     assert reasons["edited.json"].startswith("its content does not match its sha256")
     assert reasons["broken.json"].startswith("is not a JSON file")
@@ -377,7 +380,7 @@ def test_page_in_headless_chromium_groups_entries_by_reference_and_sorts(site, b
             assert sorted(section.locator("tbody tr").evaluate_all("rows => rows.map(r => r.dataset.file)")) == files
         analogs = set(page.eval_on_selector_all("table tbody tr td:nth-child(1)", "cells => cells.map(c => c.title)"))
         assert analogs == {b["report"]["models"]["analog"]["id"] for b in bundles.values()}  # the full id, shown or as tooltip
-        assert page.locator("#rejected li").count() == 4
+        assert page.locator("#rejected li").count() == 5
 
         group = page.locator(f"section[data-reference='{SHARED}']")
 

@@ -123,7 +123,8 @@ def build_board(directory: Path) -> Board:
         report = bundle["report"]
         pair = (reference_id(report), report["models"]["teacher"]["sha256"], report["models"]["analog"]["sha256"])
         if pair in pairs:
-            board.rejected.append({"file": name, "reason": f"duplicate of {pairs[pair]}: the same analog weights against the same teacher reference"})
+            same = "the same analog weights against the same teacher reference" if pair[0] else "the same teacher and analog weights"
+            board.rejected.append({"file": name, "reason": f"duplicate of {pairs[pair]}: {same}"})
             continue
         pairs[pair] = name
         board.entries.append(entry(bundle, name))
