@@ -150,6 +150,16 @@ def test_verify_finds_a_teacher_record_that_is_not_the_references(scored, tiny_r
     )
 
 
+def test_verify_against_a_reference_of_a_bundle_that_names_none(scored, bundles, tiny_random_dir, tmp_path, capsys):
+    reference, _ = scored
+    path = write(tmp_path, "compliance-only.json", scored_against(bundles["same"], None))
+    assert main(["verify", str(path), "--reference", str(reference), "--student", str(tiny_random_dir)]) == 1
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "reference: NOT the submission's: the submission names no teacher reference (no suite read the teacher's part); "
+        "verify it with --teacher"
+    )
+
+
 @pytest.mark.parametrize("damage", ["changed", "missing"])
 def test_a_tampered_or_missing_reference_is_refused_in_one_line_exit_4(scored, tiny_random_dir, capsys, damage):
     reference, bundle = scored
