@@ -6,6 +6,10 @@ under the JSON Schema shipped in ``pytest_analog/schemas/submission.schema.json`
 The per-file digests are what ``sha256sum`` prints, so anyone holding the
 models can check them; the report's weight hashes are recomputable from them
 (`pytest_analog.models.combine_sha256`), which is what ties the two together.
+The report names the teacher reference it was scored against (its ``reference``
+section: the reference's id and teacher record; absent when no run read the
+teacher's part, e.g. compliance alone), so a bundle gated without the teacher
+(``--analog-reference``) takes the teacher's file digests from that record.
 """
 
 from __future__ import annotations
@@ -19,25 +23,30 @@ from typing import Any
 
 from pytest_analog.atomic import write_atomic
 from pytest_analog.errors import AnalogError
-from pytest_analog.models import ModelSource, combine_sha256, file_sha256s
+from pytest_analog.models import PICKLE_SUFFIXES, ModelSource, combine_sha256, file_sha256s
 from pytest_analog.versions import package_version
 
-SUBMISSION_VERSION = 2
+SUBMISSION_VERSION = 3
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "submission.schema.json"
 # Packages whose versions can change a measured value.
 PACKAGES = ("pytest-analog", "torch", "transformers", "tokenizers", "safetensors", "accelerate", "gguf", "numpy", "scipy", "pytest")
 # Lists and dicts nest at most this deep in a bundle (a real one: about 10), so every check,
 # recursive or not, stays far from Python's recursion limit.
 MAX_DEPTH = 64
+WEIGHT_SUFFIXES = (".safetensors", ".gguf", *PICKLE_SUFFIXES)
 _TOKENIZER_FILES = {"special_tokens_map.json", "vocab.json", "vocab.txt", "merges.txt", "added_tokens.json", "chat_template.jinja"}
 
 
 def file_kind(path: Path, source: ModelSource) -> str:
     """``weights``, ``config``, ``tokenizer`` or ``other`` (a model card, a licence, ...)."""
-    name = path.name
-    if path in source.weight_files():
+    return name_kind(path.name, weights=path in source.weight_files())
+
+
+def name_kind(name: str, *, weights: bool) -> str:
+    """A file's kind: ``weights`` when it is one of the model's weight files, else by its name."""
+    if weights:
         return "weights"
-    if name.startswith("tokenizer") or name in _TOKENIZER_FILES or path.suffix in (".model", ".tiktoken"):
+    if name.startswith("tokenizer") or name in _TOKENIZER_FILES or Path(name).suffix in (".model", ".tiktoken"):
         return "tokenizer"
     if name.endswith("config.json"):
         return "config"
@@ -59,8 +68,12 @@ def weights_sha256(record: dict[str, Any]) -> str:
     return combine_sha256(weights)
 
 
-def make_submission(report: dict, teacher: ModelSource, analog: ModelSource, cache_dir: Path | None = None) -> dict:
-    """Build a bundle from a finished report and the two models it measured; validated before it is returned."""
+def make_submission(report: dict, teacher: ModelSource | None, analog: ModelSource, cache_dir: Path | None = None) -> dict:
+    """Build a bundle from a finished report and the models it measured; validated before it is returned.
+
+    ``teacher`` is None when the report was scored against a teacher reference: the teacher's
+    files are then those of the reference's teacher record (``report["reference"]["teacher"]``).
+    """
     from pytest_analog.report._write import render_json
 
     report = json.loads(render_json(report))  # strict JSON: NaN as null, like fidelity.json
@@ -71,7 +84,10 @@ def make_submission(report: dict, teacher: ModelSource, analog: ModelSource, cac
         "config": report["config"],
         "environment": report["environment"],
         "packages": {name: package_version(name) for name in PACKAGES},
-        "models": {"teacher": model_files(teacher, cache_dir), "analog": model_files(analog, cache_dir)},
+        "models": {
+            "teacher": model_files(teacher, cache_dir) if teacher else reference_model_files(report["reference"]["teacher"]),
+            "analog": model_files(analog, cache_dir),
+        },
     }
     bundle["sha256"] = content_sha256(bundle)
     problems = schema_errors(bundle)
@@ -80,8 +96,23 @@ def make_submission(report: dict, teacher: ModelSource, analog: ModelSource, cac
     return bundle
 
 
-def write_submission(report: dict, teacher: ModelSource, analog: ModelSource, path: Path, cache_dir: Path | None = None) -> Path:
-    """Write the bundle to ``path`` atomically and return ``path``."""
+def reference_model_files(teacher: dict[str, Any]) -> dict[str, Any]:
+    """The bundle's record of a teacher known from a reference's teacher record (``files``: name -> SHA-256):
+    weight files by their suffix, as `ModelSource.weight_files` finds them; a reference records no sizes."""
+    files = [
+        {"name": name, "kind": name_kind(name, weights=Path(name).suffix in WEIGHT_SUFFIXES), "sha256": digest}
+        for name, digest in sorted(teacher["files"].items())
+    ]
+    return {"id": teacher["id"], "source": teacher["source"], "files": files}
+
+
+def file_digests(record: dict[str, Any]) -> dict[str, str]:
+    """A bundle's model record as a reference's teacher record lists files: name -> SHA-256."""
+    return {f["name"]: f["sha256"] for f in record["files"]}
+
+
+def write_submission(report: dict, teacher: ModelSource | None, analog: ModelSource, path: Path, cache_dir: Path | None = None) -> Path:
+    """Write the bundle to ``path`` atomically and return ``path`` (``teacher`` None: see `make_submission`)."""
     bundle = make_submission(report, teacher, analog, cache_dir)
     write_atomic(path, json.dumps(bundle, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     return Path(path)

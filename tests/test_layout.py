@@ -92,7 +92,7 @@ def test_leaderboard_scores_and_verdict_fit_at_1280px(browser, tmp_path):
         "file": "submission.json",
         "teacher": "/srv/models/huggingface/hub/models--HuggingFaceTB--SmolLM2-1.7B-Instruct/snapshots/31b70e2e869a7173562077fd711b654946d38674",
         "analog": "/home/release-engineering/checkouts/analog-releases/2026-11/smollm2-1.7b-instruct-analog-5pct/release",
-        "teacher_sha256": "ab" * 32, "analog_sha256": "cd" * 32, "parameter_fraction": 0.0498,
+        "reference": "ef" * 32, "teacher_sha256": "ab" * 32, "analog_sha256": "cd" * 32, "parameter_fraction": 0.0498,
         "scores": {s: 0.4321 for s in suites}, "verdict": "fail", "passed": "13/25", "passed_fraction": 0.52,
         "date": "2026-11-30", "tool_version": "0.1.0",
     }
@@ -100,6 +100,6 @@ def test_leaderboard_scores_and_verdict_fit_at_1280px(browser, tmp_path):
     path = tmp_path / "index.html"
     path.write_text(render_page(Board(entries=entries)))
     page = _open(browser, path)
-    assert page.locator("#leaderboard tbody tr").count() == 3
-    assert page.locator("#leaderboard th, #leaderboard td").evaluate_all(_OVERFLOW_JS) == []
+    assert page.locator("table.leaderboard tbody tr").count() == 3
+    assert page.locator("section.group h2, table.leaderboard th, table.leaderboard td").evaluate_all(_OVERFLOW_JS) == []
     assert page.evaluate("document.documentElement.scrollWidth") <= WIDTH

@@ -16,8 +16,11 @@ import pytest
 from pytest_analog.criterion import chance_corrected
 from pytest_analog.leaderboard import build_board, check_submission
 from pytest_analog.leaderboard.cli import main
+from pytest_analog.leaderboard.page import short_model_id
 from pytest_analog.models import resolve_source, sha256_files
-from pytest_analog.submission import content_sha256, nested_deeper_than, schema_errors, weights_sha256
+from pytest_analog.submission import (
+    content_sha256, file_digests, nested_deeper_than, reference_model_files, schema_errors, weights_sha256, write_submission,
+)
 from tests.conftest import chromium
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def bundles(tmp_path_factory, tiny_dir, tiny_random_dir, tiny_other_tok_dir) -> dict[str, dict]:
     """Three real bundles from ``pytest --analog-submit``: analogs at 100 %, 47 % and 215 % of their teachers.
 
-    One fresh process runs the plugin on the three pairs in turn (torch is imported once).
+    One fresh process runs the plugin on the three pairs in turn (torch is imported once); "same" and
+    "smaller" share a teacher.
     """
     folder = tmp_path_factory.mktemp("bundles")
     pairs = {"same": (tiny_dir, tiny_random_dir), "smaller": (tiny_dir, tiny_other_tok_dir), "larger": (tiny_other_tok_dir, tiny_dir)}
@@ -48,6 +52,21 @@ def sealed(bundle: dict) -> dict:
     """The bundle with its own sha256 recomputed, as a forger who knows the format would."""
     bundle["sha256"] = content_sha256(bundle)
     return bundle
+
+
+def scored_against(bundle: dict, reference_id: str | None) -> dict:
+    """A copy of ``bundle`` as a run against the teacher reference ``reference_id`` writes it (the report's
+    reference section: its id and the teacher's record with its file digests), or naming none; resealed."""
+    bundle = copy.deepcopy(bundle)
+    report = bundle["report"]
+    report.pop("reference", None)
+    if reference_id:
+        teacher = {**report["models"]["teacher"], "files": file_digests(bundle["models"]["teacher"])}
+        report["reference"] = {"id": reference_id, "source": "memory", "path": None, "parts": ["representation"], "teacher": teacher}
+    return sealed(bundle)
+
+
+SHARED, OTHER = "1" * 64, "2" * 64  # two teacher references
 
 
 def write(folder: Path, name: str, bundle) -> Path:
@@ -79,6 +98,21 @@ def test_bundle_follows_schema_and_hashes_every_file(bundles, tiny_dir, tiny_ran
         assert weights_sha256(bundle["models"][role]) == bundle["report"]["models"][role]["sha256"] == sha256_files(source.weight_files())
 
 
+def test_a_bundle_scored_against_a_reference_takes_the_teacher_from_it(bundles, tiny_random_dir, tmp_path):
+    """In reference mode (no teacher source) the teacher's files are the digests the reference records: the
+    weight files found by their suffix, as on disk, so the report's weight hash follows from them."""
+    live = scored_against(bundles["same"], SHARED)
+    report = live["report"]
+    path = write_submission(report, None, resolve_source(str(tiny_random_dir)), tmp_path / "bundle.json")
+    bundle = json.loads(path.read_text())
+    assert bundle["models"]["teacher"] == reference_model_files(report["reference"]["teacher"])
+    hashed = [{k: v for k, v in f.items() if k != "size"} for f in live["models"]["teacher"]["files"]]
+    assert bundle["models"]["teacher"] == {**live["models"]["teacher"], "files": hashed}  # as a live run hashed them
+    assert bundle["models"]["analog"] == live["models"]["analog"]
+    assert check_submission(bundle) is None
+    assert weights_sha256(bundle["models"]["teacher"]) == report["models"]["teacher"]["sha256"]
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -87,17 +121,19 @@ def test_bundle_follows_schema_and_hashes_every_file(bundles, tiny_dir, tiny_ran
         (lambda b: b["report"].update(verdict="great"), "at $.report.verdict: 'great' is not one of"),
         (lambda b: b["report"]["criteria"][0].update(value="0.9"), "at $.report.criteria[0].value: '0.9' is not of type 'number', 'null'"),
         (lambda b: [f.update(kind="other") for f in b["models"]["teacher"]["files"]], "at $.models.teacher.files: "),
-        (lambda b: b.update(submission_version=3), "it has submission version 3, written by a newer pytest-analog; "
-                                                   "this one reads version 2: rerun the gate with --analog-submit under this version"),
-        (lambda b: b.update(submission_version=1), "it has submission version 1, written by an older pytest-analog; "
-                                                   "this one reads version 2: rerun the gate with --analog-submit under this version"),
-        (lambda b: b.update(submission_version="2"), "at $.submission_version: 2 was expected"),
+        (lambda b: b.update(submission_version=4), "it has submission version 4, written by a newer pytest-analog; "
+                                                   "this one reads version 3: rerun the gate with --analog-submit under this version"),
+        (lambda b: b.update(submission_version=2), "it has submission version 2, written by an older pytest-analog; "
+                                                   "this one reads version 3: rerun the gate with --analog-submit under this version"),
+        (lambda b: b.update(submission_version="3"), "at $.submission_version: 3 was expected"),
+        (lambda b: b["report"]["reference"].update(id="abc"), "at $.report.reference.id: 'abc' does not match"),
+        (lambda b: b["report"]["reference"]["teacher"].update(files={}), "at $.report.reference.teacher.files: {} should be non-empty"),
     ],
     ids=["no-models", "bad-digest", "bad-verdict", "value-as-string", "no-weights", "future-version", "older-version",
-         "version-as-string"],
+         "version-as-string", "bad-reference-id", "reference-without-files"],
 )
 def test_schema_rejects_bad_bundles(bundles, edit, message):
-    bundle = copy.deepcopy(bundles["same"])
+    bundle = scored_against(bundles["same"], SHARED)
     edit(bundle)
     errors = schema_errors(bundle)
     assert errors and errors[0].startswith(message), errors
@@ -141,11 +177,16 @@ def _swap_weights(bundle):
         (lambda b: b["report"]["models"].update(parameter_fraction=0.01), True, "parameter_fraction 0.01 is not the analog's / teacher's parameters (1)"),
         (lambda b: b["report"].update(verdict="pass"), True, "its verdict 'pass' is not the verdict of its criteria ('fail')"),
         (lambda b: b["config"]["gates"]["cka"].update(min=0.1), True, "its config differs from the config in its report"),
+        (lambda b: b["report"]["reference"]["teacher"].update(sha256=hashlib.sha256(b"other").hexdigest()), True,
+         "its teacher is not the teacher of the reference it was scored against (weights or files differ)"),
+        (lambda b: b["report"]["reference"]["teacher"]["files"].popitem(), True,
+         "its teacher is not the teacher of the reference it was scored against (weights or files differ)"),
     ],
-    ids=["edited-score", "edited-score-resealed", "flipped-verdict", "lowered-threshold", "swapped-weights", "fraction", "verdict", "config"],
+    ids=["edited-score", "edited-score-resealed", "flipped-verdict", "lowered-threshold", "swapped-weights", "fraction", "verdict", "config",
+         "other-reference-teacher", "other-reference-files"],
 )
 def test_tampered_bundles_are_rejected(bundles, edit, seal, reason):
-    bundle = copy.deepcopy(bundles["same"])
+    bundle = scored_against(bundles["same"], SHARED)
     edit(bundle)
     if seal:
         sealed(bundle)
@@ -157,14 +198,21 @@ def test_tampered_bundles_are_rejected(bundles, edit, seal, reason):
 
 @pytest.fixture(scope="module")
 def site(bundles, tmp_path_factory):
-    """A submissions folder with the three valid bundles and four bad ones, and the site built from it."""
+    """A submissions folder and the site built from it: "same" and "smaller" scored against one teacher
+    reference, "same" again against another (not a duplicate), "larger" naming none; two duplicates and
+    three bad files."""
     folder = tmp_path_factory.mktemp("submissions")
-    for name, bundle in bundles.items():
+    shared = {name: scored_against(bundles[name], SHARED) for name in ("same", "smaller")}
+    for name, bundle in shared.items():
         write(folder, f"{name}.json", bundle)
-    again = copy.deepcopy(bundles["same"])  # the same pair measured again later: a duplicate
-    again["report"]["created"] = "2099-01-01T00:00:00Z"
-    write(folder, "again.json", sealed(again))
-    tampered = copy.deepcopy(bundles["smaller"])
+    write(folder, "other.json", scored_against(bundles["same"], OTHER))
+    larger = scored_against(bundles["larger"], None)
+    write(folder, "larger.json", larger)
+    for name, first in (("again.json", shared["same"]), ("again-larger.json", larger)):  # the same again, later: duplicates
+        again = copy.deepcopy(first)
+        again["report"]["created"] = "2099-01-01T00:00:00Z"
+        write(folder, name, sealed(again))
+    tampered = copy.deepcopy(shared["smaller"])
     _swap_weights(tampered)
     write(folder, "swapped.json", sealed(tampered))
     write(folder, "edited.json", json.dumps(bundles["larger"]).replace('"verdict": "fail"', '"verdict": "pass"', 1))
@@ -173,26 +221,39 @@ def site(bundles, tmp_path_factory):
     return folder, out, main(["build", str(folder), "--out", str(out)])
 
 
+def entries(data: dict) -> list[dict]:
+    """Every entry of a leaderboard.json, group by group."""
+    return [e for group in data["groups"] for e in group["entries"]]
+
+
 def test_build_writes_valid_entries_and_one_line_per_rejection(site, bundles, capsys):
     _, out, code = site
     assert code == 1  # rejections make the build fail, the site is still written
     data = json.loads((out / "leaderboard.json").read_text())
-    assert {e["file"] for e in data["entries"]} == {"same.json", "smaller.json", "larger.json"}
+    groups = {g["reference"]: sorted(e["file"] for e in g["entries"]) for g in data["groups"]}
+    assert groups == {SHARED: ["same.json", "smaller.json"], OTHER: ["other.json"], None: ["larger.json"]}
+    teachers = [(g["teacher"], g["reference"] or "") for g in data["groups"]]
+    assert teachers == sorted(teachers) and len({t for t, _ in teachers}) == 2
+    for group in data["groups"]:
+        assert {(e["reference"], e["teacher"], e["teacher_sha256"]) for e in group["entries"]} == {
+            (group["reference"], group["teacher"], group["teacher_sha256"])
+        }
     reasons = {r["file"]: r["reason"] for r in data["rejected"]}
-    assert set(reasons) == {"again.json", "swapped.json", "edited.json", "broken.json"}
-    assert reasons["again.json"].startswith("duplicate of ") and "same teacher and analog weights" in reasons["again.json"]
+    assert set(reasons) == {"again.json", "again-larger.json", "swapped.json", "edited.json", "broken.json"}
+    assert reasons["again.json"] == "duplicate of same.json: the same analog weights against the same teacher reference"
+    assert reasons["again-larger.json"] == "duplicate of larger.json: the same teacher and analog weights"  # naming no reference
     assert reasons["swapped.json"].startswith("the analog's weight files in the bundle hash to")
     assert reasons["edited.json"].startswith("its content does not match its sha256")
     assert reasons["broken.json"].startswith("is not a JSON file")
     assert all("\n" not in r for r in reasons.values())
-    same = next(e for e in data["entries"] if e["file"] == "same.json")
+    same = next(e for e in entries(data) if e["file"] == "same.json")
     report = bundles["same"]["report"]
     assert same["parameter_fraction"] == report["models"]["parameter_fraction"] == 1.0
     geometry = [c["value"] for c in report["criteria"] if c["metric"] == "embedding_geometry"]
     assert same["scores"]["embeddings"] == pytest.approx(sum(geometry) / len(geometry))
     compliance = [c for c in report["criteria"] if c["suite"] == "compliance" and c["gated"]]
     assert same["scores"]["compliance"] == pytest.approx(sum(c["passed"] for c in compliance) / len(compliance))
-    assert data["suites"] == ["embeddings", "compliance"]
+    assert [g["suites"] for g in data["groups"]] == [["embeddings", "compliance"]] * 3
     page = (out / "index.html").read_text()
     assert "<script>" in page and "src=" not in page and "href=\"http" not in page.replace('href="https://pypi.org', "")
 
@@ -266,7 +327,7 @@ def test_deeply_nested_json_is_one_rejection_and_the_board_is_written(bundles, t
     reason = "nests deeper than 64 levels, which no submission bundle does"
     assert capsys.readouterr().err.splitlines()[:2] == [f"rejected deep.json: {reason}", f"rejected nested.json: {reason}"]
     data = json.loads((out / "leaderboard.json").read_text())
-    assert [e["file"] for e in data["entries"]] == ["same.json"]
+    assert [e["file"] for e in entries(data)] == ["same.json"]
     assert main(["verify", str(folder / "nested.json"), "--teacher", str(tiny_dir), "--student", str(tiny_dir)]) == 2
     assert capsys.readouterr().err == f"analog-leaderboard: error: submission {folder / 'nested.json'} {reason}\n"
     assert not nested_deeper_than(bundles["same"], 16)  # a real bundle stays far from the limit
@@ -284,7 +345,7 @@ def test_build_out_that_is_a_file_is_one_line_before_any_work(tmp_path, capsys, 
 
 
 def test_verify_bad_input_is_one_line(tmp_path, tiny_dir, capsys):
-    path = write(tmp_path, "bad.json", {"submission_version": 2})
+    path = write(tmp_path, "bad.json", {"submission_version": 3})
     assert main(["verify", str(path), "--teacher", str(tiny_dir), "--student", str(tiny_dir)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("analog-leaderboard: error: the submission does not follow the submission schema: at $: ") and err.count("\n") == 1
@@ -296,32 +357,45 @@ def test_verify_bad_input_is_one_line(tmp_path, tiny_dir, capsys):
 
 
 @pytest.mark.skipif(chromium() is None, reason="no chromium binary on PATH (CI installs Debian's chromium package)")
-def test_page_in_headless_chromium_shows_entries_and_sorts(site, bundles):
+def test_page_in_headless_chromium_groups_entries_by_reference_and_sorts(site, bundles):
     from playwright.sync_api import sync_playwright
 
     _, out, _ = site
+    teacher, other_teacher = (bundles[name]["report"]["models"]["teacher"] for name in ("same", "larger"))
+    expected = [  # (data-reference, the heading after the teacher, files)
+        (SHARED, f"reference {SHARED[:12]}", ["same.json", "smaller.json"], teacher),
+        (OTHER, f"reference {OTHER[:12]}", ["other.json"], teacher),
+        ("", f"no reference (no suite read the teacher's part): weights {other_teacher['sha256'][:12]}", ["larger.json"], other_teacher),
+    ]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         page = browser.new_page()
         page.goto((out / "index.html").as_uri())
-        rows = page.locator("#leaderboard tbody tr")
-        assert rows.count() == 3
-        analogs = set(page.eval_on_selector_all("#leaderboard tbody tr td:nth-child(2)", "cells => cells.map(c => c.title)"))
+        assert page.locator("section.group").count() == 3
+        for reference, named, files, record in expected:
+            section = page.locator(f"section[data-reference='{reference}']")
+            heading = section.locator("h2")
+            assert " ".join(heading.inner_text().split()) == f"Teacher {short_model_id(record['id'])} {named}"
+            assert heading.locator("span").get_attribute("title") == record["id"]  # the full id as tooltip
+            assert sorted(section.locator("tbody tr").evaluate_all("rows => rows.map(r => r.dataset.file)")) == files
+        analogs = set(page.eval_on_selector_all("table tbody tr td:nth-child(1)", "cells => cells.map(c => c.title)"))
         assert analogs == {b["report"]["models"]["analog"]["id"] for b in bundles.values()}  # the full id, shown or as tooltip
-        assert page.locator("#rejected li").count() == 4
+        assert page.locator("#rejected li").count() == 5
+
+        group = page.locator(f"section[data-reference='{SHARED}']")
 
         def fractions():
-            return [float(v) for v in page.eval_on_selector_all("#leaderboard tbody tr td:nth-child(3)", "cells => cells.map(c => c.dataset.sort)")]
+            return [float(v) for v in group.locator("tbody tr td:nth-child(2)").evaluate_all("cells => cells.map(c => c.dataset.sort)")]
 
-        header = page.get_by_role("button", name="size fraction")
+        header = group.get_by_role("button", name="size fraction")
         header.click()
         ascending = fractions()
-        assert ascending == sorted(ascending) and ascending[0] < 1 < ascending[-1]
-        assert page.locator("th[data-col='2']").get_attribute("aria-sort") == "ascending"
+        assert ascending == sorted(ascending) and ascending[0] < 1 == ascending[-1]
+        assert group.locator("th[data-col='1']").get_attribute("aria-sort") == "ascending"
         header.click()
         assert fractions() == ascending[::-1]
-        page.get_by_role("button", name="analog").click()
-        names = page.eval_on_selector_all("#leaderboard tbody tr td:nth-child(2)", "cells => cells.map(c => c.dataset.sort)")
+        group.get_by_role("button", name="analog").click()
+        names = group.locator("tbody tr td:nth-child(1)").evaluate_all("cells => cells.map(c => c.dataset.sort)")
         assert names == sorted(names)
         browser.close()
 
@@ -361,7 +435,7 @@ def test_real_teacher_compliant_release_submits_and_verifies(pytester, smollm2_g
     assert submitted["models"]["teacher"]["files"][0]["sha256"] == hashlib.sha256(smollm2_gguf.read_bytes()).hexdigest()
     assert main(["verify", str(bundle), "--teacher", str(smollm2_gguf), "--student", str(analog)]) == 0
     assert main(["build", str(bundle.parent), "--out", str(pytester.path / "site")]) == 0
-    entry, = json.loads((pytester.path / "site" / "leaderboard.json").read_text())["entries"]
+    entry, = entries(json.loads((pytester.path / "site" / "leaderboard.json").read_text()))
     assert (entry["verdict"], entry["scores"], entry["analog"]) == ("pass", {"compliance": 1.0}, str(analog))
 
 
@@ -404,7 +478,7 @@ def test_a_resealed_bundle_with_a_malformed_config_is_one_rejection(bundles, tmp
     write(tmp_path / "submissions", "same.json", bundles["same"])
     assert main(["build", str(tmp_path / "submissions"), "--out", str(tmp_path / "site")]) == 1
     data = json.loads((tmp_path / "site" / "leaderboard.json").read_text())
-    assert [e["file"] for e in data["entries"]] == ["same.json"] and data["rejected"][0]["reason"].endswith(reason)
+    assert [e["file"] for e in entries(data)] == ["same.json"] and data["rejected"][0]["reason"].endswith(reason)
 
 
 def test_a_lowered_steering_threshold_is_not_the_configured_one(bundles):

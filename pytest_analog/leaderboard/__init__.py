@@ -1,7 +1,7 @@
-"""The community leaderboard: validate submission bundles, build a static site, verify models.
+"""The community leaderboard: validate submission bundles, build a static site, verify models and reruns.
 
 ``analog-leaderboard build SUBMISSIONS_DIR --out SITE_DIR`` and
-``analog-leaderboard verify SUBMISSION --teacher ... --student ...`` (see `cli`).
+``analog-leaderboard verify SUBMISSION --teacher ... | --reference ... --student ... [--rerun]`` (see `cli`).
 """
 
 from pytest_analog.leaderboard.board import Board, build_board, check_submission

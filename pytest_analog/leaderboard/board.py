@@ -5,8 +5,16 @@ when it was edited after it was written (its own ``sha256``), when its report
 disagrees with its own file hashes (the weight hashes recomputed from the
 bundle's file digests must be the report's), with its own thresholds (each
 verdict recomputed from value and threshold; built-in criteria must carry the
-gate their config sets, `config.Gates.gate`; counts and overall verdict recomputed), or when it
-repeats a teacher/analog pair already on the board (the earliest stays).
+gate their config sets, `config.Gates.gate`; counts and overall verdict recomputed),
+when its teacher is not the teacher of the reference it names, or when it
+repeats an analog already on the board against the same teacher reference (the
+earliest stays).
+
+Entries are grouped by the teacher reference they were scored against and
+ranked within their group only: scores against different references (another
+teacher, other prompts or settings) are not comparable. A bundle that names no
+reference (no run read the teacher's part: compliance alone) is grouped by its
+teacher's weights.
 
 These checks make a bundle internally consistent; they cannot prove the
 numbers were measured. `verify` ties a bundle to model files anyone can hash,
@@ -27,7 +35,7 @@ from pytest_analog.errors import AnalogError
 from pytest_analog.facts import METRICS
 from pytest_analog.models import parameter_fraction
 from pytest_analog.options import SUITES
-from pytest_analog.submission import content_sha256, load_submission, schema_errors, weights_sha256
+from pytest_analog.submission import content_sha256, file_digests, load_submission, schema_errors, weights_sha256
 
 # The headline score of a built-in suite: the mean of this metric's values over the suite's criteria.
 # Any other suite's headline is the fraction of its gated criteria that pass.
@@ -35,26 +43,59 @@ HEADLINES = {"representation": "cka", "embeddings": "embedding_geometry", "logit
 
 
 @dataclass
+class Group:
+    """The entries scored against one teacher reference (or, naming none, one teacher's weights), best first."""
+
+    reference: str | None  # the reference's id (SHA-256 of its manifest); None: no run read the teacher's part
+    teacher: str  # the teacher's id (hub id or path)
+    teacher_sha256: str  # its weights (`models.sha256_files`)
+    entries: list[dict[str, Any]]
+
+    @property
+    def suites(self) -> list[str]:
+        return suites_of(self.entries)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reference": self.reference, "teacher": self.teacher, "teacher_sha256": self.teacher_sha256,
+                "suites": self.suites, "entries": self.entries}
+
+
+@dataclass
 class Board:
-    """The accepted rows, best first, and the rejected files with their reasons."""
+    """The accepted rows, grouped by teacher reference and best first in each group, and the rejected files
+    with their reasons."""
 
     entries: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, str]] = field(default_factory=list)
 
     @property
+    def groups(self) -> list[Group]:
+        """One group per teacher reference (and teacher weights), by teacher id, then reference id."""
+        groups: dict[tuple[str | None, str], Group] = {}
+        for row in self.entries:
+            key = (row["reference"], row["teacher_sha256"])
+            if key not in groups:
+                groups[key] = Group(row["reference"], row["teacher"], row["teacher_sha256"], [])
+            groups[key].entries.append(row)
+        return sorted(groups.values(), key=lambda g: (g.teacher, g.reference or "", g.teacher_sha256))
+
+    @property
     def suites(self) -> list[str]:
-        """Suites with a headline in any entry: built-in ones in their order, then others by name."""
-        seen = {s for e in self.entries for s in e["scores"]}
-        return [s for s in SUITES if s in seen] + sorted(seen - set(SUITES))
+        return suites_of(self.entries)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "suites": self.suites,
             "headlines": {s: f"mean {HEADLINES[s]}" if s in HEADLINES else "fraction of gated criteria passed" for s in self.suites},
-            "entries": self.entries,
+            "groups": [group.to_dict() for group in self.groups],
             "rejected": self.rejected,
         }
+
+
+def suites_of(entries: list[dict[str, Any]]) -> list[str]:
+    """Suites with a headline in any of ``entries``: built-in ones in their order, then others by name."""
+    seen = {s for e in entries for s in e["scores"]}
+    return [s for s in SUITES if s in seen] + sorted(seen - set(SUITES))
 
 
 def build_board(directory: Path) -> Board:
@@ -77,12 +118,13 @@ def build_board(directory: Path) -> Board:
             board.rejected.append({"file": path.name, "reason": reason})
         else:
             accepted.append((bundle["report"]["created"], path.name, bundle))
-    pairs: dict[tuple[str, str], str] = {}
+    pairs: dict[tuple[str | None, str, str], str] = {}
     for _, name, bundle in sorted(accepted, key=lambda a: (a[0], a[1])):
-        models = bundle["report"]["models"]
-        pair = (models["teacher"]["sha256"], models["analog"]["sha256"])
+        report = bundle["report"]
+        pair = (reference_id(report), report["models"]["teacher"]["sha256"], report["models"]["analog"]["sha256"])
         if pair in pairs:
-            board.rejected.append({"file": name, "reason": f"duplicate of {pairs[pair]}: the same teacher and analog weights"})
+            same = "the same analog weights against the same teacher reference" if pair[0] else "the same teacher and analog weights"
+            board.rejected.append({"file": name, "reason": f"duplicate of {pairs[pair]}: {same}"})
             continue
         pairs[pair] = name
         board.entries.append(entry(bundle, name))
@@ -101,6 +143,9 @@ def check_submission(bundle: Any) -> str | None:
     report = bundle["report"]
     if bundle["config"] != report["config"]:
         return "its config differs from the config in its report"
+    scored = report.get("reference", {}).get("teacher")
+    if scored and (scored["sha256"] != report["models"]["teacher"]["sha256"] or scored["files"] != file_digests(bundle["models"]["teacher"])):
+        return "its teacher is not the teacher of the reference it was scored against (weights or files differ)"
     for role, name in (("teacher", "teacher"), ("analog", "analog")):
         recorded, recomputed = report["models"][role]["sha256"], weights_sha256(bundle["models"][role])
         if recorded != recomputed:
@@ -190,6 +235,7 @@ def entry(bundle: dict, name: str) -> dict[str, Any]:
     models, summary = report["models"], report["summary"]
     return {
         "file": name,
+        "reference": reference_id(report),
         "teacher": models["teacher"]["id"],
         "analog": models["analog"]["id"],
         "teacher_sha256": models["teacher"]["sha256"],
@@ -202,6 +248,11 @@ def entry(bundle: dict, name: str) -> dict[str, Any]:
         "date": report["created"][:10],
         "tool_version": report["tool"]["version"],
     }
+
+
+def reference_id(report: dict) -> str | None:
+    """The id of the teacher reference a report was scored against; None when no run read the teacher's part."""
+    return report["reference"]["id"] if "reference" in report else None
 
 
 def headline_scores(criteria: list[dict]) -> dict[str, float | None]:

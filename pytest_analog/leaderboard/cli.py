@@ -1,18 +1,25 @@
-"""``analog-leaderboard``: build the leaderboard site, verify a submission's models.
+"""``analog-leaderboard``: build the leaderboard site, verify a submission's models and rerun its gate.
 
 Exit codes: 0 success; 1 a rejected submission (the site is still written from
-the others) or models that differ from the submission; 2 bad input.
+the others), models or a teacher reference that differ from the submission, or
+values a rerun does not reproduce; 2 bad input; 4 a teacher reference that
+cannot be used (missing, not a reference, a newer schema, a file changed), as
+everywhere a reference is read.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 from pytest_analog.atomic import folder_problem, write_atomic
 from pytest_analog.errors import AnalogError
+from pytest_analog.leaderboard.rerun import DEFAULT_TOLERANCE
+
+REFERENCE_REFUSED = 4  # exit code, as for pytest --analog-reference and analog-reference
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,17 +29,37 @@ def main(argv: list[str] | None = None) -> int:
     build = commands.add_parser("build", help="validate every *.json submission in a folder and write the site")
     build.add_argument("submissions", type=Path, metavar="SUBMISSIONS_DIR")
     build.add_argument("--out", type=Path, required=True, metavar="SITE_DIR", help="folder for index.html and leaderboard.json")
-    verify = commands.add_parser("verify", help="re-hash local model files and compare them with a submission")
+    verify = commands.add_parser(
+        "verify", help="re-hash local model files (or check a teacher reference) against a submission; --rerun reruns its gate"
+    )
     verify.add_argument("submission", type=Path, metavar="SUBMISSION")
-    verify.add_argument("--teacher", required=True, metavar="MODEL", help="the teacher: a hub id, a model directory or a .gguf file")
+    teacher = verify.add_mutually_exclusive_group(required=True)
+    teacher.add_argument("--teacher", metavar="MODEL", help="the teacher: a hub id, a model directory or a .gguf file")
+    teacher.add_argument("--reference", type=Path, metavar="REF", help="the teacher reference the submission names (a folder)")
     verify.add_argument("--student", required=True, metavar="MODEL", help="the analog: a hub id, a model directory or a .gguf file")
+    verify.add_argument("--rerun", action="store_true", help="rerun the gate on the analog and compare every criterion's value")
+    verify.add_argument("--tolerance", type=_tolerance, metavar="T", default=None,
+                        help=f"with --rerun: largest difference of a reproduced value, absolute below 1 and relative "
+                             f"above (default: {DEFAULT_TOLERANCE:g})")
     verify.add_argument("--allow-pickle", action="store_true", help="accept pickle weight files (they are only hashed)")
     args = parser.parse_args(argv)
+    if args.command == "verify" and args.tolerance is not None and not args.rerun:
+        verify.error("--tolerance applies to --rerun; add --rerun or leave it out")
     try:
         return _build(args) if args.command == "build" else _verify(args)
     except AnalogError as exc:
         print(f"analog-leaderboard: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _tolerance(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not 0 <= number < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got '{value}'")
+    return number
 
 
 def _build(args) -> int:
@@ -53,18 +80,58 @@ def _build(args) -> int:
 
 
 def _verify(args) -> int:
-    from pytest_analog.leaderboard.verify import verify_models
+    from pytest_analog.leaderboard.verify import reference_problem, verify_models
+    from pytest_analog.reference.store import load
     from pytest_analog.submission import load_submission
 
-    differences = verify_models(load_submission(args.submission), args.teacher, args.student, allow_pickle=args.allow_pickle)
+    bundle = load_submission(args.submission)
+    if args.reference:
+        try:
+            reference = load(args.reference)
+        except AnalogError as exc:
+            print(f"analog-leaderboard: error: {exc}", file=sys.stderr)
+            return REFERENCE_REFUSED
+    differences = verify_models(bundle, args.teacher, args.student, allow_pickle=args.allow_pickle)
     reasons = differences.pop("submission")
     print(f"submission: REJECTED: {reasons[0]}" if reasons else "submission: consistent (its own sha256, file hashes and verdicts)")
+    problem = reference_problem(bundle, reference) if args.reference else None
+    if args.reference:
+        print(f"reference: NOT the submission's: {problem}" if problem else
+              f"reference: the one the submission was scored against ({reference.id[:12]}…)")
     for role, found in differences.items():
         if found:
             print(f"{role}: NOT the submitted files: {'; '.join(found)}")
         else:
             print(f"{role}: the same files as submitted")
-    return 1 if reasons or any(differences.values()) else 0
+    failed = bool(reasons or problem or any(differences.values()))
+    if args.rerun:
+        failed = _rerun(args, bundle, skip=failed)
+    return 1 if failed else 0
+
+
+def _rerun(args, bundle: dict, *, skip: bool) -> bool:
+    """Rerun the gate and print whether it reproduces the submission; True when it does not (or could not run)."""
+    from pytest_analog.leaderboard.rerun import rerun_gate, unreproduced
+
+    if skip:
+        print("rerun: not run (the submission, its models or its reference do not match)")
+        return True
+    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    print("rerun: running the gate (pytest) on the analog with the submission's config", flush=True)
+    try:
+        report = rerun_gate(bundle, args.student, reference=args.reference, teacher=args.teacher, allow_pickle=args.allow_pickle)
+    except AnalogError as exc:
+        print(f"rerun: FAILED: {exc}")
+        return True
+    submitted = bundle["report"]["criteria"]
+    problems = unreproduced(submitted, report["criteria"], tolerance)
+    if not problems:
+        print(f"rerun: all {len(submitted)} criteria reproduce within {tolerance:g}")
+        return False
+    print(f"rerun: {len(problems)} of {len(submitted)} criteria do not reproduce within {tolerance:g}:")
+    for problem in problems:
+        print(f"  {problem}")
+    return True
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""The leaderboard as one self-contained HTML page with a sortable table."""
+"""The leaderboard as one self-contained HTML page: a sortable table per teacher reference."""
 
 from __future__ import annotations
 
 import html
 import json
 
-from pytest_analog.leaderboard.board import Board
+from pytest_analog.leaderboard.board import Board, Group
 
 _STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 96rem; padding: 0 1rem; color: #1d1d1f; }
@@ -18,6 +18,7 @@ th[aria-sort=ascending] button::after { content: " \\25B2"; }
 th[aria-sort=descending] button::after { content: " \\25BC"; }
 .pass { color: #1a7f37; font-weight: 600; } .fail { color: #c0392b; font-weight: 600; }
 code { font-size: 85%; } small { color: #666; }
+h2 { margin-top: 2rem; } h2 small { font-weight: normal; }
 """
 
 # Click a header to sort by it; click again to reverse. Numbers sort as numbers; empty cells go last.
@@ -45,28 +46,47 @@ document.querySelectorAll("th[data-col] button").forEach(function (button) {
 
 
 def render_page(board: Board) -> str:
-    """The leaderboard page: every accepted entry, sortable by each column; rejected files listed below."""
-    suites = board.suites
-    head = ["teacher", "analog", "size fraction", *(f"{s} score" for s in suites), "verdict", "gated passed", "date"]
-    header = "".join(f'<th data-col="{i}" scope="col"><button type="button">{html.escape(h)}</button></th>' for i, h in enumerate(head))
-    rows = "\n".join(_row(e, suites) for e in board.entries)
+    """The leaderboard page: one table per teacher reference, sortable by each column; rejected files listed below."""
+    tables = "\n".join(_table(group) for group in board.groups)
     rejected = "".join(f"<li><code>{html.escape(r['file'])}</code>: {html.escape(r['reason'])}</li>" for r in board.rejected)
     legend = "; ".join(f"{html.escape(s)}: {html.escape(h)}" for s, h in board.to_dict()["headlines"].items())
+    count = len(board.entries)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Analog leaderboard</title><style>{_STYLE}</style></head>
 <body>
 <h1>Analog leaderboard</h1>
 <p>Open analogs measured against their teachers with <a href="https://pypi.org/project/pytest-analog/">pytest-analog</a>.
-{len(board.entries)} {"entry" if len(board.entries) == 1 else "entries"}. Click a column header to sort. <small>Suite scores: {legend or "none"}.</small></p>
-<table id="leaderboard"><thead><tr>{header}</tr></thead>
-<tbody>
-{rows}
-</tbody></table>
+{count} {"entry" if count == 1 else "entries"}, grouped by the teacher reference they were scored against: entries are ranked
+within their group only. Click a column header to sort. <small>Suite scores: {legend or "none"}.</small></p>
+{tables}
 {f"<h2>Rejected submissions</h2><ul id='rejected'>{rejected}</ul>" if rejected else ""}
 <script>{_SCRIPT}</script>
 </body></html>
 """
+
+
+# Characters of a reference id shown in a group's heading (the full id is its tooltip and in leaderboard.json).
+SHORT_ID = 12
+
+
+def _table(group: Group) -> str:
+    """One group's section: a heading naming the teacher and the reference (or its weights), and its entries' table."""
+    suites = group.suites
+    head = ["analog", "size fraction", *(f"{s} score" for s in suites), "verdict", "gated passed", "date"]
+    header = "".join(f'<th data-col="{i}" scope="col"><button type="button">{html.escape(h)}</button></th>' for i, h in enumerate(head))
+    rows = "\n".join(_row(e, suites) for e in group.entries)
+    teacher, reference = html.escape(group.teacher), html.escape(group.reference or "")
+    named = (f'reference <code title="{reference}">{reference[:SHORT_ID]}</code>' if group.reference else
+             f'no reference (no suite read the teacher\'s part): weights <code title="{group.teacher_sha256}">{group.teacher_sha256[:SHORT_ID]}</code>')
+    return f"""<section class="group" data-reference="{reference}" data-teacher-sha256="{group.teacher_sha256}">
+<h2>Teacher <span title="{teacher}">{html.escape(short_model_id(group.teacher))}</span>
+<small>{named}</small></h2>
+<table class="leaderboard"><thead><tr>{header}</tr></thead>
+<tbody>
+{rows}
+</tbody></table>
+</section>"""
 
 
 def _row(entry: dict, suites: list[str]) -> str:
@@ -82,7 +102,6 @@ def _row(entry: dict, suites: list[str]) -> str:
     ]
     fraction = entry["parameter_fraction"]
     cells = [
-        cell(short_model_id(entry["teacher"]), entry["teacher"], css="model", title=entry["teacher"]),
         cell(short_model_id(entry["analog"]), entry["analog"], css="model", title=entry["analog"]),
         cell(f"{fraction:.2%}", _num(fraction), True),
         *scores,
