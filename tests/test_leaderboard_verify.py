@@ -108,7 +108,7 @@ def scored(bundles, bos_tokenizer, tmp_path) -> tuple[Path, Path]:
     bundle = scored_against(bundles["same"], "0" * 64)
     teacher = bundle["report"]["reference"]["teacher"]
     part = store.Part({"rows": torch.arange(6.0).reshape(2, 3)}, {"tokens": ["a", "b"]}, {"seed": 0})
-    built = store.build(teacher, {"embeddings": part}, bos_tokenizer, {"torch": torch.__version__})
+    built = store.build(teacher, {"embeddings": part}, store.tokenizer_files(bos_tokenizer), {"torch": torch.__version__})
     reference = store.write(built, tmp_path / "ref")
     bundle["report"]["reference"].update(id=reference.id, source="file", path=str(reference.path), parts=["embeddings"])
     return reference.path, write(tmp_path, "scored.json", sealed(bundle))
@@ -128,7 +128,7 @@ def test_verify_against_another_reference_says_which_and_fails(scored, bundles, 
     _, bundle = scored
     teacher = json.loads(bundle.read_text())["report"]["reference"]["teacher"]
     logits = store.Part({}, {}, {"top_k": 64})
-    other = store.write(store.build(teacher, {"logits": logits}, bos_tokenizer, {}), tmp_path / "other")
+    other = store.write(store.build(teacher, {"logits": logits}, store.tokenizer_files(bos_tokenizer), {}), tmp_path / "other")
     submitted = json.loads(bundle.read_text())["report"]["reference"]["id"]
     assert main(["verify", str(bundle), "--reference", str(other.path), "--student", str(tiny_random_dir), "--rerun"]) == 1
     assert capsys.readouterr().out.splitlines()[1:] == [
@@ -237,7 +237,6 @@ def test_a_rerun_that_cannot_run_says_why_in_one_line(bundles, tmp_path, tiny_di
 # -- end to end: a submission scored against a reference, confirmed without the teacher ------------------
 
 
-@pytest.mark.skipif("reference" not in Settings.__dataclass_fields__, reason="needs the session's --analog-reference (issue 14)")
 def test_a_submission_scored_against_a_reference_is_confirmed_by_a_rerun_and_a_tampered_reference_refused(
     tmp_path, tiny_dir, tiny_random_dir, capsys
 ):
