@@ -17,7 +17,6 @@ from pytest_analog.criterion import chance_corrected
 from pytest_analog.leaderboard import check_submission, rerun
 from pytest_analog.leaderboard.cli import main
 from pytest_analog.leaderboard.rerun import DEFAULT_TOLERANCE, rerun_gate, unreproduced, values_agree
-from pytest_analog.options import Settings
 from pytest_analog.reference import store
 from tests.test_leaderboard import ROOT, bundles, scored_against, sealed, write  # noqa: F401  (a fixture and bundle makers)
 
