@@ -266,7 +266,7 @@ def test_deltas_from_a_stored_teacher_part_equal_the_live_deltas(tiny_dir, tiny_
     live = compare(*(evaluate(m.model, m.tokenizer, tasks, name=m.info["id"], **run) for m in (pair.teacher, pair.analog)))
 
     part = teacher_part(pair.teacher, config, tasks=tasks)
-    reference = store.write(store.build(pair.teacher.info, {"benchmarks": part}, pair.teacher.tokenizer, {}), tmp_path / "ref")
+    reference = store.write(store.build(pair.teacher.info, {"benchmarks": part}, store.tokenizer_files(pair.teacher.tokenizer), {}), tmp_path / "ref")
     stored = store.load(reference.path).part("benchmarks")
     assert stored.meta == json.loads(json.dumps(part.meta)) and stored.tensors == {}
     pair.teacher.model = None  # as in reference mode: the analog half must not need it

@@ -49,7 +49,7 @@ def from_reference(folder) -> tuple[LoadedModel, store.Part]:
 def test_a_written_and_read_part_gives_the_live_values_bitwise(tmp_path, teacher, analog):
     config = load_config(**SETTINGS)
     part = teacher_part(teacher, config, prompts=PROMPTS)
-    store.write(store.build(teacher.info, {"representation": part}, teacher.tokenizer, {}), tmp_path / "ref")
+    store.write(store.build(teacher.info, {"representation": part}, store.tokenizer_files(teacher.tokenizer), {}), tmp_path / "ref")
     reference_teacher, read = from_reference(tmp_path / "ref")
     control = control_model(analog, "random", config.chance.seed)
     live = measure(ModelPair(teacher, analog), part, PROMPTS, config, control=control)

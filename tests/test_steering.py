@@ -403,7 +403,7 @@ def test_the_steering_part_read_back_from_a_reference_gives_the_live_values(plan
     part = teacher_part(pair.teacher, settings, behaviours=behaviours, teacher_layers=[1], map_texts=TEXTS)
     assert sorted(part.tensors) == ["map/1", "planted/1/differences", "planted/1/native"]
     assert part.tensors["map/1"].shape == (sum(part.meta["map_lengths"]), 32)
-    written = store.write(store.build(pair.teacher.info, {"steering": part}, pair.teacher.tokenizer, {}), tmp_path / "ref")
+    written = store.write(store.build(pair.teacher.info, {"steering": part}, store.tokenizer_files(pair.teacher.tokenizer), {}), tmp_path / "ref")
     stored = store.load(written.path).part("steering")
 
     def analog_half(p, layers):
