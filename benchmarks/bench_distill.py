@@ -36,6 +36,7 @@ from pytest_analog.distill.data import read_texts, teacher_targets, token_chunks
 from pytest_analog.distill.student import kept_blocks, plan_shape, random_student, student_config
 from pytest_analog.distill.train import Trainee, align_map
 from pytest_analog.representation import measure
+from pytest_analog.reference.representation import teacher_part
 from pytest_analog.models import ModelPair, load_model
 from pytest_analog.prompts import load_prompts
 
@@ -93,8 +94,10 @@ def quality(teacher, budgets: list[float], train_steps: int | None, n_prompts: i
     prompts = load_prompts("default", max_prompts=n_prompts)
     source = str(teacher.source.directory / teacher.source.gguf_file)
 
+    part = teacher_part(teacher, fidelity, prompts=prompts)
+
     def scores(student):
-        m = measure(ModelPair(teacher, student), prompts, fidelity)
+        m = measure(ModelPair(teacher, student), part, prompts, fidelity)
         best = np.nanmax(np.asarray(m.cka_matrix), axis=1).mean()
         return m.logits["kl"], best, np.mean(list(m.cka.values()))
 

@@ -1,8 +1,12 @@
 """Wall time of the representation measurement over the bare forward passes it needs.
 
 Both models run the same prompts in the same batches (sorted by length, right
-padded, every hidden state) once bare and once through `representation.measure`, which
-adds the alignment, the streamed metrics, the layer matrix and the geometry.
+padded, every hidden state) once bare and once as the live gate does: the
+teacher half (`reference.representation.teacher_part`, which keeps the
+teacher's rows, top-k logits and embedding rows) and the analog half
+(`representation.measure`, which adds the alignment, the streamed metrics, the
+layer matrix and the geometry). The teacher half alone is also timed against
+the teacher's bare forward passes (what a reference build costs over them).
 Two figures: the representation suite alone (no output logits needed, target
 <= 1.2) and the whole gate with logit fidelity (the forward then computes logits).
 Each runs with the default chance control (a random model of the analog's shape,
@@ -26,13 +30,14 @@ from pytest_analog.capture import plan_alignment
 from pytest_analog.config import load_config
 from pytest_analog.demo import smollm2_gguf
 from pytest_analog.representation import measure
+from pytest_analog.reference.representation import teacher_part
 from pytest_analog.layers import gated_layers
 from pytest_analog.models import ModelPair, load_model
 from pytest_analog.prompts import load_prompts
 from pytest_analog.controls import control_model
 
 
-def bare_forward_seconds(pair, plan, batch_size: int, with_logits: bool, control=None) -> float:
+def bare_forward_seconds(pair, plan, batch_size: int, with_logits: bool, control=None, analog: bool = True) -> float:
     from pytest_analog.capture import forward
 
     order = sorted(range(len(plan.prompts)), key=lambda i: len(plan.prompts[i].teacher_ids))
@@ -41,7 +46,8 @@ def bare_forward_seconds(pair, plan, batch_size: int, with_logits: bool, control
         for start in range(0, len(order), batch_size):
             chunk = [plan.prompts[i] for i in order[start : start + batch_size]]
             forward(pair.teacher, [p.teacher_ids for p in chunk], with_logits)
-            forward(pair.analog, [p.student_ids for p in chunk], with_logits)
+            if analog:
+                forward(pair.analog, [p.student_ids for p in chunk], with_logits)
             if control is not None:
                 forward(control, [p.student_ids for p in chunk], False)
     return time.perf_counter() - started
@@ -74,11 +80,19 @@ def main() -> None:
             for _ in range(args.repeats):
                 bare.append(bare_forward_seconds(pair, plan, config.batch_size, with_logits, ctl))
                 started = time.perf_counter()
-                measure(pair, prompts, config, with_logits=with_logits, control=ctl)
+                measure(pair, teacher_part(teacher, config, prompts=prompts), prompts, config, with_logits=with_logits, control=ctl)
                 full.append(time.perf_counter() - started)
             print(f"{label}, {chance}: bare forward passes {min(bare):.2f} s, measurement {min(full):.2f} s "
                   f"(best of {args.repeats}); ratio {min(full) / min(bare):.2f}")
-    print_part_costs(pair, prompts, config, control)
+    bare, half = [], []
+    for _ in range(args.repeats):
+        bare.append(bare_forward_seconds(pair, plan, config.batch_size, True, analog=False))
+        started = time.perf_counter()
+        teacher_part(teacher, config, prompts=prompts)
+        half.append(time.perf_counter() - started)
+    print(f"teacher half: bare teacher forward passes (with logits) {min(bare):.2f} s, teacher_part {min(half):.2f} s "
+          f"(best of {args.repeats}); ratio {min(half) / min(bare):.2f}")
+    print_part_costs(pair, teacher_part(teacher, config, prompts=prompts), prompts, config, control)
 
 
 # the parts whose time is printed: (module, attribute) as the measurement looks them up
@@ -93,8 +107,8 @@ PARTS = {
 }
 
 
-def print_part_costs(pair, prompts, config, control) -> None:
-    """Wall seconds of each part in one more measurement (representation suite, with the control)."""
+def print_part_costs(pair, part, prompts, config, control) -> None:
+    """Wall seconds of each part in one more analog half (representation suite, with the control)."""
     import importlib
     from unittest import mock
 
@@ -117,7 +131,7 @@ def print_part_costs(pair, prompts, config, control) -> None:
                 owner = getattr(owner, part)
             stack.enter_context(mock.patch.object(owner, name, timed(label, getattr(owner, name))))
         started = time.perf_counter()
-        measure(pair, prompts, config, with_logits=False, control=control)
+        measure(pair, part, prompts, config, with_logits=False, control=control)
         total = time.perf_counter() - started
     print(f"parts of one more measurement ({total:.2f} s):")
     for label, spent in seconds.items():

@@ -77,9 +77,12 @@ METRICS = {
         direction="min",
     ),
     "kl": Metric(
-        "mean KL(teacher || analog) per token, nats",
+        "mean KL(teacher || analog) per token over the teacher's top-k tokens and the rest as one bucket, nats",
         "Mean KL(teacher || analog) between next-token distributions at the compared positions, in "
-        "nats. 0 means identical predictions. Lower is better.",
+        "nats, over the teacher's top logits.top_k (64) tokens with the remaining mass as one bucket: "
+        "what a teacher reference keeps. It is a lower bound of the exact KL (equal at top_k = vocabulary "
+        "size); on SmolLM2-135M-Instruct against the demo analog it was 0.41 nats (8.7 %) below "
+        "(4.28 vs 4.69). 0 means identical predictions. Lower is better.",
         "the analog's next-token distributions are far from the teacher's",
         "distil longer on more tokens (--max-steps, a larger --corpus) or give the analog a larger --fraction",
         (0.0, math.inf),

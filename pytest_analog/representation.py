@@ -1,8 +1,11 @@
 """Representation fidelity of a model pair: one capture pass, every metric, one result.
 
-`measure` streams the aligned activations of `capture.capture` into the metric
-accumulators and returns a `Measurements`, a plain record that is cached on
-disk and read by the built-in suites.
+This is the run's analog half: `measure` streams the analog's (and the chance
+control's) aligned activations from `capture.capture` into the metric
+accumulators beside the teacher's rows, read from the teacher's `Part`
+(`reference.representation`, built live or read from a teacher reference), and
+returns a `Measurements`, a plain record that is cached on disk and read by the
+built-in suites.
 """
 
 from __future__ import annotations
