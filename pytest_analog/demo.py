@@ -75,10 +75,10 @@ def build_reference(teacher: Path, workdir: Path, extra: list[str]) -> Path | No
     gate = argparse.ArgumentParser(add_help=False)
     for name in ("config", "max-prompts", "suites", "tasks"):
         gate.add_argument(f"--analog-{name}")
-    known, _ = gate.parse_known_args(extra)
-    if not any(SUITE_RUNS[suite] for suite in _suites(known.suites or "all")):
+    known = {name.removeprefix("analog_"): value for name, value in vars(gate.parse_known_args(extra)[0]).items()}
+    if not any(SUITE_RUNS[suite] for suite in _suites(known["suites"] or "all")):
         return None
-    options = [f"--{name.replace('_', '-')}={value}" for name, value in vars(known).items() if value is not None]
+    options = [f"--{name.replace('_', '-')}={value}" for name, value in known.items() if value is not None]
     out = workdir / "reference"
     args = ["build", f"--teacher={teacher}", f"--out={out}", f"--cache={workdir / 'cache'}", "--device=cpu", *options]
     if reference_main(args) != 0:
