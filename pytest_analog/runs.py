@@ -56,6 +56,7 @@ class Run:
     section: Callable[[Outcome, Config], dict[str, Any]]  # the report keys this run adds
     packages: tuple[str, ...] = ("torch", "transformers")  # whose versions the cache keys hold
     needs_teacher: bool = False  # the analog half also runs the teacher when it is loaded (steering transfer)
+    parallel: bool = False  # the teacher half splits its batches over `accelerate launch`'s processes (`reference.processes`)
 
     def settings(self, config: Config) -> dict[str, Any]:
         """The config values the analog half reads, by dotted key (a section stands for all its keys)."""
@@ -154,6 +155,7 @@ def _representation_section(done: Outcome, config: Config) -> dict[str, Any]:
 
 REPRESENTATION = Run(
     "representation",
+    parallel=True,
     # the analog half: the plan (max_length, skip_first), batches, the bootstrap sample (seed), massive rows,
     # the layer map, chance and metric settings, the geometry's measurable minimum
     reads=("prompts.max_length", "batch_size", "seed", "positions", "layers.teacher", "layers.map", "chance",

@@ -119,21 +119,29 @@ def _runs(suites) -> list[Any]:
 
 
 def _build(args) -> int:
-    from pytest_analog.reference import store
+    from pytest_analog.reference import processes, store
 
     problem = store.folder_problem(args.out)
     if problem:
         raise AnalogError(f"--out: {problem}")
     half = _teacher_half(args)
-    for spec in _runs(args.suites):
+    runs = _runs(args.suites)
+    if not runs:
+        raise AnalogError(f"--suites {','.join(args.suites)} reads nothing of the teacher (compliance needs no reference); "
+                          "name a suite such as representation")
+    main = processes.is_main(args.device)  # under accelerate launch: the one that writes
+    for spec in runs:
+        if not (main or spec.parallel):
+            continue
         started = time.perf_counter()
         _say(f"building part {spec.name!r}")
         half.part(spec)
         _say(f"part {spec.name!r} done in {time.perf_counter() - started:.1f} s")
-    if not half.parts:
-        raise AnalogError(f"--suites {','.join(args.suites)} reads nothing of the teacher (compliance needs no reference); "
-                          "name a suite such as representation")
+    if not main:
+        processes.wait(args.device)
+        return 0
     written = store.write(half.reference(), args.out)
+    processes.wait(args.device)
     size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
     print(f"teacher reference {written.id} ({', '.join(sorted(half.parts))}; {size / 2**20:.1f} MiB): {args.out}")
     return 0

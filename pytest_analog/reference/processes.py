@@ -14,7 +14,7 @@ from typing import Any
 
 
 def processes(device: str = "cpu") -> tuple[int, int]:
-    """(this process's index, the number of processes)."""
+    """(this process's index, the number of processes); ``device`` "cpu" joins them over gloo."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1
     from accelerate import PartialState

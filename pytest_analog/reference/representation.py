@@ -10,7 +10,9 @@ next token follows, the teacher's top-k next-token log-probabilities
 another), so one part serves analogs with any tokenizer. Besides: a seeded
 sample of kept positions at every teacher layer (the layer matrix), and seeded
 samples of the teacher's vocabulary with their input-embedding and unembedding
-rows. Hidden states and embedding rows are stored in ``reference.dtype``.
+rows. Hidden states and embedding rows are stored in ``reference.dtype``. Under
+``accelerate launch`` the batches are split over the processes and gathered in
+batch order (`processes`): the same part as one process builds.
 
 Tensors (``N`` kept positions, ``M`` with a next token, ``P`` prompts):
 
@@ -33,6 +35,7 @@ from pytest_analog.capture import encode, forward, kept_positions
 from pytest_analog.errors import AnalogError
 from pytest_analog.layers import gated_layers
 from pytest_analog.metrics import teacher_top_k
+from pytest_analog.reference import processes
 from pytest_analog.reference.store import Part
 
 EMBEDDINGS = {"embedding": "get_input_embeddings", "unembedding": "get_output_embeddings"}
@@ -73,26 +76,32 @@ def teacher_part(teacher, config, *, prompts) -> Part:
         **{f"logits.{key}": torch.empty(n_logits, *shape) for key, shape in (("logprobs", (k,)), ("tail", ()), ("target", ()))},
     }
     order = sorted(range(len(ids)), key=lambda p: len(ids[p]))  # batched by length: less padding
-    progress = progress_bar(int(starts["tokens"][-1]), "teacher reference: representation (tokens)")
-    for first in range(0, len(order), config.batch_size):
-        chunk = order[first : first + config.batch_size]
-        with torch.inference_mode():
-            out = forward(teacher, [ids[p] for p in chunk], with_logits=True)
-        for b, p in enumerate(chunk):
-            rows = torch.from_numpy(kept[p])
+    batches = [order[first : first + config.batch_size] for first in range(0, len(order), config.batch_size)]
+    device = teacher.input_device.type
+    progress = progress_bar(sum(len(ids[p]) for b in processes.share(len(batches), device) for p in batches[b]),
+                            "teacher reference: representation (tokens)")
+    def fill(rows):
+        for p, hidden, matrix, top in rows:
             span = slice(starts["kept"][p], starts["kept"][p + 1])
             for i in layers:
-                tensors[f"hidden.{i}"][span] = _stored(out.hidden_states[i][b, rows], dtype, config.reference.dtype)
-            mine = np.flatnonzero((sample >= span.start) & (sample < span.stop))
-            at = torch.from_numpy(kept[p][sample[mine] - span.start])
+                tensors[f"hidden.{i}"][span] = hidden[i]
+            mine = torch.from_numpy(np.flatnonzero((sample >= span.start) & (sample < span.stop)))
             for i in range(teacher.num_layers + 1):
-                tensors[f"matrix.{i}"][torch.from_numpy(mine)] = _stored(out.hidden_states[i][b, at], dtype, config.reference.dtype)
-            nexts = kept[p][kept[p] + 1 < len(ids[p])]
-            top = teacher_top_k(out.logits[b, torch.from_numpy(nexts), :vocab], k, torch.tensor(ids[p])[nexts + 1])
+                tensors[f"matrix.{i}"][mine] = matrix[i]
             for key, value in top.items():
-                tensors[f"logits.{key}"][starts["logits"][p] : starts["logits"][p + 1]] = value.cpu()
-        progress.update(sum(len(ids[p]) for p in chunk))
+                tensors[f"logits.{key}"][starts["logits"][p] : starts["logits"][p + 1]] = value
+
+    alone, done = processes.processes(device)[1] == 1, {}
+    for b in processes.share(len(batches), device):  # every batch, or this process's share under accelerate launch
+        rows = _batch_rows(teacher, batches[b], ids, kept, layers, sample, starts, vocab, k, dtype, config)
+        if alone:
+            fill(rows)
+        else:
+            done[b] = rows
+        progress.update(sum(len(ids[p]) for p in batches[b]))
     progress.close()
+    for rows in processes.gathered(done, device) if not alone else ():  # in batch order: the one-process part
+        fill(rows)
     tensors.update({
         "tokens": torch.tensor([t for tokens in ids for t in tokens], dtype=torch.int64),
         "positions": torch.from_numpy(np.concatenate([np.zeros(0, np.int64), *kept]).astype(np.int64)),
@@ -103,6 +112,23 @@ def teacher_part(teacher, config, *, prompts) -> Part:
     meta = {"layers": layers, "num_layers": teacher.num_layers, "n_prompts": len(ids), "top_k": k, "vocab": vocab,
             "dtype": str(dtype).removeprefix("torch."), **tokens}
     return Part({**tensors, **embeddings}, meta)
+
+
+def _batch_rows(teacher, chunk, ids, kept, layers, sample, starts, vocab, k, dtype, config) -> list[tuple]:
+    """One batch's forward pass: per prompt, its kept rows at the gated layers, its matrix-sample rows at every
+    layer and its top-k next-token log-probs, on the CPU."""
+    with torch.inference_mode():
+        out = forward(teacher, [ids[p] for p in chunk], with_logits=True)
+    rows = []
+    for b, p in enumerate(chunk):
+        span = slice(starts["kept"][p], starts["kept"][p + 1])
+        hidden = {i: _stored(out.hidden_states[i][b, torch.from_numpy(kept[p])], dtype, config.reference.dtype) for i in layers}
+        at = torch.from_numpy(kept[p][sample[(sample >= span.start) & (sample < span.stop)] - span.start])
+        matrix = [_stored(out.hidden_states[i][b, at], dtype, config.reference.dtype) for i in range(teacher.num_layers + 1)]
+        nexts = kept[p][kept[p] + 1 < len(ids[p])]
+        top = teacher_top_k(out.logits[b, torch.from_numpy(nexts), :vocab], k, torch.tensor(ids[p])[nexts + 1])
+        rows.append((p, hidden, matrix, {key: value.cpu() for key, value in top.items()}))
+    return rows
 
 
 def storage_dtype(setting: str, model_dtype: torch.dtype) -> torch.dtype:
