@@ -140,7 +140,10 @@ class AnalogSession:
                 device=settings.device, dtype=settings.dtype,
             )
             if reference is not None:  # a reference that cannot serve this run is refused before the analog loads
-                for name in sorted(wanted - {None}):
+                needed = wanted - {None}
+                if "steering" in needed and self.analog_config.steering.analog_layers == "best_match":
+                    needed.add("representation")  # the CKA best match picks each steered layer's analog layer
+                for name in sorted(needed):
                     self.teacher_half.part(RUNS[name])
 
     def sources(self) -> tuple:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -33,11 +36,20 @@ def _build(teacher: str, out: str) -> None:
     processes.wait("cpu")
 
 
-def test_two_processes_build_the_one_process_part(tmp_path, tiny_dir):
+def launch(teacher: str, out: str) -> None:
+    """Two processes through accelerate's debug launcher (forked: only from a process that has not yet run torch)."""
     from accelerate import debug_launcher
+
+    debug_launcher(functools.partial(_build, teacher, out), num_processes=2)
+
+
+def test_two_processes_build_the_one_process_part(tmp_path, tiny_dir):
     from safetensors.torch import load_file
 
-    debug_launcher(functools.partial(_build, str(tiny_dir), str(tmp_path)), num_processes=2)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    code = f"from tests.test_reference_processes import launch; launch({str(tiny_dir)!r}, {str(tmp_path)!r})"
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=root, check=True, timeout=600, capture_output=True)
     shares = [json.loads((tmp_path / f"share{i}.json").read_text()) for i in (0, 1)]
     assert shares == [{"count": 2, "share": [0, 2, 4]}, {"count": 2, "share": [1, 3]}]
     two = load_file(str(tmp_path / "part.safetensors"))

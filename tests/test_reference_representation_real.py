@@ -29,7 +29,7 @@ def parts(smollm2):
 
 def test_smollm2_against_its_own_reference_scores_one_at_every_gated_layer(smollm2, parts, tmp_path):
     """The reference written and read back, the teacher never loaded on the gate's side."""
-    store.write(store.build(smollm2.info, {"representation": parts["model"]}, smollm2.tokenizer, {}), tmp_path / "ref")
+    store.write(store.build(smollm2.info, {"representation": parts["model"]}, store.tokenizer_files(smollm2.tokenizer), {}), tmp_path / "ref")
     reference = store.load(tmp_path / "ref")
     teacher = LoadedModel(None, reference.teacher_tokenizer(), reference.teacher, None)
     m = measure(ModelPair(teacher, smollm2), reference.part("representation"), PROMPTS, load_config(**SETTINGS))

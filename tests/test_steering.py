@@ -493,14 +493,11 @@ def test_reference_mode_lists_what_needs_the_teacher_and_measures_the_rest(pytes
     steering = {"behaviours": [str(behaviour)], "teacher_layers": [1], "analog_layers": {1: 1}, "alphas": [-1.0, 0.0, 1.0, 2.0],
                 "map_prompts": 20, "train_items": 16, "eval_items": 8, "autoencoder_steps": 20, "random_directions": 50}
     config = write_yaml(tmp_path / "analog.yaml", {"steering": steering, "gates": {"random_control": {"max": None}}})
-    pytester.makeconftest("""
-        import pytest
+    model, reference = planted_dir[0], tmp_path / "ref"
+    from pytest_analog.reference import cli
 
-        @pytest.fixture(scope="session", autouse=True)
-        def reference_mode(analog_session):
-            analog_session.part("steering")  # the teacher half, while the teacher is loaded
-            analog_session.pair().teacher.model = None  # from here on the teacher is its part only, as in reference mode
-    """)
+    assert cli.main(["build", f"--teacher={model}", f"--out={reference}", f"--config={config}", "--suites=steering",
+                     "--device=cpu"]) == 0
     pytester.makepyfile(test_user=f"""
         import pytest
         import torch
@@ -519,8 +516,7 @@ def test_reference_mode_lists_what_needs_the_teacher_and_measures_the_rest(pytes
             with pytest.raises(AnalogError, match="holds no teacher activations at layer 2 for steering maps"):
                 steering_map(2, analog_layer=1)
     """)
-    model = planted_dir[0]
-    result = pytester.runpytest(f"--analog-teacher={model}", f"--analog-student={model}", f"--analog-config={config}",
+    result = pytester.runpytest(f"--analog-reference={reference}", f"--analog-student={model}", f"--analog-config={config}",
                                 f"--analog-report={tmp_path / 'report'}", "--analog-suites=steering", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=8)
     data = json.loads((tmp_path / "report" / "fidelity.json").read_text())
