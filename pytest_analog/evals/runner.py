@@ -131,14 +131,19 @@ def _evaluate(make_model, tasks: TaskSet, *, name: str, num_fewshot, limit, fews
 
 @contextlib.contextmanager
 def _quiet_lm_eval():
-    """lm-eval's log records below ERROR dropped and stderr (its and datasets' tqdm bars) discarded; restored on exit."""
+    """lm-eval's log records below ERROR dropped and stderr (its and datasets' tqdm bars, and its child
+    processes' output) discarded; restored on exit."""
     logger = logging.getLogger("lm_eval")
     level = logger.level
     logger.setLevel(logging.ERROR)
+    saved = os.dup(2)  # lm-eval's `git describe` writes "fatal: not a git repository" to the process's stderr
     try:
         with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+            os.dup2(sink.fileno(), 2)
             yield
     finally:
+        os.dup2(saved, 2)
+        os.close(saved)
         logger.setLevel(level)
 
 
