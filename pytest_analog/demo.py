@@ -49,10 +49,11 @@ def smollm2_gguf() -> Path:
 # practical on two CPU cores: a few minutes, once
 DEMO_DISTILLATION = {"fraction": 0.05, "max_steps": 200, "align": "cosine"}
 
-# Seconds each stage took on the reference machine: two CPU cores, nothing else running,
-# a first run with empty caches (`time analog-demo`, load average about 1: 7 min 9 s in all). Remaining times
-# scale these by how much slower this machine ran the stages already done.
-REFERENCE_SECONDS = {"distil": 195.0, "reference": 60.0, "suites": 222.0}
+# Seconds each stage took on the reference machine: two CPU cores, nothing else running, empty
+# caches (`time analog-demo`, load average about 1; the distillation on a first run, the reference
+# and the suites on a run with the analog already distilled). Remaining times scale these by how much
+# slower this machine ran the stages already done.
+REFERENCE_SECONDS = {"distil": 195.0, "reference": 157.0, "suites": 55.0}
 
 USAGE_ERROR = 4  # pytest's exit code for a usage error
 
