@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from pytest_analog.errors import AnalogError
+from pytest_analog.models import file_sha256s
 
 FORMAT = "pytest-analog-reference"
 SCHEMA_VERSION = 1
@@ -246,7 +247,7 @@ def _file_problem(path: Path, manifest: dict[str, Any]) -> str | None:
         target = path / name
         if not target.is_file():
             return f"its file {name} is missing"
-        if _sha256(target) != digest:
+        if file_sha256s([target])[target] != digest:
             return f"its file {name} was changed (SHA-256 differs from the manifest)"
     return None
 
@@ -264,14 +265,6 @@ def _checked(path: Path, name: str, manifest: dict[str, Any]) -> bytes:
     if hashlib.sha256(raw).hexdigest() != manifest["files"].get(name):
         raise AnalogError(f"teacher reference {path} is refused: its file {name} was changed since it was opened")
     return raw
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _canonical(value: Any) -> bytes:
