@@ -145,15 +145,19 @@ class StreamingLogitFidelity:
         chunk = max(1, _CHUNK_ELEMENTS // vocab)
         for start in range(0, n, chunk):
             part = slice(start, start + chunk)
-            kl, agree, nll_t, nll_s = _logit_fidelity_update(
-                t[part], s[part], None if targets is None else targets[part]
-            )
-            self._kl += kl
-            self._agree += agree
-            self._nll_t += nll_t
-            self._nll_s += nll_s
+            self._add(*_logit_fidelity_update(t[part], s[part], None if targets is None else targets[part]))
+        self._count(n, targets is not None)
+
+    def _add(self, kl: float, agree: int, nll_t: float, nll_s: float) -> None:
+        """Add one chunk's sums (`_logit_fidelity_update`)."""
+        self._kl += kl
+        self._agree += agree
+        self._nll_t += nll_t
+        self._nll_s += nll_s
+
+    def _count(self, n: int, with_targets: bool) -> None:
         self._n += n
-        if targets is not None:
+        if with_targets:
             self._n_targets += n
 
     def merge(self, other: StreamingLogitFidelity) -> None:
@@ -310,17 +314,11 @@ class StreamingTopKLogitFidelity(StreamingLogitFidelity):
         chunk = max(1, _CHUNK_ELEMENTS // vocab)
         for start in range(0, n, chunk):
             part = slice(start, start + chunk)
-            kl, agree, nll_t, nll_s = _top_k_update(
+            self._add(*_top_k_update(
                 ids[part], logprobs[part], tail[part], s[part],
                 None if target is None else target[part], None if targets is None else targets[part],
-            )  # fmt: skip
-            self._kl += kl
-            self._agree += agree
-            self._nll_t += nll_t
-            self._nll_s += nll_s
-        self._n += n
-        if targets is not None:
-            self._n_targets += n
+            ))  # fmt: skip
+        self._count(n, targets is not None)
 
 
 def top_k_logit_fidelity(teacher, analog_logits, targets=None) -> LogitFidelityResult:
