@@ -238,7 +238,7 @@ class AnalogSession:
 
         device = "cpu" if resolve_device(self.settings.device) == "cpu" else "cuda"
         return cache.cache_key(
-            teacher=store.part_files({"files": self.teacher_half.files}, spec.name),
+            teacher=store.part_files(self.teacher_half.files, spec.name),
             with_teacher=spec.needs_teacher and not self.settings.reference,
             analog=sha256_files(self._sources[1].files(), self.cache_dir),
             dtype=str(resolve_dtype(self.settings.dtype, device)),
@@ -304,17 +304,14 @@ class AnalogSession:
 
         s = self.analog_config.steering
         prompts = self.guarded(load_prompts, self.analog_config.prompts.set, s.map_prompts)
-        from pytest_analog.models import ModelPair
-
-        teacher, pair = None, None
+        teacher = None
         if self.settings.reference:  # a teacher reference: its stored activations on the map prompts
-            pair = ModelPair(self.teacher_half.stand_in(), self.analog_model())
             part = self.part("steering")
             if f"map/{teacher_layer}" not in part.tensors:
                 _lacks("steering", f"teacher activations at layer {teacher_layer} for steering maps", "steering.teacher_layers")
             teacher = MapStates({teacher_layer: part.tensors[f"map/{teacher_layer}"]}, part.meta["map_lengths"])
         fitted = self.guarded(
-            fit_maps, pair or self.pair(), prompts.texts, [(teacher_layer, analog_layer)], kinds=(kind,), ridge=s.ridge,
+            fit_maps, self._pair_for(RUNS["steering"]), prompts.texts, [(teacher_layer, analog_layer)], kinds=(kind,), ridge=s.ridge,
             steps=s.autoencoder_steps, seed=s.seed, max_length=s.max_length, batch_size=s.batch_size, teacher=teacher,
         )
         return fitted[(teacher_layer, analog_layer)]["maps"][kind]
@@ -470,7 +467,7 @@ class AnalogSession:
         half = self.teacher_half
         if half is not None and half.given is not None:
             return half.given.manifest
-        own = [half.reference().manifest] if half is not None and half.parts else []
+        own = [half.manifest()] if half is not None and half.parts else []
         manifests = own + self._merged_references
         return store.merged(manifests) if manifests else None
 

@@ -92,5 +92,5 @@ def test_merged_manifests_hold_every_part(bos_tokenizer):
     b["files"] = {"steering.json": "0" * 64, "steering.safetensors": "1" * 64}
     merged = store.merged([a, b])
     assert set(merged["parts"]) == {"representation", "steering"}
-    assert store.part_files(merged, "steering") == b["files"]
+    assert store.part_files(merged["files"], "steering") == b["files"]
     assert store.merged([a]) == a

@@ -58,6 +58,7 @@ class Reference:
     path: Path | None = None
     tokenizer_data: dict[str, bytes] | None = None  # the tokenizer's files of a reference built in memory
     tokenizer: Any = None  # the teacher's tokenizer, read from the reference's files on first use
+    data: dict[str, bytes] | None = None  # every file's bytes, of a reference `build` serialized (`write` reuses them)
 
     @property
     def id(self) -> str:
@@ -114,7 +115,7 @@ def build(teacher: dict[str, Any], parts: dict[str, Part], tokenizer: dict[str, 
     files.update({f"tokenizer/{name}": data for name, data in tokenizer.items()})
     digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
     keys = {run: part.key for run, part in parts.items()}
-    return Reference(manifest(teacher, keys, digests, versions), dict(parts), None, dict(tokenizer))
+    return Reference(manifest(teacher, keys, digests, versions), dict(parts), None, dict(tokenizer), data=files)
 
 
 def manifest(teacher: dict[str, Any], keys: dict[str, Any], files: dict[str, str], versions: dict[str, Any]) -> dict[str, Any]:
@@ -144,9 +145,9 @@ def manifest_id(data: dict[str, Any]) -> str:
     return hashlib.sha256(_canonical(data)).hexdigest()
 
 
-def part_files(manifest: dict[str, Any], name: str) -> dict[str, str]:
-    """The SHA-256 of each file of part ``name``, from a manifest."""
-    return {f: d for f, d in manifest["files"].items() if f.split("/")[0].rsplit(".", 1)[0] == name}
+def part_files(files: dict[str, str], name: str) -> dict[str, str]:
+    """The SHA-256 of each file of part ``name``, from a manifest's ``files`` (name -> SHA-256)."""
+    return {f: d for f, d in files.items() if f.split("/")[0].rsplit(".", 1)[0] == name}
 
 
 def tokenizer_files(tokenizer) -> dict[str, bytes]:
@@ -174,8 +175,10 @@ def write(reference: Reference, out: Path) -> Reference:
     problem = folder_problem(out)
     if problem:
         raise AnalogError(problem)
-    files = {name: data for run in reference.manifest["parts"] for name, data in reference.part(run).files(run).items()}
-    files.update({f"tokenizer/{name}": data for name, data in reference.tokenizer_files().items()})
+    files = reference.data
+    if files is None:
+        files = {name: data for run in reference.manifest["parts"] for name, data in reference.part(run).files(run).items()}
+        files.update({f"tokenizer/{name}": data for name, data in reference.tokenizer_files().items()})
     for name, digest in reference.manifest["files"].items():
         if name not in files or hashlib.sha256(files[name]).hexdigest() != digest:
             raise AnalogError(f"reference file {name} does not match its manifest (the tokenizer or a part changed)")

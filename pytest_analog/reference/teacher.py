@@ -53,7 +53,7 @@ class TeacherHalf:
         if spec.name not in self.parts:
             key, inputs = self.key(spec)
             if self.given is not None:
-                part, files = self.given.part(spec.name, key), store.part_files(self.given.manifest, spec.name)
+                part, files = self.given.part(spec.name, key), store.part_files(self.given.manifest["files"], spec.name)
             else:
                 part, files = self._live(spec, key, inputs)
             self.parts[spec.name] = part
@@ -70,14 +70,14 @@ class TeacherHalf:
                 self._record = self._record or cached.teacher
                 if self._tokenizer_files is None:
                     self._tokenizer_files = cached.tokenizer_files()
-                return part, store.part_files(cached.manifest, spec.name)
+                return part, store.part_files(cached.manifest["files"], spec.name)
         teacher = self.model()
         part = spec.teacher(teacher, self.context.analog_config, **inputs.args)
         part.key = key
         built = store.build(self.record(), {spec.name: part}, self.tokenizer_files(), self.versions(spec.packages))
         if folder is not None:
             store.write(built, folder)
-        return part, store.part_files(built.manifest, spec.name)
+        return part, store.part_files(built.manifest["files"], spec.name)
 
     def _cache_folder(self, spec, key) -> Path | None:
         if self.cache_dir is None:
@@ -98,11 +98,6 @@ class TeacherHalf:
             if self._load is None:
                 raise AnalogError("this run gates against a teacher reference: the teacher model is not available")
             self._model = self._load()
-        return self._model
-
-    @property
-    def loaded(self) -> LoadedModel | None:
-        """The teacher model when it has been loaded, else None."""
         return self._model
 
     def record(self) -> dict[str, Any]:
@@ -146,7 +141,12 @@ class TeacherHalf:
         """The reference this gate reads: the given one, or the one made of the parts built or read so far."""
         if self.given is not None:
             return self.given
+        return store.Reference(self.manifest(), dict(self.parts), None, self.tokenizer_files(), self._tokenizer)
+
+    def manifest(self) -> dict[str, Any]:
+        """The manifest of `reference` (the report's and the xdist hand-over's), without reading any tokenizer."""
+        if self.given is not None:
+            return self.given.manifest
         tokenizer = {f"tokenizer/{n}": hashlib.sha256(d).hexdigest() for n, d in self.tokenizer_files().items()}
         keys = {name: part.key for name, part in self.parts.items()}
-        manifest = store.manifest(self.record(), keys, {**self.files, **tokenizer}, self.versions(self.packages))
-        return store.Reference(manifest, dict(self.parts), None, self.tokenizer_files(), self.tokenizer())
+        return store.manifest(self.record(), keys, {**self.files, **tokenizer}, self.versions(self.packages))
