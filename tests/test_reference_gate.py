@@ -143,6 +143,20 @@ def test_verify_recomputes_the_reference_from_its_teacher(tmp_path, tiny_dir, ti
     assert "representation.json was changed" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["build", "--teacher=t", "--out=r", "--max-prompts=zero"], "argument --max-prompts: expected an integer >= 1, got 'zero'"),
+    (["build", "--teacher=t", "--out=r", "--suites=bogus"], "argument --suites: expected all, none or a comma-separated list"),
+    (["verify", "r"], "the following arguments are required: --teacher"),
+    (["build", "--teacher=t"], "the following arguments are required: --out"),
+])
+def test_command_line_mistakes_are_one_line_and_exit_4(capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(args)
+    assert exit_info.value.code == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("analog-reference ") and message in err
+
+
 def test_build_refuses_a_folder_that_is_not_a_reference(tmp_path, tiny_dir, capsys):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "keep.txt").write_text("x")

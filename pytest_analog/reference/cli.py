@@ -39,9 +39,17 @@ class BuildContext:
         self.verbose = False
 
 
+class _Parser(argparse.ArgumentParser):
+    """A command-line mistake is one line and exit 4, as every other bad input here (argparse's own: usage, exit 2)."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(USAGE_ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     summary = __doc__.splitlines()[0].removeprefix("``analog-reference``: ")
-    parser = argparse.ArgumentParser(prog="analog-reference", description=summary[0].upper() + summary[1:])
+    parser = _Parser(prog="analog-reference", description=summary[0].upper() + summary[1:])
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="run the teacher once and write what every criterion needs of it")
     build.add_argument("--out", type=Path, required=True, metavar="REF", help="the reference folder to write")
