@@ -7,8 +7,9 @@ teacher's rows, top-k logits and embedding rows) and the analog half
 (`representation.measure`, which adds the alignment, the streamed metrics, the
 layer matrix and the geometry). The teacher half alone is also timed against
 the teacher's bare forward passes (what a reference build costs over them).
-Two figures: the representation suite alone (no output logits needed, target
-<= 1.2) and the whole gate with logit fidelity (the forward then computes logits).
+Two figures: the representation suite alone (no output logits needed: neither
+model computes them, the teacher's part holds none; target <= 1.3) and the
+whole gate with logit fidelity (both forwards then compute logits).
 Each runs with the default chance control (a random model of the analog's shape,
 read in the same pass, and the bootstrap intervals; its forward passes count as
 bare passes too) and without it (``chance.control: none``).
@@ -80,19 +81,21 @@ def main() -> None:
             for _ in range(args.repeats):
                 bare.append(bare_forward_seconds(pair, plan, config.batch_size, with_logits, ctl))
                 started = time.perf_counter()
-                measure(pair, teacher_part(teacher, config, prompts=prompts), prompts, config, with_logits=with_logits, control=ctl)
+                part = teacher_part(teacher, config, prompts=prompts, with_logits=with_logits)
+                measure(pair, part, prompts, config, with_logits=with_logits, control=ctl)
                 full.append(time.perf_counter() - started)
             print(f"{label}, {chance}: bare forward passes {min(bare):.2f} s, measurement {min(full):.2f} s "
                   f"(best of {args.repeats}); ratio {min(full) / min(bare):.2f}")
-    bare, half = [], []
-    for _ in range(args.repeats):
-        bare.append(bare_forward_seconds(pair, plan, config.batch_size, True, analog=False))
-        started = time.perf_counter()
-        teacher_part(teacher, config, prompts=prompts)
-        half.append(time.perf_counter() - started)
-    print(f"teacher half: bare teacher forward passes (with logits) {min(bare):.2f} s, teacher_part {min(half):.2f} s "
-          f"(best of {args.repeats}); ratio {min(half) / min(bare):.2f}")
-    print_part_costs(pair, teacher_part(teacher, config, prompts=prompts), prompts, config, control)
+    for with_logits in (False, True):
+        bare, half = [], []
+        for _ in range(args.repeats):
+            bare.append(bare_forward_seconds(pair, plan, config.batch_size, with_logits, analog=False))
+            started = time.perf_counter()
+            teacher_part(teacher, config, prompts=prompts, with_logits=with_logits)
+            half.append(time.perf_counter() - started)
+        print(f"teacher half {'with' if with_logits else 'without'} logits: bare teacher forward passes {min(bare):.2f} s, "
+              f"teacher_part {min(half):.2f} s (best of {args.repeats}); ratio {min(half) / min(bare):.2f}")
+    print_part_costs(pair, teacher_part(teacher, config, prompts=prompts, with_logits=False), prompts, config, control)
 
 
 # the parts whose time is printed: (module, attribute) as the measurement looks them up
@@ -127,8 +130,8 @@ def print_part_costs(pair, part, prompts, config, control) -> None:
         for label, (module, attribute) in PARTS.items():
             owner = importlib.import_module(module)
             *path, name = attribute.split(".")
-            for part in path:
-                owner = getattr(owner, part)
+            for name_in_path in path:
+                owner = getattr(owner, name_in_path)
             stack.enter_context(mock.patch.object(owner, name, timed(label, getattr(owner, name))))
         started = time.perf_counter()
         measure(pair, part, prompts, config, with_logits=False, control=control)

@@ -254,7 +254,7 @@ def _measurements(stream, pair, part, config, control, with_logits: bool, starte
             "n_rows": plan.n_rows,
             "n_rows_left_out": len(found.rows) if found.excluded else 0,
             "n_tokens": sum(len(p.teacher_ids) for p in plan.prompts),
-            "logits_top_k": part.meta["top_k"],
+            "logits_top_k": part.meta["top_k"] if stream.logits is not None else None,
             "seconds": round(time.perf_counter() - started, 3),
         },
         models={"teacher": pair.teacher.info, "analog": pair.analog.info},
@@ -391,7 +391,8 @@ def _intervals(config, layers, mapped, others, values, chance, notes, *, groups,
 
     The analog and the control are resampled with the same prompt draws, so the
     corrected score's interval accounts for both and for their correlation.
-    Token-level CKA is resampled on a token sample (``chance.rows``). Each set
+    Token-level CKA is resampled on a token sample (``chance.rows``), its Gram
+    matrices multiplied in float32 (`metrics.linear_gram`). Each set
     of replicates is moved so that its median is its full-data estimate
     (`metrics.centre`): the value's and the chance level's, then the
     corrected score's, computed from those two, onto the corrected estimate.
@@ -407,9 +408,10 @@ def _intervals(config, layers, mapped, others, values, chance, notes, *, groups,
         reps = {}
         for name in others:
             if last_grams.get(name, (None,))[0] != mapped[i]:
-                last_grams[name] = (mapped[i], metrics.linear_gram(rows[name, mapped[i]]))
+                last_grams[name] = (mapped[i], metrics.linear_gram(rows[name, mapped[i]], torch.float32))
         grams = [last_grams[name][1] for name in others]
-        cka = metrics.gram_cka_replicates_each(metrics.linear_gram(rows["teacher", i]), grams, groups, counts, debiased)
+        teacher_gram = metrics.linear_gram(rows["teacher", i], torch.float32)
+        cka = metrics.gram_cka_replicates_each(teacher_gram, grams, groups, counts, debiased)
         reps.update({("cka", name): r for name, r in zip(others, cka)})
         t_pool, o_pools = pooled["teacher", i], [pooled[name, mapped[i]] for name in others]
         if "rbf_cka" not in notes:
@@ -446,7 +448,7 @@ def _geometry(part, model, config) -> tuple[dict[str, float | None], dict[str, s
         ids = np.asarray([vocab.get(token, -1) for token in tokens], dtype=np.int64)
         keep = (ids >= 0) & (ids < weight.shape[0])
         # rows that are all zero (a padding embedding) have no direction to compare
-        keep[keep] &= (weight[torch.from_numpy(ids[keep])].norm(dim=1) > 0).cpu().numpy()
+        keep[keep] &= (weight.norm(dim=1) > 0).cpu().numpy()[ids[keep]]
         if keep.sum() < config.embeddings.min_rows:
             notes[f"{name}_geometry"] = (
                 f"not measurable: the two models share {int(keep.sum())} usable token rows of the teacher's "

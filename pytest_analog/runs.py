@@ -88,26 +88,35 @@ def _representation_inputs(session) -> Inputs:
     from pytest_analog.prompts import load_prompts
 
     prompts = load_prompts(session.analog_config.prompts.set, session.analog_config.prompts.max_prompts)
-    # logits cost a vocabulary-wide output per token: only when a suite or a user test may read them
-    suites = session.settings.suites
-    with_logits = "logits" in suites or not suites
+    with_logits = _logits_wanted(session)
     return Inputs(
         args={"prompts": prompts, "with_logits": with_logits},
         key={"prompts": [prompts.name, prompts.sha256], "with_logits": with_logits},
     )
 
 
+def _logits_wanted(session) -> bool:
+    """Logits cost a vocabulary-wide output per token: only when a suite or a user test may read them."""
+    suites = session.settings.suites
+    return "logits" in suites or not suites
+
+
 def _representation_teacher_inputs(session) -> Inputs:
     from pytest_analog.prompts import load_prompts
 
     prompts = load_prompts(session.analog_config.prompts.set, session.analog_config.prompts.max_prompts)
-    return Inputs(args={"prompts": prompts}, key={"prompts": [prompts.name, prompts.sha256]})
+    with_logits = _logits_wanted(session)
+    given = getattr(getattr(session, "teacher_half", None), "given", None)
+    if not with_logits and given is not None and given.has("representation"):  # a part with logits serves too
+        with_logits = given.manifest["parts"]["representation"]["key"]["inputs"].get("with_logits", False)
+    return Inputs(args={"prompts": prompts, "with_logits": with_logits},
+                  key={"prompts": [prompts.name, prompts.sha256], "with_logits": with_logits})
 
 
-def _teacher_part(teacher, config, *, prompts):
+def _teacher_part(teacher, config, *, prompts, with_logits):
     from pytest_analog.reference.representation import teacher_part
 
-    return teacher_part(teacher, config, prompts=prompts)
+    return teacher_part(teacher, config, prompts=prompts, with_logits=with_logits)
 
 
 def _measure(pair, part, config, *, prompts, with_logits):

@@ -160,6 +160,27 @@ def test_rbf_and_knn_replicates_against_several_equal_one_at_a_time():
     assert not np.allclose(knn[0], knn[1])
 
 
+def test_knn_replicates_equal_a_plain_neighbour_search_in_each_replicate():
+    rng = np.random.default_rng(21)
+    x = rng.normal(size=(30, 6))
+    y = x @ rng.normal(size=(6, 4)) + 0.7 * rng.normal(size=(30, 4))
+    counts = metrics.resample_counts(30, 25, seed=8)
+    k = 4
+
+    def neighbours(z, i, drawn):  # the k most cosine-similar drawn rows to row i, itself excluded
+        u = z / np.linalg.norm(z, axis=1, keepdims=True)
+        others = [j for j in np.flatnonzero(drawn) if j != i]
+        return set(np.asarray(others)[np.argsort(-(u[others] @ u[i]), kind="stable")[:k]])
+
+    plain = []
+    for c in counts:
+        drawn = c > 0
+        overlaps = [len(neighbours(x, i, drawn) & neighbours(y, i, drawn)) / k for i in np.flatnonzero(drawn)]
+        plain.append(np.average(overlaps, weights=c[drawn]))
+    plain = np.asarray(plain) + (metrics.mutual_knn(x, y, k=k) - np.mean(plain))  # moved as the function moves them
+    np.testing.assert_allclose(metrics.mutual_knn_replicates(x, y, counts, k=k), plain, rtol=0, atol=1e-12)
+
+
 def test_debiased_replicates_of_unrelated_data_stay_at_zero_where_naive_resampling_does_not():
     # d = 200 activations over 40 prompts: a copy of a prompt paired with itself would add about d/P.
     rng = np.random.default_rng(3)

@@ -116,6 +116,22 @@ def test_a_reference_without_a_suites_part_is_refused(pytester, tiny_random_dir,
     result.stderr.fnmatch_lines(["ERROR: *holds no 'steering' part*"])
 
 
+def test_a_reference_with_logits_serves_a_run_without_and_one_without_refuses_the_logits_suite(
+        pytester, tiny_dir, tiny_random_dir, reference, tmp_path):
+    alone = pytester.runpytest(f"--analog-reference={reference}", f"--analog-student={tiny_random_dir}",
+                               "--analog-max-prompts=24", "--analog-suites=representation", "--analog-report=r")
+    assert alone.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+    assert [c for c in read_report(pytester.path / "r")["criteria"] if c["metric"] == "cka"]
+    out = tmp_path / "no-logits"
+    assert cli.main(["build", f"--teacher={tiny_dir}", f"--out={out}", "--max-prompts=24", "--device=cpu",
+                     "--suites=representation"]) == 0
+    assert not [n for n in store.load(out).part("representation").tensors if n.startswith("logits.")]
+    result = pytester.runpytest(f"--analog-reference={out}", f"--analog-student={tiny_random_dir}",
+                                "--analog-max-prompts=24", "--analog-suites=representation,logits")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: *was built with other settings than this run asks for (inputs: *"])
+
+
 @pytest.mark.parametrize("args, message", [
     (["--analog-teacher=x", "--analog-reference=y", "--analog-student=z"], "were both given; gate against one"),
     (["--analog-reference=y"], "--analog-reference was given without --analog-student"),

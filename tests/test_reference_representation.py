@@ -123,6 +123,22 @@ def test_a_part_of_other_token_ids_is_refused_in_one_line(teacher, tiny_random_d
         measure(ModelPair(teacher, analog), part, load_prompts("default", 15), config)
 
 
+def test_a_part_without_logits_holds_the_same_rows_and_serves_a_run_without_logits(teacher, tiny_random_dir):
+    config = load_config(**SETTINGS)
+    full = teacher_part(teacher, config, prompts=PROMPTS)
+    bare = teacher_part(teacher, config, prompts=PROMPTS, with_logits=False)
+    assert sorted(n for n in full.tensors if n.startswith("logits.")) == ["logits.ids", "logits.logprobs", "logits.tail", "logits.target"]
+    assert not [n for n in bare.tensors if n.startswith("logits.")]
+    assert sorted(bare.tensors) == sorted(n for n in full.tensors if not n.startswith("logits."))
+    for name, tensor in bare.tensors.items():
+        assert torch.equal(tensor, full.tensors[name]), name
+    pair = ModelPair(teacher, load_model(str(tiny_random_dir), device="cpu", dtype="float32"))
+    without = [measure(pair, part, PROMPTS, config, with_logits=False) for part in (bare, full)]
+    assert values(without[0]) == values(without[1]) and without[0].logits is None
+    with pytest.raises(AnalogError, match=r"^the teacher's representation part holds no logits"):
+        measure(pair, bare, PROMPTS, config)
+
+
 def test_half_precision_storage_halves_the_hidden_states_and_refuses_overflow(teacher):
     full = teacher_part(teacher, load_config(**SETTINGS), prompts=PROMPTS)
     half = teacher_part(teacher, load_config(**{**SETTINGS, "reference.dtype": "float16"}), prompts=PROMPTS)

@@ -30,7 +30,7 @@ from pytest_analog.errors import AnalogError
 from pytest_analog.layers import proportional_map
 
 WORK = ".distill"  # inside the output folder: checkpoints while training
-GENERATION_BATCH = 16  # seeds the teacher continues at once for generate:N
+GENERATION_BATCH = 32  # seeds the teacher continues at once for generate:N
 
 
 def lr_at(config: DistillConfig, progress: float, step: int) -> float:

@@ -39,10 +39,12 @@ def as_float64(x, name: str, device: torch.device | None = None, *, check_finite
     return t
 
 
-def self_product(x: torch.Tensor, blocks: int = 8) -> torch.Tensor:
+def self_product(x: torch.Tensor, blocks: int | None = None) -> torch.Tensor:
     """x xᵀ from its row blocks on and above the diagonal, the others mirrored (x xᵀ is symmetric):
-    (blocks + 1) / (2 blocks) of the multiplications of one product."""
+    (blocks + 1) / (2 blocks) of the multiplications of one product. By default one block per 192 rows,
+    at most 8: smaller blocks cost more in calls than they save (one product below 384 rows)."""
     n = x.shape[0]
+    blocks = blocks or min(8, max(1, n // 192))
     out = torch.empty(n, n, dtype=x.dtype, device=x.device)
     edges = [n * b // blocks for b in range(blocks + 1)]
     for a in range(blocks):

@@ -23,7 +23,7 @@ from pytest_analog.metrics._utils import as_float64, check_rows, unit_rows
 from pytest_analog.metrics.cka import linear_gram, rbf_gram
 
 _CHUNK_ELEMENTS = 1 << 17  # Gram entries per matrix in one chunk of the replicates' block sums (1 MB of float64)
-_KNN_ELEMENTS = 1 << 21  # similarity entries per model held at once by the kNN replicates (16 MB of float64)
+_KNN_ELEMENTS = 1 << 21  # (replicate, row, neighbour) entries per model held at once by the kNN replicates
 
 
 def resample_counts(n_groups: int, n_resamples: int, seed: int) -> np.ndarray:
@@ -81,8 +81,8 @@ def gram_cka_replicates_each(k, ls, groups, counts, debiased: bool = True) -> li
     ``k``'s own terms (its weighted products and HSIC with itself) are computed
     once and shared, which is most of the cost when ``ls`` has two entries.
     """
-    k = as_float64(k, "k", check_finite=False)  # checked on the block sums below: an n×n pass less
-    ls = [as_float64(l, "l", check_finite=False).to(k.device) for l in ls]  # noqa: E741
+    k = _gram(k, "k")
+    ls = [_gram(l, "l").to(k.device) for l in ls]  # noqa: E741
     groups = torch.as_tensor(np.asarray(groups), dtype=torch.long, device=k.device)
     omega = torch.as_tensor(np.asarray(counts), dtype=torch.float64, device=k.device)  # [B, P]
     hsic = _u_hsic if debiased else _v_hsic
@@ -109,15 +109,16 @@ class _Terms:
     Row weights are powers of the prompt counts (w_i = ω_p for row i of prompt p),
     so every quadratic form aᵀ(A∘B)b reduces to P×P block sums of A∘B. Those
     block sums, for every pair in ``pairs``, and each Gram's [P, n] group sums
-    are taken in one pass over chunks of rows (`_CHUNK_ELEMENTS` entries per
-    Gram), so no n×n product or copy is ever made; ``zero_diagonal`` zeroes
-    each chunk's diagonal entries first (the U-statistic's Grams), leaving the
-    given matrices as they are.
+    are taken in float64 in one pass over chunks of rows (`_CHUNK_ELEMENTS`
+    entries per Gram), so no n×n product or copy is ever made; ``zero_diagonal``
+    zeroes each chunk's diagonal entries first (the U-statistic's Grams),
+    leaving the given matrices as they are.
     """
 
     def __init__(self, mats, pairs, groups, omega, *, zero_diagonal: bool = False):
         self.groups, self.omega = groups, omega
         self.n_groups = omega.shape[1]
+        self._powers, self._totals = {}, {}
         self._weights = {}
         self._products = {}
         self._triples = {}
@@ -127,19 +128,32 @@ class _Terms:
                 for key in [(a, "") for a in mats] + list(pairs)}
         step = max(1, _CHUNK_ELEMENTS // max(n, 1))
         for start in range(0, n, step):
-            rows = {a: m[start:start + step] for a, m in mats.items()}
+            rows = {a: m[start:start + step].to(torch.float64, copy=True) for a, m in mats.items()}
             if zero_diagonal:
-                rows = {a: _without_diagonal(r, start) for a, r in rows.items()}
+                for r in rows.values():
+                    r.diagonal(offset=start).zero_()
             for (a, b), out in sums.items():
                 out.index_add_(0, groups[start:start + step], rows[a] * rows[b] if b else rows[a])
         self.group_sums = {a: sums[a, ""] for a in mats}  # [P, n]: each Gram's rows summed per group
         self._blocks = {key: self._sum_groups(rows.T).T for key, rows in sums.items()}  # [P, P]
 
+    def power(self, power: int) -> torch.Tensor:
+        """[B, P]: the prompt counts to ``power``."""
+        if power not in self._powers:
+            self._powers[power] = self.omega**power
+        return self._powers[power]
+
     def weights(self, power: int) -> torch.Tensor:
         """[B, n]: each row's weight (its prompt's count) to ``power``, per replicate."""
         if power not in self._weights:
-            self._weights[power] = self.omega[:, self.groups] ** power
+            self._weights[power] = self.power(power)[:, self.groups]
         return self._weights[power]
+
+    def total(self, power: int) -> torch.Tensor:
+        """[B]: the sum of the rows' weights to ``power``."""
+        if power not in self._totals:
+            self._totals[power] = self.weights(power).sum(dim=1)
+        return self._totals[power]
 
     def _sum_groups(self, m: torch.Tensor) -> torch.Tensor:
         """[P, n]: the rows of ``m`` summed within each group."""
@@ -148,13 +162,13 @@ class _Terms:
 
     def quadratic(self, a: str, b: str, left: int, right: int) -> torch.Tensor:
         """Σ_ij w_i^left w_j^right A_ij B_ij per replicate (A, B: Gram names; b '' for A alone)."""
-        return (((self.omega**left) @ self._blocks[a, b]) * self.omega**right).sum(dim=1)
+        return ((self.power(left) @ self._blocks[a, b]) * self.power(right)).sum(dim=1)
 
     def product(self, a: str, power: int) -> torch.Tensor:
         """A w^power for every replicate: [n, B]. Weights are constant within a prompt, so
         (A w)_i = Σ_p (Σ_{j in p} A_ij) ω_p: O(n·P·B) from the group sums, not O(n²·B)."""
         if (a, power) not in self._products:
-            self._products[a, power] = self.group_sums[a].T @ (self.omega**power).T
+            self._products[a, power] = self.group_sums[a].T @ self.power(power).T
         return self._products[a, power]
 
     def triple(self, a: str, b: str, powers: tuple[int, int, int]) -> torch.Tensor:
@@ -166,17 +180,18 @@ class _Terms:
         return self._triples[a, b, powers]
 
 
-def _without_diagonal(rows: torch.Tensor, start: int) -> torch.Tensor:
-    """A copy of a Gram's rows ``start``.. with their diagonal entries zeroed."""
-    rows = rows.clone()
-    rows.diagonal(offset=start).zero_()
-    return rows
+def _gram(m, name: str) -> torch.Tensor:
+    """A Gram matrix as given when float32 or float64 (`_Terms` widens each chunk to float64 as it reads it),
+    else as float64; its finiteness is checked on the block sums (an n×n pass less)."""
+    if isinstance(m, torch.Tensor) and m.dtype in (torch.float32, torch.float64) and m.ndim == 2:
+        return m.detach()
+    return as_float64(m, name, check_finite=False)
 
 
 def _u_hsic(t: _Terms, a: str, b: str) -> torch.Tensor:
     """Weighted unbiased HSIC: the average of the HSIC kernel over 4-tuples of distinct rows,
     each weighted by the product of its rows' weights (the diagonals are already zero)."""
-    p1, p2, p3, p4 = (t.weights(m).sum(dim=1) for m in (1, 2, 3, 4))
+    p1, p2, p3, p4 = (t.total(m) for m in (1, 2, 3, 4))
     pairs = (
         (p1**2 - p2) * t.quadratic(a, b, 1, 1) - 4 * p1 * t.quadratic(a, b, 2, 1)
         + 4 * t.quadratic(a, b, 3, 1) + 2 * t.quadratic(a, b, 2, 2)
@@ -189,7 +204,7 @@ def _u_hsic(t: _Terms, a: str, b: str) -> torch.Tensor:
 
 def _v_hsic(t: _Terms, a: str, b: str) -> torch.Tensor:
     """Biased HSIC tr(KHLH)/N² of the resampled data, copies included."""
-    n = t.weights(1).sum(dim=1)
+    n = t.total(1)
     cross = (t.weights(1).T * t.product(a, 1) * t.product(b, 1)).sum(dim=0)
     return (t.quadratic(a, b, 1, 1) - 2 * cross / n + t.quadratic(a, "", 1, 1) * t.quadratic(b, "", 1, 1) / n**2) / n**2
 
@@ -243,19 +258,23 @@ def mutual_knn_replicates_each(x, ys, counts, k: int = 10) -> list[np.ndarray]:
     full = [float(mutual_knn_overlaps(x, y, k).mean()) for y in ys]  # also checks the rows and k
     x, ys = unit_rows(x, "x"), [unit_rows(y, "y") for y in ys]
     n = len(x)
-    similarities = [z @ z.T for z in (x, *ys)]
+    # each row's other rows, nearest first, once per model: a replicate's neighbours are the first k it drew
+    orders = []
+    for z in (x, *ys):
+        sims = z @ z.T
+        sims.fill_diagonal_(-torch.inf)
+        orders.append(sims.argsort(dim=1, descending=True, stable=True)[:, :-1])  # [n, n - 1]: itself left out
     omega = torch.as_tensor(np.asarray(counts), dtype=torch.float64, device=x.device)  # [B, n]
-    itself = torch.eye(n, dtype=torch.bool, device=x.device)
     out = [[] for _ in ys]
     for block in omega.split(max(1, _KNN_ELEMENTS // (n * n))):  # replicates held at once
-        left_out = (block[:, None, :] == 0) | itself  # [b, n, n]: columns not drawn, and each row's own
-        neighbours = []
-        for sims in similarities:
-            top = sims.expand(len(block), n, n).masked_fill(left_out, -torch.inf).topk(k, dim=2).indices
-            neighbours.append(torch.zeros(left_out.shape, dtype=torch.bool, device=x.device).scatter_(2, top, True))
-        in_x = neighbours[0] & ~left_out
-        for reps, in_y in zip(out, neighbours[1:]):
-            overlap = (in_x & in_y).sum(dim=2) / k  # [b, n]
+        drawn, b = block > 0, len(block)
+        chosen = []  # [b, n, n - 1]: whether each row's r-th nearest is one of its k nearest drawn
+        for order in orders:
+            in_order = drawn[:, order]
+            chosen.append(in_order & (in_order.cumsum(dim=2, dtype=torch.int32) <= k))
+        in_x = torch.zeros(b, n, n, dtype=torch.bool, device=x.device).scatter_(2, orders[0].expand(b, -1, -1), chosen[0])
+        for reps, order, in_y in zip(out, orders[1:], chosen[1:]):
+            overlap = (in_x.gather(2, order.expand(b, -1, -1)) & in_y).sum(dim=2) / k  # [b, n]
             reps.append((block * overlap).sum(dim=1) / block.sum(dim=1))
     replicates = [torch.cat(reps).cpu().numpy() for reps in out]
     return [r + (value - r.mean()) for r, value in zip(replicates, full)]

@@ -21,7 +21,8 @@ Tensors (``N`` kept positions, ``M`` with a next token, ``P`` prompts):
 - ``hidden.{layer}`` [N, d] at each gated layer;
 - ``matrix.rows`` [S] (indices into the N kept rows), ``matrix.{layer}`` [S, d] at every layer 0..L;
 - ``logits.ids``, ``logits.logprobs`` [M, k], ``logits.tail``, ``logits.target`` [M], ``offsets.logits`` [P + 1]:
-  row j of a prompt is its j-th kept position (all but a last position have a next token);
+  row j of a prompt is its j-th kept position (all but a last position have a next token); only in a part
+  built ``with_logits`` (the teacher's vocabulary-wide output costs about a quarter of its forward pass);
 - ``embedding`` and ``unembedding`` [R, d], the rows of the tokens in meta ``embedding_tokens`` and
   ``unembedding_tokens`` (absent when the teacher has no such matrix).
 """
@@ -41,13 +42,14 @@ from pytest_analog.reference.store import Part
 EMBEDDINGS = {"embedding": "get_input_embeddings", "unembedding": "get_output_embeddings"}
 
 
-def teacher_part(teacher, config, *, prompts) -> Part:
+def teacher_part(teacher, config, *, prompts, with_logits: bool = True) -> Part:
     """The teacher's contribution to the representation run over ``prompts``, with a progress bar.
 
     Args:
         teacher: the loaded teacher (`models.LoadedModel`); the only place its model runs for these suites.
         config: the effective `Config` (the settings `runs.REPRESENTATION.teacher_reads` names).
         prompts: the `PromptSet`.
+        with_logits: also keep the teacher's top-k next-token log-probabilities (what logit fidelity reads).
 
     Raises:
         AnalogError: a half-precision ``reference.dtype`` cannot hold the teacher's hidden states.
@@ -72,9 +74,11 @@ def teacher_part(teacher, config, *, prompts) -> Part:
     tensors = {
         **{f"hidden.{i}": torch.empty(n_kept, d, dtype=dtype) for i in layers},
         **{f"matrix.{i}": torch.empty(len(sample), d, dtype=dtype) for i in range(teacher.num_layers + 1)},
-        "logits.ids": torch.empty(n_logits, k, dtype=torch.int64),
-        **{f"logits.{key}": torch.empty(n_logits, *shape) for key, shape in (("logprobs", (k,)), ("tail", ()), ("target", ()))},
     }
+    if with_logits:
+        tensors["logits.ids"] = torch.empty(n_logits, k, dtype=torch.int64)
+        tensors.update({f"logits.{key}": torch.empty(n_logits, *shape)
+                        for key, shape in (("logprobs", (k,)), ("tail", ()), ("target", ()))})
     order = sorted(range(len(ids)), key=lambda p: len(ids[p]))  # batched by length: less padding
     batches = [order[first : first + config.batch_size] for first in range(0, len(order), config.batch_size)]
     device = teacher.input_device.type
@@ -93,7 +97,7 @@ def teacher_part(teacher, config, *, prompts) -> Part:
 
     alone, done = processes.processes(device)[1] == 1, {}
     for b in processes.share(len(batches), device):  # every batch, or this process's share under accelerate launch
-        rows = _batch_rows(teacher, batches[b], ids, kept, layers, sample, starts, vocab, k, dtype, config)
+        rows = _batch_rows(teacher, batches[b], ids, kept, layers, sample, starts, vocab, k if with_logits else 0, dtype, config)
         if alone:
             fill(rows)
         else:
@@ -109,16 +113,16 @@ def teacher_part(teacher, config, *, prompts) -> Part:
         **{f"offsets.{name}": torch.from_numpy(values) for name, values in starts.items()},
     })  # fmt: skip
     embeddings, tokens = _embedding_rows(teacher, config, dtype)
-    meta = {"layers": layers, "num_layers": teacher.num_layers, "n_prompts": len(ids), "top_k": k, "vocab": vocab,
+    meta = {"layers": layers, "num_layers": teacher.num_layers, "n_prompts": len(ids), "top_k": k if with_logits else 0, "vocab": vocab,
             "dtype": str(dtype).removeprefix("torch."), **tokens}
     return Part({**tensors, **embeddings}, meta)
 
 
 def _batch_rows(teacher, chunk, ids, kept, layers, sample, starts, vocab, k, dtype, config) -> list[tuple]:
     """One batch's forward pass: per prompt, its kept rows at the gated layers, its matrix-sample rows at every
-    layer and its top-k next-token log-probs, on the CPU."""
+    layer and (k > 0) its top-k next-token log-probs, on the CPU."""
     with torch.inference_mode():
-        out = forward(teacher, [ids[p] for p in chunk], with_logits=True)
+        out = forward(teacher, [ids[p] for p in chunk], with_logits=k > 0)
     rows = []
     for b, p in enumerate(chunk):
         span = slice(starts["kept"][p], starts["kept"][p + 1])
@@ -126,7 +130,7 @@ def _batch_rows(teacher, chunk, ids, kept, layers, sample, starts, vocab, k, dty
         at = torch.from_numpy(kept[p][sample[(sample >= span.start) & (sample < span.stop)] - span.start])
         matrix = [_stored(out.hidden_states[i][b, at], dtype, config.reference.dtype) for i in range(teacher.num_layers + 1)]
         nexts = kept[p][kept[p] + 1 < len(ids[p])]
-        top = teacher_top_k(out.logits[b, torch.from_numpy(nexts), :vocab], k, torch.tensor(ids[p])[nexts + 1])
+        top = teacher_top_k(out.logits[b, torch.from_numpy(nexts), :vocab], k, torch.tensor(ids[p])[nexts + 1]) if k else {}
         rows.append((p, hidden, matrix, {key: value.cpu() for key, value in top.items()}))
     return rows
 
@@ -138,6 +142,8 @@ def storage_dtype(setting: str, model_dtype: torch.dtype) -> torch.dtype:
 
 def _stored(rows: torch.Tensor, dtype: torch.dtype, setting: str) -> torch.Tensor:
     stored = rows.to("cpu", dtype)
+    if torch.finfo(dtype).max >= torch.finfo(rows.dtype).max:  # as wide: nothing can overflow
+        return stored
     if not bool(torch.isfinite(stored).all()) and bool(torch.isfinite(rows).all()):
         raise AnalogError(
             f"reference.dtype {setting} cannot hold the teacher's hidden states (largest |value| "
@@ -163,7 +169,7 @@ def _embedding_rows(teacher, config, dtype) -> tuple[dict[str, torch.Tensor], di
             continue
         weight = module.weight.detach()
         keep = ids < weight.shape[0]
-        keep[keep] &= (weight[torch.from_numpy(ids[keep])].norm(dim=1) > 0).cpu().numpy()
+        keep[keep] &= (weight.norm(dim=1) > 0).cpu().numpy()[ids[keep]]
         rng = np.random.default_rng(config.seed)
         drawn = np.sort(rng.choice(np.flatnonzero(keep), size=min(config.embeddings.rows, int(keep.sum())), replace=False))
         rows[name] = weight[torch.from_numpy(ids[drawn])].to("cpu", dtype)
@@ -220,6 +226,8 @@ class TeacherRows:
 
     def top_k(self, rows) -> dict[str, torch.Tensor]:
         """The teacher's `teacher_top_k` at next-token rows."""
+        if "logits.ids" not in self.part.tensors:
+            raise AnalogError("the teacher's representation part holds no logits: it was built for a run without the logits suite")
         rows = torch.as_tensor(rows)
         return {key: self.part.tensors[f"logits.{key}"][rows] for key in ("ids", "logprobs", "tail", "target")}
 
