@@ -91,8 +91,8 @@ def test_each_run_reads_only_the_settings_its_key_holds(tiny_dir):
     behaviours = [load_behaviour("sentiment")]
     tasks = {"tasks": resolve_tasks(["analog_capitals"]), "verbose": False}
     computed = {
-        "representation": _reads("representation", pair, config, teacher_inputs={"prompts": prompts}, prompts=prompts,
-                                 with_logits=True),
+        "representation": _reads("representation", pair, config, teacher_inputs={"prompts": prompts, "with_logits": True},
+                                 prompts=prompts, with_logits=True),
         "steering": _reads("steering", pair, config, behaviours=behaviours, layer_pairs={1: 1}, map_texts=prompts.texts[:10],
                            teacher_inputs={"behaviours": behaviours, "teacher_layers": [1], "map_texts": prompts.texts[:10]}),
         "benchmarks": _reads("benchmarks", pair, config, teacher_inputs=tasks, **tasks),
