@@ -25,7 +25,7 @@ from pytest_analog.criterion import Measured, chance_corrected
 from pytest_analog.errors import AnalogError
 from pytest_analog.layers import gated_layers, layer_map
 from pytest_analog.massive import TopRows
-from pytest_analog.reference.representation import EMBEDDINGS, TeacherRows
+from pytest_analog.reference.representation import EMBEDDINGS, TeacherRows, usable_rows
 
 
 @dataclass
@@ -446,9 +446,7 @@ def _geometry(part, model, config) -> tuple[dict[str, float | None], dict[str, s
             continue
         weight = module.weight.detach()
         ids = np.asarray([vocab.get(token, -1) for token in tokens], dtype=np.int64)
-        keep = (ids >= 0) & (ids < weight.shape[0])
-        # rows that are all zero (a padding embedding) have no direction to compare
-        keep[keep] &= (weight.norm(dim=1) > 0).cpu().numpy()[ids[keep]]
+        keep = usable_rows(weight, ids)
         if keep.sum() < config.embeddings.min_rows:
             notes[f"{name}_geometry"] = (
                 f"not measurable: the two models share {int(keep.sum())} usable token rows of the teacher's "

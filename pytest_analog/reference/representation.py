@@ -168,13 +168,20 @@ def _embedding_rows(teacher, config, dtype) -> tuple[dict[str, torch.Tensor], di
         if module is None:
             continue
         weight = module.weight.detach()
-        keep = ids < weight.shape[0]
-        keep[keep] &= (weight.norm(dim=1) > 0).cpu().numpy()[ids[keep]]
+        keep = usable_rows(weight, ids)
         rng = np.random.default_rng(config.seed)
         drawn = np.sort(rng.choice(np.flatnonzero(keep), size=min(config.embeddings.rows, int(keep.sum())), replace=False))
         rows[name] = weight[torch.from_numpy(ids[drawn])].to("cpu", dtype)
         tokens[f"{name}_tokens"] = [strings[j] for j in drawn]
     return rows, tokens
+
+
+def usable_rows(weight: torch.Tensor, ids: np.ndarray) -> np.ndarray:
+    """Which of the token ``ids`` (-1: absent) index a row of ``weight`` that is not all zero (a padding
+    embedding has no direction to compare)."""
+    keep = (ids >= 0) & (ids < weight.shape[0])
+    keep[keep] &= (weight.norm(dim=1) > 0).cpu().numpy()[ids[keep]]
+    return keep
 
 
 class TeacherRows:
