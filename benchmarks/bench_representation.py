@@ -15,8 +15,8 @@ read in the same pass, and the bootstrap intervals; its forward passes count as
 bare passes too) and without it (``chance.control: none``).
 Default pair: SmolLM2-135M-Instruct against itself. A last, timed run prints
 what parts of the measurement cost: the CKA streams, the massive-row search and
-the influence figure, the token-level CKA bootstrap (its Gram matrices and its
-replicates), the kNN bootstrap and the layer matrix.
+the influence figure, the token-level CKA bootstrap (and, within it, its Gram
+matrices), the kNN bootstrap and the layer matrix.
 
     python benchmarks/bench_representation.py [--prompts 128] [--student DIR]
 """
@@ -103,9 +103,9 @@ PARTS = {
     "CKA streams over every row": ("pytest_analog.metrics", "StreamingLinearCKA.update_each"),
     "massive rows: norms and candidates": ("pytest_analog.massive", "TopRows.update"),
     "massive rows left out + influence figure": ("pytest_analog.representation", "_leave_out"),
-    "token-level CKA bootstrap: Gram matrices": ("pytest_analog.metrics", "linear_gram"),
-    "token-level CKA bootstrap: replicates": ("pytest_analog.metrics", "gram_cka_replicates_each"),
-    "kNN bootstrap": ("pytest_analog.metrics", "mutual_knn_replicates_each"),
+    "token-level CKA bootstrap (Gram matrices included)": ("pytest_analog.metrics", "gram_cka_replicates_pairs"),
+    "  of which its Gram matrices": ("pytest_analog.metrics", "linear_gram"),
+    "kNN bootstrap": ("pytest_analog.metrics", "mutual_knn_replicates_pairs"),
     "layer matrix": ("pytest_analog.metrics", "cka_matrix"),
 }
 

@@ -80,6 +80,10 @@ class Measurements:
 
 
 PER_LAYER = ("cka", "rbf_cka", "mutual_knn")
+STREAM_ROWS = 1024  # rows gathered from several batches before the CKA streams take them: fewer, larger products
+# the streams' per-batch XᵀX, XᵀY, YᵀY, summed in float64: the values move by about 1e-8 from all-float64, and
+# by up to 5e-6 at layers where two massive rows hold half the squared norm (the demo pair, teacher layers 15-22)
+STREAM_PRODUCTS = torch.float32
 
 
 def _int_keys(value):
@@ -134,7 +138,7 @@ class _Stream:
     """What one capture pass feeds: the CKA streams over every row, the layer matrix's row sample, the pooled
     rows, the bootstrap's row sample and the massive-row candidates. The teacher's rows are read from its part
     (`TeacherRows`) for the rows each batch compares. Rows stay as captured (dtype, device) until `finish`,
-    which moves each kind to float64 on the CPU once."""
+    which moves each kind to the CPU once."""
 
     def __init__(self, pair, plan, teacher, config, layers, mapped, *, control, with_logits: bool):
         self.plan, self.teacher, self.layers, self.mapped = plan, teacher, layers, mapped
@@ -143,7 +147,8 @@ class _Stream:
         rng = np.random.default_rng(config.seed)
         self.boot = (np.sort(rng.choice(plan.n_rows, size=min(config.chance.rows, plan.n_rows), replace=False))
                      if config.chance.resamples > 0 else None)
-        self.streams = {(name, i): metrics.StreamingLinearCKA() for name in self.others for i in layers}
+        self.streams = {(name, i): metrics.StreamingLinearCKA(products=STREAM_PRODUCTS) for name in self.others for i in layers}
+        self.pending = []  # batches' rows (dicts like `read` in `add`) the streams have not taken yet
         self.logits = metrics.StreamingTopKLogitFidelity() if pair.same_tokenizer and with_logits else None
         depth = {"teacher": pair.teacher.num_layers, **dict.fromkeys(self.others, pair.analog.num_layers)}
         self.samples = {name: [[] for _ in range(depth[name] + 1)] for name in ("teacher", *self.others)}
@@ -162,16 +167,21 @@ class _Stream:
         def teacher(layer, rows=None):
             return self.teacher.hidden(layer, stored if rows is None else stored[rows]).to(batch.device)
 
-        def teacher_pooled(layer):
-            return torch.stack([self.teacher.hidden(layer, self.teacher.rows(p, p.teacher_pool)).double().mean(0) for p in prompts])
+        pool = [self.teacher.rows(p, p.teacher_pool) for p in prompts]
+        pool_rows, sizes = np.concatenate(pool), torch.tensor([len(rows) for rows in pool], dtype=torch.float64)
+        owner = torch.repeat_interleave(torch.arange(len(prompts)), sizes.long())
+
+        def teacher_pooled(layer):  # each prompt's mean over its pooled positions
+            h = self.teacher.hidden(layer, pool_rows).double()
+            return torch.zeros(len(prompts), h.shape[1], dtype=torch.float64).index_add_(0, owner, h) / sizes[:, None]
 
         get = {"teacher": teacher, "student": batch.student, "control": batch.control}
         pooled = {"teacher": teacher_pooled, "student": batch.student_pooled, "control": batch.control_pooled}
         read = {key: get[key[0]](key[1]) for key in self.read}  # every row of the layers the metrics read, gathered once
         norms = {i: read["teacher", i].norm(dim=1).double().cpu().numpy() for i in self.layers}
-        for i in self.layers:
-            metrics.StreamingLinearCKA.update_each([self.streams[name, i] for name in self.others], read["teacher", i],
-                                                   [read[name, self.mapped[i]] for name in self.others])
+        self.pending.append(read)
+        if sum(len(r["teacher", self.layers[0]]) for r in self.pending) >= STREAM_ROWS:
+            self._update_streams()
         self.top.update(batch.row_start, norms, lambda rows: {key: v[rows] for key, v in read.items()})
         for (name, layer), store in self.pooled.items():
             store.append(pooled[name](layer))
@@ -195,14 +205,25 @@ class _Stream:
             analog = torch.nn.functional.pad(analog, (0, vocab - analog.shape[1]), value=-math.inf)
             self.logits.update(self.teacher.top_k(nexts), analog, batch.targets)
 
+    def _update_streams(self) -> None:
+        """Stream the pending rows into the CKA streams, one update per teacher layer."""
+        rows = {key: torch.cat([r[key] for r in self.pending]) for key in self.pending[0]}
+        self.pending = []
+        for i in self.layers:
+            metrics.StreamingLinearCKA.update_each([self.streams[name, i] for name in self.others], rows["teacher", i],
+                                                   [rows[name, self.mapped[i]] for name in self.others])
+
     def finish(self) -> _Stream:
-        """Concatenate the collected rows, as float64 on the CPU."""
+        """Take the last pending rows; concatenate the collected rows on the CPU: the matrix sample as captured,
+        the others as float64."""
+        if self.pending:
+            self._update_streams()
         def joined(parts):
             return torch.cat(parts).double().cpu()
 
         self.pooled = {key: joined(v) for key, v in self.pooled.items()}
         self.sample = np.concatenate([np.zeros(0, dtype=np.int64), *self.sample])
-        self.samples = {name: [joined(v) for v in stores] for name, stores in self.samples.items()}
+        self.samples = {name: [torch.cat(v).cpu() for v in stores] for name, stores in self.samples.items()}  # as captured: `cka_matrix` widens each layer in its turn
         if self.boot is not None:  # no bootstrap: no rows were collected for it
             self.boot_rows = {key: joined(v) for key, v in self.boot_rows.items()}
         return self
@@ -215,13 +236,14 @@ def _measurements(stream, pair, part, config, control, with_logits: bool, starte
     influence = _leave_out(stream.streams, stream.top, found, mapped, debiased=config.representation.cka.debiased)
     kept = _left_in(stream.sample, found)
     matrices = _layer_matrices(stream.samples, others, kept)
-    geometry, geometry_notes = _geometry(part, pair.analog, config)
+    vocab = pair.analog.tokenizer.get_vocab()  # the control's too: it has the analog's tokenizer
+    geometry, geometry_notes = _geometry(part, pair.analog, vocab, config)
     notes = _notes(pair, config, len(plan.prompts), with_logits, geometry_notes)
     values = _per_layer(stream, "student", config, notes)
     chance, intervals, chance_matrix = {}, {}, None
     if control is not None:
         chance = _per_layer(stream, "control", config, notes)
-        control_geometry, _ = _geometry(part, control, config)
+        control_geometry, _ = _geometry(part, control, vocab, config)
         chance.update({f"{name}_geometry": v for name, v in control_geometry.items()})
         chance_matrix = _gated_cells(matrices["control"], mapped, chance["cka"]).tolist()
     if stream.boot is not None:
@@ -269,9 +291,10 @@ def _measurements(stream, pair, part, config, control, with_logits: bool, starte
 
 def _layer_matrices(samples, others, kept) -> dict[str, np.ndarray]:
     """Every teacher layer against every layer of each of ``others``, on the matrix sample's kept rows;
-    one `cka_matrix` call, so each teacher layer's Gram matrix is built once."""
+    one `cka_matrix` call, so each teacher layer's Gram matrix is built once (multiplied in float32: the
+    sampled cells move by about 1e-6; the gated cells are replaced by the values on every row)."""
     columns = [y[kept] for name in others for y in samples[name]]
-    both = metrics.cka_matrix([x[kept] for x in samples["teacher"]], columns, debiased=True)
+    both = metrics.cka_matrix([x[kept] for x in samples["teacher"]], columns, debiased=True, dtype=torch.float32)
     return dict(zip(others, np.split(both, len(others), axis=1)))
 
 
@@ -335,20 +358,17 @@ def _influence(i, m, values, chance, without) -> dict[str, Any]:
 
 
 def _leave_out(streams, top, found, mapped, *, debiased: bool) -> dict[tuple[str, int], float]:
-    """Subtract the left-out massive rows from every CKA stream; return each stream's value without, in
+    """Remove the left-out massive rows from every CKA stream; return each stream's value without, in
     addition, its layer's influence rows (the top 0.1 % of the rows kept, by teacher norm)."""
 
     def rows_of(rows, name, i):
-        part = metrics.StreamingLinearCKA()
-        part.update(top.stacked(rows, ("teacher", i)), top.stacked(rows, (name, mapped[i])))
-        return part
+        return top.stacked(rows, ("teacher", i)), top.stacked(rows, (name, mapped[i]))
 
     without = {}
     for (name, i), stream in streams.items():
         if found.excluded and len(found.rows):
-            stream.subtract(rows_of(found.rows, name, i))
-        moved = copy.deepcopy(stream)
-        moved.subtract(rows_of(found.influence[i], name, i))
+            stream.remove(*rows_of(found.rows, name, i))
+        moved = copy.deepcopy(stream).remove(*rows_of(found.influence[i], name, i))
         without[name, i] = moved.compute(debiased=debiased) if moved.n >= 4 else float("nan")
     return without
 
@@ -401,44 +421,41 @@ def _intervals(config, layers, mapped, others, values, chance, notes, *, groups,
     c = config.chance
     counts = metrics.resample_counts(n_prompts, c.resamples, c.seed)
     pooled_counts = counts[:, order]  # pooled rows are in capture order
-    debiased = config.representation.cka.debiased
+    settings = config.representation
+    pairs = [(("teacher", i), (name, mapped[i])) for i in layers for name in others]  # every Gram made once
+    slots = [(name, i) for i in layers for name in others]
+    reps = {}
+
+    def keep(metric, replicates):
+        reps.update({(metric, *slot): r for slot, r in zip(slots, replicates)})
+
+    keep("cka", metrics.gram_cka_replicates_pairs(
+        pairs, lambda key: metrics.linear_gram(rows[key], torch.float32), groups, counts, settings.cka.debiased))
+    if "rbf_cka" not in notes:
+        keep("rbf_cka", metrics.rbf_cka_replicates_pairs(pairs, pooled.__getitem__, pooled_counts,
+                                                         sigma_frac=settings.rbf_cka.sigma_frac,
+                                                         debiased=settings.rbf_cka.debiased))
+    if "mutual_knn" not in notes:
+        keep("mutual_knn", metrics.mutual_knn_replicates_pairs(pairs, pooled.__getitem__, pooled_counts,
+                                                               k=settings.mutual_knn.k))
     out = {metric: {} for metric in PER_LAYER}
-    last_grams = {}  # name -> (layer, its Gram): neighbouring teacher layers often map to one analog layer
-    for i in layers:
-        reps = {}
-        for name in others:
-            if last_grams.get(name, (None,))[0] != mapped[i]:
-                last_grams[name] = (mapped[i], metrics.linear_gram(rows[name, mapped[i]], torch.float32))
-        grams = [last_grams[name][1] for name in others]
-        teacher_gram = metrics.linear_gram(rows["teacher", i], torch.float32)
-        cka = metrics.gram_cka_replicates_each(teacher_gram, grams, groups, counts, debiased)
-        reps.update({("cka", name): r for name, r in zip(others, cka)})
-        t_pool, o_pools = pooled["teacher", i], [pooled[name, mapped[i]] for name in others]
-        if "rbf_cka" not in notes:
-            rbf = metrics.rbf_cka_replicates_each(t_pool, o_pools, pooled_counts, sigma_frac=config.representation.rbf_cka.sigma_frac,
-                                                  debiased=config.representation.rbf_cka.debiased)
-            reps.update({("rbf_cka", name): r for name, r in zip(others, rbf)})
-        if "mutual_knn" not in notes:
-            knn = metrics.mutual_knn_replicates_each(t_pool, o_pools, pooled_counts, k=config.representation.mutual_knn.k)
-            reps.update({("mutual_knn", name): r for name, r in zip(others, knn)})
-        for metric in PER_LAYER:
-            if (metric, "student") not in reps:
-                continue
-            value = metrics.centre(reps[metric, "student"], values[metric][i])
-            out[metric][i] = {"value": list(metrics.percentile_interval(value, c.confidence))}
-            if (metric, "control") in reps:
-                level = metrics.centre(reps[metric, "control"], chance[metric][i])
-                corrected = metrics.centre(chance_corrected(value, level), chance_corrected(values[metric][i], chance[metric][i]))
-                out[metric][i]["chance"] = list(metrics.percentile_interval(level, c.confidence))
-                out[metric][i]["corrected"] = list(metrics.percentile_interval(corrected, c.confidence))
+    for metric, name, i in reps:
+        if name != "student":
+            continue
+        value = metrics.centre(reps[metric, name, i], values[metric][i])
+        out[metric][i] = {"value": list(metrics.percentile_interval(value, c.confidence))}
+        if (metric, "control", i) in reps:
+            level = metrics.centre(reps[metric, "control", i], chance[metric][i])
+            corrected = metrics.centre(chance_corrected(value, level), chance_corrected(values[metric][i], chance[metric][i]))
+            out[metric][i]["chance"] = list(metrics.percentile_interval(level, c.confidence))
+            out[metric][i]["corrected"] = list(metrics.percentile_interval(corrected, c.confidence))
     return out
 
 
-def _geometry(part, model, config) -> tuple[dict[str, float | None], dict[str, str]]:
+def _geometry(part, model, vocab, config) -> tuple[dict[str, float | None], dict[str, str]]:
     """Embedding and unembedding geometry (Lee et al. 2025) over the teacher's sampled token rows (in ``part``)
-    that ``model``'s vocabulary holds with a non-zero row."""
+    that ``model``'s vocabulary (``vocab``: its tokenizer's token -> id) holds with a non-zero row."""
     values, notes = {"embedding": None, "unembedding": None}, {}
-    vocab = model.tokenizer.get_vocab()
     for name, getter in EMBEDDINGS.items():
         tokens, module = part.meta.get(f"{name}_tokens"), getattr(model.model, getter)()
         if tokens is None or module is None:

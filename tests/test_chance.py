@@ -103,15 +103,15 @@ def test_replicate_sums_from_prompt_block_sums_equal_the_direct_sums_over_rows(m
     counts = metrics.resample_counts(15, 6, seed=1)
     assert (counts > 1).any()
     grams = {"a": torch.from_numpy(a.copy()), "b": torch.from_numpy(b.copy())}
-    terms = _Terms(grams, [("a", "b"), ("b", "b")], torch.from_numpy(groups), torch.from_numpy(counts).double(),
-                   zero_diagonal=zero_diagonal)
+    terms = _Terms(torch.from_numpy(groups), torch.from_numpy(counts).double(), zero_diagonal=zero_diagonal)
+    terms.read(grams, [("a", "b"), ("b", "b")])
     np.testing.assert_array_equal(grams["a"].numpy(), a)  # the given Grams are left as they are
     if zero_diagonal:
         np.fill_diagonal(a, 0.0)
         np.fill_diagonal(b, 0.0)
     w = counts[:, groups].astype(float)  # [B, n] row weights
     for power in (1, 2):
-        np.testing.assert_allclose(terms.product("a", power).numpy(), a @ (w**power).T, rtol=1e-12)
+        np.testing.assert_allclose(terms.product("a", power).numpy(), (w**power) @ a.T, rtol=1e-12)
     for left, right in ((1, 1), (2, 1), (3, 1), (2, 2)):
         direct = np.einsum("bi,bj,ij->b", w**left, w**right, a * b)
         np.testing.assert_allclose(terms.quadratic("a", "b", left, right).numpy(), direct, rtol=1e-12)
@@ -135,37 +135,59 @@ def test_replicates_reject_a_gram_with_a_non_finite_entry(debiased, where):
 
 
 @pytest.mark.parametrize("debiased", [True, False])
-def test_replicates_against_several_grams_equal_one_at_a_time(debiased):
+def test_replicates_of_many_pairs_equal_each_pair_alone(debiased):
+    # teacher layers against an analog and a control, where several teacher layers map to one analog layer:
+    # each Gram is made once and dropped after its last pair, and every replicate is that of its pair alone
     rng = np.random.default_rng(9)
     groups, x = _grouped(rng, 10, 6)
-    ys = [np.tanh(x @ rng.normal(size=(6, 4))), rng.normal(size=(len(x), 5))]  # an analog, a control
+    grams = {("t", i): metrics.linear_gram(np.tanh(x * (i + 1))) for i in range(3)}
+    grams.update({(name, j): metrics.linear_gram(rng.normal(size=(len(x), 4)) + (x[:, :4] if name == "a" else 0))
+                  for name in ("a", "c") for j in range(2)})
+    pairs = [(("t", i), (name, min(i, 1))) for i in range(3) for name in ("a", "c")]
+    made = []
     counts = metrics.resample_counts(10, 7, seed=2)
-    grams = [metrics.linear_gram(y) for y in ys]
-    shared = metrics.gram_cka_replicates_each(metrics.linear_gram(x), grams, groups, counts, debiased)
-    for got, y in zip(shared, ys):
-        np.testing.assert_allclose(got, metrics.linear_cka_replicates(x, y, groups, counts, debiased), rtol=1e-12)
-    assert not np.allclose(shared[0], shared[1])
+    got = metrics.gram_cka_replicates_pairs(pairs, lambda key: made.append(key) or grams[key], groups, counts, debiased)
+    assert sorted(made) == sorted(grams)  # each Gram made once
+    for (a, b), reps in zip(pairs, got):
+        np.testing.assert_allclose(reps, metrics.gram_cka_replicates(grams[a], grams[b], groups, counts, debiased),
+                                   rtol=1e-12)
+    assert not np.allclose(got[0], got[1])
 
 
-def test_rbf_and_knn_replicates_against_several_equal_one_at_a_time():
+def test_rbf_and_knn_replicates_of_many_pairs_equal_each_pair_alone():
     rng = np.random.default_rng(12)
     x = rng.normal(size=(40, 8))
-    ys = [x @ rng.normal(size=(8, 5)) + 0.5 * rng.normal(size=(40, 5)), rng.normal(size=(40, 6))]
+    rows = {("t", i): np.tanh(x * (i + 1)) for i in range(3)}
+    rows.update({("a", j): x @ rng.normal(size=(8, 5)) + 0.5 * rng.normal(size=(40, 5)) for j in range(2)})
+    rows.update({("c", j): rng.normal(size=(40, 6)) for j in range(2)})
+    pairs = [(("t", i), (name, min(i, 1))) for i in range(3) for name in ("a", "c")]
     counts = metrics.resample_counts(40, 30, seed=3)
-    knn = metrics.mutual_knn_replicates_each(x, ys, counts, k=4)
-    rbf = metrics.rbf_cka_replicates_each(x, ys, counts, debiased=True)
-    for y, got_knn, got_rbf in zip(ys, knn, rbf):
-        np.testing.assert_array_equal(got_knn, metrics.mutual_knn_replicates(x, y, counts, k=4))
-        np.testing.assert_allclose(got_rbf, metrics.rbf_cka_replicates(x, y, counts, debiased=True), rtol=1e-12)
+    knn = metrics.mutual_knn_replicates_pairs(pairs, rows.__getitem__, counts, k=4)
+    rbf = metrics.rbf_cka_replicates_pairs(pairs, rows.__getitem__, counts, debiased=True)
+    for (a, b), got_knn, got_rbf in zip(pairs, knn, rbf):
+        np.testing.assert_array_equal(got_knn, metrics.mutual_knn_replicates(rows[a], rows[b], counts, k=4))
+        np.testing.assert_allclose(got_rbf, metrics.rbf_cka_replicates(rows[a], rows[b], counts, debiased=True),
+                                   rtol=1e-12)
     assert not np.allclose(knn[0], knn[1])
 
 
-def test_knn_replicates_equal_a_plain_neighbour_search_in_each_replicate():
+@pytest.mark.parametrize("draws", ["usual", "few distinct prompts"])
+def test_knn_replicates_equal_a_plain_neighbour_search_in_each_replicate(monkeypatch, draws):
+    # usual draws: each row's k nearest drawn lie in the front of its ranking that is read first; few distinct
+    # prompts: the front must be read further, and a replicate of 3 prompts leaves fewer than k neighbours;
+    # replicates in blocks of 7, the last one short
+    from pytest_analog.metrics import bootstrap
+
+    monkeypatch.setattr(bootstrap, "_KNN_ELEMENTS", 7 * 30 * 16)
     rng = np.random.default_rng(21)
     x = rng.normal(size=(30, 6))
     y = x @ rng.normal(size=(6, 4)) + 0.7 * rng.normal(size=(30, 4))
     counts = metrics.resample_counts(30, 25, seed=8)
     k = 4
+    if draws != "usual":
+        for b, distinct in enumerate((3, 5, 6, 6, 8)):
+            counts[b] = 0
+            counts[b, rng.choice(30, size=distinct, replace=False)] = rng.multinomial(30 - distinct, np.ones(distinct) / distinct) + 1
 
     def neighbours(z, i, drawn):  # the k most cosine-similar drawn rows to row i, itself excluded
         u = z / np.linalg.norm(z, axis=1, keepdims=True)

@@ -242,7 +242,8 @@ def test_paired_moments_are_the_centred_sums_through_merge_and_subtract(rng):
     feed(rest, x[100:] + 0, y[100:], [7])
     merged = PairedMoments().merge(first).merge(rest)
     without = feed(PairedMoments(), x, y, [50]).subtract(first)
-    for moments, rows in ((whole, slice(None)), (merged, slice(None)), (without, slice(100, None))):
+    removed = feed(PairedMoments(), x, y, [50]).remove(x[:100], y[:100])
+    for moments, rows in ((whole, slice(None)), (merged, slice(None)), (without, slice(100, None)), (removed, slice(100, None))):
         mean_x, mean_y, centred = moments.compute()
         xc, yc = x[rows] - x[rows].mean(0), y[rows] - y[rows].mean(0)
         np.testing.assert_allclose(mean_x.numpy(), x[rows].mean(0), rtol=1e-12)
@@ -254,6 +255,10 @@ def test_paired_moments_are_the_centred_sums_through_merge_and_subtract(rng):
         whole.merge(feed(StreamingLinearCKA(), x, y, []))
     with pytest.raises(ValueError, match="cannot remove 300 rows from 100"):
         first.subtract(whole)
+    with pytest.raises(ValueError, match="cannot remove 300 rows from 100"):
+        first.remove(x, y)
+    with pytest.raises(ValueError, match="nothing to remove"):
+        PairedMoments().remove(x, y)
     with pytest.raises(ValueError, match="no rows accumulated yet"):
         PairedMoments().compute()
 
@@ -266,6 +271,21 @@ def test_streaming_torch_float32_batches(rng):
         metric.update(xt[part], yt[part])
     expected = ref_linear_cka(xt.double().numpy(), yt.double().numpy(), debiased=True)
     assert metric.compute(debiased=True) == pytest.approx(expected, abs=1e-9)
+
+
+@MODES
+def test_streaming_float32_products_stay_near_float64_and_keep_their_own_x_side(rng, debiased):
+    # float32 rows with large offsets: the shift is taken in float64 first, so float32 products lose little;
+    # a float64 stream beside it in one update_each computes x's sums apart and stays exact
+    x, y = correlated(rng, 2000, 48, 16, offset=500.0)
+    xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y).float()
+    fast, exact = StreamingLinearCKA(products=torch.float32), StreamingLinearCKA()
+    for part in (slice(0, 700), slice(700, 2000)):
+        StreamingLinearCKA.update_each([fast, exact], xt[part], [yt[part], yt[part]])
+    expected = ref_linear_cka(xt.double().numpy(), yt.double().numpy(), debiased)
+    assert exact.compute(debiased=debiased) == pytest.approx(expected, abs=1e-10)
+    assert fast.compute(debiased=debiased) == pytest.approx(expected, abs=1e-6)
+    assert fast.compute(debiased=debiased) != exact.compute(debiased=debiased)  # the products did run in float32
 
 
 def test_streaming_state_size_is_independent_of_rows(rng):
@@ -365,13 +385,15 @@ def test_gram_from_its_upper_blocks_equals_the_full_product(rng, n):
 
 
 @MODES
-def test_cka_matrix_entries_equal_linear_cka(rng, debiased):
+@pytest.mark.parametrize(("dtype", "atol"), [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_cka_matrix_entries_equal_linear_cka(rng, debiased, dtype, atol):
+    # large means: the rows are centred in float64 before a float32 product
     xs = [rng.normal(size=(120, d)) + 100 for d in (4, 7, 5)]
     ys = [xs[1] @ rng.normal(size=(7, 7)), torch.from_numpy(xs[0] + rng.normal(size=(120, 4)))]
-    m = cka_matrix(xs, ys, debiased=debiased)
+    m = cka_matrix(xs, ys, debiased=debiased, dtype=dtype)
     assert m.shape == (3, 2)
     expected = [[linear_cka(x, y, debiased=debiased) for y in ys] for x in xs]
-    np.testing.assert_allclose(m, expected, atol=1e-10)
+    np.testing.assert_allclose(m, expected, atol=atol)
 
 
 def test_cka_matrix_diagonal_of_identical_lists(rng):
@@ -387,6 +409,8 @@ def test_cka_matrix_errors(rng):
         cka_matrix([], [np.ones((5, 2))])
     with pytest.raises(ValueError, match=r"xs\[0\] has 6, ys\[1\] has 5"):
         cka_matrix([rng.normal(size=(6, 2))], [rng.normal(size=(6, 2)), rng.normal(size=(5, 2))])
+    with pytest.raises(ValueError, match=r"ys\[0\] must have 2 dimensions"):
+        cka_matrix([rng.normal(size=(6, 2))], [rng.normal(size=6)])
     with pytest.warns(AnalogWarning, match="CKA matrix \\(biased\\)"):
         cka_matrix([rng.normal(size=(6, 2))], [rng.normal(size=(6, 2))], debiased=False)
 

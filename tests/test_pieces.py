@@ -133,7 +133,7 @@ def test_too_few_shared_tokens_give_geometry_a_reason_not_a_value(tmp_path, shar
     pair = ModelPair(*(load_model(str(d), device="cpu") for d in dirs))
     assert len(set(pair.teacher.tokenizer.get_vocab()) & set(pair.analog.tokenizer.get_vocab())) == shared
     rows, tokens = _embedding_rows(pair.teacher, load_config(), pair.teacher.model.dtype)
-    values, notes = _geometry(Part(rows, tokens), pair.analog, load_config())
+    values, notes = _geometry(Part(rows, tokens), pair.analog, pair.analog.tokenizer.get_vocab(), load_config())
     assert values == {"embedding": None, "unembedding": None}
     assert notes["embedding_geometry"] == (
         f"not measurable: the two models share {shared} usable token rows of the teacher's 39 sampled "  # its pad row is zero

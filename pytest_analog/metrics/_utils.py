@@ -34,7 +34,7 @@ def as_float64(x, name: str, device: torch.device | None = None, *, check_finite
     if t.ndim != 2:
         raise ValueError(f"{name} must have 2 dimensions [n, d], got shape {tuple(t.shape)}")
     t = t.detach().to(device=device if device is not None else t.device, dtype=torch.float64)
-    if check_finite and not bool(torch.isfinite(t).all()):
+    if check_finite and not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):  # a finite sum: all finite
         raise ValueError(f"{name} contains NaN or infinite values")
     return t
 
@@ -42,9 +42,10 @@ def as_float64(x, name: str, device: torch.device | None = None, *, check_finite
 def self_product(x: torch.Tensor, blocks: int | None = None) -> torch.Tensor:
     """x xᵀ from its row blocks on and above the diagonal, the others mirrored (x xᵀ is symmetric):
     (blocks + 1) / (2 blocks) of the multiplications of one product. By default one block per 192 rows,
-    at most 8: smaller blocks cost more in calls than they save (one product below 384 rows)."""
+    at most 8: smaller blocks cost more in calls than they save (one product below 384 rows); rows
+    narrower than 256 are one product, as writing the n² entries then costs more than the multiplications."""
     n = x.shape[0]
-    blocks = blocks or min(8, max(1, n // 192))
+    blocks = blocks or (min(8, max(1, n // 192)) if x.shape[1] >= 256 else 1)
     out = torch.empty(n, n, dtype=x.dtype, device=x.device)
     edges = [n * b // blocks for b in range(blocks + 1)]
     for a in range(blocks):

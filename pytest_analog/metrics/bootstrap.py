@@ -22,7 +22,7 @@ import torch
 from pytest_analog.metrics._utils import as_float64, check_rows, unit_rows
 from pytest_analog.metrics.cka import linear_gram, rbf_gram
 
-_CHUNK_ELEMENTS = 1 << 17  # Gram entries per matrix in one chunk of the replicates' block sums (1 MB of float64)
+_CHUNK_ELEMENTS = 1 << 19  # Gram entries per matrix in one chunk of the replicates' block sums (4 MB of float64)
 _KNN_ELEMENTS = 1 << 21  # (replicate, row, neighbour) entries per model held at once by the kNN replicates
 
 
@@ -72,70 +72,103 @@ def gram_cka_replicates(k, l, groups, counts, debiased: bool = True) -> np.ndarr
     Returns:
         [B] CKA values (NaN where a replicate is degenerate).
     """
-    return gram_cka_replicates_each(k, [l], groups, counts, debiased)[0]
+    return gram_cka_replicates_pairs([("k", "l")], {"k": k, "l": l}.__getitem__, groups, counts, debiased)[0]
 
 
-def gram_cka_replicates_each(k, ls, groups, counts, debiased: bool = True) -> list[np.ndarray]:
-    """`gram_cka_replicates` of ``k`` against each Gram matrix in ``ls`` (the analog's, the control's).
+def gram_cka_replicates_pairs(pairs, gram, groups, counts, debiased: bool = True) -> list[np.ndarray]:
+    """`gram_cka_replicates` of each pair (a, b) of keys in ``pairs``; ``gram(key)`` makes that key's Gram matrix.
 
-    ``k``'s own terms (its weighted products and HSIC with itself) are computed
-    once and shared, which is most of the cost when ``ls`` has two entries.
+    For one teacher layer after another against the analog and the control at
+    the layers they map to: every Gram is made once and its own terms (group
+    sums, products, HSIC with itself) computed once, however many pairs hold
+    it; consecutive pairs with the same ``a`` share one pass over the rows;
+    a Gram is dropped after the last pair that needs it.
     """
-    k = _gram(k, "k")
-    ls = [_gram(l, "l").to(k.device) for l in ls]  # noqa: E741
-    groups = torch.as_tensor(np.asarray(groups), dtype=torch.long, device=k.device)
-    omega = torch.as_tensor(np.asarray(counts), dtype=torch.float64, device=k.device)  # [B, P]
+    groups = np.asarray(groups)
+    last = {key: index for index, pair in enumerate(pairs) for key in pair}
     hsic = _u_hsic if debiased else _v_hsic
-    mats = {"k": k, **{f"l{j}": l for j, l in enumerate(ls)}}
-    pairs = [("k", "k")] + [pair for j in range(len(ls)) for pair in (("k", f"l{j}"), (f"l{j}", f"l{j}"))]
-    terms = _Terms(mats, pairs, groups, omega, zero_diagonal=debiased)
-    for name, m in mats.items():  # a non-finite entry leaves its row's group sum non-finite, unless on the diagonal
-        if not (bool(torch.isfinite(terms.group_sums[name]).all()) and bool(torch.isfinite(m.diagonal()).all())):
-            raise ValueError(f"{name[0]} contains NaN or infinite values")
-    kk = hsic(terms, "k", "k")
-    out = []
-    for j in range(len(ls)):
-        kl, ll = hsic(terms, "k", f"l{j}"), hsic(terms, f"l{j}", f"l{j}")
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cka = (kl / torch.sqrt(kk * ll)).cpu().numpy()
-        cka[~((kk > 0) & (ll > 0)).cpu().numpy()] = np.nan
-        out.append(cka)
+    terms, own, out = None, {}, []
+    for start, stop in _runs([a for a, _ in pairs]):
+        a, bs = pairs[start][0], [b for _, b in pairs[start:stop]]
+        new = {key: _gram(gram(key), str(key)) for key in dict.fromkeys([a, *bs]) if key not in own}
+        if terms is None:
+            device = next(iter(new.values())).device
+            terms = _Terms(torch.as_tensor(groups, dtype=torch.long, device=device),
+                           torch.as_tensor(np.asarray(counts), dtype=torch.float64, device=device), zero_diagonal=debiased)
+        terms.read(new, [(key, key) for key in new] + [(a, b) for b in bs])
+        own.update({key: hsic(terms, key, key) for key in new})
+        for b in bs:
+            kk, ll = own[a], own[b]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cka = (hsic(terms, a, b) / torch.sqrt(kk * ll)).cpu().numpy()
+            cka[~((kk > 0) & (ll > 0)).cpu().numpy()] = np.nan
+            out.append(cka)
+        for key in [key for key in own if last[key] < stop]:
+            terms.forget(key)
+            del own[key]
     return out
+
+
+def _runs(keys: list) -> list[tuple[int, int]]:
+    """(start, stop) of each run of equal consecutive ``keys``."""
+    edges = [i for i in range(1, len(keys)) if keys[i] != keys[i - 1]]
+    return list(zip([0, *edges], [*edges, len(keys)]))
 
 
 class _Terms:
     """Weighted sums of Gram entries for every replicate at once.
 
     Row weights are powers of the prompt counts (w_i = ω_p for row i of prompt p),
-    so every quadratic form aᵀ(A∘B)b reduces to P×P block sums of A∘B. Those
-    block sums, for every pair in ``pairs``, and each Gram's [P, n] group sums
-    are taken in float64 in one pass over chunks of rows (`_CHUNK_ELEMENTS`
-    entries per Gram), so no n×n product or copy is ever made; ``zero_diagonal``
-    zeroes each chunk's diagonal entries first (the U-statistic's Grams),
-    leaving the given matrices as they are.
+    so every quadratic form aᵀ(A∘B)b reduces to P×P block sums of A∘B. `read`
+    takes Gram matrices by key and the pairs whose block sums are wanted, and
+    computes those block sums and each new Gram's [P, n] group sums in float64
+    in one pass over chunks of rows (`_CHUNK_ELEMENTS` entries per Gram), so no
+    n×n product or copy is ever made; ``zero_diagonal`` zeroes each chunk's
+    diagonal entries first (the U-statistic's Grams), leaving the given
+    matrices as they are. `forget` drops a Gram and every term that holds it.
     """
 
-    def __init__(self, mats, pairs, groups, omega, *, zero_diagonal: bool = False):
-        self.groups, self.omega = groups, omega
+    def __init__(self, groups, omega, *, zero_diagonal: bool = False):
+        self.groups, self.omega, self.zero_diagonal = groups, omega, zero_diagonal
         self.n_groups = omega.shape[1]
-        self._powers, self._totals = {}, {}
-        self._weights = {}
-        self._products = {}
-        self._triples = {}
-        n = groups.shape[0]
-        device = omega.device
-        sums = {key: torch.zeros(self.n_groups, n, dtype=torch.float64, device=device)
-                for key in [(a, "") for a in mats] + list(pairs)}
+        self.mats, self.group_sums, self._blocks = {}, {}, {}
+        self._powers, self._weights, self._totals = {}, {}, {}
+        self._products, self._pointwise, self._triples, self._quadratics = {}, {}, {}, {}
+
+    def read(self, new: dict, pairs: list) -> None:
+        """Hold the Grams in ``new`` (keyed) and compute their group sums and the block sums of ``pairs``."""
+        n = self.groups.shape[0]
+        for key, m in new.items():
+            if m.shape != (n, n):
+                raise ValueError(f"{key} must be an [n, n] Gram matrix with n = {n} rows, got shape {tuple(m.shape)}")
+        self.mats.update({key: m.to(self.omega.device) for key, m in new.items()})
+        pairs = list(dict.fromkeys(pairs))
+        needed = list(dict.fromkeys([*new, *(key for pair in pairs for key in pair)]))
+        sums = {key: torch.zeros(self.n_groups, n, dtype=torch.float64, device=self.omega.device)
+                for key in [(a, "") for a in new] + pairs}
         step = max(1, _CHUNK_ELEMENTS // max(n, 1))
         for start in range(0, n, step):
-            rows = {a: m[start:start + step].to(torch.float64, copy=True) for a, m in mats.items()}
-            if zero_diagonal:
+            rows = {a: self.mats[a][start:start + step].to(torch.float64, copy=True) for a in needed}
+            if self.zero_diagonal:
                 for r in rows.values():
                     r.diagonal(offset=start).zero_()
             for (a, b), out in sums.items():
-                out.index_add_(0, groups[start:start + step], rows[a] * rows[b] if b else rows[a])
-        self.group_sums = {a: sums[a, ""] for a in mats}  # [P, n]: each Gram's rows summed per group
-        self._blocks = {key: self._sum_groups(rows.T).T for key, rows in sums.items()}  # [P, P]
+                out.index_add_(0, self.groups[start:start + step], rows[a] * rows[b] if b else rows[a])
+        for a in new:  # a non-finite entry leaves its row's group sum non-finite, unless on the diagonal
+            self.group_sums[a] = sums[a, ""]  # [P, n]: the Gram's rows summed per group
+            if not (bool(torch.isfinite(self.group_sums[a]).all()) and bool(torch.isfinite(self.mats[a].diagonal()).all())):
+                raise ValueError(f"{a} contains NaN or infinite values")
+        self._blocks.update({key: self._sum_groups(rows.T).T for key, rows in sums.items()})  # [P, P]
+
+    def forget(self, key) -> None:
+        """Drop the Gram ``key`` and every term computed from it."""
+        self.mats.pop(key, None)
+        self.group_sums.pop(key, None)
+        for entry in [entry for entry in self._products if entry[0] == key]:  # keyed (a, power)
+            del self._products[entry]
+        for cache in (self._blocks, self._pointwise, self._triples, self._quadratics):  # keyed (a, b, ...)
+            for entry in [entry for entry in cache if key in entry[:2]]:
+                del cache[entry]
 
     def power(self, power: int) -> torch.Tensor:
         """[B, P]: the prompt counts to ``power``."""
@@ -162,20 +195,24 @@ class _Terms:
 
     def quadratic(self, a: str, b: str, left: int, right: int) -> torch.Tensor:
         """Σ_ij w_i^left w_j^right A_ij B_ij per replicate (A, B: Gram names; b '' for A alone)."""
-        return ((self.power(left) @ self._blocks[a, b]) * self.power(right)).sum(dim=1)
+        if (a, b, left, right) not in self._quadratics:
+            self._quadratics[a, b, left, right] = ((self.power(left) @ self._blocks[a, b]) * self.power(right)).sum(dim=1)
+        return self._quadratics[a, b, left, right]
 
     def product(self, a: str, power: int) -> torch.Tensor:
-        """A w^power for every replicate: [n, B]. Weights are constant within a prompt, so
+        """A w^power for every replicate: [B, n]. Weights are constant within a prompt, so
         (A w)_i = Σ_p (Σ_{j in p} A_ij) ω_p: O(n·P·B) from the group sums, not O(n²·B)."""
         if (a, power) not in self._products:
-            self._products[a, power] = self.group_sums[a].T @ self.power(power).T
+            self._products[a, power] = self.power(power) @ self.group_sums[a]
         return self._products[a, power]
 
     def triple(self, a: str, b: str, powers: tuple[int, int, int]) -> torch.Tensor:
         """Σ over distinct i, j, q of w_i^p0 w_j^p1 w_q^p2 A_ij B_iq per replicate."""
         if (a, b, powers) not in self._triples:
             p0, p1, p2 = powers
-            full = (self.weights(p0).T * self.product(a, p1) * self.product(b, p2)).sum(dim=0)
+            if (a, b, p1, p2) not in self._pointwise:  # (A w^p1)_i (B w^p2)_i, shared by the triples of any p0
+                self._pointwise[a, b, p1, p2] = self.product(a, p1) * self.product(b, p2)
+            full = (self.weights(p0) * self._pointwise[a, b, p1, p2]).sum(dim=1)
             self._triples[a, b, powers] = full - self.quadratic(a, b, p0, p1 + p2)  # less the terms with j = q
         return self._triples[a, b, powers]
 
@@ -205,7 +242,7 @@ def _u_hsic(t: _Terms, a: str, b: str) -> torch.Tensor:
 def _v_hsic(t: _Terms, a: str, b: str) -> torch.Tensor:
     """Biased HSIC tr(KHLH)/N² of the resampled data, copies included."""
     n = t.total(1)
-    cross = (t.weights(1).T * t.product(a, 1) * t.product(b, 1)).sum(dim=0)
+    cross = (t.weights(1) * t.product(a, 1) * t.product(b, 1)).sum(dim=1)
     return (t.quadratic(a, b, 1, 1) - 2 * cross / n + t.quadratic(a, "", 1, 1) * t.quadratic(b, "", 1, 1) / n**2) / n**2
 
 
@@ -219,18 +256,21 @@ def linear_cka_replicates(x, y, groups, counts, debiased: bool = True) -> np.nda
 
 def rbf_cka_replicates(x, y, counts, sigma_frac: float = 1.0, debiased: bool = False) -> np.ndarray:
     """RBF CKA of each replicate, one row per prompt; the bandwidths are those of the full data."""
-    return rbf_cka_replicates_each(x, [y], counts, sigma_frac, debiased)[0]
+    return rbf_cka_replicates_pairs([("x", "y")], {"x": x, "y": y}.__getitem__, counts, sigma_frac, debiased)[0]
 
 
-def rbf_cka_replicates_each(x, ys, counts, sigma_frac: float = 1.0, debiased: bool = False) -> list[np.ndarray]:
-    """`rbf_cka_replicates` of ``x`` against each of ``ys``, x's Gram matrix and terms computed once."""
-    x = as_float64(x, "x")
-    ys = [as_float64(y, "y").to(x.device) for y in ys]
-    for y in ys:
-        check_rows(x, y, 4 if debiased else 2, "RBF CKA")
-    groups = np.arange(x.shape[0])
-    grams = [rbf_gram(y, sigma_frac, "y") for y in ys]
-    return gram_cka_replicates_each(rbf_gram(x, sigma_frac, "x"), grams, groups, counts, debiased)
+def rbf_cka_replicates_pairs(pairs, rows, counts, sigma_frac: float = 1.0, debiased: bool = False) -> list[np.ndarray]:
+    """`rbf_cka_replicates` of each pair (a, b) of keys in ``pairs``; ``rows(key)`` gives that key's rows
+    [n, d]. Each Gram matrix and its own terms are computed once (`gram_cka_replicates_pairs`)."""
+    minimum = 4 if debiased else 2
+
+    def gram(key):
+        z = as_float64(rows(key), str(key))
+        if len(z) < minimum:
+            raise ValueError(f"RBF CKA needs at least {minimum} rows, got {len(z)}")
+        return rbf_gram(z, sigma_frac, str(key))
+
+    return gram_cka_replicates_pairs(pairs, gram, np.arange(np.asarray(counts).shape[1]), counts, debiased)
 
 
 def mutual_knn_replicates(x, y, counts, k: int = 10) -> np.ndarray:
@@ -246,35 +286,74 @@ def mutual_knn_replicates(x, y, counts, k: int = 10) -> np.ndarray:
     are moved by (full-data value - their mean) to sit on the full-data value;
     in simulation the intervals then cover at about their nominal rate.
     """
-    return mutual_knn_replicates_each(x, [y], counts, k)[0]
+    return mutual_knn_replicates_pairs([("x", "y")], {"x": x, "y": y}.__getitem__, counts, k)[0]
 
 
-def mutual_knn_replicates_each(x, ys, counts, k: int = 10) -> list[np.ndarray]:
-    """`mutual_knn_replicates` of ``x`` against each of ``ys``; x's neighbours in each replicate found once."""
-    from pytest_analog.metrics.knn import mutual_knn_overlaps
+def mutual_knn_replicates_pairs(pairs, rows, counts, k: int = 10) -> list[np.ndarray]:
+    """`mutual_knn_replicates` of each pair (a, b) of keys in ``pairs``; ``rows(key)`` gives that key's rows [n, d].
 
-    x = as_float64(x, "x")
-    ys = [as_float64(y, "y").to(x.device) for y in ys]
-    full = [float(mutual_knn_overlaps(x, y, k).mean()) for y in ys]  # also checks the rows and k
-    x, ys = unit_rows(x, "x"), [unit_rows(y, "y") for y in ys]
-    n = len(x)
-    # each row's other rows, nearest first, once per model: a replicate's neighbours are the first k it drew
-    orders = []
-    for z in (x, *ys):
+    Each model's neighbour order is ranked once, and in each replicate its k
+    nearest drawn rows are read from the front of that order (`_Nearest`), so a
+    model in several pairs costs once and a replicate O(n·k) per row, not O(n²).
+    The full-data value is that of one more replicate which draws every row once.
+    """
+    counts = np.asarray(counts)
+    n = counts.shape[1]
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n:
+        raise ValueError(f"k must be an integer with 1 <= k < n = {n}, got {k!r}")
+    omega = torch.as_tensor(np.concatenate([counts, np.ones((1, n), dtype=counts.dtype)]), dtype=torch.float64)
+    last = {key: index for index, pair in enumerate(pairs) for key in pair}
+    nearest, out = {}, []
+    for index, pair in enumerate(pairs):
+        for key in pair:
+            if key not in nearest:
+                z = as_float64(rows(key), str(key))
+                if len(z) != n:
+                    raise ValueError(f"{key} has {len(z)} rows; the counts are over {n}")
+                nearest[key] = _Nearest(unit_rows(z, str(key)), omega.to(z.device), k)
+        reps = nearest[pair[1]].overlaps(nearest[pair[0]])
+        out.append(reps[:-1] + (reps[-1] - reps[:-1].mean()))
+        for key in [key for key in nearest if last[key] <= index]:
+            del nearest[key]
+    return out
+
+
+class _Nearest:
+    """One model's k nearest drawn rows in every replicate.
+
+    Each row's other rows are ranked once, nearest first (cosine, ties in row
+    order); a replicate's k nearest neighbours of a row are the first k drawn
+    in that ranking. Only the front of the ranking is read: its first L
+    entries, with L doubled from 4k until every row of every replicate has k
+    drawn among them (a replicate draws about 63 % of the rows, so L = 4k
+    almost always holds).
+    """
+
+    def __init__(self, z: torch.Tensor, omega: torch.Tensor, k: int):
+        n = len(z)
         sims = z @ z.T
         sims.fill_diagonal_(-torch.inf)
-        orders.append(sims.argsort(dim=1, descending=True, stable=True)[:, :-1])  # [n, n - 1]: itself left out
-    omega = torch.as_tensor(np.asarray(counts), dtype=torch.float64, device=x.device)  # [B, n]
-    out = [[] for _ in ys]
-    for block in omega.split(max(1, _KNN_ELEMENTS // (n * n))):  # replicates held at once
-        drawn, b = block > 0, len(block)
-        chosen = []  # [b, n, n - 1]: whether each row's r-th nearest is one of its k nearest drawn
-        for order in orders:
-            in_order = drawn[:, order]
-            chosen.append(in_order & (in_order.cumsum(dim=2, dtype=torch.int32) <= k))
-        in_x = torch.zeros(b, n, n, dtype=torch.bool, device=x.device).scatter_(2, orders[0].expand(b, -1, -1), chosen[0])
-        for reps, order, in_y in zip(out, orders[1:], chosen[1:]):
-            overlap = (in_x.gather(2, order.expand(b, -1, -1)) & in_y).sum(dim=2) / k  # [b, n]
-            reps.append((block * overlap).sum(dim=1) / block.sum(dim=1))
-    replicates = [torch.cat(reps).cpu().numpy() for reps in out]
-    return [r + (value - r.mean()) for r, value in zip(replicates, full)]
+        self.order = sims.argsort(dim=1, descending=True, stable=True)[:, :-1]  # [n, n - 1]: itself left out
+        self.rank = torch.full((n, n), n, dtype=torch.long, device=z.device)  # rank[i, j]: j's place in i's ranking
+        self.rank.scatter_(1, self.order, torch.arange(n - 1, device=z.device).expand(n, -1).contiguous())
+        self.omega, self.k = omega, k
+        self.chosen, self.kth = [], []  # per block of replicates: [b, n, L] which ranked rows are chosen; [b, n] the k-th's place
+        for block in omega.split(max(1, _KNN_ELEMENTS // (n * min(n - 1, 4 * k)))):
+            drawn, length = block > 0, min(n - 1, 4 * k)
+            while True:
+                ranked = drawn[:, self.order[:, :length]]  # [b, n, L]
+                seen = ranked.cumsum(dim=2, dtype=torch.int32)
+                if length == n - 1 or bool((seen[..., -1] >= k).all()):
+                    break
+                length = min(n - 1, 2 * length)
+            self.chosen.append(ranked & (seen <= k))
+            self.kth.append((seen < k).sum(dim=2))  # fewer than k drawn: every drawn row is a neighbour
+
+    def overlaps(self, other: _Nearest) -> np.ndarray:
+        """[B]: each replicate's count-weighted mean of |N_self(i) ∩ N_other(i)| / k over its drawn rows."""
+        out = []
+        for block, chosen, kth in zip(self.omega.split(len(self.chosen[0])), self.chosen, other.kth):
+            place = other.rank.gather(1, self.order[:, : chosen.shape[2]])  # [n, L]: self's ranked rows in other's ranking
+            shared = (chosen & (place <= kth[:, :, None])).sum(dim=2) / self.k  # [b, n]
+            out.append((block * shared).sum(dim=1) / block.sum(dim=1))
+        return torch.cat(out).cpu().numpy()

@@ -10,12 +10,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pytest_analog.metrics._utils import as_float64, check_rows, nan_with_warning, unit_rows
+from pytest_analog.metrics._utils import as_float64, check_rows, nan_with_warning, self_product, unit_rows
 
 
 def _pair_sums(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Σ over pairs i < j of (aᵢ·aⱼ)(bᵢ·bⱼ) for unit rows, via ‖aᵀb‖²_F = Σ over all i, j."""
-    return ((a.T @ b).square().sum() - a.shape[0]) / 2  # each diagonal term is 1·1
+    moments = self_product(a.T) if a is b else a.T @ b  # aᵀa is symmetric: its upper blocks suffice
+    return (moments.square().sum() - a.shape[0]) / 2  # each diagonal term is 1·1
 
 
 def embedding_geometry_pearson(e_t, e_s, max_rows: int | None = None, seed: int = 0) -> float:

@@ -18,30 +18,35 @@ from pytest_analog.metrics._utils import as_float64, check_rows, self_product
 Stats = dict[str, torch.Tensor]
 
 
-def _side(z: torch.Tensor, shift: torch.Tensor, name: str, norms: bool) -> tuple[torch.Tensor, torch.Tensor | None, Stats]:
-    """One side's rows about its reference point (shifting first keeps the moments free of cancellation),
-    their squared norms and the sums of that side alone, keyed as in `batch_sums` with ``name`` ('x' or
-    'y') for the side; without ``norms``, only x keeps its cross moment."""
+def _side(z: torch.Tensor, shift: torch.Tensor, name: str, norms: bool, products: torch.dtype = torch.float64):
+    """One side's rows about its reference point (shifting first keeps the moments free of cancellation):
+    (those rows, the same in ``products``, the dtype the cross moments are multiplied in, their squared
+    norms, the sums of that side alone, keyed as in `batch_sums` with ``name`` ('x' or 'y') for the side);
+    without ``norms``, only x keeps its cross moment."""
     z = z - shift  # [b, d]
+    zp = z.to(products)
     sums = {f"s{name}": z.sum(0)}
     if not norms:
-        return z, None, sums | ({"xx": self_product(z.T)} if name == "x" else {})
+        return z, zp, None, sums | ({"xx": self_product(zp.T).double()} if name == "x" else {})
     r = z.square().sum(1)  # [b]
-    return z, r, sums | {name * 2: self_product(z.T), f"{name}r{name}": z.T @ r, f"r{name}": r.sum(), f"r{name}{name}": r @ r}
+    return z, zp, r, sums | {name * 2: self_product(zp.T).double(), f"{name}r{name}": z.T @ r, f"r{name}": r.sum(),
+                             f"r{name}{name}": r @ r}
 
 
-def batch_sums(x: torch.Tensor, y: torch.Tensor, shift_x, shift_y, norms: bool, x_side=None) -> Stats:
+def batch_sums(x: torch.Tensor, y: torch.Tensor, shift_x, shift_y, norms: bool, x_side=None,
+               products: torch.dtype = torch.float64) -> Stats:
     """The sums of one batch, taken about the reference point (shift_x, shift_y).
 
     Keys: sx, sy column sums; xx, xy cross moments XᵀX, XᵀY; with ``norms``
     also yy = YᵀY and, with r_x = ‖x_i‖² and r_y = ‖y_i‖²: xrx = Xᵀr_x,
     xry = Xᵀr_y, yrx = Yᵀr_x, yry = Yᵀr_y, rx = Σr_x, ry = Σr_y, rxx = Σr_x²,
     ryy = Σr_y², rxy = Σr_x r_y. ``x_side``: `_side` of x about shift_x, when
-    already computed for another y.
+    already computed for another y. ``products``: the dtype XᵀX, XᵀY and YᵀY
+    are multiplied in (everything else is float64).
     """
-    x, rx, x_sums = x_side if x_side is not None else _side(x, shift_x, "x", norms)
-    y, ry, y_sums = _side(y, shift_y, "y", norms)
-    cross = {"xy": x.T @ y}
+    x, xp, rx, x_sums = x_side if x_side is not None else _side(x, shift_x, "x", norms, products)
+    y, yp, ry, y_sums = _side(y, shift_y, "y", norms, products)
+    cross = {"xy": (xp.T @ yp).double()}
     if norms:
         cross |= {"xry": x.T @ ry, "yrx": y.T @ rx, "rxy": rx @ ry}
     return x_sums | y_sums | cross
@@ -100,6 +105,10 @@ class PairedMoments:
 
     Args:
         norms: also keep YᵀY and the squared-row-norm moments (what linear CKA needs).
+        products: the dtype each batch's XᵀX, XᵀY (and YᵀY) are multiplied in, after its rows are shifted
+            in float64. float32 takes about half the time for wide rows; each batch's products then carry
+            float32 rounding (about 1e-7 relative to the batch's largest terms), while the shifts, norms
+            and accumulators stay float64.
 
     Example:
         >>> import numpy as np
@@ -112,8 +121,8 @@ class PairedMoments:
         True
     """
 
-    def __init__(self, norms: bool = False) -> None:
-        self._norms = norms
+    def __init__(self, norms: bool = False, products: torch.dtype = torch.float64) -> None:
+        self._norms, self._products = norms, products
         self.reset()
 
     def reset(self) -> None:
@@ -172,10 +181,10 @@ class PairedMoments:
                 continue
             if moments._ref is None:
                 moments._ref = (x.mean(0), y.mean(0))
-            key = (moments._ref[0].device, moments._ref[0].cpu().numpy().tobytes(), moments._norms)
+            key = (moments._ref[0].device, moments._ref[0].cpu().numpy().tobytes(), moments._norms, moments._products)
             if key not in shared:
-                shared[key] = _side(x, moments._ref[0], "x", moments._norms)
-            moments._add(batch_sums(x, y, *moments._ref, moments._norms, x_side=shared[key]), b)
+                shared[key] = _side(x, moments._ref[0], "x", moments._norms, moments._products)
+            moments._add(batch_sums(x, y, *moments._ref, moments._norms, x_side=shared[key], products=moments._products), b)
 
     def _add(self, batch: Stats, b: int) -> None:
         if self._stats is None:
@@ -204,6 +213,26 @@ class PairedMoments:
         if isinstance(other, PairedMoments) and other._n > self._n:
             raise ValueError(f"cannot remove {other._n} rows from {self._n}")
         return self._combine(other, -1)
+
+    def remove(self, x, y) -> PairedMoments:
+        """Remove rows that were added before, given again; returns self. As `subtract` with an accumulator of
+        just those rows, but their sums are taken about this one's reference point: O(b·d²), no change of frame.
+
+        Raises:
+            ValueError: bad shapes or values, other widths, or more rows than this accumulator holds.
+        """
+        if self._n == 0:
+            raise ValueError("no rows accumulated yet: nothing to remove")
+        x = as_float64(x, "x", device=self._ref[0].device)
+        y = as_float64(y, "y", device=x.device)
+        b = check_rows(x, y, 0, "a removal")
+        self._check_widths((x.shape[1], y.shape[1]))
+        if b > self._n:
+            raise ValueError(f"cannot remove {b} rows from {self._n}")
+        if b:
+            batch = batch_sums(x, y, *self._ref, self._norms, products=self._products)
+            self._add({key: -value for key, value in batch.items()}, -b)
+        return self
 
     def _combine(self, other: PairedMoments, sign: int) -> PairedMoments:
         if type(other) is not type(self) or other._norms != self._norms:

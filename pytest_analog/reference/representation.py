@@ -40,6 +40,7 @@ from pytest_analog.reference import processes
 from pytest_analog.reference.store import Part
 
 EMBEDDINGS = {"embedding": "get_input_embeddings", "unembedding": "get_output_embeddings"}
+_TOP_K_ROWS = 32  # next-token rows whose vocabulary-wide log-softmax is taken at once
 
 
 def teacher_part(teacher, config, *, prompts, with_logits: bool = True) -> Part:
@@ -85,15 +86,13 @@ def teacher_part(teacher, config, *, prompts, with_logits: bool = True) -> Part:
     progress = progress_bar(sum(len(ids[p]) for b in processes.share(len(batches), device) for p in batches[b]),
                             "teacher reference: representation (tokens)")
     def fill(rows):
-        for p, hidden, matrix, top in rows:
-            span = slice(starts["kept"][p], starts["kept"][p + 1])
-            for i in layers:
-                tensors[f"hidden.{i}"][span] = hidden[i]
-            mine = torch.from_numpy(np.flatnonzero((sample >= span.start) & (sample < span.stop)))
-            for i in range(teacher.num_layers + 1):
-                tensors[f"matrix.{i}"][mine] = matrix[i]
-            for key, value in top.items():
-                tensors[f"logits.{key}"][starts["logits"][p] : starts["logits"][p + 1]] = value
+        kept_rows, hidden, sample_rows, matrix, logit_rows, top = rows
+        for i in layers:
+            tensors[f"hidden.{i}"][kept_rows] = hidden[i]
+        for i in range(teacher.num_layers + 1):
+            tensors[f"matrix.{i}"][sample_rows] = matrix[i]
+        for key, value in top.items():
+            tensors[f"logits.{key}"][logit_rows] = value
 
     alone, done = processes.processes(device)[1] == 1, {}
     for b in processes.share(len(batches), device):  # every batch, or this process's share under accelerate launch
@@ -118,21 +117,37 @@ def teacher_part(teacher, config, *, prompts, with_logits: bool = True) -> Part:
     return Part({**tensors, **embeddings}, meta)
 
 
-def _batch_rows(teacher, chunk, ids, kept, layers, sample, starts, vocab, k, dtype, config) -> list[tuple]:
-    """One batch's forward pass: per prompt, its kept rows at the gated layers, its matrix-sample rows at every
-    layer and (k > 0) its top-k next-token log-probs, on the CPU."""
+def _batch_rows(teacher, chunk, ids, kept, layers, sample, starts, vocab, k, dtype, config) -> tuple:
+    """One batch's forward pass, on the CPU: (the part's kept rows of its prompts, their hidden states at each
+    gated layer, the matrix sample's rows among them, their hidden states at every layer, the part's
+    next-token rows and, when k > 0, their top-k log-probs), each gathered with one index per layer."""
     with torch.inference_mode():
         out = forward(teacher, [ids[p] for p in chunk], with_logits=k > 0)
-    rows = []
-    for b, p in enumerate(chunk):
-        span = slice(starts["kept"][p], starts["kept"][p + 1])
-        hidden = {i: _stored(out.hidden_states[i][b, torch.from_numpy(kept[p])], dtype, config.reference.dtype) for i in layers}
-        at = torch.from_numpy(kept[p][sample[(sample >= span.start) & (sample < span.stop)] - span.start])
-        matrix = [_stored(out.hidden_states[i][b, at], dtype, config.reference.dtype) for i in range(teacher.num_layers + 1)]
-        nexts = kept[p][kept[p] + 1 < len(ids[p])]
-        top = teacher_top_k(out.logits[b, torch.from_numpy(nexts), :vocab], k, torch.tensor(ids[p])[nexts + 1]) if k else {}
-        rows.append((p, hidden, matrix, {key: value.cpu() for key, value in top.items()}))
-    return rows
+    width = out.hidden_states[0].shape[1]
+    kept_rows = np.concatenate([np.arange(starts["kept"][p], starts["kept"][p + 1]) for p in chunk])
+    places = [b * width + kept[p] for b, p in enumerate(chunk)]  # each prompt's kept positions in [batch x width]
+    at = np.concatenate(places)
+    in_sample = np.isin(kept_rows, sample)
+    sample_rows = np.searchsorted(sample, kept_rows[in_sample])
+    hidden = {i: _stored(_flat(out.hidden_states[i], at), dtype, config.reference.dtype) for i in layers}
+    matrix = [_stored(_flat(out.hidden_states[i], at[in_sample]), dtype, config.reference.dtype)
+              for i in range(teacher.num_layers + 1)]
+    top, logit_rows = {}, np.zeros(0, dtype=np.int64)
+    if k:
+        has_next = {p: kept[p] + 1 < len(ids[p]) for p in chunk}
+        logit_rows = np.concatenate([np.arange(starts["logits"][p], starts["logits"][p + 1]) for p in chunk])
+        nexts = np.concatenate([place[has_next[p]] for place, p in zip(places, chunk)])
+        targets = torch.from_numpy(np.concatenate([np.asarray(ids[p])[kept[p][has_next[p]] + 1] for p in chunk]))
+        logits, nexts = out.logits.reshape(-1, out.logits.shape[-1]), torch.from_numpy(nexts).to(out.logits.device)
+        tops = [teacher_top_k(logits[nexts[start : start + _TOP_K_ROWS], :vocab], k, targets[start : start + _TOP_K_ROWS])
+                for start in range(0, len(nexts), _TOP_K_ROWS)]  # in chunks: a vocabulary-wide softmax stays in cache
+        top = {key: torch.cat([t[key] for t in tops]).cpu() for key in tops[0]} if tops else {}
+    return (torch.from_numpy(kept_rows), hidden, torch.from_numpy(sample_rows), matrix, torch.from_numpy(logit_rows), top)
+
+
+def _flat(hidden: torch.Tensor, at: np.ndarray) -> torch.Tensor:
+    """Rows ``at`` of a [batch, width, d] hidden state read as [batch x width, d]."""
+    return hidden.reshape(-1, hidden.shape[-1])[torch.from_numpy(at).to(hidden.device)]
 
 
 def storage_dtype(setting: str, model_dtype: torch.dtype) -> torch.dtype:
