@@ -218,12 +218,14 @@ class _Stream:
         the others as float64."""
         if self.pending:
             self._update_streams()
+
         def joined(parts):
             return torch.cat(parts).double().cpu()
 
         self.pooled = {key: joined(v) for key, v in self.pooled.items()}
         self.sample = np.concatenate([np.zeros(0, dtype=np.int64), *self.sample])
-        self.samples = {name: [torch.cat(v).cpu() for v in stores] for name, stores in self.samples.items()}  # as captured: `cka_matrix` widens each layer in its turn
+        # the matrix sample as captured: `cka_matrix` widens each layer in its turn
+        self.samples = {name: [torch.cat(v).cpu() for v in stores] for name, stores in self.samples.items()}
         if self.boot is not None:  # no bootstrap: no rows were collected for it
             self.boot_rows = {key: joined(v) for key, v in self.boot_rows.items()}
         return self

@@ -21,6 +21,7 @@ import torch
 
 from pytest_analog.metrics._utils import as_float64, check_rows, unit_rows
 from pytest_analog.metrics.cka import linear_gram, rbf_gram
+from pytest_analog.metrics.knn import check_k
 
 _CHUNK_ELEMENTS = 1 << 19  # Gram entries per matrix in one chunk of the replicates' block sums (4 MB of float64)
 _KNN_ELEMENTS = 1 << 21  # (replicate, row, neighbour) entries per model held at once by the kNN replicates
@@ -299,8 +300,7 @@ def mutual_knn_replicates_pairs(pairs, rows, counts, k: int = 10) -> list[np.nda
     """
     counts = np.asarray(counts)
     n = counts.shape[1]
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n:
-        raise ValueError(f"k must be an integer with 1 <= k < n = {n}, got {k!r}")
+    check_k(k, n)
     omega = torch.as_tensor(np.concatenate([counts, np.ones((1, n), dtype=counts.dtype)]), dtype=torch.float64)
     last = {key: index for index, pair in enumerate(pairs) for key in pair}
     nearest, out = {}, []

@@ -22,6 +22,12 @@ def _neighbours(z: torch.Tensor, start: int, stop: int, k: int) -> torch.Tensor:
     return sims.topk(k, dim=1).indices
 
 
+def check_k(k, n: int) -> None:
+    """Raise ValueError unless k is an integer with 1 <= k < n (neighbours among the n - 1 other rows)."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n:
+        raise ValueError(f"k must be an integer with 1 <= k < n = {n}, got {k!r}")
+
+
 def mutual_knn(x, y, k: int = 10) -> float:
     return float(mutual_knn_overlaps(x, y, k).mean())
 
@@ -52,8 +58,7 @@ def mutual_knn_overlaps(x, y, k: int = 10):
     x, y = as_float64(x, "x"), as_float64(y, "y")
     y = y.to(x.device)
     n = check_rows(x, y, 2, "mutual kNN")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n:
-        raise ValueError(f"k must be an integer with 1 <= k < n = {n}, got {k!r}")
+    check_k(k, n)
     x, y = unit_rows(x, "x"), unit_rows(y, "y")
     chunk = max(1, _CHUNK_ELEMENTS // n)
     shared = []

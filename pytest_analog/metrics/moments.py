@@ -137,6 +137,14 @@ class PairedMoments:
         """Number of rows accumulated."""
         return self._n
 
+    def _pair(self, x: torch.Tensor, y, why: str) -> tuple[torch.Tensor, int]:
+        """(y as float64 on x's device, the row count), checked against x (a checked float64 tensor) and the
+        widths so far: the checks `update_each` and `remove` share."""
+        y = as_float64(y, "y", device=x.device)
+        b = check_rows(x, y, 0, why)
+        self._check_widths((x.shape[1], y.shape[1]))
+        return y, b
+
     def _check_widths(self, widths: tuple[int, int]) -> None:
         if self._widths is None:
             self._widths = widths
@@ -174,9 +182,7 @@ class PairedMoments:
         shared = {}  # (x's reference point, norms) -> its `_side`
         for moments, y in zip(accumulators, ys):
             x = x_checked.to(moments._ref[0].device) if moments._ref is not None else x_checked
-            y = as_float64(y, "y", device=x.device)
-            b = check_rows(x, y, 0, "an update")
-            moments._check_widths((x.shape[1], y.shape[1]))
+            y, b = moments._pair(x, y, "an update")
             if b == 0:
                 continue
             if moments._ref is None:
@@ -224,9 +230,7 @@ class PairedMoments:
         if self._n == 0:
             raise ValueError("no rows accumulated yet: nothing to remove")
         x = as_float64(x, "x", device=self._ref[0].device)
-        y = as_float64(y, "y", device=x.device)
-        b = check_rows(x, y, 0, "a removal")
-        self._check_widths((x.shape[1], y.shape[1]))
+        y, b = self._pair(x, y, "a removal")
         if b > self._n:
             raise ValueError(f"cannot remove {b} rows from {self._n}")
         if b:
