@@ -476,3 +476,17 @@ def test_the_retained_fraction_stands_beside_chance_zero():
     assert made.measured.corrected == pytest.approx(0.5) and made.above_chance
     bits = {**row, "metric": "bits_per_byte", "chance": None, "retained": 0.8, "higher_is_better": False}
     assert criterion(bits, by_delta=False)[1].chance is None
+
+
+def test_replicates_of_pairs_refuse_rows_that_do_not_fit_the_counts():
+    rng = np.random.default_rng(14)
+    counts = metrics.resample_counts(10, 4, seed=1)
+    rows = {"x": rng.normal(size=(10, 3)), "short": rng.normal(size=(9, 3)), "tiny": rng.normal(size=(3, 3))}
+    with pytest.raises(ValueError, match=r"^short has 9 rows; the counts are over 10$"):
+        metrics.mutual_knn_replicates_pairs([("x", "short")], rows.__getitem__, counts, k=3)
+    with pytest.raises(ValueError, match=r"^short must be an \[n, n\] Gram matrix with n = 10 rows, got shape \(9, 9\)$"):
+        metrics.rbf_cka_replicates_pairs([("x", "short")], rows.__getitem__, counts)
+    with pytest.raises(ValueError, match=r"^RBF CKA needs at least 4 rows, got 3$"):
+        metrics.rbf_cka_replicates_pairs([("x", "tiny")], rows.__getitem__, metrics.resample_counts(3, 2, seed=1), debiased=True)
+    with pytest.raises(ValueError, match=r"^k must be an integer with 1 <= k < n = 10, got 10$"):
+        metrics.mutual_knn_replicates_pairs([("x", "x")], rows.__getitem__, counts, k=10)
