@@ -264,6 +264,29 @@ def test_procrustes_scale_is_least_squares_when_the_analog_is_wider():
     assert scale == pytest.approx(np.trace(rotation.T @ xc.T @ yc) / np.sum((xc @ rotation) ** 2), rel=1e-9)
 
 
+def test_procrustes_is_least_squares_for_an_anisotropic_wider_analog():
+    # unbalanced Procrustes: the polar factor of XᵀY misses Q (max |W - 2.5 Q| = 1.04, FVU 0.16 here)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 48)) * np.geomspace(0.1, 10, 48)
+    q = np.linalg.qr(rng.normal(size=(48, 16)))[0]  # 48 -> 16, orthonormal columns
+    for noise in (0.0, 1.0):
+        y = 2.5 * x @ q + 1.0 + noise * rng.normal(size=(2000, 16))
+        moments = PairedMoments()
+        moments.update(torch.from_numpy(x), torch.from_numpy(y))
+        fitted = fit_map("procrustes", moments)
+        fvu = evaluate(fitted, x, y)["fvu"]
+        xc, yc = x - x.mean(0), y - y.mean(0)
+        u, _, vh = np.linalg.svd(xc.T @ yc, full_matrices=False)
+        polar = u @ vh
+        polar_fit = np.trace(polar.T @ xc.T @ yc) / np.sum((xc @ polar) ** 2) * xc @ polar
+        polar_fvu = np.sum((yc - polar_fit) ** 2) / np.sum(yc**2)
+        if noise == 0:
+            assert np.abs(fitted.weight.numpy() - 2.5 * q).max() < 1e-6
+            assert fvu < 1e-12
+        else:
+            assert fvu < 0.02 < 0.15 < polar_fvu
+
+
 def test_identity_pair_maps_to_identity_and_transfers_fully(planted_pair):
     settings = dataclasses.replace(
         load_config().steering, alphas=[-2.0, -1.0, 0.0, 1.0, 2.0], map_prompts=40, train_items=16, eval_items=8,
