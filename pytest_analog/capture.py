@@ -81,7 +81,7 @@ class Batch:
     teacher_logits: object = None  # [logit_rows, V] (same tokenizer only)
     student_logits: object = None
     targets: object = None  # [logit_rows] next-token ids
-    _control: tuple | None = None  # hidden_states of the chance control, which reads the analog's tokens
+    _control: tuple = ()  # hidden_states of each chance control (one per seed), which read the analog's tokens
 
     def teacher(self, layer: int, rows=None):
         """Aligned rows of a teacher layer [rows, d_t]; ``rows`` selects a subset of this batch's rows."""
@@ -98,12 +98,12 @@ class Batch:
     def student_pooled(self, layer: int):
         return _pool(self._student[layer], self._pool[1], self.device)
 
-    def control(self, layer: int, rows=None):
-        """Aligned rows of a layer of the chance control [rows, d_s], row for row with `teacher`."""
-        return _gather(self._control[layer], self._index[1], rows, self.device)
+    def control(self, layer: int, rows=None, which: int = 0):
+        """Aligned rows of a layer of chance control ``which`` [rows, d_s], row for row with `teacher`."""
+        return _gather(self._control[which][layer], self._index[1], rows, self.device)
 
-    def control_pooled(self, layer: int):
-        return _pool(self._control[layer], self._pool[1], self.device)
+    def control_pooled(self, layer: int, which: int = 0):
+        return _pool(self._control[which][layer], self._pool[1], self.device)
 
 
 def plan_alignment(teacher_tok, student_tok, texts, *, same_tokenizer: bool, max_length: int, skip_first: bool) -> Plan:
@@ -192,12 +192,14 @@ def capture(pair, plan: Plan, *, batch_size: int, with_logits: bool, progress=No
 
     Prompts are batched by length (less padding); rows come out in that order,
     which ``row_start`` indexes. ``control``, a model with the analog's
-    tokenizer (the chance baseline), reads the same batches as the analog.
+    tokenizer (the chance baseline) or a list of them (one per seed), reads
+    the same batches as the analog.
     ``teacher=False`` runs only the analog and the control (the teacher's side
     comes from a teacher reference): the batches hold no teacher activations,
     and with ``with_logits`` the analog's logits at the next-token rows.
     """
     order = sorted(range(len(plan.prompts)), key=lambda i: len(plan.prompts[i].teacher_ids))
+    controls = [] if control is None else control if isinstance(control, (list, tuple)) else [control]
     device = (pair.teacher if teacher else pair.analog).input_device
     row_start = 0
     for start in range(0, len(order), batch_size):
@@ -206,7 +208,7 @@ def capture(pair, plan: Plan, *, batch_size: int, with_logits: bool, progress=No
         with torch.inference_mode():
             t_out = forward(pair.teacher, [p.teacher_ids for p in chunk], with_logits) if teacher else None
             s_out = forward(pair.analog, [p.student_ids for p in chunk], with_logits)
-            c_out = forward(control, [p.student_ids for p in chunk], False) if control is not None else None
+            c_outs = [forward(c, [p.student_ids for p in chunk], False) for c in controls]
         t_index = _flat_index([p.teacher_rows for p in chunk])
         width = max(len(p.teacher_ids) for p in chunk)  # the teacher's padded width
         batch = Batch(
@@ -219,7 +221,7 @@ def capture(pair, plan: Plan, *, batch_size: int, with_logits: bool, progress=No
             _pool=(_pool_weights([p.teacher_pool for p in chunk], width),
                    _pool_weights([p.student_pool for p in chunk], s_out.hidden_states[0].shape[1])),
             device=device,
-            _control=c_out.hidden_states if c_out is not None else None,
+            _control=tuple(c.hidden_states for c in c_outs),
         )
         if with_logits:
             nexts = [next_token_rows(p) for p in chunk]

@@ -119,6 +119,10 @@ class Chance:
     resamples: int
     confidence: float
     rows: int
+    seeds: int  # control models (seeds chance.seed, chance.seed + 1, ...); their spread enters the chance interval
+    permutations: int  # prompt-level permutations of the permutation null; 0: none
+    alpha: float  # the calibrated score is 0 at the permutation null's 1 - alpha quantile
+    block_rows: int  # rows per prompt of the token-level permutation null (from the layer-matrix sample)
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,7 @@ class Steering:
     seed: int
     min_native_effect: float
     random_directions: int  # random analog directions whose mapped cosine is direction fidelity's chance level
+    random_vectors: int  # random steering vectors run on the teacher: the transfer ratio's chance level
 
 
 @dataclass(frozen=True)
@@ -359,6 +364,10 @@ _RANGES = {
     "chance.resamples": (lambda v: v == 0 or v >= 10, "0 (no intervals) or an integer >= 10"),
     "chance.confidence": (lambda v: 0 < v < 1, "a number between 0 and 1"),
     "chance.rows": (lambda v: v >= 8, "an integer >= 8"),
+    "chance.seeds": (lambda v: 1 <= v <= 64, "an integer from 1 to 64"),
+    "chance.permutations": (lambda v: v == 0 or 19 <= v <= 100_000, "0 (no permutation null) or an integer from 19 to 100,000"),
+    "chance.alpha": (lambda v: 0 < v < 1, "a number between 0 and 1"),
+    "chance.block_rows": (lambda v: 1 <= v <= 1_024, "an integer from 1 to 1,024"),
     "gates.cka.min_prompts": (lambda v: v >= 1, "an integer >= 1"),
     "representation.mutual_knn.k": (lambda v: v >= 1, "an integer >= 1"),
     "representation.rbf_cka.sigma_frac": (lambda v: v > 0, "a number > 0"),
@@ -379,6 +388,7 @@ _RANGES = {
     "steering.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "steering.min_native_effect": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "steering.random_directions": (lambda v: v >= 2, "an integer >= 2"),
+    "steering.random_vectors": (lambda v: 1 <= v <= 1_000, "an integer from 1 to 1,000"),
     "benchmarks.tasks": (lambda v: len(v) >= 1, "a non-empty list of task names or task YAML paths"),
     "benchmarks.num_fewshot": (lambda v: v is None or v >= 0, "null or an integer >= 0"),
     "benchmarks.limit": (lambda v: v is None or v >= 1, "null or an integer >= 1"),

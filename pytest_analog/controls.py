@@ -7,7 +7,8 @@
 - `permuted_copy`: the same weights shuffled within each tensor (same weight
   statistics, no learned structure);
 - `control_model`: one of the last two built from the analog, the chance
-  baseline of the representation criteria.
+  baseline of the representation criteria; `control_models`: one per seed,
+  whose spread is the chance level's own variation.
 """
 
 from __future__ import annotations
@@ -78,3 +79,9 @@ def control_model(analog, kind: str, seed: int):
         "num_layers": analog.num_layers,
     }
     return LoadedModel(model, analog.tokenizer, info, analog.source)
+
+
+def control_models(analog, kind: str, seed: int, seeds: int) -> list:
+    """``seeds`` chance controls for ``analog``, seeded ``seed``, ``seed + 1``, ...: the first is the one whose
+    replicates give the chance level's interval over prompts, the others add the seed-to-seed spread."""
+    return [control_model(analog, kind, seed + s) for s in range(seeds)]

@@ -11,6 +11,7 @@ built-in suites.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,7 @@ from pytest_analog.criterion import Measured, chance_corrected
 from pytest_analog.errors import AnalogError
 from pytest_analog.layers import gated_layers, layer_map
 from pytest_analog.massive import TopRows
+from pytest_analog.metrics import permutation
 from pytest_analog.reference.representation import EMBEDDINGS, TeacherRows, usable_rows
 
 
@@ -52,6 +54,10 @@ class Measurements:
     intervals: dict[str, dict[int, dict[str, list[float]]]] = field(default_factory=dict)
     # metric -> teacher layer -> {"value", "chance", "corrected"}: bootstrap intervals over prompts
     massive: dict[str, Any] = field(default_factory=dict)  # massive-activation rows and the influence figure
+    chance_seeds: dict[str, dict[int, list[float]]] = field(default_factory=dict)  # metric -> layer -> per control seed
+    # the permutation null (`metrics.permutation`): settings, and metric or "best_match" / "best_block" -> teacher
+    # layer -> {"value", "threshold", "p_value", "calibrated", "permutations"} (best ones also "layer")
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +70,8 @@ class Measurements:
         data["chance"] = {m: _int_keys(v) for m, v in data.get("chance", {}).items()}
         data["intervals"] = {m: _int_keys(v) for m, v in data.get("intervals", {}).items()}
         data["massive"] = {k: _int_keys(v) for k, v in data.get("massive", {}).items()}
+        data["chance_seeds"] = {m: _int_keys(v) for m, v in data.get("chance_seeds", {}).items()}
+        data["calibration"] = {m: _int_keys(v) for m, v in data.get("calibration", {}).items()}
         return cls(**data)
 
     def measured(self, metric: str, teacher_layer: int | None = None) -> Measured:
@@ -77,6 +85,11 @@ class Measurements:
         return Measured(
             value, bounds.get("value"), chance, bounds.get("chance"), bounds.get("corrected"), self.notes.get(metric)
         )
+
+    def calibrated(self, metric: str, teacher_layer: int) -> dict[str, Any] | None:
+        """The permutation null's record of ``metric`` (or "best_match", "best_block") at ``teacher_layer``;
+        None where it was not computed."""
+        return self.calibration.get(metric, {}).get(teacher_layer)
 
 
 PER_LAYER = ("cka", "rbf_cka", "mutual_knn")
@@ -100,9 +113,12 @@ def measure(pair, part, prompts, config, *, control=None, with_logits: bool = Tr
         part: the teacher's `Part` of the representation run, built over ``prompts`` with ``config``.
         prompts: a `PromptSet`.
         config: the effective `Config`.
-        control: the chance control (`students.control_model`), read in the same
-            pass; every representation metric is also computed between the
-            teacher and it. None: no chance levels.
+        control: the chance control (`controls.control_model`) or a list of them,
+            one per seed (`controls.control_models`), read in the same pass;
+            every representation metric is also computed between the teacher
+            and each, the chance level is their mean. The first also gives
+            the layer matrix's chance and the bootstrap replicates; the
+            others their full-data values. None: no chance levels.
         with_logits: also measure logit fidelity (same tokenizer only); without
             it the analog computes no output logits.
         progress_factory: called with (total tokens, description) to make a
@@ -114,6 +130,7 @@ def measure(pair, part, prompts, config, *, control=None, with_logits: bool = Tr
     """
     started = time.perf_counter()
     teacher, student = pair.teacher, pair.analog
+    controls = [] if control is None else list(control) if isinstance(control, (list, tuple)) else [control]
     layers = gated_layers(config, teacher.num_layers)
     mapped = layer_map(config, layers, teacher.num_layers, student.num_layers)
     plan = plan_alignment(
@@ -123,15 +140,15 @@ def measure(pair, part, prompts, config, *, control=None, with_logits: bool = Tr
     if plan.n_rows < 4:
         raise AnalogError(f"only {plan.n_rows} aligned positions in the prompt set; give more or longer prompts")
     rows = TeacherRows(part, plan, len(prompts.texts), layers)
-    stream = _Stream(pair, plan, rows, config, layers, mapped, control=control, with_logits=with_logits)
+    stream = _Stream(pair, plan, rows, config, layers, mapped, controls=len(controls), with_logits=with_logits)
     total = sum(len(p.student_ids) for p in plan.prompts)
     progress = progress_factory(total, "capturing activations (tokens)") if progress_factory else None
     for batch in capture(pair, plan, batch_size=config.batch_size, with_logits=stream.logits is not None,
-                         progress=progress, control=control, teacher=False):
+                         progress=progress, control=controls, teacher=False):
         stream.add(batch)
     if progress is not None:
         progress.close()
-    return _measurements(stream.finish(), pair, part, config, control, with_logits, started)
+    return _measurements(stream.finish(), pair, part, config, controls, with_logits, started)
 
 
 class _Stream:
@@ -140,22 +157,27 @@ class _Stream:
     (`TeacherRows`) for the rows each batch compares. Rows stay as captured (dtype, device) until `finish`,
     which moves each kind to the CPU once."""
 
-    def __init__(self, pair, plan, teacher, config, layers, mapped, *, control, with_logits: bool):
+    def __init__(self, pair, plan, teacher, config, layers, mapped, *, controls: int, with_logits: bool):
         self.plan, self.teacher, self.layers, self.mapped = plan, teacher, layers, mapped
-        self.others = ("student",) if control is None else ("student", "control")  # each compared with the teacher
+        self.others = ("student",) if not controls else ("student", "control")  # each compared with the teacher
+        # further control seeds: only their CKA streams and pooled rows (full-data values, no matrix or bootstrap)
+        self.extra = tuple(f"control:{s}" for s in range(1, controls))
+        self.controls = ("control", *self.extra) if controls else ()
         self.matrix_rows = teacher.part.tensors["matrix.rows"].numpy()  # the part's kept rows in the matrix sample
         rng = np.random.default_rng(config.seed)
         self.boot = (np.sort(rng.choice(plan.n_rows, size=min(config.chance.rows, plan.n_rows), replace=False))
                      if config.chance.resamples > 0 else None)
-        self.streams = {(name, i): metrics.StreamingLinearCKA(products=STREAM_PRODUCTS) for name in self.others for i in layers}
+        self.streams = {(name, i): metrics.StreamingLinearCKA(products=STREAM_PRODUCTS)
+                        for name in (*self.others, *self.extra) for i in layers}
         self.pending = []  # batches' rows (dicts like `read` in `add`) the streams have not taken yet
         self.logits = metrics.StreamingTopKLogitFidelity() if pair.same_tokenizer and with_logits else None
         depth = {"teacher": pair.teacher.num_layers, **dict.fromkeys(self.others, pair.analog.num_layers)}
         self.samples = {name: [[] for _ in range(depth[name] + 1)] for name in ("teacher", *self.others)}
         self.sample = []  # capture-order rows in the matrix sample
-        self.read = [("teacher", i) for i in layers] + [(n, j) for n in self.others for j in sorted(set(mapped.values()))]
+        self.read = [("teacher", i) for i in layers] + [(n, j) for n in (*self.others, *self.extra)
+                                                        for j in sorted(set(mapped.values()))]
         self.pooled = {key: [] for key in self.read}
-        self.boot_rows = {key: [] for key in self.read}
+        self.boot_rows = {key: [] for key in self.read if key[0] not in self.extra}
         self.boot_prompts, self.order = [], []
         self.top = TopRows(layers, plan.n_rows)
 
@@ -175,8 +197,11 @@ class _Stream:
             h = self.teacher.hidden(layer, pool_rows).double()
             return torch.zeros(len(prompts), h.shape[1], dtype=torch.float64).index_add_(0, owner, h) / sizes[:, None]
 
-        get = {"teacher": teacher, "student": batch.student, "control": batch.control}
-        pooled = {"teacher": teacher_pooled, "student": batch.student_pooled, "control": batch.control_pooled}
+        get = {"teacher": teacher, "student": batch.student}
+        pooled = {"teacher": teacher_pooled, "student": batch.student_pooled}
+        for which, name in enumerate(self.controls):
+            get[name] = functools.partial(batch.control, which=which)
+            pooled[name] = functools.partial(batch.control_pooled, which=which)
         read = {key: get[key[0]](key[1]) for key in self.read}  # every row of the layers the metrics read, gathered once
         norms = {i: read["teacher", i].norm(dim=1).double().cpu().numpy() for i in self.layers}
         self.pending.append(read)
@@ -210,8 +235,9 @@ class _Stream:
         rows = {key: torch.cat([r[key] for r in self.pending]) for key in self.pending[0]}
         self.pending = []
         for i in self.layers:
-            metrics.StreamingLinearCKA.update_each([self.streams[name, i] for name in self.others], rows["teacher", i],
-                                                   [rows[name, self.mapped[i]] for name in self.others])
+            names = (*self.others, *self.extra)
+            metrics.StreamingLinearCKA.update_each([self.streams[name, i] for name in names], rows["teacher", i],
+                                                   [rows[name, self.mapped[i]] for name in names])
 
     def finish(self) -> _Stream:
         """Take the last pending rows; concatenate the collected rows on the CPU: the matrix sample as captured,
@@ -231,8 +257,9 @@ class _Stream:
         return self
 
 
-def _measurements(stream, pair, part, config, control, with_logits: bool, started: float) -> Measurements:
-    """Every value after the pass: massive rows left out, the per-layer metrics, the chance levels, the intervals."""
+def _measurements(stream, pair, part, config, controls, with_logits: bool, started: float) -> Measurements:
+    """Every value after the pass: massive rows left out, the per-layer metrics, the chance levels, the intervals,
+    the permutation null."""
     plan, layers, mapped, others = stream.plan, stream.layers, stream.mapped, stream.others
     found = stream.top.finish(config.positions.massive_multiple, exclude=config.positions.massive == "exclude")
     influence = _leave_out(stream.streams, stream.top, found, mapped, debiased=config.representation.cka.debiased)
@@ -242,16 +269,18 @@ def _measurements(stream, pair, part, config, control, with_logits: bool, starte
     geometry, geometry_notes = _geometry(part, pair.analog, vocab, config)
     notes = _notes(pair, config, len(plan.prompts), with_logits, geometry_notes)
     values = _per_layer(stream, "student", config, notes)
-    chance, intervals, chance_matrix = {}, {}, None
-    if control is not None:
-        chance = _per_layer(stream, "control", config, notes)
-        control_geometry, _ = _geometry(part, control, vocab, config)
+    chance, seeds, intervals, chance_matrix = {}, {}, {}, None
+    if controls:
+        per_seed = [_per_layer(stream, name, config, notes) for name in stream.controls]
+        seeds = {metric: {i: [v[metric][i] for v in per_seed] for i in layers} for metric in PER_LAYER}
+        chance = {metric: {i: float(np.mean(v)) for i, v in by_layer.items()} for metric, by_layer in seeds.items()}
+        control_geometry, _ = _geometry(part, controls[0], vocab, config)  # gated raw: the first seed's is reported
         chance.update({f"{name}_geometry": v for name, v in control_geometry.items()})
         chance_matrix = _gated_cells(matrices["control"], mapped, chance["cka"]).tolist()
     if stream.boot is not None:
         left_in = _left_in(stream.boot, found)
         intervals = _intervals(
-            config, layers, mapped, others, values, chance, notes,
+            config, layers, mapped, others, values, chance, seeds, notes,
             groups=np.concatenate(stream.boot_prompts)[left_in], order=np.asarray(stream.order),
             n_prompts=len(plan.prompts), rows={key: v[left_in] for key, v in stream.boot_rows.items()},
             pooled=stream.pooled,
@@ -259,7 +288,7 @@ def _measurements(stream, pair, part, config, control, with_logits: bool, starte
     matrix = _gated_cells(matrices["student"], mapped, values["cka"])
     massive = _massive_record(found, stream.top, plan, stream.order, pair.teacher.tokenizer,
                               config.positions.massive_multiple)
-    massive["influence"] = {i: _influence(i, stream.top.m, values, chance, influence) for i in layers}
+    massive["influence"] = {i: _influence(i, stream.top.m, values, chance, influence, stream.controls) for i in layers}
     return Measurements(
         teacher_layers=layers,
         mapped=mapped,
@@ -283,11 +312,13 @@ def _measurements(stream, pair, part, config, control, with_logits: bool, starte
         },
         models={"teacher": pair.teacher.info, "analog": pair.analog.info},
         notes=notes,
-        control=control.info if control is not None else None,
+        control={**controls[0].info, "seeds": [c.info["seed"] for c in controls]} if controls else None,
         chance=chance,
         chance_matrix=chance_matrix,
         intervals=intervals,
         massive=massive,
+        chance_seeds=seeds,
+        calibration=_calibration(stream, found, config, notes) if config.chance.permutations else {},
     )
 
 
@@ -349,12 +380,12 @@ def _gated_cells(matrix, mapped, gated) -> np.ndarray:
     return matrix
 
 
-def _influence(i, m, values, chance, without) -> dict[str, Any]:
+def _influence(i, m, values, chance, without, controls) -> dict[str, Any]:
     """How far the gated CKA at teacher layer i moves when its m rows of largest teacher norm are left out."""
     record = {"rows": m, "value": without["student", i], "shift": without["student", i] - values["cka"][i]}
-    if ("control", i) in without:
+    if controls:
         corrected = chance_corrected(values["cka"][i], chance["cka"][i])
-        record["corrected"] = chance_corrected(without["student", i], without["control", i])
+        record["corrected"] = chance_corrected(without["student", i], float(np.mean([without[n, i] for n in controls])))
         record["corrected_shift"] = record["corrected"] - corrected
     return record
 
@@ -408,11 +439,15 @@ def _local(rows: np.ndarray, batch) -> np.ndarray:
     return rows[(rows >= batch.row_start) & (rows < batch.row_start + batch.n_rows)] - batch.row_start
 
 
-def _intervals(config, layers, mapped, others, values, chance, notes, *, groups, order, n_prompts, rows, pooled):
+def _intervals(config, layers, mapped, others, values, chance, seeds, notes, *, groups, order, n_prompts, rows, pooled):
     """Bootstrap intervals over prompts of each per-layer value and, with a control, its chance level and corrected score.
 
     The analog and the control are resampled with the same prompt draws, so the
     corrected score's interval accounts for both and for their correlation.
+    The chance level is the mean over control seeds (``seeds``: metric -> layer
+    -> the value of each); the first seed's replicates carry the variation over
+    prompts, and each replicate trades that seed's value for the mean of the
+    seeds drawn with replacement, which carries the seed-to-seed spread.
     Token-level CKA is resampled on a token sample (``chance.rows``), its Gram
     matrices multiplied in float32 (`metrics.linear_gram`). Each set
     of replicates is moved so that its median is its full-data estimate
@@ -441,16 +476,66 @@ def _intervals(config, layers, mapped, others, values, chance, notes, *, groups,
         keep("mutual_knn", metrics.mutual_knn_replicates_pairs(pairs, pooled.__getitem__, pooled_counts,
                                                                k=settings.mutual_knn.k))
     out = {metric: {} for metric in PER_LAYER}
+    spread_draws = None
     for metric, name, i in reps:
         if name != "student":
             continue
         value = metrics.centre(reps[metric, name, i], values[metric][i])
         out[metric][i] = {"value": list(metrics.percentile_interval(value, c.confidence))}
         if (metric, "control", i) in reps:
-            level = metrics.centre(reps[metric, "control", i], chance[metric][i])
+            each = np.asarray(seeds[metric][i], dtype=np.float64)
+            if spread_draws is None:
+                spread_draws = np.random.default_rng(c.seed).integers(len(each), size=(len(value), len(each)))
+            level = reps[metric, "control", i] - each[0] + each[spread_draws].mean(axis=1)
+            level = metrics.centre(level, chance[metric][i])
             corrected = metrics.centre(chance_corrected(value, level), chance_corrected(values[metric][i], chance[metric][i]))
             out[metric][i]["chance"] = list(metrics.percentile_interval(level, c.confidence))
             out[metric][i]["corrected"] = list(metrics.percentile_interval(corrected, c.confidence))
+    return out
+
+
+def _calibration(stream, found, config, notes) -> dict[str, Any]:
+    """The permutation null of each per-layer metric and of each teacher layer's best match (`metrics.permutation`).
+
+    Token-level CKA: ``chance.block_rows`` kept rows of each prompt from the layer-matrix sample (prompts with
+    fewer are left out), every teacher layer against every analog layer, the analog's prompts permuted as
+    blocks; each row's maximum over analog layers (all, and >= 1 as steering's best block match searches)
+    against the maximum of the same permuted row. RBF CKA and kNN: the pooled rows, one per prompt.
+    """
+    c, settings, layers, mapped = config.chance, config.representation, stream.layers, stream.mapped
+    row_prompt = np.repeat(stream.order, [len(stream.plan.prompts[k].teacher_rows) for k in stream.order])
+    kept = np.flatnonzero(_left_in(stream.sample, found))
+    prompt = row_prompt[stream.sample[kept]].astype(np.int64)
+    blocks = [rows[: c.block_rows] for rows in np.split(kept[np.argsort(prompt, kind="stable")],
+                                                        np.cumsum(np.bincount(prompt))[:-1])
+              if len(rows) >= c.block_rows]
+    out = {"permutations": c.permutations, "alpha": c.alpha, "block_rows": c.block_rows,
+           "prompts": len(blocks), "rows": len(blocks) * c.block_rows}
+    if len(blocks) >= 4:
+        sample = torch.from_numpy(np.concatenate(blocks))
+        grams = {name: [permutation.normalised_gram(x[sample], debiased=settings.cka.debiased) for x in stream.samples[name]]
+                 for name in ("teacher", "student")}
+        observed, null = permutation.gram_nulls(grams["teacher"], grams["student"],
+                                                permutation.block_orders(len(blocks), c.permutations, c.seed), c.block_rows)
+        observed, null = np.nan_to_num(observed, nan=-np.inf), np.nan_to_num(null, nan=-np.inf)  # NaN: a constant layer
+        out["cka"] = {i: permutation.calibrate(observed[i, mapped[i]], null[:, i, mapped[i]], c.alpha) for i in layers}
+        for key, first in (("best_match", 0), ("best_block", 1)):
+            if observed.shape[1] > first:
+                best = first + observed[:, first:].argmax(axis=1)
+                out[key] = {i: {"layer": int(best[i]), **permutation.calibrate(
+                    observed[i, best[i]], null[:, i, first:].max(axis=1), c.alpha)} for i in range(len(observed))}
+    orders = permutation.block_orders(len(stream.order), c.permutations, c.seed)
+    pairs = {i: (stream.pooled["teacher", i], stream.pooled["student", mapped[i]]) for i in layers}
+    if "rbf_cka" not in notes:
+        out["rbf_cka"] = {}
+        for i, (x, y) in pairs.items():
+            kernels = [permutation.normalised_gram(z, "rbf", debiased=settings.rbf_cka.debiased,
+                                                   sigma_frac=settings.rbf_cka.sigma_frac) for z in (x, y)]
+            observed, null = permutation.gram_nulls(kernels[:1], kernels[1:], orders)
+            out["rbf_cka"][i] = permutation.calibrate(observed[0, 0], null[:, 0, 0], c.alpha)
+    if "mutual_knn" not in notes:
+        out["mutual_knn"] = {i: permutation.calibrate(*permutation.knn_nulls(x, y, orders, settings.mutual_knn.k), c.alpha)
+                             for i, (x, y) in pairs.items()}
     return out
 
 

@@ -121,10 +121,10 @@ def _teacher_part(teacher, config, *, prompts, with_logits):
 
 def _measure(pair, part, config, *, prompts, with_logits):
     from pytest_analog.representation import measure
-    from pytest_analog.controls import control_model
+    from pytest_analog.controls import control_models
 
     chance = config.chance
-    control = None if chance.control == "none" else control_model(pair.analog, chance.control, chance.seed)
+    control = None if chance.control == "none" else control_models(pair.analog, chance.control, chance.seed, chance.seeds)
     measured = measure(pair, part, prompts, config, control=control, with_logits=with_logits, progress_factory=progress_bar)
     measured.capture.update(prompt_set=prompts.name, prompt_set_sha256=prompts.sha256)
     return measured.to_dict()

@@ -389,8 +389,40 @@ def test_a_model_against_itself_scores_corrected_one_beside_a_lower_chance(tiny_
             assert measured.value == getattr(m, metric)[layer] == pytest.approx(1.0)
             assert measured.chance < 0.99 and measured.corrected == pytest.approx(1.0)
             assert measured.interval[0] == pytest.approx(1.0) and crit.above_chance
+            null = m.calibrated(metric, layer)  # the permutation null: 1 exactly, the smallest p-value
+            assert null["calibrated"] == 1.0 and null["p_value"] == pytest.approx(1 / (config.chance.permutations + 1))
+    for layer in range(len(m.cka_matrix)):  # every best match, calibrated for the search over analog layers
+        assert m.calibrated("best_match", layer)["layer"] == layer and m.calibrated("best_match", layer)["calibrated"] == 1.0
+    assert m.calibration["rows"] == m.calibration["prompts"] * config.chance.block_rows > 0
     assert m.control["kind"] == "random" and len(m.chance_matrix) == len(m.cka_matrix)
     assert m.chance["embedding_geometry"] < 0.5
+
+
+def test_chance_is_the_mean_over_control_seeds_and_its_interval_carries_their_spread(tiny_pair):
+    from pytest_analog.representation import measure
+    from pytest_analog.prompts import load_prompts
+    from pytest_analog.controls import control_models
+    from pytest_analog.reference.representation import teacher_part
+
+    config = load_config(**{"prompts.max_prompts": 40, "layers.teacher": "all", "chance.resamples": 100,
+                            "chance.permutations": 0})
+    prompts = load_prompts("default", 40)
+    part = teacher_part(tiny_pair.teacher, config, prompts=prompts)
+    controls = control_models(tiny_pair.analog, "random", config.chance.seed, 4)
+    assert [c.info["seed"] for c in controls] == [config.chance.seed + s for s in range(4)]
+    one, several = (measure(tiny_pair, part, prompts, config, control=cs) for cs in (controls[:1], controls))
+    assert several.control["seeds"] == [c.info["seed"] for c in controls] and one.control["seeds"] == [config.chance.seed]
+    wider = []
+    for metric in ("cka", "rbf_cka", "mutual_knn"):
+        for layer in several.teacher_layers:
+            each = several.chance_seeds[metric][layer]
+            assert len(each) == 4 and each[0] == pytest.approx(one.chance[metric][layer], abs=1e-12)
+            assert several.chance[metric][layer] == pytest.approx(np.mean(each), abs=1e-12)
+            spread = max(each) - min(each)
+            width = np.diff(several.intervals[metric][layer]["chance"])[0]
+            wider.append(width - np.diff(one.intervals[metric][layer]["chance"])[0])
+            assert width > 0.25 * spread  # the seeds' spread is in the interval, not only the prompts'
+    assert np.mean(wider) > 0
 
 
 def test_the_report_carries_chance_and_renders_it():
@@ -459,6 +491,23 @@ def test_a_random_vector_pushing_the_other_way_is_no_lower_chance_level():
     made = Measured(out["transfer_ratio"], **chance)
     assert made.corrected < made.value  # 0.6 raw; a chance of -0.4 would have made it 0.71
     assert chance["corrected_interval"][1] <= chance["interval"][1]
+
+
+def test_the_transfer_ratio_chance_is_the_mean_over_random_vectors_and_resamples_them():
+    rng = np.random.default_rng(2)
+    alphas, base = [0.0, 0.1, 0.2], rng.uniform(0.3, 0.7, 30)
+    slopes = {"native": 1.5, "transferred": 0.9, "random": 0.05, "random:1": -0.4, "random:2": 0.2, "random:3": 0.6}
+    per_item = {name: [list(base + slope * a + (a > 0) * rng.normal(0, 0.01, 30)) for a in alphas]
+                for name, slope in slopes.items()}
+    out, effect = _criteria_of_items(alphas, base, per_item)
+    chance = out["transfer_ratio_chance"]
+    randoms = [effect[name] for name in slopes if name.startswith("random")]
+    assert chance["chance"] == pytest.approx(np.mean(np.abs(randoms)) / effect["native"])
+    one, _ = _criteria_of_items(alphas, base, {name: per_item[name] for name in ("native", "transferred", "random")})
+    low, high = chance["chance_interval"]
+    assert low < chance["chance"] < high
+    # the vectors' spread (0.03 to 0.4 of the native effect) is in the interval; the items' alone is far narrower
+    assert high - low > 0.15 > 3 * np.diff(one["transfer_ratio_chance"]["chance_interval"])[0]
 
 
 def test_the_retained_fraction_stands_beside_chance_zero():

@@ -301,8 +301,8 @@ def test_identity_pair_maps_to_identity_and_transfers_fully(planted_pair):
     assert case["transfer_ratio"] == pytest.approx(1.0, abs=0.02)
     assert case["spearman"]["transferred"] == pytest.approx(1.0)
     passes = result["forward_passes"]
-    # the 8 eval items: baseline + 4 doses x 3 vectors; 32 training texts; 40 map prompts
-    assert passes["teacher_sequences"] == 8 * (1 + 4 * 3) + 32 + 40
+    # the 8 eval items: baseline + 4 doses x (native, transferred, the random vectors); 32 training texts; 40 map prompts
+    assert passes["teacher_sequences"] == 8 * (1 + 4 * (2 + settings.random_vectors)) + 32 + 40
 
 
 def test_transfer_criteria_read_the_ratio_where_native_reaches_half_its_maximum():
@@ -364,7 +364,8 @@ def test_steering_suite_end_to_end_reports_criteria_plot_and_numbers(pytester, p
     case = data["steering"]["behaviours"]["planted"]["1"]
     assert case["analog_layer"] == 1  # the CKA best match of a model against itself
     assert case["transfer_ratio"] == pytest.approx(1.0, abs=0.02)
-    assert set(case["probability"]) == {"native", "transferred", "random"} and len(case["alphas"]) == 4
+    randoms = {"random", *(f"random:{v}" for v in range(1, load_config().steering.random_vectors))}
+    assert set(case["probability"]) == {"native", "transferred", *randoms} and len(case["alphas"]) == 4
     ratio = next(c for c in data["criteria"] if c["metric"] == "transfer_ratio")
     assert ratio["passed"] and ratio["behaviour"] == "planted" and ratio["threshold"] == 0.9
     html = (report / "fidelity.html").read_text()
@@ -554,4 +555,5 @@ def test_reference_mode_lists_what_needs_the_teacher_and_measures_the_rest(pytes
     assert rows["direction_fidelity"]["value"] > 0.999 and rows["direction_fidelity"]["chance"] < 0.5
     assert rows["random_control"]["value"] is not None and data["verdict"] == "pass"
     case = data["steering"]["behaviours"]["planted"]["1"]
-    assert set(case["probability"]) == {"native", "random"} and case["transfer_ratio"] is None
+    randoms = {"random", *(f"random:{v}" for v in range(1, load_config().steering.random_vectors))}
+    assert set(case["probability"]) == {"native", *randoms} and case["transfer_ratio"] is None

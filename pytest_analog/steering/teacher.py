@@ -3,7 +3,7 @@
 Per behaviour and steered teacher layer: the native vector from the train items,
 the per-pair activation differences it is computed from (for intervals over
 pairs), and the native and equal-norm random dose-response curves over the eval
-items. Per steered layer: the teacher's hidden states at every token of each
+items (``steering.random_vectors`` random vectors: "random", "random:1", ...). Per steered layer: the teacher's hidden states at every token of each
 map-fitting prompt, from which the analog half takes exactly the rows it pairs
 with the analog's (`transfer.fit_maps`). Nothing here depends on the analog: the
 analog layer of each steered layer is the analog half's choice.
@@ -12,7 +12,7 @@ analog layer of each steered layer is the analog half's choice.
 from __future__ import annotations
 
 from pytest_analog.reference.store import Part
-from pytest_analog.steering.transfer import PassCounter, dose_response, map_states, random_direction
+from pytest_analog.steering.transfer import PassCounter, dose_response, map_states, random_direction, random_name
 from pytest_analog.steering.vectors import activations, difference_vector
 
 
@@ -39,7 +39,8 @@ def teacher_part(teacher, settings, *, behaviours, teacher_layers, map_texts) ->
             native = difference_vector(acts[i][:n], acts[i][n:], s.method)
             tensors[f"{behaviour.name}/{i}/native"] = native
             tensors[f"{behaviour.name}/{i}/differences"] = acts[i][:n] - acts[i][n:]
-            vectors = {"native": native, "random": random_direction(len(native), s.seed)}
+            vectors = {"native": native, **{random_name(v): random_direction(len(native), s.seed + v)
+                                            for v in range(s.random_vectors)}}
             curve = dose_response(teacher, items, i, vectors, s.alphas, from_position=s.from_position,
                                   batch_size=s.batch_size, counter=counter)
             cases.setdefault(behaviour.name, {})[str(i)] = {"train_items": n, "eval_items": len(items), "curve": curve}

@@ -183,6 +183,11 @@ def behaviour_probabilities(model, items, *, layer=None, vector=None, alpha: flo
     return p, norm_sum / norm_count
 
 
+def random_name(v: int) -> str:
+    """The curve name of random vector ``v``: "random" for the first (the random control's), "random:v" after."""
+    return "random" if v == 0 else f"random:{v}"
+
+
 def random_direction(d: int, seed: int) -> torch.Tensor:
     """A unit vector drawn uniformly on the sphere (fixed seed)."""
     v = torch.randn(d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
@@ -230,20 +235,27 @@ def dose_response(model, items, layer: int, vectors: dict[str, torch.Tensor], al
 
 
 def _ratio_against_chance(curve: dict, k: int, *, resamples: int, confidence: float, seed: int) -> dict:
-    """The transfer ratio's chance level (the size of the equal-norm random vector's effect over the
-    native effect at the same dose) and bootstrap intervals over eval items, as `criterion.Measured` fields.
+    """The transfer ratio's chance level (the mean size of the equal-norm random vectors' effects over the
+    native effect at the same dose) and bootstrap intervals, as `criterion.Measured` fields.
 
-    The random direction's sign is arbitrary (its opposite is as random), so its effect counts by
-    magnitude: a random vector that happened to push the behaviour down is no lower a chance level.
+    The random directions' sign is arbitrary (each one's opposite is as random), so their effects count by
+    magnitude: a random vector that happened to push the behaviour down is no lower a chance level. Each
+    bootstrap draw resamples the eval items and, for the chance level, the random vectors too, so the
+    interval carries the direction-to-direction spread beside the items'.
     """
     base = np.asarray(curve["baseline_items"])
     effect = {name: np.asarray(ps[k]) - base for name, ps in curve["item_probability"].items()}
+    randoms = [name for name in effect if name == "random" or name.startswith("random:")]
     weights = resample_counts(len(base), resamples, seed) / len(base)
     mean = {name: weights @ e for name, e in effect.items()}
+    sizes = np.abs(np.stack([mean[name] for name in randoms], axis=1))  # [draws, random vectors]
+    drawn = np.random.default_rng(seed).integers(len(randoms), size=sizes.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio, chance = mean["transferred"] / mean["native"], np.abs(mean["random"]) / mean["native"]
+        ratio = mean["transferred"] / mean["native"]
+        chance = np.take_along_axis(sizes, drawn, axis=1).mean(axis=1) / mean["native"]
     full = {name: float(e.mean()) for name, e in effect.items()}
-    estimate = {"ratio": full["transferred"] / full["native"], "chance": abs(full["random"]) / full["native"]}
+    estimate = {"ratio": full["transferred"] / full["native"],
+                "chance": float(np.mean([abs(full[name]) for name in randoms])) / full["native"]}
     # each interval is moved onto its own estimate (see `metrics.centre`)
     ratio, chance = centre(ratio, estimate["ratio"]), centre(chance, estimate["chance"])
     corrected = centre(chance_corrected(ratio, chance), chance_corrected(estimate["ratio"], estimate["chance"]))
@@ -263,8 +275,9 @@ def transfer_criteria(curve: dict, *, min_native_effect: float, resamples: int =
     - transfer_ratio: transferred effect / native effect there; transfer_gap = 1 − ratio;
     - spearman: ρ between α and each vector's p(matching);
     - random_control: max |random effect| / max |native effect| over α;
-    - transfer_ratio_chance: the ratio's chance level (|random effect| / native effect at the
-      same dose) and intervals over eval items (``resamples`` bootstrap draws).
+    - transfer_ratio_chance: the ratio's chance level (mean |random effect| over the random vectors /
+      native effect at the same dose) and intervals over eval items and random vectors (``resamples``
+      bootstrap draws).
     Values that are undefined are None with the reason in ``notes``.
     """
     from scipy.stats import spearmanr
