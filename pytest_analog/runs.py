@@ -149,6 +149,7 @@ def _representation_section(done: Outcome, config: Config) -> dict[str, Any]:
             "best_match": m.best_match,
             "mapped": [m.mapped.get(i) for i in range(len(m.cka_matrix))],
             "chance_matrix": m.chance_matrix,
+            **({f"{key}_calibration": m.calibration[key] for key in ("best_match", "best_block") if key in m.calibration}),
         },
     }
     if m.massive:

@@ -22,6 +22,7 @@ def _layer_criterion(metric, teacher_layer, m, fidelity_record, **details):
         teacher_layer=teacher_layer,
         analog_layer=m.mapped[teacher_layer],
         best_analog_layer=m.best_match[teacher_layer],
+        calibration=m.calibrated(metric, teacher_layer),
         **details,
     )
 
@@ -30,7 +31,8 @@ def test_cka(teacher_layer, analog_measurements, analog_config, fidelity_record)
     m = analog_measurements
     caveat = _few_prompts(m.capture["n_prompts"], analog_config.gates.cka.min_prompts)
     influence = m.massive.get("influence", {}).get(teacher_layer)
-    _layer_criterion("cka", teacher_layer, m, fidelity_record, **caveat, influence=influence)
+    _layer_criterion("cka", teacher_layer, m, fidelity_record, **caveat, influence=influence,
+                     best_match_calibration=m.calibrated("best_match", teacher_layer))
 
 
 def test_rbf_cka(teacher_layer, analog_measurements, fidelity_record):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pytest
 import torch
@@ -428,10 +430,12 @@ def test_chance_is_the_mean_over_control_seeds_and_its_interval_carries_their_sp
 def test_the_report_carries_chance_and_renders_it():
     from pytest_analog.report import render_html, render_markdown
 
+    null = {"value": 0.5, "threshold": 0.1, "p_value": 0.005, "permutations": 199}
     criteria = [
         Criterion(f"representation::test_cka[teacher_layer={i}]", "representation", "cka",
                   Measured(0.5 + i / 10, (0.4, 0.7), 0.1, (0.05, 0.15), (0.3, 0.6)), Gate("min", 0.5, "corrected"),
-                  {"teacher_layer": i, "analog_layer": i}).to_dict()
+                  {"teacher_layer": i, "analog_layer": i, "calibration": {**null, "calibrated": 0.2 + i / 10},
+                   "best_match_calibration": {**null, "calibrated": 0.1, "layer": i}}).to_dict()
         for i in range(3)
     ]
     report = {"schema_version": 2, "verdict": "fail", "criteria": criteria,
@@ -440,8 +444,13 @@ def test_the_report_carries_chance_and_renders_it():
     md = render_markdown(report)
     assert "| criterion | score | raw | chance | threshold | status |" in md
     assert "0.5 [0.4, 0.7]" in md and "≥ 0.5 corrected" in md
+    line = ("Permutation null (199 prompt permutations; calibrated score 0 at the null's 1 − α quantile, 1 for a perfect "
+            "match; a best match against the null of the maximum over analog layers): cka 0.2 @ 0 to 0.4 @ 2 (p ≤ 0.005); "
+            "cka best match 0.1 @ 0 to 0.1 @ 2 (p ≤ 0.005).")
+    assert line in md
     page = render_html(report)
     assert "<th>chance</th>" in page and "Hatched cells are at or below chance" in page
+    assert html.escape(line) in page
 
 
 # -- steering and benchmarks in the same form ---------------------------------------------------

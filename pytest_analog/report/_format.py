@@ -473,3 +473,25 @@ def massive_tables(section):
         headings = ("teacher layer", "rows left out", "CKA without them", "shift", "corrected shift")
         tables.append((INFLUENCE_NOTE, tuple((h, "num") for h in headings), influence))
     return tables
+
+
+def calibration_sentence(criteria):
+    """One sentence on the permutation null of the per-layer criteria (their ``calibration`` and
+    ``best_match_calibration``), or None when none has one: per metric the range of calibrated scores over
+    layers and the largest p-value."""
+    parts, permutations = [], None
+    for metric, rows in per_layer_groups(criteria).items():
+        for key, label in (("calibration", metric), ("best_match_calibration", f"{metric} best match")):
+            found = [(c[key], c["teacher_layer"]) for c in rows if isinstance(c.get(key), Mapping)]
+            scored = [(r["calibrated"], layer) for r, layer in found if is_number(r.get("calibrated"))]
+            if not scored:
+                continue
+            permutations = found[0][0].get("permutations")
+            (low, at_low), (high, at_high) = min(scored), max(scored)
+            p = max(r["p_value"] for r, _ in found if is_number(r.get("p_value")))
+            parts.append(f"{label} {fmt_value(low)} @ {at_low} to {fmt_value(high)} @ {at_high} (p ≤ {fmt_value(p)})")
+    if not parts:
+        return None
+    return (f"Permutation null ({permutations} prompt permutations; calibrated score 0 at the null's 1 − α quantile, "
+            f"1 for a perfect match; a best match against the null of the maximum over analog layers): "
+            + "; ".join(parts) + ".")

@@ -26,6 +26,7 @@ from pytest_analog.report._format import (
     UNKNOWN,
     as_float,
     as_list,
+    calibration_sentence,
     counts_sentence,
     criteria_of,
     describe_metric,
@@ -306,6 +307,9 @@ def _criteria(report):
         body += "\n<h3>Gated criteria (decide the verdict), failures first</h3>\n" + _criteria_table(gated, "gated")
     if informational:
         body += "\n<h3>Informational criteria (reported, not gated)</h3>\n" + _criteria_table(informational, "informational")
+    calibration = calibration_sentence(criteria)
+    if calibration:
+        body += f'\n<p class="note">{esc(calibration)}</p>'
     return _section("Criteria", body, "criteria")
 
 

@@ -14,6 +14,7 @@ from pytest_analog.report._format import (
     PASS,
     UNKNOWN,
     as_list,
+    calibration_sentence,
     counts_sentence,
     criteria_of,
     failures_first,
@@ -195,6 +196,8 @@ def _criteria(report):
     ) if len(columns) > 1 else ""
     flagged = sorted({f for c in criteria for f in flags(c)})
     note += "".join(f"\n\n⚠️ {flag}: {FLAG_NOTES[flag]}." for flag in flagged)
+    calibration = calibration_sentence(criteria)
+    note += f"\n\n{calibration}" if calibration else ""
     if not groups:
         return _table(header, [_criterion_row(c, columns) for c in ordered]) + note
     failing = [c for c in ordered if status(c) in (FAIL, UNKNOWN)]

@@ -108,6 +108,15 @@ class CaptureInfo(TypedDict, total=False):
     cached: bool
 
 
+class Calibration(TypedDict, total=False):
+    value: float  # the similarity on the null's rows
+    threshold: float | None  # the null's 1 - alpha quantile (observed value included, as calibrated-similarity)
+    p_value: float | None  # (1 + #{null >= value}) / (permutations + 1)
+    calibrated: float | None  # 0 at the threshold, 1 for a perfect match
+    permutations: int
+    layer: int  # best matches only: the analog layer of the maximum
+
+
 class LayersSection(TypedDict, total=False):
     # Statement of the layer-index convention, once.
     convention: str
@@ -122,6 +131,11 @@ class LayersSection(TypedDict, total=False):
     matrix_rows: int
     # Student layer with the highest CKA, per teacher layer.
     best_match: list[int]
+    # Per teacher layer, the permutation null's record of its best match over every analog layer (the
+    # heatmap's marker) and over analog layers >= 1 (steering's best_match layer), each against the null of the
+    # maximum over those layers; absent with chance.permutations: 0.
+    best_match_calibration: dict[str, Calibration]
+    best_block_calibration: dict[str, Calibration]
     # Student layer the gated per-layer criteria compare against, per teacher layer; null where none.
     mapped: list[int | None]
 
@@ -199,6 +213,13 @@ class Criterion(_CriterionRequired, total=False):
     too_close_to_call: bool
     # Why the figure means little: fewer prompts than gates.cka.min_prompts (token-level CKA).
     few_prompts: str
+    # The permutation null of a per-layer similarity (chance.permutations prompt permutations): the value on the
+    # null's rows, threshold (the null's 1 - chance.alpha quantile), add-one p_value, calibrated score
+    # (value - threshold) / (1 - threshold) clipped to [0, 1], and permutations.
+    calibration: Calibration
+    # The same for this teacher layer's best match (layer: the best analog layer), against the null of the
+    # maximum over analog layers: calibrated for the search.
+    best_match_calibration: Calibration
 
 
 class Summary(TypedDict):
