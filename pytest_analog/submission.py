@@ -18,6 +18,7 @@ import datetime
 import functools
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ PACKAGES = ("pytest-analog", "torch", "transformers", "tokenizers", "safetensors
 # Lists and dicts nest at most this deep in a bundle (a real one: about 10), so every check,
 # recursive or not, stays far from Python's recursion limit.
 MAX_DEPTH = 64
+# A bundle file is read whole; a real one is tens of kilobytes.
+MAX_BYTES = 16 * 2**20
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", *PICKLE_SUFFIXES)
 _TOKENIZER_FILES = {"special_tokens_map.json", "vocab.json", "vocab.txt", "merges.txt", "added_tokens.json", "chat_template.jinja"}
 
@@ -145,7 +148,14 @@ def schema_errors(bundle: Any) -> list[str]:
                 f"{SUBMISSION_VERSION}: rerun the gate with --analog-submit under this version"]
 
     errors = sorted(_validator().iter_errors(bundle), key=relevance, reverse=True)
-    return [f"at {error.json_path}: {_short(error.message)}" for error in errors]
+    return [f"at {error.json_path}: {_short(_message(error))}" for error in errors]
+
+
+def _message(error) -> str:
+    """jsonschema's message; for text that must stay one line (``$defs/line``), what is wrong with it."""
+    if error.validator == "not":
+        return f"{error.instance!r} holds a control character (text the board shows must be one line)"
+    return error.message
 
 
 def _short(text: str) -> str:
@@ -153,10 +163,13 @@ def _short(text: str) -> str:
 
 
 def load_submission(path: str | Path) -> dict:
-    """Read a bundle file; a missing file, one that is not JSON or one nested deeper than `MAX_DEPTH` is an `AnalogError`."""
+    """Read a bundle file; a missing file, one larger than `MAX_BYTES`, one that is not JSON or one nested deeper
+    than `MAX_DEPTH` is an `AnalogError`."""
     path = Path(path)
     try:
-        bundle = json.loads(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_BYTES:
+            raise AnalogError(f"submission {path} is larger than {MAX_BYTES // 2**20} MiB, which no submission bundle is")
+        bundle = json.loads(path.read_text(encoding="utf-8"), parse_constant=_not_json, parse_float=_finite)
     except FileNotFoundError:
         raise AnalogError(f"submission {path} does not exist") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -168,6 +181,18 @@ def load_submission(path: str | Path) -> dict:
     if too_deep:
         raise AnalogError(f"submission {path} nests deeper than {MAX_DEPTH} levels, which no submission bundle does")
     return bundle
+
+
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float; one too large for a float (``1e999``) is an error, not infinity."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text[:20]} is too large for a number")
+    return number
 
 
 def nested_deeper_than(value: Any, limit: int) -> bool:

@@ -201,8 +201,8 @@ def test_tampered_bundles_are_rejected(bundles, edit, seal, reason):
 @pytest.fixture(scope="module")
 def site(bundles, tmp_path_factory):
     """A submissions folder and the site built from it: "same" and "smaller" scored against one teacher
-    reference, "same" again against another (not a duplicate), "larger" naming none; two duplicates and
-    three bad files."""
+    reference, "same" again against another (not a duplicate), "larger" naming none; two duplicates (listed,
+    marked) and three bad files."""
     folder = tmp_path_factory.mktemp("submissions")
     shared = {name: scored_against(bundles[name], SHARED) for name in ("same", "smaller")}
     for name, bundle in shared.items():
@@ -233,7 +233,8 @@ def test_build_writes_valid_entries_and_one_line_per_rejection(site, bundles, ca
     assert code == 1  # rejections make the build fail, the site is still written
     data = json.loads((out / "leaderboard.json").read_text())
     groups = {g["reference"]: sorted(e["file"] for e in g["entries"]) for g in data["groups"]}
-    assert groups == {SHARED: ["same.json", "smaller.json"], OTHER: ["other.json"], None: ["larger.json"]}
+    assert groups == {SHARED: ["again.json", "same.json", "smaller.json"], OTHER: ["other.json"],
+                      None: ["again-larger.json", "larger.json"]}
     teachers = [(g["teacher"], g["reference"] or "") for g in data["groups"]]
     assert teachers == sorted(teachers) and len({t for t, _ in teachers}) == 2
     for group in data["groups"]:
@@ -241,9 +242,10 @@ def test_build_writes_valid_entries_and_one_line_per_rejection(site, bundles, ca
             (group["reference"], group["teacher"], group["teacher_sha256"])
         }
     reasons = {r["file"]: r["reason"] for r in data["rejected"]}
-    assert set(reasons) == {"again.json", "again-larger.json", "swapped.json", "edited.json", "broken.json"}
-    assert reasons["again.json"] == "duplicate of same.json: the same analog weights against the same teacher reference"
-    assert reasons["again-larger.json"] == "duplicate of larger.json: the same teacher and analog weights"  # naming no reference
+    assert set(reasons) == {"swapped.json", "edited.json", "broken.json"}
+    marked = {e["file"]: e["same_weights_as"] for e in entries(data) if e["same_weights_as"]}
+    assert marked == {"again.json": ["same.json"], "same.json": ["again.json"],  # neither is "first": both listed
+                      "again-larger.json": ["larger.json"], "larger.json": ["again-larger.json"]}  # naming no reference
     assert reasons["swapped.json"].startswith("the analog's weight files in the bundle hash to")
     assert reasons["edited.json"].startswith("its content does not match its sha256")
     assert reasons["broken.json"].startswith("is not a JSON file")
@@ -365,9 +367,10 @@ def test_page_in_headless_chromium_groups_entries_by_reference_and_sorts(site, b
     _, out, _ = site
     teacher, other_teacher = (bundles[name]["report"]["models"]["teacher"] for name in ("same", "larger"))
     expected = [  # (data-reference, the heading after the teacher, files)
-        (SHARED, f"reference {SHARED[:12]}", ["same.json", "smaller.json"], teacher),
+        (SHARED, f"reference {SHARED[:12]}", ["again.json", "same.json", "smaller.json"], teacher),
         (OTHER, f"reference {OTHER[:12]}", ["other.json"], teacher),
-        ("", f"no reference (no suite read the teacher's part): weights {other_teacher['sha256'][:12]}", ["larger.json"], other_teacher),
+        ("", f"no reference (no suite read the teacher's part): weights {other_teacher['sha256'][:12]}",
+         ["again-larger.json", "larger.json"], other_teacher),
     ]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
@@ -382,7 +385,11 @@ def test_page_in_headless_chromium_groups_entries_by_reference_and_sorts(site, b
             assert sorted(section.locator("tbody tr").evaluate_all("rows => rows.map(r => r.dataset.file)")) == files
         analogs = set(page.eval_on_selector_all("table tbody tr td:nth-child(1)", "cells => cells.map(c => c.title)"))
         assert analogs == {b["report"]["models"]["analog"]["id"] for b in bundles.values()}  # the full id, shown or as tooltip
-        assert page.locator("#rejected li").count() == 5
+        assert page.locator("#rejected li").count() == 3
+        for section in page.locator("section.group").all():  # the board's gates, named, with thresholds
+            assert section.locator("p.gates").inner_text().startswith("gates: pytest-analog ")
+            assert "embedding_geometry ≥ 0.9" in section.locator("p.gates").inner_text()
+        assert page.locator("tr[data-file='again.json'] small.duplicate").inner_text() == "same weights as same.json"
 
         group = page.locator(f"section[data-reference='{SHARED}']")
 

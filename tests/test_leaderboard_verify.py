@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -13,8 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from pytest_analog.config import load_config
 from pytest_analog.criterion import chance_corrected
 from pytest_analog.leaderboard import check_submission, rerun
+from pytest_analog.leaderboard.board import board_gates
 from pytest_analog.leaderboard.cli import main
 from pytest_analog.leaderboard.rerun import DEFAULT_TOLERANCE, rerun_gate, unreproduced, values_agree
 from pytest_analog.reference import store
@@ -68,24 +71,35 @@ def test_unreproduced_names_each_criterion_that_differs_missing_or_extra_or_flip
     assert unreproduced(submitted, submitted) == []
 
 
-def test_rerun_runs_pytest_on_the_bundles_suites_and_config_against_the_reference(bundles, tmp_path, monkeypatch):
-    """The command line of the rerun (the end-to-end rerun against a reference needs the session's --analog-reference)."""
-    bundle = bundles["same"]
+def test_rerun_runs_pytest_on_the_bundles_suites_and_settings_under_the_board_gates(bundles, tmp_path, monkeypatch):
+    """The command line of the rerun (the end-to-end rerun against a reference needs the session's --analog-reference):
+    isolated from any pytest configuration on the machine, judged under the gates it is given."""
+    bundle = copy.deepcopy(bundles["same"])
+    for config in (bundle["config"], bundle["report"]["config"]):
+        config["gates"]["embedding_geometry"]["min"] = -1.0  # the submitter's own gate: not what the rerun judges by
     seen = {}
 
-    def fake_run(args, cwd, **kwargs):
+    def fake_run(args, cwd, env, **kwargs):
         options = dict(a.split("=", 1) for a in args if a.startswith("--analog-"))
-        seen.update(args=args, cwd=cwd, options=options, config=json.loads(Path(options["--analog-config"]).read_text()))
+        seen.update(args=args, cwd=cwd, env=env, options=options, config=json.loads(Path(options["--analog-config"]).read_text()),
+                    ini=Path(args[args.index("-c") + 1]).read_text())
         Path(options["--analog-report"]).mkdir()
         (Path(options["--analog-report"]) / "fidelity.json").write_text(json.dumps({"criteria": []}))
         return subprocess.CompletedProcess(args, 1, "", "")
 
     monkeypatch.setattr(rerun.subprocess, "run", fake_run)
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p planted")
+    monkeypatch.setenv("PYTEST_PLUGINS", "planted")
     reference = tmp_path / "ref"
     reference.mkdir()
     monkeypatch.chdir(tmp_path)
-    assert rerun_gate(bundle, "analog-org/analog", reference="ref") == {"criteria": []}
-    assert seen["args"][1:3] == ["-m", "pytest"] and seen["args"][-3:] == ["-p", "no:cacheprovider", "-q"]
+    gates = load_config().gates
+    assert rerun_gate(bundle, "analog-org/analog", gates, reference="ref") == {"criteria": []}
+    folder = Path(seen["cwd"])
+    assert seen["args"][1:9] == ["-m", "pytest", "-c", str(folder / "pytest.ini"), f"--rootdir={folder}", "--noconftest",
+                                 "-p", "no:cacheprovider"]
+    assert seen["ini"] == "[pytest]\n" and seen["args"][-1] == "-q"
+    assert not [name for name in seen["env"] if name.startswith("PYTEST_")] and seen["env"]["PATH"] == os.environ["PATH"]
     assert seen["options"] == {
         "--analog-reference": str(reference),  # made absolute: pytest runs in an empty folder
         "--analog-student": "analog-org/analog",  # a hub id as it is
@@ -94,8 +108,8 @@ def test_rerun_runs_pytest_on_the_bundles_suites_and_config_against_the_referenc
         "--analog-suites": "embeddings,compliance",
         "--analog-dtype": "float32",
     }
-    assert seen["config"] == bundle["config"]
-    assert Path(seen["options"]["--analog-config"]).parent == Path(seen["cwd"]) != tmp_path
+    assert seen["config"] == {**bundle["config"], "gates": dataclasses.asdict(gates)}  # its settings, the board's gates
+    assert Path(seen["options"]["--analog-config"]).parent == folder != tmp_path
 
 
 # -- verify --reference ----------------------------------------------------------------------------
@@ -106,7 +120,7 @@ def scored(bundles, bos_tokenizer, tmp_path) -> tuple[Path, Path]:
     """A teacher reference folder and a bundle scored against it (its reference section names it)."""
     bundle = scored_against(bundles["same"], "0" * 64)
     teacher = bundle["report"]["reference"]["teacher"]
-    part = store.Part({"rows": torch.arange(6.0).reshape(2, 3)}, {"tokens": ["a", "b"]}, {"seed": 0})
+    part = store.Part({"rows": torch.arange(6.0).reshape(2, 3)}, {"tokens": ["a", "b"]}, {"settings": {"seed": 0}, "inputs": {}})
     built = store.build(teacher, {"embeddings": part}, store.tokenizer_files(bos_tokenizer), {"torch": torch.__version__})
     reference = store.write(built, tmp_path / "ref")
     bundle["report"]["reference"].update(id=reference.id, source="file", path=str(reference.path), parts=["embeddings"])
@@ -126,7 +140,7 @@ def test_verify_against_the_reference_the_bundle_names(scored, tiny_random_dir, 
 def test_verify_against_another_reference_says_which_and_fails(scored, bundles, bos_tokenizer, tiny_random_dir, tmp_path, capsys):
     _, bundle = scored
     teacher = json.loads(bundle.read_text())["report"]["reference"]["teacher"]
-    logits = store.Part({}, {}, {"top_k": 64})
+    logits = store.Part({}, {}, {"settings": {"top_k": 64}, "inputs": {}})
     other = store.write(store.build(teacher, {"logits": logits}, store.tokenizer_files(bos_tokenizer), {}), tmp_path / "other")
     submitted = json.loads(bundle.read_text())["report"]["reference"]["id"]
     assert main(["verify", str(bundle), "--reference", str(other.path), "--student", str(tiny_random_dir), "--rerun"]) == 1
@@ -203,7 +217,7 @@ def test_rerun_reproduces_an_honest_bundle_and_catches_a_forged_value(bundles, t
     assert main(["verify", str(honest), *models]) == 0
     criteria = bundles["same"]["report"]["criteria"]
     assert capsys.readouterr().out.splitlines()[-2:] == [
-        "rerun: running the gate (pytest) on the analog with the submission's config",
+        f"rerun: running the gate (pytest) on the analog with the submission's settings under {board_gates().name}",
         f"rerun: all {len(criteria)} criteria reproduce within 0.0001",
     ]
 
@@ -217,20 +231,33 @@ def test_rerun_reproduces_an_honest_bundle_and_catches_a_forged_value(bundles, t
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "submission: consistent (its own sha256, file hashes and verdicts)"
     assert out[-2:] == [
-        f"rerun: 1 of {len(criteria)} criteria do not reproduce within 0.001:",
+        f"rerun: 1 of {len(criteria)} criteria do not reproduce within 0.001 under {board_gates().name}:",
         f"  {geometry['id']}: submitted 0.5, rerun {submitted:.8g}",
     ]
+
+
+def test_a_rerun_of_a_bundle_whose_settings_name_a_file_is_refused_in_one_line(bundles, tmp_path, tiny_dir, tiny_random_dir, capsys):
+    """A path in the bundle's settings would have the rerun read a file the submitter chose on this machine."""
+    bundle = copy.deepcopy(bundles["same"])
+    for config in (bundle["config"], bundle["report"]["config"]):
+        config["prompts"]["set"] = str(tmp_path / "gone.jsonl")  # the submitter's prompt file, or any file here
+    path = write(tmp_path, "elsewhere.json", sealed(bundle))
+    assert main(["verify", str(path), "--teacher", str(tiny_dir), "--student", str(tiny_random_dir), "--rerun"]) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"rerun: FAILED: the submission's config names a file (prompts.set: {tmp_path / 'gone.jsonl'}); a rerun reads "
+        "shipped prompt sets, behaviours and tasks only: rerun the gate by hand with your own copy of that file"
+    )
 
 
 def test_a_rerun_that_cannot_run_says_why_in_one_line(bundles, tmp_path, tiny_dir, tiny_random_dir, capsys):
     bundle = copy.deepcopy(bundles["same"])
     for config in (bundle["config"], bundle["report"]["config"]):
-        config["prompts"]["set"] = str(tmp_path / "gone.jsonl")  # the submitter's prompt file, not on this machine
+        config["prompts"]["set"] = "not-shipped"  # a prompt set this version does not ship
     path = write(tmp_path, "elsewhere.json", sealed(bundle))
     assert main(["verify", str(path), "--teacher", str(tiny_dir), "--student", str(tiny_random_dir), "--rerun"]) == 1
     last = capsys.readouterr().out.splitlines()[-1]
     assert last.startswith("rerun: FAILED: the rerun wrote no report (pytest exit code 4): ERROR: ")
-    assert "gone.jsonl" in last
+    assert "not-shipped" in last
 
 
 # -- end to end: a submission scored against a reference, confirmed without the teacher ------------------

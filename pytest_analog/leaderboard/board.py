@@ -1,14 +1,27 @@
-"""Which submissions go on the board, and the row each one gets.
+"""Which submissions go on the board, the row each one gets, and the one set of gates it is judged by.
 
-A submission is rejected, with one line saying why, when it breaks the schema,
-when it was edited after it was written (its own ``sha256``), when its report
-disagrees with its own file hashes (the weight hashes recomputed from the
-bundle's file digests must be the report's), with its own thresholds (each
+A submission is rejected, with one line saying why, when its file is not a plain
+JSON file, when it breaks the schema (every field the board reads is checked
+there first), when it was edited after it was written (its own ``sha256``), when
+its report disagrees with its own file hashes (the weight hashes recomputed from
+the bundle's file digests must be the report's), with its own thresholds (each
 verdict recomputed from value and threshold; built-in criteria must carry the
-gate their config sets, `config.Gates.gate`; counts and overall verdict recomputed),
-when its teacher is not the teacher of the reference it names, or when it
-repeats an analog already on the board against the same teacher reference (the
-earliest stays).
+gate their config sets, `config.Gates.gate`; counts and overall verdict
+recomputed), or when its teacher is not the teacher of the reference it names.
+
+An accepted bundle is then judged under the board's gates, not its own: one
+published set (`board_gates`: the shipped defaults, or the operator's file),
+named on the page beside each group with its thresholds. Each built-in
+criterion is re-judged from its measured value, interval and chance level under
+that set's gate (`criterion.judge`); its verdict, counts and scores follow. A
+bundle whose own config gates otherwise is listed with the differences, so
+lowered thresholds buy nothing. Criteria of other suites have no published gate
+and are not counted.
+
+Duplicates (the same analog weights against the same teacher reference) are all
+listed, each marked with the others' files: which came first cannot be read from
+a bundle, whose dates its submitter writes, so no rule picks one; the operator
+keeps one.
 
 Entries are grouped by the teacher reference they were scored against and
 ranked within their group only: scores against different references (another
@@ -23,23 +36,37 @@ and rerunning ``pytest`` on those files reproduces the numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pytest_analog.config import Gates, config_from_dict
+from pytest_analog.config import Gates, config_from_dict, load_config
 from pytest_analog.criterion import Criterion, Gate
 from pytest_analog.errors import AnalogError
 from pytest_analog.facts import METRICS
 from pytest_analog.models import parameter_fraction
 from pytest_analog.options import SUITES
 from pytest_analog.submission import content_sha256, file_digests, load_submission, schema_errors, weights_sha256
+from pytest_analog.versions import package_version
 
 # The headline score of a built-in suite: the mean of this metric's values over the suite's criteria.
-# Any other suite's headline is the fraction of its gated criteria that pass.
+# Any other suite's headline (compliance, steering, benchmarks) is the fraction of its gated criteria that pass.
 HEADLINES = {"representation": "cka", "embeddings": "embedding_geometry", "logits": "top1_agreement"}
+
+
+@dataclass(frozen=True)
+class PublishedGates:
+    """The one set of gates the board judges every entry under, and the name the page gives it."""
+
+    name: str  # "pytest-analog 0.1.0 defaults", or the operator's file name
+    gates: Gates
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "gates": dataclasses.asdict(self.gates)}
 
 
 @dataclass
@@ -55,18 +82,24 @@ class Group:
     def suites(self) -> list[str]:
         return suites_of(self.entries)
 
+    @property
+    def thresholds(self) -> list[str]:
+        """The board's gates its entries were judged by, in a few words each (`threshold_text`)."""
+        return list(dict.fromkeys(t for e in self.entries for t in e.get("thresholds", [])))
+
     def to_dict(self) -> dict[str, Any]:
         return {"reference": self.reference, "teacher": self.teacher, "teacher_sha256": self.teacher_sha256,
-                "suites": self.suites, "entries": self.entries}
+                "suites": self.suites, "thresholds": self.thresholds, "entries": self.entries}
 
 
 @dataclass
 class Board:
-    """The accepted rows, grouped by teacher reference and best first in each group, and the rejected files
-    with their reasons."""
+    """The accepted rows, grouped by teacher reference and best first in each group, the rejected files
+    with their reasons, and the gates every row is judged by."""
 
     entries: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, str]] = field(default_factory=list)
+    gates: PublishedGates = field(default_factory=lambda: board_gates())
 
     @property
     def groups(self) -> list[Group]:
@@ -83,9 +116,16 @@ class Board:
     def suites(self) -> list[str]:
         return suites_of(self.entries)
 
+    @property
+    def duplicates(self) -> list[list[str]]:
+        """The files of each analog listed more than once against one teacher reference."""
+        files = {tuple(sorted([e["file"], *e.get("same_weights_as", [])])) for e in self.entries if e.get("same_weights_as")}
+        return [list(names) for names in sorted(files)]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "gates": self.gates.to_dict(),
             "headlines": {s: f"mean {HEADLINES[s]}" if s in HEADLINES else "fraction of gated criteria passed" for s in self.suites},
             "groups": [group.to_dict() for group in self.groups],
             "rejected": self.rejected,
@@ -98,8 +138,12 @@ def suites_of(entries: list[dict[str, Any]]) -> list[str]:
     return [s for s in SUITES if s in seen] + sorted(seen - set(SUITES))
 
 
-def build_board(directory: Path) -> Board:
-    """Check every ``*.json`` bundle in ``directory`` and return the board.
+def build_board(directory: Path, gates: PublishedGates | None = None) -> Board:
+    """Check every ``*.json`` bundle in ``directory`` and judge the accepted ones under ``gates``.
+
+    Args:
+        directory: the submissions folder; only its plain files are read (a symbolic link is rejected).
+        gates: the board's gates; None: the shipped defaults (`board_gates`).
 
     Raises:
         AnalogError: ``directory`` is not a folder.
@@ -107,30 +151,47 @@ def build_board(directory: Path) -> Board:
     directory = Path(directory)
     if not directory.is_dir():
         raise AnalogError(f"submissions folder {directory} does not exist or is not a folder")
-    board, accepted = Board(), []
+    board = Board(gates=gates or board_gates())
     for path in sorted(directory.glob("*.json")):
-        try:
-            bundle = load_submission(path)
-            reason = check_submission(bundle)
-        except AnalogError as exc:
-            reason = str(exc).removeprefix(f"submission {path} ")
-        if reason:
-            board.rejected.append({"file": path.name, "reason": reason})
+        name, reason = path.name, None
+        if not name.isprintable():
+            name, reason = ascii(name), "its file name holds a control character; rename it"
+        elif path.is_symlink() or not path.is_file():
+            reason = "is a symbolic link or not a plain file; a submission is a plain JSON file"
         else:
-            accepted.append((bundle["report"]["created"], path.name, bundle))
-    pairs: dict[tuple[str | None, str, str], str] = {}
-    for _, name, bundle in sorted(accepted, key=lambda a: (a[0], a[1])):
-        report = bundle["report"]
-        pair = (reference_id(report), report["models"]["teacher"]["sha256"], report["models"]["analog"]["sha256"])
-        if pair in pairs:
-            same = "the same analog weights against the same teacher reference" if pair[0] else "the same teacher and analog weights"
-            board.rejected.append({"file": name, "reason": f"duplicate of {pairs[pair]}: {same}"})
-            continue
-        pairs[pair] = name
-        board.entries.append(entry(bundle, name))
-    board.entries.sort(key=lambda e: (e["verdict"] != "pass", -e["passed_fraction"], e["analog"]))
-    board.rejected.sort(key=lambda r: r["file"])
+            try:
+                bundle = load_submission(path)
+                reason = check_submission(bundle)
+            except AnalogError as exc:
+                reason = str(exc).removeprefix(f"submission {path} ")
+        if reason:
+            board.rejected.append({"file": name, "reason": reason})
+        else:
+            board.entries.append(entry(bundle, name, board.gates.gates))
+    pairs: dict[tuple[str | None, str, str], list[str]] = {}
+    for row in board.entries:
+        pairs.setdefault(weights_pair(row), []).append(row["file"])
+    for row in board.entries:
+        row["same_weights_as"] = [name for name in pairs[weights_pair(row)] if name != row["file"]]
+    board.entries.sort(key=lambda e: (e["verdict"] != "pass", -e["passed_fraction"], e["analog"], e["file"]))
     return board
+
+
+def weights_pair(row: dict[str, Any]) -> tuple[str | None, str, str]:
+    """What makes two entries duplicates: the teacher reference, the teacher's and the analog's weights."""
+    return row["reference"], row["teacher_sha256"], row["analog_sha256"]
+
+
+def board_gates(path: Path | None = None) -> PublishedGates:
+    """The shipped defaults, named ``pytest-analog VERSION defaults``, or the ``gates:`` of the config file at
+    ``path`` (its other settings are not read), named by the file.
+
+    Raises:
+        AnalogError: the file is missing or is not a valid config.
+    """
+    if path is None:
+        return PublishedGates(f"pytest-analog {package_version('pytest-analog')} defaults", load_config().gates)
+    return PublishedGates(Path(path).name, load_config(path).gates)
 
 
 def check_submission(bundle: Any) -> str | None:
@@ -229,10 +290,14 @@ def _summary_problem(report: dict) -> str | None:
     return None
 
 
-def entry(bundle: dict, name: str) -> dict[str, Any]:
-    """The board's row for an accepted bundle."""
+def entry(bundle: dict, name: str, gates: Gates) -> dict[str, Any]:
+    """The board's row for an accepted bundle: its built-in criteria judged under the board's ``gates``."""
     report = bundle["report"]
-    models, summary = report["models"], report["summary"]
+    models = report["models"]
+    criteria = judged(report["criteria"], gates)
+    gated = [c for c in criteria if c.gate.gated]
+    passed = sum(bool(c.passed) for c in gated)
+    verdict = "fail" if passed < len(gated) or report.get("error") else "pass" if gated else "no gated criteria"
     return {
         "file": name,
         "reference": reference_id(report),
@@ -241,13 +306,55 @@ def entry(bundle: dict, name: str) -> dict[str, Any]:
         "teacher_sha256": models["teacher"]["sha256"],
         "analog_sha256": models["analog"]["sha256"],
         "parameter_fraction": models["parameter_fraction"],
-        "scores": headline_scores(report["criteria"]),
-        "verdict": report["verdict"],
-        "passed": f"{summary['passed']}/{summary['gated']}",
-        "passed_fraction": summary["passed"] / summary["gated"] if summary["gated"] else 0.0,
+        "scores": headline_scores(criteria),
+        "verdict": verdict,
+        "passed": f"{passed}/{len(gated)}",
+        "passed_fraction": passed / len(gated) if gated else 0.0,
+        "thresholds": list(dict.fromkeys(threshold_text(c) for c in gated)),
+        "own_gates": gate_differences(config_from_dict(report["config"], "config").gates, gates),
         "date": report["created"][:10],
         "tool_version": report["tool"]["version"],
     }
+
+
+def judged(rows: list[dict], gates: Gates) -> list[Criterion]:
+    """The criteria of built-in suites among a report's ``rows``, each under its gate in ``gates`` (`config.Gates.gate`).
+
+    Criteria of other suites have no published gate, so the board neither judges nor scores them.
+    """
+    criteria = [Criterion.from_dict(row) for row in rows if row["suite"] in SUITES]
+    return [replace(c, gate=gates.gate(c.metric, c.measured.value, **c.details)) for c in criteria]
+
+
+def threshold_text(criterion: Criterion) -> str:
+    """A gated criterion's gate in a few words: ``cka ≥ 0.5 corrected``, ``benchmark_retained[task] ≥ 0.5``."""
+    gate = criterion.gate
+    task = criterion.details.get("task")
+    text = f"{criterion.metric}{f'[{task}]' if task else ''} {'≥' if gate.direction == 'min' else '≤'} {gate.threshold:g}"
+    return text + (" corrected" if gate.score == "corrected" else "") + (" lower bound" if gate.rule == "lower_bound" else "")
+
+
+def gate_differences(own: Gates, board: Gates) -> list[str]:
+    """Every setting of ``own`` that is not the board's, as ``key own vs board`` (``cka.min -100 vs 0.5``)."""
+    mine, theirs = _flat(dataclasses.asdict(own)), _flat(dataclasses.asdict(board))
+    keys = dict.fromkeys([*theirs, *mine])
+    return [f"{key} {_show(mine.get(key))} vs {_show(theirs.get(key))}" for key in keys if mine.get(key) != theirs.get(key)]
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
 def reference_id(report: dict) -> str | None:
@@ -255,15 +362,15 @@ def reference_id(report: dict) -> str | None:
     return report["reference"]["id"] if "reference" in report else None
 
 
-def headline_scores(criteria: list[dict]) -> dict[str, float | None]:
+def headline_scores(criteria: list[Criterion]) -> dict[str, float | None]:
     """Each suite's headline score (see `HEADLINES`); None when it has no value."""
     scores = {}
-    for suite in dict.fromkeys(c["suite"] for c in criteria):
-        rows = [c for c in criteria if c["suite"] == suite]
+    for suite in dict.fromkeys(c.suite for c in criteria):
+        rows = [c for c in criteria if c.suite == suite]
         if suite in HEADLINES:
-            values = [c["value"] for c in rows if c["metric"] == HEADLINES[suite] and c["value"] is not None]
+            values = [c.measured.value for c in rows if c.metric == HEADLINES[suite] and c.measured.value is not None]
             scores[suite] = sum(values) / len(values) if values else None
         else:
-            gated = [c for c in rows if c["gated"]]
-            scores[suite] = sum(bool(c["passed"]) for c in gated) / len(gated) if gated else None
+            gated = [c for c in rows if c.gate.gated]
+            scores[suite] = sum(bool(c.passed) for c in gated) / len(gated) if gated else None
     return scores

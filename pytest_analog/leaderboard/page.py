@@ -1,4 +1,4 @@
-"""The leaderboard as one self-contained HTML page: a sortable table per teacher reference."""
+"""The leaderboard as one self-contained HTML page: a sortable table per teacher reference, with the gates it is judged by."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ th[aria-sort=descending] button::after { content: " \\25BC"; }
 .pass { color: #1a7f37; font-weight: 600; } .fail { color: #c0392b; font-weight: 600; }
 code { font-size: 85%; } small { color: #666; }
 h2 { margin-top: 2rem; } h2 small { font-weight: normal; }
+p.gates { margin: .2rem 0 .6rem; font-size: 90%; } p.gates span { white-space: nowrap; }
+td small { display: block; overflow-wrap: anywhere; } small.differ { color: #b35900; }
 """
 
 # Click a header to sort by it; click again to reverse. Numbers sort as numbers; empty cells go last.
@@ -47,7 +49,7 @@ document.querySelectorAll("th[data-col] button").forEach(function (button) {
 
 def render_page(board: Board) -> str:
     """The leaderboard page: one table per teacher reference, sortable by each column; rejected files listed below."""
-    tables = "\n".join(_table(group) for group in board.groups)
+    tables = "\n".join(_table(group, board.gates.name) for group in board.groups)
     rejected = "".join(f"<li><code>{html.escape(r['file'])}</code>: {html.escape(r['reason'])}</li>" for r in board.rejected)
     legend = "; ".join(f"{html.escape(s)}: {html.escape(h)}" for s, h in board.to_dict()["headlines"].items())
     count = len(board.entries)
@@ -58,7 +60,11 @@ def render_page(board: Board) -> str:
 <h1>Analog leaderboard</h1>
 <p>Open analogs measured against their teachers with <a href="https://pypi.org/project/pytest-analog/">pytest-analog</a>.
 {count} {"entry" if count == 1 else "entries"}, grouped by the teacher reference they were scored against: entries are ranked
-within their group only. Click a column header to sort. <small>Suite scores: {legend or "none"}.</small></p>
+within their group only. Every entry is judged under the board's gates, <strong>{html.escape(board.gates.name)}</strong>
+(listed above each table), not under the thresholds of its own config; an entry whose config gates otherwise says how.
+The same analog weights submitted twice against one reference are all listed and marked: a bundle's date is its
+submitter's word, so none is taken as first. Click a column header to sort.
+<small>Suite scores: {legend or "none"}.</small></p>
 {tables}
 {f"<h2>Rejected submissions</h2><ul id='rejected'>{rejected}</ul>" if rejected else ""}
 <script>{_SCRIPT}</script>
@@ -70,18 +76,21 @@ within their group only. Click a column header to sort. <small>Suite scores: {le
 SHORT_ID = 12
 
 
-def _table(group: Group) -> str:
-    """One group's section: a heading naming the teacher and the reference (or its weights), and its entries' table."""
+def _table(group: Group, gates: str) -> str:
+    """One group's section: a heading naming the teacher and the reference (or its weights), the ``gates`` its
+    entries are judged by with their thresholds, and its entries' table."""
     suites = group.suites
     head = ["analog", "size fraction", *(f"{s} score" for s in suites), "verdict", "gated passed", "date"]
     header = "".join(f'<th data-col="{i}" scope="col"><button type="button">{html.escape(h)}</button></th>' for i, h in enumerate(head))
     rows = "\n".join(_row(e, suites) for e in group.entries)
     teacher, reference = html.escape(group.teacher), html.escape(group.reference or "")
+    thresholds = " · ".join(f"<span>{html.escape(t)}</span>" for t in group.thresholds)
     named = (f'reference <code title="{reference}">{reference[:SHORT_ID]}</code>' if group.reference else
              f'no reference (no suite read the teacher\'s part): weights <code title="{group.teacher_sha256}">{group.teacher_sha256[:SHORT_ID]}</code>')
     return f"""<section class="group" data-reference="{reference}" data-teacher-sha256="{group.teacher_sha256}">
 <h2>Teacher <span title="{teacher}">{html.escape(short_model_id(group.teacher))}</span>
 <small>{named}</small></h2>
+<p class="gates">gates: <strong>{html.escape(gates)}</strong>: {thresholds or "none gate these entries"}</p>
 <table class="leaderboard"><thead><tr>{header}</tr></thead>
 <tbody>
 {rows}
@@ -90,11 +99,18 @@ def _table(group: Group) -> str:
 
 
 def _row(entry: dict, suites: list[str]) -> str:
-    def cell(text, sort, numeric=False, css="", title=None):
+    def cell(text, sort, numeric=False, css="", title=None, notes=()):
         classes = " ".join(c for c in ("num" if numeric else "", css) if c)
         attr = f' class="{classes}"' if classes else ""
         attr += f' title="{html.escape(title)}"' if title else ""
-        return f'<td{attr} data-sort="{html.escape(str(sort))}">{html.escape(text)}</td>'
+        small = "".join(f'<small class="{kind}">{html.escape(note)}</small>' for kind, note in notes)
+        return f'<td{attr} data-sort="{html.escape(str(sort))}">{html.escape(text)}{small}</td>'
+
+    notes = []
+    if entry.get("own_gates"):
+        notes.append(("differ", f"own gates differ: {'; '.join(entry['own_gates'])}"))
+    if entry.get("same_weights_as"):
+        notes.append(("duplicate", f"same weights as {', '.join(entry['same_weights_as'])}"))
 
     scores = [
         cell("" if entry["scores"].get(s) is None else f"{entry['scores'][s]:.3f}", _num(entry["scores"].get(s)), True)
@@ -102,7 +118,7 @@ def _row(entry: dict, suites: list[str]) -> str:
     ]
     fraction = entry["parameter_fraction"]
     cells = [
-        cell(short_model_id(entry["analog"]), entry["analog"], css="model", title=entry["analog"]),
+        cell(short_model_id(entry["analog"]), entry["analog"], css="model", title=entry["analog"], notes=notes),
         cell(f"{fraction:.2%}", _num(fraction), True),
         *scores,
         cell(entry["verdict"], entry["verdict"], css=entry["verdict"] if entry["verdict"] in ("pass", "fail") else ""),
