@@ -10,15 +10,18 @@ the teacher's bare forward passes (what a reference build costs over them).
 Two figures: the representation suite alone (no output logits needed: neither
 model computes them, the teacher's part holds none; target <= 1.3) and the
 whole gate with logit fidelity (both forwards then compute logits).
-Each runs with the default chance control (a random model of the analog's shape,
-read in the same pass, and the bootstrap intervals; its forward passes count as
-bare passes too) and without it (``chance.control: none``).
+Each runs with the default chance controls (``chance.seeds`` random models of
+the analog's shape, read in the same pass, the bootstrap intervals and the
+permutation null; their forward passes count as bare passes too) and without
+them (``chance.control: none``). ``--suite-only`` times the representation
+suite with the controls alone (no logits, no teacher-half figure).
 Default pair: SmolLM2-135M-Instruct against itself. A last, timed run prints
 what parts of the measurement cost: the CKA streams, the massive-row search and
 the influence figure, the token-level CKA bootstrap (and, within it, its Gram
 matrices), the kNN bootstrap and the layer matrix.
 
-    python benchmarks/bench_representation.py [--prompts 128] [--student DIR]
+    python benchmarks/bench_representation.py [--prompts 128] [--student DIR] [--repeats 2] [--suite-only]
+        [--set chance.seeds=1 ...]
 """
 
 import argparse
@@ -35,10 +38,10 @@ from pytest_analog.reference.representation import teacher_part
 from pytest_analog.layers import gated_layers
 from pytest_analog.models import ModelPair, load_model
 from pytest_analog.prompts import load_prompts
-from pytest_analog.controls import control_model
+from pytest_analog.controls import control_models
 
 
-def bare_forward_seconds(pair, plan, batch_size: int, with_logits: bool, control=None, analog: bool = True) -> float:
+def bare_forward_seconds(pair, plan, batch_size: int, with_logits: bool, controls=(), analog: bool = True) -> float:
     from pytest_analog.capture import forward
 
     order = sorted(range(len(plan.prompts)), key=lambda i: len(plan.prompts[i].teacher_ids))
@@ -49,7 +52,7 @@ def bare_forward_seconds(pair, plan, batch_size: int, with_logits: bool, control
             forward(pair.teacher, [p.teacher_ids for p in chunk], with_logits)
             if analog:
                 forward(pair.analog, [p.student_ids for p in chunk], with_logits)
-            if control is not None:
+            for control in controls or ():
                 forward(control, [p.student_ids for p in chunk], False)
     return time.perf_counter() - started
 
@@ -59,12 +62,18 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=128)
     parser.add_argument("--student", default=None, help="analog model (default: the teacher itself)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--suite-only", action="store_true", help="only the representation suite with its controls")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config setting (YAML value), e.g. chance.seeds=1; repeatable")
     args = parser.parse_args()
 
     teacher = load_model(str(smollm2_gguf()), device="cpu", dtype="float32")
     student = load_model(args.student, device="cpu", dtype="float32") if args.student else teacher
     pair = ModelPair(teacher, student)
-    config = load_config(**{"prompts.max_prompts": args.prompts})
+    import yaml
+
+    settings = dict(item.split("=", 1) for item in args.set)
+    config = load_config(**{"prompts.max_prompts": args.prompts, **{k: yaml.safe_load(v) for k, v in settings.items()}})
     prompts = load_prompts(config.prompts.set, args.prompts)
     plan = plan_alignment(
         teacher.tokenizer, student.tokenizer, prompts.texts, same_tokenizer=pair.same_tokenizer,
@@ -73,10 +82,11 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {len(plan.prompts)} prompts, "
           f"{sum(len(p.teacher_ids) for p in plan.prompts)} tokens, {plan.n_rows} aligned rows, "
           f"{len(gated_layers(config, teacher.num_layers))} gated layers, {config.layers.matrix_rows} matrix rows")
-    control = control_model(student, config.chance.control, config.chance.seed)
+    control = control_models(student, config.chance.control, config.chance.seed, config.chance.seeds)
     bare_forward_seconds(pair, plan, config.batch_size, False)  # warm-up
-    for label, with_logits in (("representation suite", False), ("whole gate with logits", True)):
-        for chance, ctl in (("with chance control", control), ("without", None)):
+    labels = (("representation suite", False),) if args.suite_only else (("representation suite", False), ("whole gate with logits", True))
+    for label, with_logits in labels:
+        for chance, ctl in ((f"with {len(control)} chance controls", control), ("without", None))[: 1 if args.suite_only else 2]:
             bare, full = [], []
             for _ in range(args.repeats):
                 bare.append(bare_forward_seconds(pair, plan, config.batch_size, with_logits, ctl))
@@ -86,7 +96,7 @@ def main() -> None:
                 full.append(time.perf_counter() - started)
             print(f"{label}, {chance}: bare forward passes {min(bare):.2f} s, measurement {min(full):.2f} s "
                   f"(best of {args.repeats}); ratio {min(full) / min(bare):.2f}")
-    for with_logits in (False, True):
+    for with_logits in () if args.suite_only else (False, True):
         bare, half = [], []
         for _ in range(args.repeats):
             bare.append(bare_forward_seconds(pair, plan, config.batch_size, with_logits, analog=False))
@@ -107,6 +117,7 @@ PARTS = {
     "  of which its Gram matrices": ("pytest_analog.metrics", "linear_gram"),
     "kNN bootstrap": ("pytest_analog.metrics", "mutual_knn_replicates_pairs"),
     "layer matrix": ("pytest_analog.metrics", "cka_matrix"),
+    "permutation null (every metric, best matches)": ("pytest_analog.representation", "_calibration"),
 }
 
 

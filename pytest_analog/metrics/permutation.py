@@ -44,8 +44,8 @@ def calibrate(observed: float, null, alpha: float = 0.05) -> dict[str, float | N
     """The calibrated score, add-one p-value and threshold of ``observed`` against ``null`` (K values).
 
     Returns:
-        {"value", "threshold", "p_value", "calibrated", "permutations"}; a non-finite ``observed`` gives None for
-        the three derived figures.
+        {"value", "threshold", "p_value", "calibrated", "permutations"}; a non-finite ``observed`` (a constant
+        representation) gives None for the value and the three derived figures.
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
@@ -53,9 +53,10 @@ def calibrate(observed: float, null, alpha: float = 0.05) -> dict[str, float | N
     k = len(null)
     if k < 1:
         raise ValueError("a permutation null needs at least 1 permutation, got 0")
-    record = {"value": float(observed), "threshold": None, "p_value": None, "calibrated": None, "permutations": k}
+    record = {"value": None, "threshold": None, "p_value": None, "calibrated": None, "permutations": k}
     if not math.isfinite(observed):
         return record
+    record["value"] = float(observed)
     combined = np.sort(np.append(null, observed))
     threshold = float(combined[min(max(math.ceil((1 - alpha) * (k + 1)) - 1, 0), k)])
     record["threshold"] = threshold
