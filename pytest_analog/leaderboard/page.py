@@ -12,7 +12,7 @@ body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 96re
 table { border-collapse: collapse; width: 100%; }
 th, td { padding: .4rem .5rem; border-bottom: 1px solid #ddd; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.model { overflow-wrap: anywhere; min-width: 8rem; } td.pass, td.fail { white-space: nowrap; }
+td.model { overflow-wrap: anywhere; min-width: 8rem; } td.pass, td.fail, td.date { white-space: nowrap; }
 th button { font: inherit; font-weight: 600; background: none; border: 0; padding: 0; cursor: pointer; }
 th[aria-sort=ascending] button::after { content: " \\25B2"; }
 th[aria-sort=descending] button::after { content: " \\25BC"; }
@@ -123,7 +123,7 @@ def _row(entry: dict, suites: list[str]) -> str:
         *scores,
         cell(entry["verdict"], entry["verdict"], css=entry["verdict"] if entry["verdict"] in ("pass", "fail") else ""),
         cell(entry["passed"], _num(entry["passed_fraction"]), True),
-        cell(entry["date"], entry["date"]),
+        cell(entry["date"], entry["date"], css="date"),
     ]
     return f'<tr data-file="{html.escape(entry["file"])}">{"".join(cells)}</tr>'
 
