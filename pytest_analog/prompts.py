@@ -18,6 +18,7 @@ class PromptSet:
 
     @property
     def sha256(self) -> str:
+        """What identifies the set in cache keys and references: its texts, not its name or file path."""
         return hashlib.sha256(json.dumps(self.texts).encode()).hexdigest()
 
 
@@ -39,18 +40,25 @@ def load_prompts(name_or_path: str, max_prompts: int | None = None) -> PromptSet
         if not path.is_file():
             known = ", ".join(shipped_prompt_sets())
             raise AnalogError(f"unknown prompt set '{name_or_path}'; shipped sets: {known}, or give a .jsonl/.txt path")
-        text, source = path.read_text(encoding="utf-8"), f"prompt set '{name_or_path}'"
+        text, source = _read(path), f"prompt set '{name_or_path}'"
     elif path.suffix not in (".jsonl", ".txt"):
         raise AnalogError(f"prompt file {path} must be .jsonl (one {{\"text\": ...}} per line) or .txt (one per line)")
     elif not path.is_file():
         raise AnalogError(f"prompt file {path} does not exist")
     else:
-        text, source = path.read_text(encoding="utf-8"), f"prompt file {path}"
+        text, source = _read(path), f"prompt file {path}"
     lines = [line for line in text.splitlines() if line.strip()]
     texts = [_parse(line, i, source) for i, line in enumerate(lines, 1)] if path.suffix != ".txt" else lines
     if not texts:
         raise AnalogError(f"{source} holds no prompts")
     return PromptSet(name_or_path, tuple(texts[:max_prompts]))
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise AnalogError(f"prompt file {path} is not UTF-8 text (byte {exc.start} cannot be decoded)") from None
 
 
 def _parse(line: str, number: int, source: str) -> str:

@@ -57,6 +57,8 @@ class Run:
     packages: tuple[str, ...] = ("torch", "transformers")  # whose versions the cache keys hold
     needs_teacher: bool = False  # the analog half also runs the teacher when it is loaded (steering transfer)
     parallel: bool = False  # the teacher half splits its batches over `accelerate launch`'s processes (`reference.processes`)
+    # (Part, teacher record) -> the first way a stored part does not fit this run's schema, or None
+    part_problem: Callable[[Any, dict[str, Any]], str | None] = lambda part, teacher: None
 
     def settings(self, config: Config) -> dict[str, Any]:
         """The config values the analog half reads, by dotted key (a section stands for all its keys)."""
@@ -91,7 +93,7 @@ def _representation_inputs(session) -> Inputs:
     with_logits = _logits_wanted(session)
     return Inputs(
         args={"prompts": prompts, "with_logits": with_logits},
-        key={"prompts": [prompts.name, prompts.sha256], "with_logits": with_logits},
+        key={"prompts": prompts.sha256, "with_logits": with_logits},  # by content: not where the file lies
     )
 
 
@@ -108,9 +110,15 @@ def _representation_teacher_inputs(session) -> Inputs:
     with_logits = _logits_wanted(session)
     given = getattr(getattr(session, "teacher_half", None), "given", None)
     if not with_logits and given is not None and given.has("representation"):  # a part with logits serves too
-        with_logits = given.manifest["parts"]["representation"]["key"]["inputs"].get("with_logits", False)
+        with_logits = given.manifest["parts"]["representation"]["key"].get("inputs", {}).get("with_logits", False)
     return Inputs(args={"prompts": prompts, "with_logits": with_logits},
-                  key={"prompts": [prompts.name, prompts.sha256], "with_logits": with_logits})
+                  key={"prompts": prompts.sha256, "with_logits": with_logits})
+
+
+def _representation_part_problem(part, teacher) -> str | None:
+    from pytest_analog.reference.representation import part_problem
+
+    return part_problem(part, teacher)
 
 
 def _teacher_part(teacher, config, *, prompts, with_logits):
@@ -178,6 +186,7 @@ REPRESENTATION = Run(
                    "layers.matrix_rows", "embeddings.rows", "logits.top_k", "reference.dtype"),
     teacher_inputs=_representation_teacher_inputs,
     teacher=_teacher_part,
+    part_problem=_representation_part_problem,
 )
 
 
@@ -219,6 +228,35 @@ def _steering_teacher(teacher, config, *, behaviours, teacher_layers, map_texts)
     return teacher_part(teacher, config.steering, behaviours=behaviours, teacher_layers=teacher_layers, map_texts=map_texts)
 
 
+def _steering_part_problem(part, teacher) -> str | None:
+    """The steering part's schema (`steering.teacher.teacher_part`) against the teacher record's depth and width."""
+    meta, tensors, width = part.meta, part.tensors, teacher["hidden_size"]
+    layers, lengths, cases = meta.get("teacher_layers"), meta.get("map_lengths"), meta.get("behaviours")
+    if not (isinstance(layers, list) and all(_count(i) and i <= teacher["num_layers"] for i in layers)):
+        return f"data's teacher_layers are not teacher layers 0..{teacher['num_layers']}"
+    if not (isinstance(lengths, list) and all(_count(n) for n in lengths)) or not isinstance(meta.get("forward_passes"), dict):
+        return "data's map_lengths are not token counts, or its forward_passes not an object"
+    if not (isinstance(cases, dict) and all(isinstance(c, dict) and set(c) == {str(i) for i in layers} for c in cases.values())):
+        return "data's behaviours do not give a case per steered layer"
+    expected = {f"map/{i}": [sum(lengths), width] for i in layers}
+    for name, by_layer in cases.items():
+        for i, case in by_layer.items():
+            if not (isinstance(case, dict) and _count(case.get("train_items")) and isinstance(case.get("curve"), dict)):
+                return f"data's case {name}/{i} has no train_items count or curve"
+            expected.update({f"{name}/{i}/native": [width], f"{name}/{i}/differences": [case["train_items"], width]})
+    for name, shape in expected.items():
+        tensor = tensors.get(name)
+        if tensor is None or not tensor.is_floating_point() or list(tensor.shape) != shape:
+            kind = "missing" if tensor is None else f"{str(tensor.dtype).removeprefix('torch.')} {list(tensor.shape)}"
+            return f"tensor {name} is {kind}; the teacher record and the part's data ask for floating point {shape}"
+    extra = sorted(set(tensors) - set(expected))
+    return f"holds the unexpected tensor {extra[0]}" if extra else None
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _steer(pair, part, config, *, behaviours, layer_pairs, map_texts):
     from pytest_analog.steering.transfer import steering_analysis
 
@@ -254,6 +292,7 @@ STEERING = Run(
                    "steering.train_items", "steering.eval_items", "steering.batch_size", "steering.seed"),
     teacher_inputs=_steering_teacher_inputs,
     teacher=_steering_teacher,
+    part_problem=_steering_part_problem,
 )
 
 
@@ -279,6 +318,14 @@ def _benchmark_teacher(teacher, config, *, tasks, verbose):
     from pytest_analog.evals import teacher_part
 
     return teacher_part(teacher, config, tasks=tasks, verbose=verbose)
+
+
+def _benchmarks_part_problem(part, teacher) -> str | None:
+    """The benchmarks part: no tensors, and lm-eval's results of the teacher (what `evals.compare` reads)."""
+    if part.tensors:
+        return f"holds the unexpected tensor {sorted(part.tensors)[0]}"
+    missing = [key for key in ("results", "samples", "higher_is_better") if not isinstance(part.meta.get(key), dict)]
+    return f"data's {missing[0]} is not an object of lm-eval's results" if missing else None
 
 
 def _evaluate(pair, part, config, *, tasks, verbose):
@@ -313,6 +360,7 @@ BENCHMARKS = Run(
     teacher_reads=("benchmarks.num_fewshot", "benchmarks.limit", "benchmarks.batch_size", "benchmarks.backend", "seed"),
     teacher_inputs=_benchmark_teacher_inputs,
     teacher=_benchmark_teacher,
+    part_problem=_benchmarks_part_problem,
 )
 
 

@@ -103,7 +103,7 @@ def test_a_reference_built_with_other_settings_is_refused(pytester, tiny_random_
     result = pytester.runpytest(f"--analog-reference={reference}", f"--analog-student={tiny_random_dir}", *QUICK,
                                 f"--analog-config={config}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: *was built with other settings than this run asks for (settings: *"])
+    result.stderr.fnmatch_lines(["ERROR: *was built with other settings than this run asks for (settings.layers.teacher: built with *, this run reads 2)*"])
     fewer = pytester.runpytest(f"--analog-reference={reference}", f"--analog-student={tiny_random_dir}",
                                "--analog-max-prompts=12", "--analog-suites=representation")
     assert fewer.ret == pytest.ExitCode.USAGE_ERROR
@@ -129,7 +129,7 @@ def test_a_reference_with_logits_serves_a_run_without_and_one_without_refuses_th
     result = pytester.runpytest(f"--analog-reference={out}", f"--analog-student={tiny_random_dir}",
                                 "--analog-max-prompts=24", "--analog-suites=representation,logits")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: *was built with other settings than this run asks for (inputs: *"])
+    result.stderr.fnmatch_lines(["ERROR: *was built with other settings than this run asks for (inputs.with_logits: built with false, this run reads true)*"])
 
 
 @pytest.mark.parametrize("args, message", [
@@ -180,3 +180,29 @@ def test_build_refuses_a_folder_that_is_not_a_reference(tmp_path, tiny_dir, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "exists and is not a teacher reference" in err
     assert (tmp_path / "mine" / "keep.txt").read_text() == "x"
+
+
+def test_a_reference_built_with_a_custom_prompt_set_is_keyed_by_the_prompts_content(
+        pytester, tiny_dir, tiny_random_dir, tmp_path, monkeypatch):
+    """Issue 22 item 7: built with a relative --config in its own folder, the reference serves a gate whose
+    config names the same prompts by another path, and one whose config is a byte-identical copy elsewhere."""
+    from pytest_analog.prompts import load_prompts
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "mine.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in load_prompts("default").texts[:12]))
+    write_yaml(home / "analog.yaml", {"version": 2, "prompts": {"set": "mine.jsonl"}})
+    monkeypatch.chdir(home)
+    assert cli.main(["build", f"--teacher={tiny_dir}", "--out=ref", "--config=analog.yaml", "--max-prompts=12",
+                     "--suites=representation", "--device=cpu"]) == 0
+    copy = shutil.copytree(home, tmp_path / "copy", ignore=shutil.ignore_patterns("ref"))
+    for config in (home / "analog.yaml", copy / "analog.yaml"):
+        result = pytester.runpytest(f"--analog-reference={home / 'ref'}", f"--analog-student={tiny_random_dir}",
+                                    f"--analog-config={config}", "--analog-max-prompts=12", "--analog-suites=representation",
+                                    "-p", "no:cacheprovider")
+        assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED), result.stderr.str()
+    (copy / "mine.jsonl").write_text(json.dumps({"text": "another prompt"}) + "\n")
+    other = pytester.runpytest(f"--analog-reference={home / 'ref'}", f"--analog-student={tiny_random_dir}",
+                               f"--analog-config={copy / 'analog.yaml'}", "--analog-max-prompts=12", "--analog-suites=representation")
+    assert other.ret == pytest.ExitCode.USAGE_ERROR
+    other.stderr.fnmatch_lines(["ERROR: *built with other settings than this run asks for (inputs.prompts: built with *"])

@@ -14,7 +14,7 @@ from pytest_analog.reference import store
 def _reference(tokenizer, scale: float = 1.0) -> store.Reference:
     part = store.Part({"rows": torch.arange(12, dtype=torch.float32).reshape(3, 4) * scale, "ids": torch.tensor([5, 6, 7])},
                       {"layers": [0, 2], "note": "x"}, {"settings": {"seed": 0}, "inputs": {"prompts": "abc"}})
-    return store.build({"id": "teacher", "num_layers": 2}, {"representation": part}, store.tokenizer_files(tokenizer),
+    return store.build({"id": "teacher", "num_layers": 2, "hidden_size": 4}, {"representation": part}, store.tokenizer_files(tokenizer),
                        {"pytest_analog": "test"})
 
 
@@ -66,8 +66,8 @@ def test_a_missing_reference_says_how_to_build_one(tmp_path):
 def test_a_part_built_with_other_settings_is_refused(tmp_path, bos_tokenizer):
     store.write(_reference(bos_tokenizer), tmp_path / "ref")
     loaded = store.load(tmp_path / "ref")
-    with pytest.raises(AnalogError, match=r"built with other settings than this run asks for \(settings: built with "
-                                          r"\{\"seed\": 0\}, this run reads \{\"seed\": 1\}\)"):
+    with pytest.raises(AnalogError, match=r"built with other settings than this run asks for \(settings.seed: built with "
+                                          r"0, this run reads 1\)"):
         loaded.part("representation", {"settings": {"seed": 1}, "inputs": {"prompts": "abc"}})
     with pytest.raises(AnalogError, match="holds no 'steering' part"):
         loaded.part("steering")
@@ -94,3 +94,42 @@ def test_merged_manifests_hold_every_part(bos_tokenizer):
     assert set(merged["parts"]) == {"representation", "steering"}
     assert store.part_files(merged["files"], "steering") == b["files"]
     assert store.merged([a]) == a
+
+
+def test_a_settings_difference_names_the_deepest_key_and_both_whole_values():
+    long = "x" * 80
+    built = {"settings": {"layers.teacher": "all", "layers": {"teacher": [0, 1, 2], "map": "cka"}, "note": long + "a"},
+             "inputs": {"with_logits": True, "prompts": "abc"}}
+    assert store.key_difference(built, built) is None
+    wanted = json.loads(json.dumps(built))
+    wanted["settings"]["layers"]["teacher"] = [0, 1, 3]
+    assert store.key_difference(built, wanted) == "settings.layers.teacher[2]: built with 2, this run reads 3"
+    wanted = {**built, "inputs": {"with_logits": False, "prompts": "abc"}}
+    assert store.key_difference(built, wanted) == "inputs.with_logits: built with true, this run reads false"
+    wanted = {**built, "settings": {**built["settings"], "note": long + "b"}}
+    assert store.key_difference(built, wanted) == f'settings.note: built with "{long}a", this run reads "{long}b"'
+    wanted = {**built, "settings": {**built["settings"], "seed": 1}}
+    assert store.key_difference(built, wanted) == "settings.seed: built with nothing, this run reads 1"
+
+
+def test_stored_files_are_hashed_as_they_stream_and_read_once(tmp_path, bos_tokenizer, monkeypatch):
+    """Loading hashes every file in chunks (a large part is never held whole to be hashed); a part's bytes are
+    read once and those very bytes are hashed, so a file swapped after the check is never used."""
+    store.write(_reference(bos_tokenizer), tmp_path / "ref")
+    reads = []
+    real = store.os.fdopen
+
+    def recording(fd, mode):
+        f = real(fd, mode)
+        read = f.read
+        f.read = lambda size=-1: reads.append(size) or read(size)
+        return f
+
+    monkeypatch.setattr(store.os, "fdopen", recording)
+    loaded = store.load(tmp_path / "ref")
+    assert reads[0] == -1 and len(reads) > 1 and all(size > 0 for size in reads[1:])  # the manifest, then chunks
+    reads.clear()
+    (tmp_path / "ref" / "representation.json").write_text('{"layers": [9]}')  # swapped after the check
+    with pytest.raises(AnalogError, match="its file representation.json was changed since it was opened"):
+        loaded.part("representation")
+    assert reads.count(-1) == 2  # each of the part's files read whole once

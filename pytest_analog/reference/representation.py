@@ -199,6 +199,85 @@ def usable_rows(weight: torch.Tensor, ids: np.ndarray) -> np.ndarray:
     return keep
 
 
+def part_problem(part: Part, teacher: dict) -> str | None:
+    """The first way a representation part does not fit the schema above and the teacher record (its depth,
+    width and vocabulary), as a phrase, or None: checked when the part is read, before any test reads it."""
+    meta, t = part.meta, part.tensors
+    depth, width = teacher["num_layers"], teacher["hidden_size"]
+    tokenizer = teacher.get("tokenizer", {}).get("vocab_size") if isinstance(teacher.get("tokenizer"), dict) else None
+    for name, kind in (("layers", list), ("num_layers", int), ("n_prompts", int), ("top_k", int), ("vocab", int), ("dtype", str)):
+        if not isinstance(meta.get(name), kind) or isinstance(meta.get(name), bool):
+            return f"data's {name} is {meta.get(name)!r:.60}, not a JSON {kind.__name__}"
+    if meta["num_layers"] != depth:
+        return f"data has {meta['num_layers']} layers; the teacher record has {depth}"
+    if not all(isinstance(i, int) and 0 <= i <= depth for i in meta["layers"]) or not meta["layers"]:
+        return f"data's layers {meta['layers']!r:.60} are not teacher layers 0..{depth}"
+    n_prompts, k, vocab = meta["n_prompts"], meta["top_k"], meta["vocab"]
+    if n_prompts < 0 or k < 0 or not 0 < vocab <= (tokenizer if isinstance(tokenizer, int) else vocab) or k > vocab:
+        return f"data's n_prompts {n_prompts}, top_k {k} or vocab {vocab} is out of range"
+    expected = {name: (False, [None if name in ("tokens", "positions", "matrix.rows") else n_prompts + 1])
+                for name in ("tokens", "offsets.tokens", "positions", "offsets.kept", "matrix.rows", "offsets.logits")}
+    problem = _tensors_problem(t, expected)
+    if problem:
+        return problem
+    n_kept, sample, n_logits = len(t["positions"]), len(t["matrix.rows"]), int(t["offsets.logits"][-1])
+    expected.update({f"hidden.{i}": (True, [n_kept, width]) for i in meta["layers"]})
+    expected.update({f"matrix.{i}": (True, [sample, width]) for i in range(depth + 1)})
+    if k:
+        expected.update({"logits.ids": (False, [n_logits, k]), "logits.logprobs": (True, [n_logits, k]),
+                         "logits.tail": (True, [n_logits]), "logits.target": (True, [n_logits])})
+    for name in EMBEDDINGS:
+        tokens = meta.get(f"{name}_tokens")
+        if tokens is not None and not (isinstance(tokens, list) and all(isinstance(s, str) for s in tokens)):
+            return f"data's {name}_tokens is not a list of token strings"
+        if tokens is not None:
+            expected[name] = (True, [len(tokens), width])
+    problem = _tensors_problem(t, expected, complete=True)
+    if problem:
+        return problem
+    for name in (n for n in expected if n.startswith(("hidden.", "matrix.")) and n != "matrix.rows"):
+        if str(t[name].dtype).removeprefix("torch.") != meta["dtype"]:
+            return f"tensor {name} is {str(t[name].dtype).removeprefix('torch.')}; its data says {meta['dtype']}"
+    lengths, kept = _counts(t["offsets.tokens"], len(t["tokens"])), _counts(t["offsets.kept"], n_kept)
+    if lengths is None or kept is None:
+        return "offsets.tokens or offsets.kept do not run from 0 to its token or kept row count"
+    prompt = torch.repeat_interleave(torch.arange(n_prompts), kept)
+    positions, same = t["positions"], prompt[1:] == prompt[:-1]
+    if bool((positions < 0).any() | (positions >= lengths[prompt]).any() | (same & (positions[1:] <= positions[:-1])).any()):
+        return "positions are not increasing positions inside each prompt"
+    if bool((t["tokens"] < 0).any()) or bool(((t["matrix.rows"] < 0) | (t["matrix.rows"] >= n_kept)).any()):
+        return "tokens or matrix.rows are out of range"
+    per_prompt = _counts(t["offsets.logits"], n_logits)
+    if per_prompt is None or bool((per_prompt > kept).any()):
+        return "offsets.logits do not give each prompt at most one next-token row per kept position"
+    if k:
+        if bool(((t["logits.ids"] < 0) | (t["logits.ids"] >= vocab)).any()):
+            return f"logits.ids holds token ids outside the vocabulary of {vocab}"
+    return None
+
+
+def _tensors_problem(tensors: dict[str, torch.Tensor], expected: dict[str, tuple[bool, list]], complete: bool = False) -> str | None:
+    """The first tensor of ``expected`` (name -> (floating point?, shape; None: any length)) that is missing or
+    of another kind or shape; with ``complete``, also one that is not expected."""
+    for name, (floating, shape) in expected.items():
+        if name not in tensors:
+            return f"holds no tensor {name}"
+        tensor = tensors[name]
+        kind = "floating point" if floating else "int64"
+        if not (tensor.is_floating_point() if floating else tensor.dtype == torch.int64):
+            return f"tensor {name} is {str(tensor.dtype).removeprefix('torch.')}, not {kind}"
+        if tensor.ndim != len(shape) or any(want is not None and got != want for got, want in zip(tensor.shape, shape)):
+            return f"tensor {name} has shape {list(tensor.shape)}; the teacher record and the part's data ask for {shape}"
+    extra = sorted(set(tensors) - set(expected)) if complete else []
+    return f"holds the unexpected tensor {extra[0]}" if extra else None
+
+
+def _counts(offsets: torch.Tensor, total: int) -> torch.Tensor | None:
+    """Each prompt's count from its offsets, or None unless they rise from 0 to ``total``."""
+    counts = offsets.diff()
+    return counts if offsets[0] == 0 and offsets[-1] == total and not bool((counts < 0).any()) else None
+
+
 class TeacherRows:
     """The teacher's side of one analog run: the part's rows for the prompts and positions the plan compares.
 

@@ -53,7 +53,8 @@ class TeacherHalf:
         if spec.name not in self.parts:
             key, inputs = self.key(spec)
             if self.given is not None:
-                part, files = self.given.part(spec.name, key), store.part_files(self.given.manifest["files"], spec.name)
+                part = self.given.part(spec.name, key, check=spec.part_problem)
+                files = store.part_files(self.given.manifest["files"], spec.name)
             else:
                 part, files = self._live(spec, key, inputs)
             self.parts[spec.name] = part
@@ -66,7 +67,7 @@ class TeacherHalf:
         if folder is not None and (folder / store.MANIFEST).is_file():
             with contextlib.suppress(AnalogError):  # a broken entry is rebuilt
                 cached = store.load(folder)
-                part = cached.part(spec.name, key)
+                part = cached.part(spec.name, key, check=spec.part_problem)
                 self._record = self._record or cached.teacher
                 if self._tokenizer_files is None:
                     self._tokenizer_files = cached.tokenizer_files()
