@@ -140,11 +140,14 @@ def _criterion(bundle: dict, metric: str) -> dict:
          "does not follow the submission schema: at $.report.criteria[7].interval: [1.0] is too short"),
         (lambda b: _criterion(b, "parameter_fraction").update(bound="sideways"),
          "does not follow the submission schema: at $.report.criteria[0].bound: 'sideways' is not one of ['min', 'max']"),
+        (lambda b: b["report"]["models"]["analog"].update(id="famous-org/analog"),
+         "its report names another analog than its file record does (models.analog.id differs)"),
         (lambda b: _criterion(b, "embedding_geometry").update(value=float("nan")), "is not a JSON file: NaN is not a JSON number"),
         (lambda b: _criterion(b, "embedding_geometry").update(value=float("inf")),
          "is not a JSON file: Infinity is not a JSON number"),
     ],
-    ids=["newline-in-id", "control-in-analog", "newline-in-version", "short-interval", "unknown-bound", "nan", "infinity"],
+    ids=["newline-in-id", "control-in-analog", "newline-in-version", "short-interval", "unknown-bound", "other-analog", "nan",
+         "infinity"],
 )
 def test_malformed_fields_are_one_rejection_each_and_the_board_is_written(bundles, tmp_path, capsys, edit, reason):
     folder = tmp_path / "submissions"

@@ -4,7 +4,8 @@ A submission is rejected, with one line saying why, when its file is not a plain
 JSON file, when it breaks the schema (every field the board reads is checked
 there first), when it was edited after it was written (its own ``sha256``), when
 its report disagrees with its own file hashes (the weight hashes recomputed from
-the bundle's file digests must be the report's), with its own thresholds (each
+the bundle's file digests must be the report's, and the analog it names the
+one its file record names), with its own thresholds (each
 verdict recomputed from value and threshold; built-in criteria must carry the
 gate their config sets, `config.Gates.gate`; counts and overall verdict
 recomputed), or when its teacher is not the teacher of the reference it names.
@@ -215,6 +216,8 @@ def check_submission(bundle: Any) -> str | None:
                 f"weights {recorded[:12]}…: a weight file was swapped or edited"
             )
     models = report["models"]
+    if models["analog"]["id"] != bundle["models"]["analog"]["id"]:
+        return "its report names another analog than its file record does (models.analog.id differs)"
     fraction = parameter_fraction(models)
     if not math.isclose(models["parameter_fraction"], fraction, rel_tol=1e-9):
         return f"parameter_fraction {models['parameter_fraction']:.6g} is not the analog's / teacher's parameters ({fraction:.6g})"
