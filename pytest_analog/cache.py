@@ -3,18 +3,56 @@
 Each entry is a JSON file named by its key, holding the key again and a SHA-256
 of its payload; a file that is truncated, edited, or written for another key is
 ignored (and later overwritten), never read as a result.
+
+A cache speeds a gate up and never stops one: a write that fails (disk full,
+no permission) is skipped with one `CacheWarning`, and the rest of the run
+writes nothing more (`write`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pytest_analog.atomic import write_atomic
+from pytest_analog.errors import AnalogWarning
 
 FORMAT = "pytest-analog-cache/1"
+_writing = {"on": True}  # off once a write failed in this run (`begin_run` turns it on again)
+
+
+class CacheWarning(AnalogWarning):
+    """A cache write failed; the run goes on without writing to the cache."""
+
+
+def begin_run() -> None:
+    """Turn cache writes on for a new run (a failed write turned them off in an earlier one)."""
+    _writing["on"] = True
+
+
+def write(fn: Callable[..., Any], *args: Any) -> bool:
+    """Call ``fn(*args)``, a write into the cache; True when it wrote, False when it failed or was skipped
+    because an earlier write of this run failed.
+
+    The first ``OSError`` (disk full, no permission, read-only file system) warns
+    once (`CacheWarning`) and turns later writes off: the run still reads what the
+    cache holds and measures the rest.
+    """
+    if not _writing["on"]:
+        return False
+    try:
+        fn(*args)
+        return True
+    except OSError as exc:
+        _writing["on"] = False
+        where = f" ({exc.filename})" if exc.filename else ""
+        warnings.warn(CacheWarning(
+            f"the cache cannot be written: {exc.strerror or exc}{where}; this run goes on without writing to it"
+        ), stacklevel=2)
+        return False
 
 
 def cache_key(**parts: Any) -> str:
@@ -49,10 +87,9 @@ def load(directory: Path, key: str) -> Any | None:
     return None
 
 
-def store(directory: Path, key: str, payload: Any) -> Path:
-    """Write ``payload`` under ``key`` atomically."""
+def store(directory: Path, key: str, payload: Any) -> Path | None:
+    """Write ``payload`` under ``key`` atomically; None when the cache cannot be written (`write`)."""
     path = Path(directory) / f"{key}.json"
     payload = canonical(payload)  # what load() will see
     entry = {"format": FORMAT, "key": key, "sha256": _digest(payload), "payload": payload}
-    write_atomic(path, json.dumps(entry))
-    return path
+    return path if write(write_atomic, path, json.dumps(entry)) else None

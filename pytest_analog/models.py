@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_analog import cache
 from pytest_analog.atomic import write_atomic
 from pytest_analog.errors import AnalogError
 
@@ -174,6 +175,32 @@ def check_files(source: ModelSource, *, trust_remote_code: bool = False) -> None
         )
 
 
+def check_vocab(source: ModelSource, config, *, trust_remote_code: bool = False) -> None:
+    """Refuse a tokenizer with more tokens than the model has embedding rows (config ``vocab_size``):
+    its larger ids index past the embedding matrix, an IndexError in every test.
+
+    Loads the tokenizer only (a GGUF file holds the tokenizer its config was read from).
+
+    Raises:
+        AnalogError: naming the model, both sizes and what to do; or when the tokenizer cannot be loaded.
+    """
+    if source.gguf_file:
+        return
+    from transformers import AutoTokenizer
+
+    try:
+        tokens = len(AutoTokenizer.from_pretrained(source.directory, trust_remote_code=trust_remote_code))
+    except Exception as exc:
+        raise AnalogError(_load_failure(source.ref, exc, trust_remote_code)) from None
+    rows = config.get_text_config().vocab_size
+    if isinstance(rows, int) and tokens > rows:
+        raise AnalogError(
+            f"{source.ref}: its tokenizer has {tokens} tokens but its config's vocab_size is {rows} embedding rows; "
+            f"token ids {rows} and up would index past the embeddings. Give the tokenizer the model was trained "
+            "with, or resize the embeddings (model.resize_token_embeddings) and save the model again"
+        )
+
+
 def _tokenizer_needs_code(directory: Path) -> bool:
     """True when tokenizer_config.json maps AutoTokenizer to repository code and names no transformers class,
     which is when transformers refuses to load it without ``trust_remote_code``."""
@@ -263,7 +290,7 @@ def file_sha256s(files: list[Path], cache_dir: Path | None = None) -> dict[Path,
         digests[path] = entry["sha256"]
     if changed and memo_path:
         memo = {k: v for k, v in memo.items() if isinstance(v, dict)}  # drops entries of the old path:size:mtime form
-        write_atomic(memo_path, json.dumps(memo, indent=0))
+        cache.write(write_atomic, memo_path, json.dumps(memo, indent=0))
     return digests
 
 

@@ -11,6 +11,8 @@ import pytest
 from pytest_analog.atomic import folder_problem
 
 SUITES = ("representation", "embeddings", "logits", "steering", "benchmarks", "compliance")
+# Exit code of a run of part of the gate that failed nothing: not a pass (0), and none of pytest's own 0-5.
+EXIT_PARTIAL = 6
 
 
 def _device(value: str) -> str:
@@ -81,7 +83,10 @@ def add_options(parser: pytest.Parser) -> None:
     Values are checked in `read_settings`, not by argparse, so that a bad one is
     one line and the run can still withdraw the earlier report (see `SettingsError`).
     """
-    group = parser.getgroup("analog", "pytest-analog: fidelity of an analog model to its teacher")
+    group = parser.getgroup(
+        "analog", "pytest-analog: fidelity of an analog model to its teacher (exit 0: the gate passed, "
+        f"1: it failed, {EXIT_PARTIAL}: only part of it ran, as with -k, --lf, --ignore or a lost xdist worker)",
+    )
     for name, metavar, _, default, text in _OPTIONS:
         shown = f" (default: {default})" if default is not None else ""
         group.addoption(f"--analog-{name}", metavar=metavar, default=None, help=text + shown)

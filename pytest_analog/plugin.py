@@ -25,8 +25,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     session = AnalogSession(config)
     config.stash[session_key] = session
+    config.pluginmanager.register(session, "analog_session")  # its pytest_runtest_logreport
     if session.enabled and session.settings.suites:
         config.args.append(str(session.suites_dir))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(session_key, None)
+    if session is not None and config.pluginmanager.is_registered(session):
+        config.pluginmanager.unregister(session)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -58,6 +65,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "benchmark_task" in metafunc.fixturenames:
         tasks = metafunc.config.stash[session_key].benchmark_tasks()
         metafunc.parametrize("benchmark_task", tasks, ids=tasks)
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    item.config.stash[session_key].note_collected(item)
 
 
 def pytest_deselected(items) -> None:

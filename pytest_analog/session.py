@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from pytest_analog import __version__
+from pytest_analog import __version__, cache
 from pytest_analog.config import load_config
 from pytest_analog.errors import AnalogError
 from pytest_analog.models import parameter_fraction
-from pytest_analog.options import SettingsError, read_settings
+from pytest_analog.options import EXIT_PARTIAL, SettingsError, read_settings
 from pytest_analog.criterion import Criterion
 from pytest_analog.resources import shipped
 from pytest_analog.runs import RUNS, SUITE_RUNS, Inputs, Outcome, Run
@@ -37,6 +37,7 @@ class AnalogSession:
         self.pytest_config = config
         # a pytest-xdist worker measures and hands its state to the controller, which alone writes
         self.is_worker = hasattr(config, "workerinput")
+        cache.begin_run()
         try:
             self.settings = read_settings(config)
         except SettingsError as exc:
@@ -58,6 +59,10 @@ class AnalogSession:
         self._merged_references: list[dict] = []  # the reference manifests of xdist workers' teacher parts
         self._deselected = 0  # deselected tests that record criteria (-k, -m, --lf, --deselect, --sw)
         self._partial: str | None = None  # why this run's report covers only part of the criteria
+        self._suites_seen: set[str] = set()  # built-in suites with a collected test (merged over xdist workers)
+        self._recording_tests: set[str] = set()  # tests whose reports carry a recorded criterion (controller)
+        self._workers_down: list[str] = []  # xdist workers that went down without handing over their state
+        self._unwritten: str | None = None  # why the report or bundle could not be written (one line)
         self._sources: tuple = ()  # (teacher, analog) `ModelSource`, resolved before collection; teacher None with a reference
         self.teacher_half = None  # `reference.teacher.TeacherHalf`: each run's teacher part, set before collection
         self.depths: tuple[int, int] | None = None  # (teacher, analog) number of blocks, read before collection
@@ -102,10 +107,11 @@ class AnalogSession:
 
     def check_models(self) -> None:
         """Check every input that can be checked before any test, so bad input is a usage error (exit 4):
-        both models (resolved, configs read, safetensors headers, tokenizer code; no weights loaded),
-        the prompt set, steering layers and behaviours, benchmark tasks."""
+        both models (resolved, configs read, safetensors headers, tokenizer code and size; no weights loaded),
+        the prompt set, steering layers and behaviours, benchmark tasks, and the memory the config needs."""
         from pytest_analog.layers import gated_layers, layer_map
-        from pytest_analog.models import check_files, read_config, resolve_device, resolve_source
+        from pytest_analog.memory import available_memory, gate_memory, memory_problem
+        from pytest_analog.models import check_files, check_vocab, read_config, resolve_device, resolve_source
         from pytest_analog.prompts import load_prompts
 
         from pytest_analog.reference import store
@@ -116,6 +122,8 @@ class AnalogSession:
             resolve_device(settings.device)
             reference = store.load(settings.reference) if settings.reference else None
             sources, depths = [None] if reference else [], [reference.teacher["num_layers"]] if reference else []
+            width = reference.teacher.get("hidden_size") if reference else None
+            widths = [width if isinstance(width, int) else 0] if reference else []
             for ref in (settings.student,) if reference else (settings.teacher, settings.student):
                 with self.showing_progress():  # a hub download shows its progress
                     sources.append(
@@ -123,10 +131,17 @@ class AnalogSession:
                     )
                 config = read_config(sources[-1], trust_remote_code=settings.trust_remote_code)
                 check_files(sources[-1], trust_remote_code=settings.trust_remote_code)
+                check_vocab(sources[-1], config, trust_remote_code=settings.trust_remote_code)
                 depths.append(config.get_text_config().num_hidden_layers)
-            load_prompts(self.analog_config.prompts.set)
-            layer_map(self.analog_config, gated_layers(self.analog_config, depths[0]), *depths)
+                widths.append(config.get_text_config().hidden_size)
+            prompts = len(load_prompts(self.analog_config.prompts.set, self.analog_config.prompts.max_prompts).texts)
+            gated = gated_layers(self.analog_config, depths[0])
+            layer_map(self.analog_config, gated, *depths)
             wanted = {SUITE_RUNS[suite] for suite in settings.suites}
+            sizes = gate_memory(self.analog_config, prompts=prompts, widths=(widths[0], widths[1]), gated_layers=len(gated), runs=wanted)
+            problem = memory_problem(sizes, available_memory())
+            if problem:
+                raise AnalogError(problem)
             if "steering" in wanted:
                 _check_steering(self.analog_config.steering, depths)
             if "benchmarks" in wanted:
@@ -352,6 +367,17 @@ class AnalogSession:
         if nodeid:
             self._nodeids[criterion.id] = nodeid
 
+    def note_collected(self, item: pytest.Item) -> None:
+        """Note the built-in suite ``item`` belongs to: a requested suite with no collected test makes the run partial."""
+        if self.is_suite(item.path):
+            self._suites_seen.add(item.path.stem.removeprefix("test_"))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Note a test whose report carries a recorded criterion (`Recorder` adds ``analog_metric`` to its user
+        properties): the xdist controller sees these reports too, whether or not their worker hands its state over."""
+        if any(name == "analog_metric" for name, _ in report.user_properties):
+            self._recording_tests.add(report.nodeid)
+
     def note_deselected(self, items) -> None:
         """Count deselected tests that record criteria: without them the report covers part of the gate."""
         self._deselected += sum("fidelity_record" in getattr(item, "fixturenames", ()) for item in items)
@@ -369,15 +395,18 @@ class AnalogSession:
             "models": self._models_info(),
             "reference": self._reference_manifest(),
             "deselected": self._deselected,
+            "suites": sorted(self._suites_seen),
         }
         return json.dumps(state, default=lambda value: value.tolist() if hasattr(value, "tolist") else str(value))
 
     def merge_worker(self, worker: str, output: str | None, error: object = None) -> None:
-        """Take in an xdist worker's `worker_output`; a worker that went down without one fails the run."""
+        """Take in an xdist worker's `worker_output`; a worker that went down without one fails the run and
+        makes it partial."""
         if worker in self._merged:
             return
         self._merged.add(worker)
         if output is None:
+            self._workers_down.append(worker)
             self._failure = self._failure or (
                 f"pytest-xdist worker {worker} went down ({error or 'no output'}); the criteria it measured are missing"
             )
@@ -394,6 +423,7 @@ class AnalogSession:
         if state["reference"]:
             self._merged_references.append(state["reference"])
         self._deselected = max(self._deselected, state["deselected"])  # every worker collects the same tests
+        self._suites_seen.update(state["suites"])
 
     def _models_info(self) -> dict | None:
         if "representation" in self._runs:
@@ -478,6 +508,10 @@ class AnalogSession:
         What this run leaves at those paths is its own: a run with nothing to report removes
         the earlier report files and bundle, and a partial run (`_partial_reason`) writes a
         report whose verdict is at best "partial" and no bundle. ``--collect-only`` touches nothing.
+
+        The exit code follows the verdict: a failed gate exits 1, a partial one that failed
+        nothing `EXIT_PARTIAL`. A report or bundle that cannot be written (disk full, Ctrl-C)
+        is one line in the summary and exit 4 (2 when interrupted); the earlier files stay whole.
         """
         from pytest_analog.atomic import remove_files
         from pytest_analog.report import write_reports
@@ -486,21 +520,55 @@ class AnalogSession:
             return []
         self._partial = self._partial_reason(session)
         if not (self.criteria or self._failure):
+            self._settle(session, "partial" if self._partial else None)
             self._withdraw()
             return []
         report = self.report()
-        written = write_reports(report, self.settings.report) if self.settings.report else []
-        if self.settings.submit and "models" in report and not self._partial:
-            from pytest_analog.submission import write_submission
+        self._settle(session, report["verdict"])
+        written, writing = [], "report"
+        try:
+            if self.settings.report:
+                written = write_reports(report, self.settings.report)
+            writing = "submit"
+            if self.settings.submit and "models" in report and not self._partial:
+                from pytest_analog.submission import write_submission
 
-            self.submitted = write_submission(report, *self._sources, self.settings.submit, self.cache_dir)
-            written.append(self.submitted)
-        elif self.settings.submit:
-            remove_files([self.settings.submit])
+                self.submitted = write_submission(report, *self._sources, self.settings.submit, self.cache_dir)
+                written.append(self.submitted)
+            elif self.settings.submit:
+                remove_files([self.settings.submit])
+        except (OSError, KeyboardInterrupt) as exc:
+            self._not_written(session, exc, writing)
         return written
+
+    def _settle(self, session: pytest.Session, verdict: str | None) -> None:
+        """Give a run whose tests all passed the exit code of its verdict (a failed gate 1, a partial one 6)."""
+        if self.enabled and session.exitstatus == pytest.ExitCode.OK:
+            if verdict == "fail":
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            elif verdict == "partial":
+                session.exitstatus = EXIT_PARTIAL
+
+    def _not_written(self, session: pytest.Session, exc: BaseException, option: str) -> None:
+        """The report files or the bundle (``option``: "report" or "submit") could not be written: one line for the
+        summary. The earlier files stay whole (`atomic`: written beside them first, swapped in with SIGINT held back)."""
+        what = "report files" if option == "report" else "bundle"
+        option = f"--analog-{option}={getattr(self.settings, option)}"
+        if isinstance(exc, KeyboardInterrupt):
+            self._unwritten = f"{option}: interrupted while writing the {what}; nothing is half-written: the earlier {what} or this run's are in place"
+            session.exitstatus = pytest.ExitCode.INTERRUPTED
+        else:
+            self._unwritten = (f"{option}: the {what} could not be written ({exc.strerror or exc}); "
+                               "what was there before is left as it was")
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
 
     def _partial_reason(self, session: pytest.Session) -> str | None:
         """Why the tests that ran are not every test that records a criterion, or None."""
+        if self._workers_down:
+            return f"pytest-xdist worker(s) {', '.join(self._workers_down)} went down; the criteria they recorded are missing"
+        missing = len(self._recording_tests) - len(self.criteria)
+        if missing > 0:  # recorded by tests whose worker never handed them over
+            return f"{missing} of the {len(self._recording_tests)} criteria that tests recorded are missing"
         if self._deselected:
             return f"{self._deselected} test(s) that record criteria were deselected (-k, -m, --lf, --deselect or --sw)"
         last_failed = self.pytest_config.pluginmanager.get_plugin("lfplugin")
@@ -509,6 +577,10 @@ class AnalogSession:
         stopped = session.shouldfail or session.shouldstop or session.exitstatus == pytest.ExitCode.INTERRUPTED
         if stopped:
             return f"the run stopped before every test ran ({stopped if isinstance(stopped, str) else 'interrupted'})"
+        unrun = [suite for suite in self.settings.suites if suite not in self._suites_seen]
+        if self.enabled and unrun:
+            return (f"requested suite(s) {', '.join(unrun)} never ran: none of their tests was collected "
+                    "(--ignore, --ignore-glob, a conftest or a plugin left them out)")
         return None
 
     @contextlib.contextmanager
@@ -536,16 +608,22 @@ class AnalogSession:
         from pytest_analog.report import terminal_lines
 
         if not self.criteria:
+            if self._partial and self.enabled:
+                terminalreporter.write_sep("=", "analog fidelity")
+                terminalreporter.write_line(f"analog fidelity: PARTIAL - {self._partial}")
             return
         terminalreporter.write_sep("=", "analog fidelity")
         for line in terminal_lines(self.report()):
             terminalreporter.write_line(line)
-        if self.settings.report:
+        failed = self._unwritten or ""
+        if self.settings.report and not failed.startswith("--analog-report"):
             terminalreporter.write_line(f"report: {self.settings.report / 'fidelity.html'}")
-        if self.settings.submit:
-            why = "partial run" if self._partial else "no model was measured"
+        if self.settings.submit and not failed.startswith("--analog-submit"):
+            why = "partial run" if self._partial else "the report was not written" if failed else "no model was measured"
             written = f"submission: {self.submitted}" if self.submitted else f"submission: none written ({why})"
             terminalreporter.write_line(written)
+        if failed:
+            terminalreporter.write_line(f"ERROR: {failed}", red=True, bold=True)
 
 
 def _lacks(run: str, what: str, settings: str) -> None:

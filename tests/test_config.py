@@ -49,18 +49,49 @@ def test_dotted_overrides_apply_last(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("chance.resamples", 100_000_000, "0 (no intervals) or an integer from 10 to 100,000"),
+        ("chance.rows", 65_537, "an integer from 8 to 65,536"),
+        ("layers.matrix_rows", 10**9, "an integer from 8 to 65,536"),
+        ("prompts.max_prompts", 100_001, "null or an integer from 1 to 100,000"),
+        ("prompts.max_length", 10**6, "an integer from 2 to 32,768"),
+        ("batch_size", 4_097, "an integer from 1 to 4,096"),
+        ("seed", -1, "an integer from 0 to 2**32 - 1"),
+        ("representation.mutual_knn.k", 1_001, "an integer from 1 to 1,000"),
+        ("embeddings.rows", 70_000, "an integer from 3 to 65,536"),
+        ("logits.top_k", 10**7, "an integer from 1 to 65,536"),
+        ("steering.autoencoder_steps", 10**7, "an integer from 1 to 1,000,000"),
+        ("steering.random_directions", 10**6, "an integer from 2 to 100,000"),
+        ("steering.batch_size", 10**4, "an integer from 1 to 4,096"),
+        ("benchmarks.limit", 10**8, "null or an integer from 1 to 10,000,000"),
+        ("benchmarks.batch_size", 10**4, "an integer from 1 to 4,096"),
+    ],
+)
+def test_every_count_has_an_upper_bound(tmp_path, key, value, expected):
+    """A count beyond its bound (``chance.resamples: 100000000`` once ran the gate out of memory) is one line."""
+    section, _, leaf = key.rpartition(".")
+    data = {leaf: value}
+    for part in reversed(section.split(".") if section else []):
+        data = {part: data}
+    with pytest.raises(AnalogError) as info:
+        load_config(write_yaml(tmp_path / "c.yaml", data))
+    assert str(info.value).endswith(f"'{key}' must be {expected}, got {value}") and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
     ("data", "message"),
     [
         ({"gates": {"cka": {"mni": 0.3}}}, "unknown config key 'gates.cka.mni'; did you mean 'gates.cka.min'?"),
         ({"batch_sise": 4}, "unknown config key 'batch_sise'; did you mean 'batch_size'?"),
-        ({"batch_size": 0}, "'batch_size' must be an integer >= 1, got 0"),
+        ({"batch_size": 0}, "'batch_size' must be an integer from 1 to 4,096, got 0"),
         ({"batch_size": True}, "'batch_size' must be an integer, got True"),
         ({"layers": {"teacher": [1, "x"]}}, "'layers.teacher' must be 'all' or an integer or a list of integers, got [1, 'x']"),
         ({"layers": {"map": "nearest"}}, "'layers.map' must be 'proportional' or a mapping of integers to integers"),
         ({"gates": {"cka": {"min": float("nan")}}}, "'gates.cka.min' must be finite"),
         ({"gates": {"cka": 0.5}}, "'gates.cka' must be a mapping, got 0.5"),
         ({"version": 1}, "'version' must be 2 (schema 1 kept thresholds beside settings; move them to gates:"),
-        ({"layers": {"teacher": 0}}, "'layers.teacher' must be 'all', an integer >= 1 or a list of integers, got 0"),
+        ({"layers": {"teacher": 0}}, "'layers.teacher' must be 'all', an integer from 1 to 1,024 or a list of integers, got 0"),
         ({"gates": {"rule": "lower"}}, "'gates.rule' must be 'point' or 'lower_bound', got 'lower'"),
         ({"gates": {"rule": None}}, "'gates.rule' must be 'point' or 'lower_bound', got None"),
         ({"gates": {"cka": {"rule": "upper_bound"}}}, "'gates.cka.rule' must be 'point' or 'lower_bound' or null"),

@@ -15,6 +15,7 @@ import pytest
 from pytest_analog.atomic import replace_files, write_atomic
 from pytest_analog.errors import AnalogError
 from pytest_analog.models import file_sha256s, load_model
+from pytest_analog.options import EXIT_PARTIAL
 from tests.conftest import save_model, write_yaml
 
 REPORTS = ("fidelity.json", "fidelity.md", "fidelity.html")
@@ -70,7 +71,7 @@ def test_xdist_writes_one_complete_report_on_the_controller(pytester, tiny_dir, 
 
 
 def test_last_failed_and_deselected_runs_are_partial(pytester, tiny_dir, tiny_random_dir):
-    """A run of some of the criteria (--lf, -k) says so and never passes; without the cache the verdict is the same."""
+    """A run of some of the criteria (--lf, -k) says so and never passes (exit 6); without the cache the verdict is the same."""
     config = failing_config(pytester)
     common = [*models(tiny_dir, tiny_random_dir), *QUICK, f"--analog-config={config}"]
     full = pytester.runpytest(*common, "--analog-report=full")
@@ -84,7 +85,7 @@ def test_last_failed_and_deselected_runs_are_partial(pytester, tiny_dir, tiny_ra
     ungated = {"min": None}  # the failed criteria now pass (informational)
     write_yaml(config, {"gates": {"cka": ungated, "embedding_geometry": ungated, "unembedding_geometry": ungated}})
     rerun = pytester.runpytest(*common, "--lf", "--analog-report=rerun", "--analog-submit=rerun.json")
-    assert rerun.ret == pytest.ExitCode.OK
+    assert rerun.ret == EXIT_PARTIAL
     rerun.stdout.fnmatch_lines(["analog fidelity: PARTIAL - *", "  partial run: *--lf*", "submission: none written (partial run)"])
     report = read_report(pytester.path / "rerun")
     assert report["verdict"] == "partial" and "--lf" in report["partial"]
@@ -93,7 +94,7 @@ def test_last_failed_and_deselected_runs_are_partial(pytester, tiny_dir, tiny_ra
 
     selected = pytester.runpytest(*common, "-p", "no:cacheprovider", "-k", "embedding", "--analog-report=selected")
     report = read_report(pytester.path / "selected")
-    assert selected.ret == pytest.ExitCode.OK and report["verdict"] == "partial"
+    assert selected.ret == EXIT_PARTIAL and report["verdict"] == "partial"
     assert report["partial"].startswith("12 test(s) that record criteria were deselected")
 
 
