@@ -77,7 +77,7 @@ class TeacherHalf:
         part.key = key
         built = store.build(self.record(), {spec.name: part}, self.tokenizer_files(), self.versions(spec.packages))
         if folder is not None:
-            store.write(built, folder)
+            cache.write(store.write, built, folder)  # a cache that cannot be written is skipped, with one warning
         return part, store.part_files(built.manifest["files"], spec.name)
 
     def _cache_folder(self, spec, key) -> Path | None:
