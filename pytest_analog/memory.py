@@ -1,10 +1,10 @@
 """The gate's memory estimate, checked before any model loads.
 
 The config's counts set the size of the gate's largest arrays: bootstrap draws
-of ``chance.resamples`` replicates over every prompt, Gram matrices of the
-prompts and of the sampled token rows, the layer-matrix sample, the embedding
-rows' cosine matrices, the streamed per-layer statistics and the steering
-bootstrap. Their sum is a lower bound of what a run needs beyond the models
+of ``chance.resamples`` replicates over every prompt, the permutation null's
+prompt orders, Gram matrices of the prompts and of the sampled token rows, the
+layer-matrix sample, the embedding rows' cosine matrices, the streamed
+per-layer statistics and the steering bootstrap. Their sum is a lower bound of what a run needs beyond the models
 themselves; a run whose bound exceeds the memory available is refused in one
 line instead of being killed by the kernel part way through.
 """
@@ -36,6 +36,8 @@ def gate_memory(config, *, prompts: int, widths: tuple[int, int], gated_layers: 
     if "representation" in runs:
         # counts and weights [B + 1, P] per bootstrap, and a replicate of every metric of every layer
         sizes["chance.resamples"] = 2 * (resamples + 1) * (prompts + 1) * _FLOAT + resamples * 6 * gated_layers * _FLOAT
+        # the permutation null's prompt orders [K, P], and each layer's null values
+        sizes["chance.permutations"] = config.chance.permutations * (prompts + 6 * gated_layers) * _FLOAT
         if resamples:
             sizes["chance.rows"] = 3 * config.chance.rows**2 * _FLOAT  # teacher, analog and control Gram matrices
         sizes["prompts.max_prompts"] = 3 * prompts**2 * _FLOAT  # RBF CKA and mutual kNN over prompts
