@@ -289,7 +289,8 @@ STEERING = Run(
     section=_steering_section,
     # what the teacher half reads: not the analog's layers, map or chance settings
     teacher_reads=("steering.position", "steering.method", "steering.alphas", "steering.from_position", "steering.max_length",
-                   "steering.train_items", "steering.eval_items", "steering.batch_size", "steering.seed"),
+                   "steering.train_items", "steering.eval_items", "steering.batch_size", "steering.seed",
+                   "steering.random_vectors"),
     teacher_inputs=_steering_teacher_inputs,
     teacher=_steering_teacher,
     part_problem=_steering_part_problem,
