@@ -30,7 +30,8 @@ Pair = tuple[float, float]
 
 def chance_corrected(value, chance):
     """(value - c) / (1 - c) with c = max(chance, 0), elementwise on arrays: 0 at chance level, 1 for a
-    perfect score, NaN where chance >= 1. A float for floats.
+    perfect score, NaN where chance >= 1 or is not finite (a chance level of -inf was not measured, it
+    is not 0). A float for floats.
 
     A chance level below 0 (a control whose debiased score is noise around 0, or a random
     direction that happened to move the behaviour the other way) is taken as 0: no control
@@ -38,9 +39,11 @@ def chance_corrected(value, chance):
     above the raw one. So the corrected score never exceeds a raw score <= 1.
     """
     value = np.asarray(value, dtype=np.float64)
-    chance = np.maximum(np.asarray(chance, dtype=np.float64), 0.0)  # NaN stays NaN
+    chance = np.asarray(chance, dtype=np.float64)
+    measured = np.isfinite(chance) & (chance < 1)
+    chance = np.maximum(chance, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(chance < 1, (value - chance) / (1 - chance), np.nan)
+        out = np.where(measured, (value - chance) / (1 - chance), np.nan)
     return float(out) if out.ndim == 0 else out
 
 
@@ -55,10 +58,12 @@ def meets(value: float | None, threshold: float, direction: str) -> bool:
 
 
 def straddles(interval: Pair | None, threshold: float | None) -> bool:
-    """Whether ``interval`` (low, high) holds ``threshold`` strictly inside: too close to call."""
+    """Whether ``interval`` (low, high) holds ``threshold`` strictly inside, beyond `TOLERANCE` of either
+    end (an end within it counts as at the threshold, as in `meets`): too close to call."""
     if not _finite_pair(interval) or threshold is None:
         return False
-    return interval[0] < threshold < interval[1]
+    inside = [not math.isclose(end, threshold, rel_tol=TOLERANCE, abs_tol=TOLERANCE) for end in interval]
+    return all(inside) and interval[0] < threshold < interval[1]
 
 
 @dataclass(frozen=True)
@@ -124,15 +129,19 @@ def judge(measured: Measured, gate: Gate) -> bool | None:
     """The verdict: None when ungated; else whether the judged score meets the threshold.
 
     ``rule="point"`` judges the estimate. ``rule="lower_bound"`` asks the interval to clear the
-    threshold: its lower end for a ``min``, its upper end for a ``max``; without a finite interval
-    the estimate stands for it, as for the exact compliance checks. No estimate fails either way.
+    threshold: its lower end for a ``min``, its upper end for a ``max``; without an interval the
+    estimate stands for it, as for the exact compliance checks, but an interval with a non-finite
+    end was not measured and fails ((0.3, inf) must not pass on its estimate). No estimate fails
+    either way.
     """
     if not gate.gated:
         return None
     judged, interval = measured.score(gate.score)
     if not _finite(judged):
         return False
-    if gate.rule == "lower_bound" and _finite_pair(interval):
+    if gate.rule == "lower_bound" and interval is not None:
+        if not _finite_pair(interval):
+            return False
         judged = interval[0] if gate.direction == "min" else interval[1]
     return meets(judged, gate.threshold, gate.direction)
 
@@ -149,7 +158,7 @@ class Criterion:
     details: dict[str, Any] = field(default_factory=dict)  # teacher_layer, task, behaviour, ...
 
     def __post_init__(self):
-        if self.gate.score == "corrected" and self.measured.chance is None and self.measured.reason is None:
+        if self.gate.score == "corrected" and not _finite(self.measured.chance) and self.measured.reason is None:
             object.__setattr__(self, "measured", replace(self.measured, reason="no chance level was measured for the corrected score"))
 
     @property
@@ -232,6 +241,8 @@ class Criterion:
             return f"{head} (informational)"
         if not _finite(self.judged):
             return f"{head} fails: no {g.score} score ({m.reason or 'not measured'})"
+        if g.rule == "lower_bound" and self.judged_interval is not None and not _finite_pair(self.judged_interval):
+            return f"{head} fails: its {g.score} interval was not measured (a non-finite end), and rule lower_bound judges it"
         op = ">=" if g.direction == "min" else "<="
         text = f"{head} {'passes' if self.passed else 'fails'} {op} {g.threshold:g}"
         text += " on the corrected score" if g.score == "corrected" else ""

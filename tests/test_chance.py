@@ -268,9 +268,10 @@ def test_interval_covers_the_full_data_value_and_narrows_with_more_prompts():
     assert widths[1] < 0.6 * widths[0]  # about 1/sqrt(8) in theory
 
 
-def test_percentile_interval_ignores_nan_and_says_when_there_is_nothing():
-    assert metrics.percentile_interval([np.nan, 1.0, 2.0, 3.0], 0.5) == (1.5, 2.5)
-    assert all(np.isnan(metrics.percentile_interval([np.nan])))
+def test_percentile_interval_is_not_measured_with_a_non_finite_replicate_or_none():
+    assert metrics.percentile_interval([1.0, 2.0, 3.0], 0.5) == (1.5, 2.5)
+    assert all(np.isnan(metrics.percentile_interval([np.nan, 1.0, 2.0, 3.0], 0.5)))  # not dropped silently
+    assert all(np.isnan(metrics.percentile_interval([])))
 
 
 # -- criteria --------------------------------------------------------------------------------

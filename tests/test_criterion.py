@@ -131,3 +131,28 @@ def test_no_measurement_setting_sits_among_the_gates():
         if isinstance(value, dict) and section != "steering":
             assert not keys(value) & {"min", "max", "score", "rule", "required", "min_retained", "max_drop"}, section
     assert "criteria" not in config["steering"] and set(SUITES) >= {"representation", "steering", "benchmarks"}
+
+
+def test_a_non_finite_interval_end_fails_lower_bound_with_a_reason():
+    # (0.3, inf) used to pass on the estimate; an interval with a non-finite end was not measured
+    for interval in ((0.3, math.inf), (math.nan, math.nan), (-math.inf, 0.9)):
+        c = Criterion("s::t", "s", "cka", Measured(0.8, interval), Gate("min", 0.5, rule="lower_bound"))
+        assert c.passed is False and "interval was not measured" in c.message
+    assert judge(Measured(0.8, (0.3, math.inf)), Gate("min", 0.5)) is True  # the point rule reads the estimate
+
+
+def test_straddles_honours_the_judges_tolerance():
+    low = (0.6 - 0.2) / 0.8  # 0.49999999999999994: meets ">= 0.5"
+    c = Criterion("s::t", "s", "cka", Measured(0.6, (low, 0.7)), Gate("min", 0.5, rule="lower_bound"))
+    assert c.passed is True and c.too_close_to_call is False
+    assert Criterion("s::t", "s", "cka", Measured(0.6, (0.49, 0.7)), Gate("min", 0.5)).too_close_to_call is True
+
+
+def test_a_chance_level_of_minus_infinity_is_unmeasured_not_zero():
+    from pytest_analog.criterion import chance_corrected
+
+    assert math.isnan(chance_corrected(0.7, -math.inf))
+    assert chance_corrected(0.7, -0.1) == pytest.approx(0.7)  # a measured chance below 0 is taken as 0
+    c = Criterion("s::t", "s", "cka", Measured(0.7, chance=-math.inf), Gate("min", 0.5, score="corrected"))
+    assert c.measured.corrected is not None and math.isnan(c.measured.corrected)
+    assert c.passed is False and "no chance level" in c.message

@@ -437,3 +437,36 @@ def test_debiased_cka_over_the_tokens_of_few_prompts_reads_high():
 
     few, many = (np.mean([unrelated(p) for _ in range(10)]) for p in (10, 160))
     assert few == pytest.approx(1 / 10, abs=0.03) and many == pytest.approx(1 / 160, abs=0.005)
+
+
+@pytest.mark.parametrize("offset", [50.0, 500.0])
+def test_streaming_removes_massive_rows_exactly_in_float32_and_far_from_the_reference(offset):
+    # three rows at 100x the median norm, rows offset far from 0 (the case has 2e4 rows; 4096 here,
+    # for time): float32 products then remove were off by up to 0.3 and float64 by 1e-2 at 2e4 rows (the
+    # fourth moments cancelled); the rows are now kept apart
+    rng = np.random.default_rng(0)
+    n, d, massive = 4096, 576, [5, 1500, 3000]
+    x = rng.normal(size=(n, d)) + offset
+    y = 0.5 * x + rng.normal(size=(n, d)) + offset
+    for z in (x, y):
+        z[massive] *= 100 * np.median(np.linalg.norm(z, axis=1)) / np.linalg.norm(z[massive], axis=1, keepdims=True)
+    exact = linear_cka(np.delete(x, massive, 0), np.delete(y, massive, 0), debiased=True)
+    for products, tolerance in ((torch.float32, 1e-8), (torch.float64, 1e-12)):
+        metric = feed(StreamingLinearCKA(products=products), x, y, np.arange(1024, n, 1024))
+        kept = metric.compute(debiased=True)
+        assert kept == pytest.approx(linear_cka(x, y, debiased=True), abs=tolerance * 100)
+        assert metric.remove(x[massive], y[massive]).n == n - 3
+        assert metric.compute(debiased=True) == pytest.approx(exact, abs=tolerance)
+    near = x + 1e-3 * rng.normal(size=x.shape)  # X ≈ Y with the massive rows kept: the self-pair check
+    assert feed(StreamingLinearCKA(products=torch.float32), x, near, np.arange(1024, n, 1024)).compute(debiased=True) >= 0.999
+
+
+def test_kept_rows_merge_and_subtract_exactly(rng):
+    x, y = correlated(rng, 400, 6, 5, offset=300.0)
+    x[[3, 250]] *= 80.0
+    y[[3, 250]] *= 80.0
+    a = feed(StreamingLinearCKA(), x[:200], y[:200], [100])
+    b = feed(StreamingLinearCKA(), x[200:], y[200:], [100])
+    whole = StreamingLinearCKA().merge(a).merge(b)
+    assert whole.n == 400 and whole.compute(debiased=True) == pytest.approx(linear_cka(x, y, debiased=True), abs=1e-9)
+    assert whole.subtract(b).compute(debiased=True) == pytest.approx(linear_cka(x[:200], y[:200], debiased=True), abs=1e-9)

@@ -262,3 +262,21 @@ def test_logit_fidelity_compute_before_update_warns():
     with pytest.warns(AnalogWarning, match="before any update"):
         got = StreamingLogitFidelity().compute()
     assert np.isnan(got["kl"]) and got["n_tokens"] == 0
+
+
+def test_mutual_knn_breaks_ties_as_its_replicates_do(rng):
+    # 6 directions for 40 rows: most similarities tie; topk broke them one way, the replicates' stable sort another
+    from pytest_analog.metrics import mutual_knn_replicates
+
+    x = np.repeat(rng.normal(size=(6, 5)), 7, axis=0)[:40]
+    y = np.repeat(rng.normal(size=(8, 4)), 5, axis=0)
+    full = mutual_knn_replicates(x, y, np.ones((1, 40), dtype=int), k=5)[0]  # the replicate path's full-data value
+    assert mutual_knn(x, y, k=5) == pytest.approx(full, abs=1e-6)
+
+
+def test_percentile_interval_does_not_drop_non_finite_replicates():
+    from pytest_analog.metrics import percentile_interval
+
+    assert np.isnan(percentile_interval([0.1, 0.2, np.inf, 0.3])).all()
+    assert np.isnan(percentile_interval([])).all()
+    assert percentile_interval(np.linspace(0, 1, 101), 0.9) == pytest.approx((0.05, 0.95))

@@ -60,11 +60,12 @@ def linear_cka(x, y, debiased: bool = False) -> float:
     memory O(n·d + d²), all in float64.
 
     The unbiased estimator assumes independent rows. Tokens of one prompt are
-    not: over the tokens of P prompts, two models that share nothing but an
-    offset per prompt score above 0, about 1/P when the offsets are moderate
-    and more when they dominate the tokens (pairs of tokens from one prompt
-    read as agreement). Token-level CKA over few prompts is biased upward
-    accordingly (`gates.cka.min_prompts` in the config).
+    not: over the tokens of P prompts (20 each), two unrelated representations
+    scored on average 0.7/P, 2.5/P and 4.2/P with 20 %, 38 % and 50 % of the
+    variance at prompt level (pairs of tokens from one prompt read as
+    agreement; benchmarks/bench_coverage.py). Token-level CKA over few prompts
+    is biased upward accordingly; `cka_interval` (the gate's interval) takes
+    the bias out of its interval.
 
     Args:
         x: array or tensor [n, d_x].
@@ -104,11 +105,12 @@ class StreamingLinearCKA(PairedMoments):
     the biased and the debiased value equal `linear_cka` on all rows to about
     1e-12; with ``products=torch.float32`` (each batch's cross moments
     multiplied in float32 after the float64 shift: half the time for wide
-    rows; the accumulators stay float64) to about 1e-8, or 1e-5 where a few
-    rows hold most of the squared norm.
+    rows; the accumulators stay float64) to about 1e-8. Massive rows are kept
+    apart from the sums (`PairedMoments`), so they neither round the float32
+    products nor cancel the float64 sums when `remove` takes them out.
 
     Memory: d_x² + d_y² + d_x·d_y + O(d) floats, independent of the number of
-    rows. Time: `update` is O(b·d²) for a batch of b rows; `merge` and
+    rows, and at most 8 MB of massive rows kept apart. Time: `update` is O(b·d²) for a batch of b rows; `merge` and
     `compute` are O(d²).
 
     Example:
@@ -126,18 +128,8 @@ class StreamingLinearCKA(PairedMoments):
     def __init__(self, products: torch.dtype = torch.float64) -> None:
         super().__init__(norms=True, products=products)
 
-    def reset(self) -> None:
-        super().reset()
+    def _changed(self) -> None:
         self._cache: dict[bool, float] = {}
-
-    def _add(self, batch: Stats, b: int) -> None:
-        super()._add(batch, b)
-        self._cache.clear()
-
-    def _combine(self, other, sign: int):
-        super()._combine(other, sign)
-        self._cache.clear()
-        return self
 
     def compute(self, debiased: bool = False) -> float:
         """Linear CKA over all rows seen.
@@ -154,12 +146,12 @@ class StreamingLinearCKA(PairedMoments):
         Warns:
             AnalogWarning: no update yet, biased form with n < 10·d, or constant input.
         """
-        if self._n == 0:
+        if self.n == 0:
             return nan_with_warning("StreamingLinearCKA.compute() called before any update(); returning NaN")
         if debiased not in self._cache:
-            self._cache[debiased] = _linear_cka_compute(self._stats, self._n, debiased, stacklevel=3)
+            self._cache[debiased] = _linear_cka_compute(PairedMoments.compute(self)[2], self.n, debiased, stacklevel=3)
         elif not debiased:
-            warn_if_inflated(self._n, max(self._widths), "linear CKA")
+            warn_if_inflated(self.n, max(self._widths), "linear CKA")
         return self._cache[debiased]
 
 

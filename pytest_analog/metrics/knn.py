@@ -15,11 +15,13 @@ _CHUNK_ELEMENTS = 1 << 22
 
 
 def _neighbours(z: torch.Tensor, start: int, stop: int, k: int) -> torch.Tensor:
-    """Indices [stop − start, k] of the k most cosine-similar rows to rows start..stop, self excluded."""
+    """Indices [stop − start, k] of the k most cosine-similar rows to rows start..stop, self excluded; ties
+    go to the earlier row, as in the bootstrap replicates (a stable sort, not `topk`, whose order of ties
+    is unspecified), so the value does not depend on row order beyond that."""
     sims = z[start:stop] @ z.T  # [c, n]; rows of z have unit norm
     rows = torch.arange(stop - start, device=z.device)
     sims[rows, rows + start] = -torch.inf
-    return sims.topk(k, dim=1).indices
+    return sims.argsort(dim=1, descending=True, stable=True)[:, :k]
 
 
 def check_k(k, n: int) -> None:

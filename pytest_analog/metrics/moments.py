@@ -6,7 +6,9 @@ reference point, the first batch's column means, so that large activation
 means (1e2–1e3) cause no cancellation. `update` adds rows, `merge` adds
 another accumulator's rows and `subtract` removes rows it holds, all exact up
 to float64 rounding whatever the other's reference point; `compute` gives the
-centred sums. Memory O(d²), independent of the number of rows.
+centred sums. Memory O(d²), independent of the number of rows, plus the few
+rows far from the rest (massive activations), which are kept as rows so that
+removing them is exact (`PairedMoments`).
 """
 
 from __future__ import annotations
@@ -100,15 +102,31 @@ def shifted(s: Stats, n: int, dx: torch.Tensor, dy: torch.Tensor) -> Stats:
     return out
 
 
+# A row whose distance from the reference point exceeds this multiple of its batch's median distance (in x or
+# in y) is kept as a row, not in the sums: see `PairedMoments`.
+OUTLIER_MULTIPLE = 10.0
+OUTLIER_MIN_BATCH = 32  # smaller batches have no robust median: all their rows go into the sums
+_STORE_ELEMENTS = 1 << 20  # floats of kept rows per accumulator (8 MB); beyond, the oldest are folded into the sums
+
+
 class PairedMoments:
     """Streamed float64 sums of paired rows x [n, d_x], y [n, d_y]: n, Σx, Σy, XᵀX, XᵀY (see the module).
+
+    Rows far from the rest (distance from the reference point above
+    `OUTLIER_MULTIPLE` times their batch's median, in x or y; massive
+    activations) are kept as rows beside the sums, up to 8 MB of them, and
+    enter only at `compute`, taken about the final mean. Inside the sums such a
+    row would dominate: multiplied in float32 inside its batch its rounding
+    could not be taken out again, and subtracting its fourth moments (Σ‖x‖⁴,
+    about 1e24 for a row 100x the median norm of rows offset by 500) cancels
+    every digit of the other rows'. Kept apart, `remove` of it is exact.
 
     Args:
         norms: also keep YᵀY and the squared-row-norm moments (what linear CKA needs).
         products: the dtype each batch's XᵀX, XᵀY (and YᵀY) are multiplied in, after its rows are shifted
             in float64. float32 takes about half the time for wide rows; each batch's products then carry
-            float32 rounding (about 1e-7 relative to the batch's largest terms), while the shifts, norms
-            and accumulators stay float64.
+            float32 rounding (about 1e-7 relative to the batch's largest terms, at most 100x its median
+            squared distance), while the shifts, norms and accumulators stay float64.
 
     Example:
         >>> import numpy as np
@@ -127,15 +145,24 @@ class PairedMoments:
 
     def reset(self) -> None:
         """Forget all rows seen so far."""
-        self._n = 0
+        self._n = 0  # rows in the sums
         self._widths: tuple[int, int] | None = None
         self._ref: tuple[torch.Tensor, torch.Tensor] | None = None  # reference point (x, y)
         self._stats: Stats | None = None
+        self._kept: tuple[torch.Tensor, torch.Tensor] | None = None  # rows kept apart (x [m, d_x], y [m, d_y])
+        self._changed()
+
+    def _changed(self) -> None:
+        """Called after every change of the rows held (subclasses drop their caches)."""
 
     @property
     def n(self) -> int:
         """Number of rows accumulated."""
-        return self._n
+        return self._n + self._n_kept
+
+    @property
+    def _n_kept(self) -> int:
+        return 0 if self._kept is None else len(self._kept[0])
 
     def _pair(self, x: torch.Tensor, y, why: str) -> tuple[torch.Tensor, int]:
         """(y as float64 on x's device, the row count), checked against x (a checked float64 tensor) and the
@@ -171,7 +198,8 @@ class PairedMoments:
         For one representation compared with several (a teacher layer with the
         analog and the chance control): accumulators that saw the same x rows
         so far share x's reference point, so x's sums (XᵀX, the most costly
-        for a wide teacher) are the same for all of them.
+        for a wide teacher) are the same for all of them when no row of the
+        batch is kept apart.
 
         Raises:
             ValueError: as `update`, or ``ys`` not one per accumulator.
@@ -185,12 +213,21 @@ class PairedMoments:
             y, b = moments._pair(x, y, "an update")
             if b == 0:
                 continue
+            far = _far(x, y, moments._ref)
             if moments._ref is None:
-                moments._ref = (x.mean(0), y.mean(0))
-            key = (moments._ref[0].device, moments._ref[0].cpu().numpy().tobytes(), moments._norms, moments._products)
-            if key not in shared:
-                shared[key] = _side(x, moments._ref[0], "x", moments._norms, moments._products)
-            moments._add(batch_sums(x, y, *moments._ref, moments._norms, x_side=shared[key], products=moments._products), b)
+                moments._ref = (x[~far].mean(0), y[~far].mean(0))
+            if far.any():
+                moments._keep(x[far], y[far])
+                x, y = x[~far], y[~far]
+                if not len(x):
+                    continue
+                x_side = None
+            else:
+                key = (moments._ref[0].device, moments._ref[0].cpu().numpy().tobytes(), moments._norms, moments._products)
+                if key not in shared:
+                    shared[key] = _side(x, moments._ref[0], "x", moments._norms, moments._products)
+                x_side = shared[key]
+            moments._add(batch_sums(x, y, *moments._ref, moments._norms, x_side=x_side, products=moments._products), len(x))
 
     def _add(self, batch: Stats, b: int) -> None:
         if self._stats is None:
@@ -199,6 +236,17 @@ class PairedMoments:
             for key, value in batch.items():
                 self._stats[key] += value
         self._n += b
+        self._changed()
+
+    def _keep(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Keep rows apart; past `_STORE_ELEMENTS`, fold the oldest into the sums (in float64)."""
+        self._kept = (x, y) if self._kept is None else (torch.cat([self._kept[0], x]), torch.cat([self._kept[1], y]))
+        excess = self._n_kept - max(1, _STORE_ELEMENTS // sum(self._widths))
+        if excess > 0:
+            (fx, kx), (fy, ky) = (side.split([excess, len(side) - excess]) for side in self._kept)
+            self._kept = (kx, ky)
+            self._add(batch_sums(fx, fy, *self._ref, self._norms), excess)
+        self._changed()
 
     def merge(self, other: PairedMoments) -> PairedMoments:
         """Add the rows accumulated by ``other`` (exact, whatever its reference point); returns self.
@@ -216,56 +264,110 @@ class PairedMoments:
             TypeError: ``other`` is not of this accumulator's type and kind.
             ValueError: the widths differ, or ``other`` holds more rows than this one.
         """
-        if isinstance(other, PairedMoments) and other._n > self._n:
-            raise ValueError(f"cannot remove {other._n} rows from {self._n}")
+        if isinstance(other, PairedMoments) and other.n > self.n:
+            raise ValueError(f"cannot remove {other.n} rows from {self.n}")
         return self._combine(other, -1)
 
     def remove(self, x, y) -> PairedMoments:
-        """Remove rows that were added before, given again; returns self. As `subtract` with an accumulator of
-        just those rows, but their sums are taken about this one's reference point: O(b·d²), no change of frame.
+        """Remove rows that were added before, given again; returns self. Rows kept apart (see the class) are
+        dropped exactly; the others' sums are taken about this one's reference point in float64: O(b·d²).
 
         Raises:
             ValueError: bad shapes or values, other widths, or more rows than this accumulator holds.
         """
-        if self._n == 0:
+        if self.n == 0:
             raise ValueError("no rows accumulated yet: nothing to remove")
         x = as_float64(x, "x", device=self._ref[0].device)
         y, b = self._pair(x, y, "a removal")
-        if b > self._n:
-            raise ValueError(f"cannot remove {b} rows from {self._n}")
-        if b:
-            batch = batch_sums(x, y, *self._ref, self._norms, products=self._products)
-            self._add({key: -value for key, value in batch.items()}, -b)
+        if b > self.n:
+            raise ValueError(f"cannot remove {b} rows from {self.n}")
+        x, y = self._drop_kept(x, y)
+        if len(x):
+            batch = batch_sums(x, y, *self._ref, self._norms)
+            self._add({key: -value for key, value in batch.items()}, -len(x))
         return self
+
+    def _drop_kept(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Drop the kept rows equal to rows of (x, y), one each; return the rows of (x, y) not found there."""
+        if self._kept is None or not len(x):
+            return x, y
+        kx, ky = self._kept
+        found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        left = torch.ones(len(kx), dtype=torch.bool, device=kx.device)
+        same = (x[:, None, :] == kx[None]).all(-1) & (y[:, None, :] == ky[None]).all(-1)  # [b, m]
+        for i, j in same.nonzero().tolist():
+            if not found[i] and left[j]:
+                found[i], left[j] = True, False
+        self._kept = (kx[left], ky[left])
+        self._changed()
+        return x[~found], y[~found]
 
     def _combine(self, other: PairedMoments, sign: int) -> PairedMoments:
         if type(other) is not type(self) or other._norms != self._norms:
             raise TypeError(f"other must be a {type(self).__name__} of the same kind, got {type(other).__name__}")
         if other._widths is not None:
             self._check_widths(other._widths)
-        if other._n == 0:
+        if other.n == 0:
             return self
-        if self._n == 0:
+        if sign > 0 and other._kept is not None:
+            self._kept = tuple(side.clone() for side in other._kept) if self._kept is None else (
+                torch.cat([self._kept[0], other._kept[0].to(self._kept[0].device)]),
+                torch.cat([self._kept[1], other._kept[1].to(self._kept[1].device)]))
+        if other._n:
+            if self._ref is None:
+                self._ref = (other._ref[0].clone(), other._ref[1].clone())
+            if self._stats is None:
+                self._stats = {key: sign * value.clone() for key, value in other._stats.items()}
+            else:
+                device = self._ref[0].device
+                stats = {key: value.to(device) for key, value in other._stats.items()}
+                dx = self._ref[0] - other._ref[0].to(device)
+                dy = self._ref[1] - other._ref[1].to(device)
+                for key, value in shifted(stats, other._n, dx, dy).items():
+                    self._stats[key] += sign * value
+            self._n += sign * other._n
+        elif self._ref is None:
             self._ref = (other._ref[0].clone(), other._ref[1].clone())
-            self._stats = {key: sign * value.clone() for key, value in other._stats.items()}
-        else:
-            device = self._ref[0].device
-            stats = {key: value.to(device) for key, value in other._stats.items()}
-            dx = self._ref[0] - other._ref[0].to(device)
-            dy = self._ref[1] - other._ref[1].to(device)
-            for key, value in shifted(stats, other._n, dx, dy).items():
-                self._stats[key] += sign * value
-        self._n += sign * other._n
+        if sign < 0 and other._kept is not None:
+            x, y = self._drop_kept(*(side.to(self._ref[0].device) for side in other._kept))
+            if len(x):  # folded here, or added in a smaller batch: taken out of the sums
+                batch = batch_sums(x, y, *self._ref, self._norms)
+                self._add({key: -value for key, value in batch.items()}, -len(x))
+        self._changed()
         return self
 
     def compute(self) -> tuple[torch.Tensor, torch.Tensor, Stats]:
         """(mean x, mean y, the sums in the centred frame), where Σx = Σy = 0: xx, xy are the centred XᵀX, XᵀY.
 
+        The kept rows' sums are taken about the mean of every row and added to the others' there.
+
         Raises:
             ValueError: no rows yet.
         """
-        if self._n == 0:
+        if self.n == 0:
             raise ValueError("no rows accumulated yet: call update() first")
-        mean_x, mean_y = self._stats["sx"] / self._n, self._stats["sy"] / self._n
-        centred = shifted(self._stats, self._n, mean_x, mean_y)
-        return self._ref[0] + mean_x, self._ref[1] + mean_y, centred
+        kx, ky = self._kept if self._kept is not None else (None, None)
+        sx = self._stats["sx"] if self._n else 0
+        sy = self._stats["sy"] if self._n else 0
+        if self._n_kept:
+            sx, sy = sx + (kx - self._ref[0]).sum(0), sy + (ky - self._ref[1]).sum(0)
+        mean_x, mean_y = self._ref[0] + sx / self.n, self._ref[1] + sy / self.n
+        centred = shifted(self._stats, self._n, mean_x - self._ref[0], mean_y - self._ref[1]) if self._n else None
+        if self._n_kept:
+            kept = batch_sums(kx, ky, mean_x, mean_y, self._norms)
+            centred = kept if centred is None else {key: value + kept[key] for key, value in centred.items()}
+        return mean_x, mean_y, centred
+
+
+def _far(x: torch.Tensor, y: torch.Tensor, ref) -> torch.Tensor:
+    """[b] rows whose distance from the reference point (else the batch's coordinate-wise median) exceeds
+    `OUTLIER_MULTIPLE` times the batch's median distance, in x or in y; none in a batch of fewer than
+    `OUTLIER_MIN_BATCH` rows."""
+    far = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    if len(x) < OUTLIER_MIN_BATCH:
+        return far
+    for side, z in enumerate((x, y)):
+        centre = z.median(dim=0).values if ref is None else ref[side]
+        distance = (z - centre).norm(dim=1)
+        far |= distance > OUTLIER_MULTIPLE * distance.median()
+    return far
