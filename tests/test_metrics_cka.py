@@ -439,7 +439,7 @@ def test_debiased_cka_over_the_tokens_of_few_prompts_reads_high():
     assert few == pytest.approx(1 / 10, abs=0.03) and many == pytest.approx(1 / 160, abs=0.005)
 
 
-@pytest.mark.parametrize("offset", [50.0, 500.0])
+@pytest.mark.parametrize("offset", [500.0])
 def test_streaming_removes_massive_rows_exactly_in_float32_and_far_from_the_reference(offset):
     # three rows at 100x the median norm, rows offset far from 0 (the case has 2e4 rows; 4096 here,
     # for time): float32 products then remove were off by up to 0.3 and float64 by 1e-2 at 2e4 rows (the
