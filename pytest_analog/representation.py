@@ -262,7 +262,7 @@ def _measurements(stream, pair, part, config, controls, with_logits: bool, start
     the permutation null."""
     plan, layers, mapped, others = stream.plan, stream.layers, stream.mapped, stream.others
     found = stream.top.finish(config.positions.massive_multiple, exclude=config.positions.massive == "exclude")
-    influence = _leave_out(stream.streams, stream.top, found, mapped, debiased=config.representation.cka.debiased)
+    influence = _leave_out(stream.streams, stream.top, found, mapped, others, debiased=config.representation.cka.debiased)
     kept = _left_in(stream.sample, found)
     matrices = _layer_matrices(stream.samples, others, kept)
     vocab = pair.analog.tokenizer.get_vocab()  # the control's too: it has the analog's tokenizer
@@ -288,7 +288,7 @@ def _measurements(stream, pair, part, config, controls, with_logits: bool, start
     matrix = _gated_cells(matrices["student"], mapped, values["cka"])
     massive = _massive_record(found, stream.top, plan, stream.order, pair.teacher.tokenizer,
                               config.positions.massive_multiple)
-    massive["influence"] = {i: _influence(i, stream.top.m, values, chance, influence, stream.controls) for i in layers}
+    massive["influence"] = {i: _influence(i, stream.top.m, values, seeds, influence) for i in layers}
     return Measurements(
         teacher_layers=layers,
         mapped=mapped,
@@ -380,19 +380,21 @@ def _gated_cells(matrix, mapped, gated) -> np.ndarray:
     return matrix
 
 
-def _influence(i, m, values, chance, without, controls) -> dict[str, Any]:
-    """How far the gated CKA at teacher layer i moves when its m rows of largest teacher norm are left out."""
+def _influence(i, m, values, seeds, without) -> dict[str, Any]:
+    """How far the gated CKA at teacher layer i moves when its m rows of largest teacher norm are left out
+    (the corrected score against the first control seed, the one whose rows are at hand)."""
     record = {"rows": m, "value": without["student", i], "shift": without["student", i] - values["cka"][i]}
-    if controls:
-        corrected = chance_corrected(values["cka"][i], chance["cka"][i])
-        record["corrected"] = chance_corrected(without["student", i], float(np.mean([without[n, i] for n in controls])))
+    if ("control", i) in without:
+        corrected = chance_corrected(values["cka"][i], seeds["cka"][i][0])
+        record["corrected"] = chance_corrected(without["student", i], without["control", i])
         record["corrected_shift"] = record["corrected"] - corrected
     return record
 
 
-def _leave_out(streams, top, found, mapped, *, debiased: bool) -> dict[tuple[str, int], float]:
-    """Remove the left-out massive rows from every CKA stream; return each stream's value without, in
-    addition, its layer's influence rows (the top 0.1 % of the rows kept, by teacher norm)."""
+def _leave_out(streams, top, found, mapped, others, *, debiased: bool) -> dict[tuple[str, int], float]:
+    """Remove the left-out massive rows from every CKA stream; return the value of each stream of ``others``
+    (the analog and the first control) without, in addition, its layer's influence rows (the top 0.1 % of the
+    rows kept, by teacher norm)."""
 
     def rows_of(rows, name, i):
         return top.stacked(rows, ("teacher", i)), top.stacked(rows, (name, mapped[i]))
@@ -401,6 +403,8 @@ def _leave_out(streams, top, found, mapped, *, debiased: bool) -> dict[tuple[str
     for (name, i), stream in streams.items():
         if found.excluded and len(found.rows):
             stream.remove(*rows_of(found.rows, name, i))
+        if name not in others:
+            continue
         moved = copy.deepcopy(stream).remove(*rows_of(found.influence[i], name, i))
         without[name, i] = moved.compute(debiased=debiased) if moved.n >= 4 else float("nan")
     return without
