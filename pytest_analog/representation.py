@@ -262,7 +262,8 @@ def _measurements(stream, pair, part, config, controls, with_logits: bool, start
     the permutation null."""
     plan, layers, mapped, others = stream.plan, stream.layers, stream.mapped, stream.others
     found = stream.top.finish(config.positions.massive_multiple, exclude=config.positions.massive == "exclude")
-    influence = _leave_out(stream.streams, stream.top, found, mapped, others, debiased=config.representation.cka.debiased)
+    influence = _leave_out(stream.streams, stream.top, found, mapped, debiased=config.representation.cka.debiased,
+                           influenced=others)
     kept = _left_in(stream.sample, found)
     matrices = _layer_matrices(stream.samples, others, kept)
     vocab = pair.analog.tokenizer.get_vocab()  # the control's too: it has the analog's tokenizer
@@ -391,10 +392,10 @@ def _influence(i, m, values, seeds, without) -> dict[str, Any]:
     return record
 
 
-def _leave_out(streams, top, found, mapped, others, *, debiased: bool) -> dict[tuple[str, int], float]:
-    """Remove the left-out massive rows from every CKA stream; return the value of each stream of ``others``
-    (the analog and the first control) without, in addition, its layer's influence rows (the top 0.1 % of the
-    rows kept, by teacher norm)."""
+def _leave_out(streams, top, found, mapped, *, debiased: bool, influenced=None) -> dict[tuple[str, int], float]:
+    """Remove the left-out massive rows from every CKA stream; return the value of each stream of ``influenced``
+    (names; the run passes the analog and the first control, None: every stream) without, in addition, its
+    layer's influence rows (the top 0.1 % of the rows kept, by teacher norm)."""
 
     def rows_of(rows, name, i):
         return top.stacked(rows, ("teacher", i)), top.stacked(rows, (name, mapped[i]))
@@ -403,7 +404,7 @@ def _leave_out(streams, top, found, mapped, others, *, debiased: bool) -> dict[t
     for (name, i), stream in streams.items():
         if found.excluded and len(found.rows):
             stream.remove(*rows_of(found.rows, name, i))
-        if name not in others:
+        if influenced is not None and name not in influenced:
             continue
         moved = copy.deepcopy(stream).remove(*rows_of(found.influence[i], name, i))
         without[name, i] = moved.compute(debiased=debiased) if moved.n >= 4 else float("nan")
