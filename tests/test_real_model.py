@@ -64,6 +64,9 @@ def test_teacher_against_itself_scores_one_on_every_cka_criterion(pytester, smol
     assert sorted(cka) == [0, 4, 8, 11, 15, 19, 22, 26, 30]  # 9 layers evenly spaced by default
     assert min(cka.values()) >= 0.999
     assert data["verdict"] == "pass"
+    nulls = [c[key] for c in data["criteria"] if c["metric"] in ("cka", "rbf_cka", "mutual_knn")
+             for key in ("calibration", "best_match_calibration") if key in c]
+    assert len(nulls) == 9 * 4 and all(n["calibrated"] == 1.0 for n in nulls)  # the permutation null reads 1 too
 
 
 def test_teacher_against_random_model_scores_clearly_lower(pytester, smollm2_gguf, random_dir):
