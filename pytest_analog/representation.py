@@ -280,11 +280,13 @@ def _measurements(stream, pair, part, config, controls, with_logits: bool, start
         chance_matrix = _gated_cells(matrices["control"], mapped, chance["cka"]).tolist()
     if stream.boot is not None:
         left_in = _left_in(stream.boot, found)
+        row_prompt = np.repeat(stream.order, [len(plan.prompts[k].teacher_rows) for k in stream.order]).astype(np.int64)
+        kept_rows = row_prompt[_left_in(np.arange(len(row_prompt)), found)]
         intervals = _intervals(
             config, layers, mapped, others, values, chance, seeds, notes,
             groups=np.concatenate(stream.boot_prompts)[left_in], order=np.asarray(stream.order),
             n_prompts=len(plan.prompts), rows={key: v[left_in] for key, v in stream.boot_rows.items()},
-            pooled=stream.pooled,
+            pooled=stream.pooled, share=metrics.same_group_share(np.bincount(kept_rows, minlength=len(plan.prompts))),
         )
     matrix = _gated_cells(matrices["student"], mapped, values["cka"])
     massive = _massive_record(found, stream.top, plan, stream.order, pair.teacher.tokenizer,
@@ -444,25 +446,25 @@ def _local(rows: np.ndarray, batch) -> np.ndarray:
     return rows[(rows >= batch.row_start) & (rows < batch.row_start + batch.n_rows)] - batch.row_start
 
 
-def _intervals(config, layers, mapped, others, values, chance, seeds, notes, *, groups, order, n_prompts, rows, pooled):
+def _intervals(config, layers, mapped, others, values, chance, seeds, notes, *, groups, order, n_prompts, rows, pooled,
+               share):
     """Bootstrap intervals over prompts of each per-layer value and, with a control, its chance level and corrected score.
 
-    The analog and the control are resampled with the same prompt draws, so the
-    corrected score's interval accounts for both and for their correlation.
-    The chance level is the mean over control seeds (``seeds``: metric -> layer
-    -> the value of each); the first seed's replicates carry the variation over
-    prompts, and each replicate trades that seed's value for the mean of the
-    seeds drawn with replacement, which carries the seed-to-seed spread.
-    Token-level CKA is resampled on a token sample (``chance.rows``), its Gram
-    matrices multiplied in float32 (`metrics.linear_gram`). Each set
-    of replicates is moved so that its median is its full-data estimate
-    (`metrics.centre`): the value's and the chance level's, then the
-    corrected score's, computed from those two, onto the corrected estimate.
-    Every interval thus holds its own estimate.
+    The replicates are over `metrics.interval_counts` (bootstrap draws, then the cluster jackknife) and each
+    interval is `metrics.bias_corrected_interval` / `metrics.corrected_interval`: token-level CKA over prompts
+    is biased upward by the share of same-prompt pairs (``share``: that of every kept row, the estimate's
+    data; the replicates use the token sample ``chance.rows``, Gram matrices multiplied in float32). The
+    analog and the control are resampled with the same prompt draws, so the corrected score's interval
+    carries both and their correlation. The chance level is the mean over control seeds (``seeds``: metric
+    -> layer -> the value of each): the first seed's replicates carry the variation over prompts, and each
+    bootstrap replicate trades that seed's value for the mean of the seeds drawn with replacement (the
+    jackknife entries for the mean of all), which carries the seed-to-seed spread.
     """
     c = config.chance
-    counts = metrics.resample_counts(n_prompts, c.resamples, c.seed)
+    counts = metrics.interval_counts(n_prompts, c.resamples, c.seed)
     pooled_counts = counts[:, order]  # pooled rows are in capture order
+    sizes = {"cka": np.bincount(groups, minlength=n_prompts), "rbf_cka": None, "mutual_knn": None}
+    shares = {"cka": share, "rbf_cka": None, "mutual_knn": None}
     settings = config.representation
     pairs = [(("teacher", i), (name, mapped[i])) for i in layers for name in others]  # every Gram made once
     slots = [(name, i) for i in layers for name in others]
@@ -481,22 +483,43 @@ def _intervals(config, layers, mapped, others, values, chance, seeds, notes, *, 
         keep("mutual_knn", metrics.mutual_knn_replicates_pairs(pairs, pooled.__getitem__, pooled_counts,
                                                                k=settings.mutual_knn.k))
     out = {metric: {} for metric in PER_LAYER}
-    spread_draws = None
+    drawn = None  # control seeds drawn with replacement for each bootstrap draw
     for metric, name, i in reps:
         if name != "student":
             continue
-        value = metrics.centre(reps[metric, name, i], values[metric][i])
-        out[metric][i] = {"value": list(metrics.percentile_interval(value, c.confidence))}
+        how = {"sizes": sizes[metric], "share": shares[metric], "confidence": c.confidence}
+        value = reps[metric, name, i]
+        out[metric][i] = {"value": list(_interval(metric, value, values[metric][i], counts, how))}
         if (metric, "control", i) in reps:
             each = np.asarray(seeds[metric][i], dtype=np.float64)
-            if spread_draws is None:
-                spread_draws = np.random.default_rng(c.seed).integers(len(each), size=(len(value), len(each)))
-            level = reps[metric, "control", i] - each[0] + each[spread_draws].mean(axis=1)
-            level = metrics.centre(level, chance[metric][i])
-            corrected = metrics.centre(chance_corrected(value, level), chance_corrected(values[metric][i], chance[metric][i]))
-            out[metric][i]["chance"] = list(metrics.percentile_interval(level, c.confidence))
-            out[metric][i]["corrected"] = list(metrics.percentile_interval(corrected, c.confidence))
+            if drawn is None:
+                drawn = np.random.default_rng(c.seed).integers(len(each), size=(c.resamples, len(each)))
+            spread = np.full(len(counts), each.mean())
+            spread[: c.resamples] = each[drawn].mean(axis=1)
+            level = reps[metric, "control", i] - each[0] + spread
+            out[metric][i]["chance"] = list(_interval(metric, level, chance[metric][i], counts, how))
+            out[metric][i]["corrected"] = list(_interval(metric, (value, level), (values[metric][i], chance[metric][i]),
+                                                         counts, how))
     return out
+
+
+def _interval(metric, replicates, estimate, counts, how) -> tuple[float, float]:
+    """A value's interval (``replicates``, ``estimate``: one set each) or a corrected score's (two each: value
+    and chance). CKA (linear, RBF): the bias-corrected construction (`metrics.bias_corrected_interval`,
+    `metrics.corrected_interval`). Mutual kNN, whose value depends on the number of prompts so that a
+    leave-one-prompt-out jackknife reads that dependence as bias: the bootstrap draws moved onto the estimate
+    (`metrics.centre`)."""
+    if metric != "mutual_knn":
+        if isinstance(estimate, tuple):
+            return metrics.corrected_interval(*replicates, *estimate, counts, **how)
+        return metrics.bias_corrected_interval(replicates, estimate, counts, **how)
+    boot = len(counts) - counts.shape[1] - 1  # the bootstrap draws, before the jackknife entries
+    if isinstance(estimate, tuple):
+        value = metrics.centre(replicates[0][:boot], estimate[0])
+        level = metrics.centre(replicates[1][:boot], estimate[1])
+        return metrics.percentile_interval(metrics.centre(chance_corrected(value, level), chance_corrected(*estimate)),
+                                           how["confidence"])
+    return metrics.percentile_interval(metrics.centre(replicates[:boot], estimate), how["confidence"])
 
 
 def _calibration(stream, found, config, notes) -> dict[str, Any]:
