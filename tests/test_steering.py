@@ -438,7 +438,8 @@ def test_the_steering_part_read_back_from_a_reference_gives_the_live_values(plan
         assert analog_half(stored, layers) == in_memory
         assert json.loads(json.dumps(steering_analysis(pair, behaviours, layers, settings, map_texts=TEXTS))) == in_memory
     case = in_memory["behaviours"]["planted"]["1"]
-    assert set(case["probability"]) == {"native", "transferred", "random"} and "unmeasured" not in case
+    randoms = {"random", *(f"random:{v}" for v in range(1, settings.random_vectors))}
+    assert set(case["probability"]) == {"native", "transferred", *randoms} and "unmeasured" not in case
     train = behaviours[0].train
     live = extract(pair.teacher, [i.positive for i in train], [i.negative for i in train], 1, batch_size=settings.batch_size)
     assert torch.equal(stored.tensors["planted/1/native"], live)  # the steering_vector fixture's, live or stored
