@@ -53,7 +53,7 @@ DEMO_DISTILLATION = {"fraction": 0.05, "max_steps": 200, "align": "cosine"}
 # caches (`time analog-demo`, load average about 1; the distillation on a first run, the reference
 # and the suites on a run with the analog already distilled). Remaining times scale these by how much
 # slower this machine ran the stages already done.
-REFERENCE_SECONDS = {"distil": 195.0, "reference": 157.0, "suites": 55.0}
+REFERENCE_SECONDS = {"distil": 166.0, "reference": 152.0, "suites": 49.0}
 
 USAGE_ERROR = 4  # pytest's exit code for a usage error
 

@@ -56,13 +56,13 @@ def test_demo_announces_its_stages_then_one_line_each(tmp_path, monkeypatch, tin
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("analog-demo: ")]
     assert lines[0].startswith("analog-demo: the fidelity gate on SmolLM2-135M-Instruct")
-    assert "  2. distil the analog (once; cached in " in out and "): 3 min 15 s" in out and "): 2 min 37 s" in out and "): 55 s" in out
+    assert "  2. distil the analog (once; cached in " in out and "): 2 min 46 s" in out and "): 2 min 32 s" in out and "): 49 s" in out
     assert [line.split("]")[0] for line in lines[1:]] == ["analog-demo: [1/4", "analog-demo: [2/4", "analog-demo: [2/4",
                                                           "analog-demo: [3/4", "analog-demo: [3/4",
                                                           "analog-demo: [4/4", "analog-demo: [4/4"]
     assert lines[3] == f"analog-demo: [2/4] analog read from {tiny_random_dir.parent}"  # built before this run
     assert lines[5] == "analog-demo: [3/4] the suites chosen read nothing of the teacher: no reference built"
-    assert lines[6].startswith("analog-demo: [4/4] running the suites: about 55 s left")
+    assert lines[6].startswith("analog-demo: [4/4] running the suites: about 49 s left")
     assert lines[7].startswith("analog-demo: [4/4] suites done in ")
     assert (tmp_path / "report" / "fidelity.json").is_file()
 
