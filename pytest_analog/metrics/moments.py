@@ -198,8 +198,8 @@ class PairedMoments:
         For one representation compared with several (a teacher layer with the
         analog and the chance control): accumulators that saw the same x rows
         so far share x's reference point, so x's sums (XᵀX, the most costly
-        for a wide teacher) are the same for all of them when no row of the
-        batch is kept apart.
+        for a wide teacher) are the same for all of them that keep the same
+        rows of the batch apart (a massive teacher row is kept apart by all).
 
         Raises:
             ValueError: as `update`, or ``ys`` not one per accumulator.
@@ -221,13 +221,13 @@ class PairedMoments:
                 x, y = x[~far], y[~far]
                 if not len(x):
                     continue
-                x_side = None
-            else:
-                key = (moments._ref[0].device, moments._ref[0].cpu().numpy().tobytes(), moments._norms, moments._products)
-                if key not in shared:
-                    shared[key] = _side(x, moments._ref[0], "x", moments._norms, moments._products)
-                x_side = shared[key]
-            moments._add(batch_sums(x, y, *moments._ref, moments._norms, x_side=x_side, products=moments._products), len(x))
+            # x's sums depend on its reference point and on which rows were kept apart (far in x, the same for
+            # every accumulator, or in this y): accumulators that agree on both share them
+            key = (moments._ref[0].device, moments._ref[0].cpu().numpy().tobytes(), moments._norms, moments._products,
+                   far.cpu().numpy().tobytes())
+            if key not in shared:
+                shared[key] = _side(x, moments._ref[0], "x", moments._norms, moments._products)
+            moments._add(batch_sums(x, y, *moments._ref, moments._norms, x_side=shared[key], products=moments._products), len(x))
 
     def _add(self, batch: Stats, b: int) -> None:
         if self._stats is None:
