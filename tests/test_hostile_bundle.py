@@ -19,7 +19,7 @@ from pytest_analog.criterion import Criterion
 from pytest_analog.leaderboard.board import board_gates, build_board
 from pytest_analog.leaderboard.cli import main
 from pytest_analog.submission import MAX_BYTES
-from tests.test_leaderboard import SHARED, bundles, entries, scored_against, sealed, write  # noqa: F401  (a fixture)
+from tests.test_leaderboard import SHARED, bundles, entries, resummed, scored_against, sealed, write  # noqa: F401  (a fixture)
 
 LOWERED = {"cka": {"min": -100.0}, "embedding_geometry": {"min": -1.0}, "unembedding_geometry": {"min": -1.0},
            "parameter_fraction": {"max": 1.0}, "model_card": {"required": False}, "license": {"required": False},
@@ -36,12 +36,7 @@ def forge_gates(bundle: dict) -> dict:
     report = bundle["report"]
     rows = [Criterion.from_dict(row) for row in report["criteria"]]
     report["criteria"] = [dataclasses.replace(c, gate=gates.gate(c.metric, c.measured.value, **c.details)).to_dict() for c in rows]
-    gated = [c for c in report["criteria"] if c["gated"]]
-    failed = sum(not c["passed"] for c in gated)
-    report["summary"].update(gated=len(gated), passed=len(gated) - failed, failed=failed,
-                             informational=len(report["criteria"]) - len(gated))
-    report["verdict"] = "fail" if failed else "pass"
-    return sealed(bundle)
+    return resummed(bundle)
 
 
 def test_forged_gates_do_not_win_the_board_and_are_shown(bundles, tmp_path, capsys):

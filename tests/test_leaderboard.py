@@ -54,6 +54,17 @@ def sealed(bundle: dict) -> dict:
     return bundle
 
 
+def resummed(bundle: dict) -> dict:
+    """The bundle with its report's counts and verdict recomputed from its criteria rows, resealed."""
+    report = bundle["report"]
+    gated = [c for c in report["criteria"] if c["gated"]]
+    failed = sum(not c["passed"] for c in gated)
+    report["summary"].update(gated=len(gated), passed=len(gated) - failed, failed=failed,
+                             informational=len(report["criteria"]) - len(gated))
+    report["verdict"] = "fail" if failed else "pass"
+    return sealed(bundle)
+
+
 def scored_against(bundle: dict, reference_id: str | None) -> dict:
     """A copy of ``bundle`` as a run against the teacher reference ``reference_id`` writes it (the report's
     reference section: its id and the teacher's record with its file digests), or naming none; resealed."""

@@ -10,20 +10,14 @@ import pytest
 from pytest_analog.config import config_from_dict
 from pytest_analog.criterion import Criterion, Gate, Measured
 from pytest_analog.leaderboard import check_submission
-from tests.test_leaderboard import bundles, sealed  # noqa: F401  (a fixture, and the forger's reseal)
+from tests.test_leaderboard import bundles, resummed, sealed  # noqa: F401  (a fixture, and the forger's reseal)
 
 
 def with_row(bundle: dict, criterion: Criterion) -> dict:
     """``bundle`` with one more criterion row and the summary and verdict that follow, resealed."""
     bundle = copy.deepcopy(bundle)
-    report = bundle["report"]
-    report["criteria"].append(criterion.to_dict())
-    gated = [c for c in report["criteria"] if c["gated"]]
-    failed = sum(not c["passed"] for c in gated)
-    report["summary"].update(gated=len(gated), passed=len(gated) - failed, failed=failed,
-                             informational=len(report["criteria"]) - len(gated))
-    report["verdict"] = "fail" if failed else "pass"
-    return sealed(bundle)
+    bundle["report"]["criteria"].append(criterion.to_dict())
+    return resummed(bundle)
 
 
 STEERING = {"behaviour": "sentiment", "steering_layer": 10, "analog_layer": 3, "half_max_alpha": 0.1}
