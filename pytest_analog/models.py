@@ -301,10 +301,15 @@ def _stamp(path: Path) -> str:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
+        return stream_sha256(f)
+
+
+def stream_sha256(f) -> str:
+    """The hex SHA-256 of what is left to read of the binary file ``f``, read in 4 MiB chunks (never held whole)."""
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: f.read(1 << 22), b""):
+        digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -38,6 +38,7 @@ from typing import Any, Callable
 import torch
 
 from pytest_analog.errors import AnalogError
+from pytest_analog.models import stream_sha256
 
 FORMAT = "pytest-analog-reference"
 SCHEMA_VERSION = 1
@@ -46,7 +47,6 @@ TOKENIZER = "tokenizer/"  # the folder of the teacher tokenizer's files
 PART_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")  # a run's name, which names its part's files
 FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")  # one plain file name: no separator, no leading dot
 STALE_AFTER_S = 60  # a build's staging folder this old and unlocked was left by a killed build
-_CHUNK = 1 << 22
 
 
 @dataclass
@@ -433,10 +433,7 @@ def _read(folder: Path, name: str, *, whole: bool = True) -> tuple[bytes, str]:
                 raise OSError(errno.ENOMEM, f"{size / 2**30:.1f} GiB, more than the {available / 2**30:.1f} GiB of free memory")
             raw = f.read()
             return raw, hashlib.sha256(raw).hexdigest()
-        digest = hashlib.sha256()
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-        return b"", digest.hexdigest()
+        return b"", stream_sha256(f)
 
 
 def _digest(folder: Path, name: str) -> str:
