@@ -42,8 +42,8 @@ from pytest_analog.distill import DistillConfig, distill
 from pytest_analog.distill.data import read_texts, teacher_targets, token_chunks
 from pytest_analog.distill.student import kept_blocks, plan_shape, random_student, student_config
 from pytest_analog.distill.train import Trainee, align_map
-from pytest_analog.representation import measure
-from pytest_analog.reference.representation import teacher_part
+from pytest_analog.suites.representation.analog import measure
+from pytest_analog.suites.representation.teacher import teacher_part
 from pytest_analog.models import ModelPair, load_model
 from pytest_analog.prompts import load_prompts
 

@@ -34,7 +34,7 @@ from pytest_analog.reference import store
 from pytest_analog.reference.cli import BuildContext, _Options
 from pytest_analog.reference.teacher import TeacherHalf
 from pytest_analog.resources import shipped
-from pytest_analog.runs import RUNS
+from pytest_analog import registry
 
 SUITES = ("representation", "embeddings", "logits")
 
@@ -83,7 +83,7 @@ def main() -> None:
         bare.append(bare_forward_seconds(teacher, texts, config))
         half = TeacherHalf(context, source=resolve_source(str(gguf)), load=lambda: teacher)
         started = time.perf_counter()
-        half.part(RUNS["representation"])
+        half.part(registry.runs(registry.built_in())["representation"])
         build.append(time.perf_counter() - started)
     print(f"build: {min(build):.2f} s for the representation part, bare teacher forward {min(bare):.2f} s: "
           f"{min(build) / min(bare):.2f}x (target <= 1.3)")

@@ -2,7 +2,7 @@
 
 Both models run the same prompts in the same batches (sorted by length, right
 padded, every hidden state) once bare and once as the live gate does: the
-teacher half (`reference.representation.teacher_part`, which keeps the
+teacher half (`suites.representation.teacher.teacher_part`, which keeps the
 teacher's rows, top-k logits and embedding rows) and the analog half
 (`representation.measure`, which adds the alignment, the streamed metrics, the
 layer matrix and the geometry). The teacher half alone is also timed against
@@ -33,8 +33,8 @@ import torch
 from pytest_analog.capture import plan_alignment
 from pytest_analog.config import load_config
 from pytest_analog.demo import smollm2_gguf
-from pytest_analog.representation import measure
-from pytest_analog.reference.representation import teacher_part
+from pytest_analog.suites.representation.analog import measure
+from pytest_analog.suites.representation.teacher import teacher_part
 from pytest_analog.layers import gated_layers
 from pytest_analog.models import ModelPair, load_model
 from pytest_analog.prompts import load_prompts
@@ -112,12 +112,12 @@ def main() -> None:
 PARTS = {
     "CKA streams over every row": ("pytest_analog.metrics", "StreamingLinearCKA.update_each"),
     "massive rows: norms and candidates": ("pytest_analog.massive", "TopRows.update"),
-    "massive rows left out + influence figure": ("pytest_analog.representation", "_leave_out"),
+    "massive rows left out + influence figure": ("pytest_analog.suites.representation.analog", "_leave_out"),
     "token-level CKA bootstrap (Gram matrices included)": ("pytest_analog.metrics", "gram_cka_replicates_pairs"),
     "  of which its Gram matrices": ("pytest_analog.metrics", "linear_gram"),
     "kNN bootstrap": ("pytest_analog.metrics", "mutual_knn_replicates_pairs"),
     "layer matrix": ("pytest_analog.metrics", "cka_matrix"),
-    "permutation null (every metric, best matches)": ("pytest_analog.representation", "_calibration"),
+    "permutation null (every metric, best matches)": ("pytest_analog.suites.representation.analog", "_calibration"),
 }
 
 

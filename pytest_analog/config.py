@@ -1,28 +1,33 @@
 """The fidelity configuration: shipped defaults overlaid by the user's YAML.
 
-The dataclasses below are the schema: their fields are the only allowed keys,
-their annotations the allowed types. `defaults.yaml` beside this module holds
-every default value and the reasoning behind each threshold.
+The core sections below (prompts, positions, layers, chance, reference) and each
+suite's section and gates (`suite.Suite.settings`, `.gates`) are the schema:
+their fields are the only allowed keys, their annotations the allowed types.
+`defaults.yaml` beside this module and each suite's ``defaults.yaml`` hold every
+default value and the reasoning behind each threshold. The `Config` class of a
+run is made from the suites it knows (`config_class`).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import difflib
+import functools
 import math
 import types
 import typing
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 import yaml
 
+from pytest_analog import gates, registry
 from pytest_analog.errors import AnalogError
-from pytest_analog.criterion import Gate
-from pytest_analog.facts import METRICS
+from pytest_analog.suite import Suite
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
 SCHEMA = 2  # the config's `version`
@@ -62,50 +67,6 @@ class Layers:
 
 
 @dataclass(frozen=True)
-class CKASettings:
-    debiased: bool
-
-
-@dataclass(frozen=True)
-class RBFSettings:
-    sigma_frac: float
-    debiased: bool
-
-
-@dataclass(frozen=True)
-class KNNSettings:
-    k: int
-
-
-@dataclass(frozen=True)
-class Representation:
-    """Settings of the representation metrics (read by the capture pass; thresholds are in `Gates`)."""
-
-    cka: CKASettings
-    rbf_cka: RBFSettings
-    mutual_knn: KNNSettings
-
-
-@dataclass(frozen=True)
-class Embeddings:
-    """Shared token rows sampled for the (un)embedding geometry, and the fewest that are measurable."""
-
-    rows: int
-    min_rows: int
-
-    def __post_init__(self):
-        if self.rows < self.min_rows:
-            raise AnalogError(f"embeddings: rows ({self.rows}) must be at least min_rows ({self.min_rows})")
-
-
-@dataclass(frozen=True)
-class Logits:
-    """What a teacher reference keeps of each next-token distribution."""
-
-    top_k: int
-
-
-@dataclass(frozen=True)
 class ReferenceSettings:
     """How a teacher reference stores the teacher's activations and embedding rows."""
 
@@ -125,232 +86,30 @@ class Chance:
     block_rows: int  # rows per prompt of the token-level permutation null (from the layer-matrix sample)
 
 
-@dataclass(frozen=True)
-class ModelCardCheck:
-    sections: dict[str, list[str]]
-
-
-@dataclass(frozen=True)
-class LicenseCheck:
-    allowed: list[str]
-
-
-@dataclass(frozen=True)
-class TrainingCodeCheck:
-    files: list[str]
-    sections: list[str]
-
-
-@dataclass(frozen=True)
-class ReleaseDates:
-    teacher: str | None
-    analog: str | None
-
-
-@dataclass(frozen=True)
-class Compliance:
-    """What the compliance checks look for (whether each is required is in `Gates`)."""
-
-    model_card: ModelCardCheck
-    license: LicenseCheck
-    training_code: TrainingCodeCheck
-    release_dates: ReleaseDates
-
-
-@dataclass(frozen=True)
-class Steering:
-    behaviours: list[str]
-    teacher_layers: Literal["auto"] | list[int]
-    analog_layers: Literal["best_match", "proportional"] | dict[int, int]
-    position: int
-    method: Literal["mean", "pca"]
-    alphas: list[float]
-    from_position: int
-    map: Literal["ridge", "procrustes", "autoencoder"]
-    ridge: float
-    autoencoder_steps: int
-    map_prompts: int
-    max_length: int
-    train_items: int
-    eval_items: int
-    batch_size: int
-    seed: int
-    min_native_effect: float
-    random_directions: int  # random analog directions whose mapped cosine is direction fidelity's chance level
-    random_vectors: int  # random steering vectors run on the teacher: the transfer ratio's chance level
-
-
-@dataclass(frozen=True)
-class Benchmarks:
-    """lm-eval tasks run on both models (the gate on each task is `Gates.benchmarks`)."""
-
-    tasks: list[str]
-    num_fewshot: int | None
-    limit: int | None
-    batch_size: int
-    backend: Literal["hf", "vllm"]  # lm-eval's model of the teacher half: transformers (hf) or vLLM
-
-
-# -- gates: thresholds, scores and decision rules; a run never reads them, so changing one re-judges from the cache
-
-Rule = Literal["point", "lower_bound"]  # the decision rule: see `criterion.judge`
-
-
-@dataclass(frozen=True)
-class AtLeast:
-    """A higher-is-better criterion, gated when ``min`` is set; ``rule`` null follows ``gates.rule``."""
-
-    min: float | None
-    rule: Rule | None
-
-
-@dataclass(frozen=True)
-class AtMost:
-    """A lower-is-better criterion, gated when ``max`` is set; ``rule`` null follows ``gates.rule``."""
-
-    max: float | None
-    rule: Rule | None
-
-
-@dataclass(frozen=True)
-class Scored(AtLeast):
-    """A criterion with a chance level: ``min`` applies to the raw or the chance-corrected score."""
-
-    score: Literal["raw", "corrected"]
-
-
-@dataclass(frozen=True)
-class CKAGate(Scored):
-    min_prompts: int  # fewer prompts: each CKA criterion is flagged "few prompts" (the verdict stands)
-
-
-@dataclass(frozen=True)
-class Range:
-    """A quantity gated on both sides, one criterion each (``min`` / ``max``, null: not gated on that side)."""
-
-    min: float | None
-    max: float | None
-
-
-@dataclass(frozen=True)
-class Required:
-    """A yes/no compliance check, gated when ``required``."""
-
-    required: bool
-
-
-@dataclass(frozen=True)
-class BenchmarkGates:
-    """The gate on each lm-eval task's retained capability, or on its paired delta."""
-
-    min_retained: float | None
-    max_drop: float | None
-    rule: Rule | None
-    per_task: dict[str, dict[str, float | None]]
-
-    def __post_init__(self):
-        for task, gate in self.per_task.items():
-            unknown = set(gate) - {"min_retained", "max_drop"}
-            if unknown:
-                raise AnalogError(f"gates.benchmarks.per_task.{task}: unknown key(s) {', '.join(sorted(unknown))}; use min_retained or max_drop")
-        for task in ["", *self.per_task]:
-            retained, drop = self.thresholds(task or None)
-            if retained is not None and drop is not None:
-                where = f"gates.benchmarks.per_task.{task}" if task else "gates.benchmarks"
-                raise AnalogError(f"{where}: give min_retained or max_drop, not both (set the other to null)")
-
-    def thresholds(self, task: str | None) -> tuple[float | None, float | None]:
-        """(min_retained, max_drop) for ``task``: its per_task entry (a key left out is null), else the defaults."""
-        own = self.per_task.get(task) if task else None
-        if own is None:
-            return self.min_retained, self.max_drop
-        return own.get("min_retained"), own.get("max_drop")
-
-
-@dataclass(frozen=True)
-class Gates:
-    """Every threshold of the built-in suites; `gate` turns one into the `criterion.Gate` of a criterion."""
-
-    rule: Rule
-    cka: CKAGate
-    rbf_cka: Scored
-    mutual_knn: Scored
-    embedding_geometry: Scored
-    unembedding_geometry: Scored
-    kl: AtMost
-    top1_agreement: AtLeast
-    perplexity_ratio: AtMost
-    transfer_ratio: AtLeast
-    transfer_gap: AtMost
-    spearman: AtLeast
-    random_control: AtMost
-    direction_fidelity: Scored
-    map_fvu: AtMost
-    map_cosine: AtLeast
-    benchmarks: BenchmarkGates
-    parameter_fraction: Range
-    same_family: Required
-    safetensors: Required
-    model_card: Required
-    license: Required
-    training_code: Required
-    release_lag: Range
-
-    def gate(self, metric: str, value: float | None = None, **details: Any) -> Gate:
-        """The gate of a built-in criterion, the one the suites record and the leaderboard checks.
-
-        ``details`` select among a metric's gates: ``bound`` ("min"/"max") for a range,
-        ``task`` and ``higher_is_better`` for a benchmark. A benchmark task with no retained
-        fraction (``value`` None: the teacher is not above chance) is reported, not gated, and so
-        is a criterion that ``needs_teacher`` and has no value (a teacher reference cannot measure it).
-        """
-        if metric in ("benchmark_retained", "benchmark_delta"):
-            return self._benchmark_gate(metric, value, details.get("task"), details.get("higher_is_better", True))
-        entry = getattr(self, metric)
-        if value is None and details.get("needs_teacher"):
-            return Gate(score=getattr(entry, "score", "raw"), rule=getattr(entry, "rule", None) or self.rule)
-        if isinstance(entry, Required):
-            return Gate("min", 1.0, rule=self.rule) if entry.required else Gate(rule=self.rule)
-        direction = details["bound"] if isinstance(entry, Range) else METRICS[metric].direction
-        threshold = getattr(entry, direction)
-        rule = getattr(entry, "rule", None) or self.rule
-        score = getattr(entry, "score", "raw")
-        return Gate(direction, threshold, score, rule) if threshold is not None else Gate(score=score, rule=rule)
-
-    def _benchmark_gate(self, metric: str, value, task: str | None, higher_is_better: bool) -> Gate:
-        retained, drop = self.benchmarks.thresholds(task)
-        rule = self.benchmarks.rule or self.rule
-        if metric == "benchmark_delta" and drop is not None:
-            return Gate("min", -drop, rule=rule) if higher_is_better else Gate("max", drop, rule=rule)
-        if metric == "benchmark_retained" and drop is None and retained is not None and value is not None:
-            return Gate("min", retained, rule=rule)
-        return Gate(rule=rule)
-
-
-@dataclass(frozen=True)
 class Config:
-    version: int
-    prompts: Prompts
-    batch_size: int
-    seed: int
-    positions: Positions
-    layers: Layers
-    chance: Chance
-    representation: Representation
-    embeddings: Embeddings
-    logits: Logits
-    reference: ReferenceSettings
-    compliance: Compliance
-    steering: Steering
-    benchmarks: Benchmarks
-    gates: Gates
+    """Base of a run's config: the core sections, each suite's section (by its name) and ``gates``."""
+
+    suites: ClassVar[tuple[Suite, ...]] = ()  # the suites whose sections it holds (set on each made class)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-# Criteria whose chance level is their own (random steering directions), not the chance.control model's.
-OWN_CHANCE = ("direction_fidelity",)
+@functools.cache
+def config_class(suites: tuple[Suite, ...]) -> type:
+    """The `Config` class of a run with ``suites``: the core sections, one per suite with settings, and gates."""
+    judged_under = {name: m.judged_under for s in suites for name, m in s.metrics.items() if m.judged_under}
+    gate_fields = [("rule", gates.Rule)] + [(key, kind) for s in suites for key, kind in s.gates.items()]
+    gates_class = dataclasses.make_dataclass("Gates", gate_fields, bases=(gates.Gates,), frozen=True,
+                                             namespace={"judged_under": judged_under})
+    sections = [(s.name, s.settings) for s in suites if s.settings is not None]
+    fields = [*_CORE, *sections, ("gates", gates_class)]
+    return dataclasses.make_dataclass("Config", fields, bases=(Config,), frozen=True, namespace={"suites": suites})
+
+
+_CORE = [("version", int), ("prompts", Prompts), ("batch_size", int), ("seed", int), ("positions", Positions),
+         ("layers", Layers), ("chance", Chance), ("reference", ReferenceSettings)]
+
 
 # Value checks beyond the type: dotted key -> (predicate, what is expected). Every count has an upper bound
 # so that a typo cannot ask for more than a machine holds: each is far above any useful value (resamples: intervals
@@ -373,57 +132,24 @@ _RANGES = {
     "chance.permutations": (lambda v: v == 0 or 19 <= v <= 100_000, "0 (no permutation null) or an integer from 19 to 100,000"),
     "chance.alpha": (lambda v: 0 < v < 1, "a number between 0 and 1"),
     "chance.block_rows": (lambda v: 1 <= v <= 1_024, "an integer from 1 to 1,024"),
-    "gates.cka.min_prompts": (lambda v: 1 <= v <= 100_000, "an integer from 1 to 100,000"),
-    "representation.mutual_knn.k": (lambda v: 1 <= v <= 1_000, "an integer from 1 to 1,000"),
-    "representation.rbf_cka.sigma_frac": (lambda v: v > 0, "a number > 0"),
-    "embeddings.rows": (lambda v: 3 <= v <= 65_536, "an integer from 3 to 65,536"),
-    "embeddings.min_rows": (lambda v: 3 <= v <= 65_536, "an integer from 3 to 65,536"),
-    "logits.top_k": (lambda v: 1 <= v <= 65_536, "an integer from 1 to 65,536"),
-    "compliance.release_dates.teacher": (lambda v: v is None or _is_date(v), "null or a date YYYY-MM-DD"),
-    "compliance.release_dates.analog": (lambda v: v is None or _is_date(v), "null or a date YYYY-MM-DD"),
-    "steering.behaviours": (lambda v: 1 <= len(v) <= 100, "a list of 1 to 100 behaviour names or .jsonl paths"),
-    "steering.alphas": (lambda v: len(v) <= 100 and any(a > 0 for a in v), "a list of at most 100 numbers with at least one > 0"),
-    "steering.from_position": (lambda v: 0 <= v <= 32_768, "an integer from 0 to 32,768"),
-    "steering.ridge": (lambda v: v > 0, "a number > 0"),
-    "steering.autoencoder_steps": (lambda v: 1 <= v <= 1_000_000, "an integer from 1 to 1,000,000"),
-    "steering.map_prompts": (lambda v: 5 <= v <= 100_000, "an integer from 5 to 100,000 (every fifth prompt is held out)"),
-    "steering.max_length": (lambda v: 2 <= v <= 32_768, "an integer from 2 to 32,768"),
-    "steering.train_items": (lambda v: 1 <= v <= 100_000, "an integer from 1 to 100,000"),
-    "steering.eval_items": (lambda v: 1 <= v <= 100_000, "an integer from 1 to 100,000"),
-    "steering.batch_size": (lambda v: 1 <= v <= 4_096, "an integer from 1 to 4,096"),
-    "steering.seed": (lambda v: 0 <= v < 2**32, "an integer from 0 to 2**32 - 1"),
-    "steering.min_native_effect": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "steering.random_directions": (lambda v: 2 <= v <= 100_000, "an integer from 2 to 100,000"),
-    "steering.random_vectors": (lambda v: 1 <= v <= 1_000, "an integer from 1 to 1,000"),
-    "benchmarks.tasks": (lambda v: 1 <= len(v) <= 1_000, "a list of 1 to 1,000 task names or task YAML paths"),
-    "benchmarks.num_fewshot": (lambda v: v is None or 0 <= v <= 100, "null or an integer from 0 to 100"),
-    "benchmarks.limit": (lambda v: v is None or 1 <= v <= 10_000_000, "null or an integer from 1 to 10,000,000"),
-    "benchmarks.batch_size": (lambda v: 1 <= v <= 4_096, "an integer from 1 to 4,096"),
-    "gates.benchmarks.min_retained": (lambda v: v is None or v <= 1, "null or a number <= 1"),
-    "gates.benchmarks.max_drop": (lambda v: v is None or v >= 0, "null or a number >= 0"),
 }
 
 
-def _is_date(value: str) -> bool:
-    try:
-        datetime.date.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
+def load_config(path: str | Path | None = None, suites: tuple[Suite, ...] | None = None, **overrides: Any) -> Config:
+    """Load the shipped defaults of the core and of ``suites``, overlay the YAML file at ``path`` and ``overrides``.
 
-
-def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
-    """Load the shipped defaults, overlay the YAML file at ``path`` and ``overrides``.
-
-    ``overrides`` are dotted keys (``{"prompts.max_prompts": 16}``) applied last.
+    ``suites`` defaults to the installed ones (`registry.installed`); ``overrides`` are dotted
+    keys (``{"prompts.max_prompts": 16}``) applied last.
 
     Raises:
         AnalogError: the file is missing or not YAML, or a key or value is invalid.
     """
-    data = _read_yaml(DEFAULTS_PATH)
+    suites = registry.installed() if suites is None else tuple(suites)
+    cls = config_class(suites)
+    data = _defaults(suites)
     if path is not None:
         user = _read_yaml(Path(path))
-        _overlay(data, user, "", str(path))
+        _overlay(data, user, "", str(path), cls)
         if isinstance(data["prompts"], dict):  # a relative prompt file is beside the config file
             data["prompts"]["set"] = _beside(Path(path), data["prompts"]["set"])
     for dotted, value in overrides.items():
@@ -432,38 +158,63 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
         for key in parents:
             node = node[key]
         node[leaf] = value
-    config = _build(Config, data, "", str(path or DEFAULTS_PATH))
-    _check_thresholds(config, str(path or DEFAULTS_PATH))
+    source = str(path or DEFAULTS_PATH)
+    config = _checked(cls, data, source)
     if config.chance.control == "none":
+        metrics = registry.metrics(suites)
         corrected = [name for name, c in vars(config.gates).items()
-                     if getattr(c, "score", "raw") == "corrected" and name not in OWN_CHANCE]
+                     if getattr(c, "score", "raw") == "corrected" and not (name in metrics and metrics[name].own_chance)]
         if corrected:
             raise AnalogError(
-                f"{path or DEFAULTS_PATH}: gates {', '.join(corrected)} use score: corrected, which needs a chance "
+                f"{source}: gates {', '.join(corrected)} use score: corrected, which needs a chance "
                 "level; set chance.control to random or permuted, or their score to raw"
             )
     return config
 
 
-def config_from_dict(data: Any, source: str) -> Config:
+def config_from_dict(data: Any, source: str, suites: tuple[Suite, ...] | None = None) -> Config:
     """The `Config` a ``to_dict`` record holds (e.g. a report's ``config``), checked as a loaded file is.
 
     Raises:
         AnalogError: a key or value is missing or invalid; ``source`` names where it came from.
     """
-    config = _build(Config, data, "", source)
+    return _checked(config_class(registry.installed() if suites is None else tuple(suites)), data, source)
+
+
+def _checked(cls: type, data: Any, source: str) -> Config:
+    """``data`` built into ``cls`` with every value check of the core and of its suites."""
+    checks = dict(_RANGES)
+    for suite in cls.suites:
+        checks.update(suite.checks)
+    config = _build(cls, data, "", source, checks)
     _check_thresholds(config, source)
     return config
+
+
+def _defaults(suites: tuple[Suite, ...]) -> dict:
+    """The core's defaults with each suite's merged in (a suite's defaults are shaped as the config file)."""
+    data = _read_yaml(DEFAULTS_PATH)
+    for suite in suites:
+        own = copy.deepcopy(dict(suite.defaults) if isinstance(suite.defaults, dict) else _read_yaml(suite.defaults) if suite.defaults else {})
+        gates = own.pop("gates", None) or {}
+        taken = sorted((data["gates"].keys() & gates.keys()) | (data.keys() & own.keys()) | (own.keys() - {suite.name}))
+        if taken:
+            raise AnalogError(f"suite {suite.name!r}: its defaults set {', '.join(taken)}, which the core or another suite "
+                              f"holds; a suite's defaults hold its own section ({suite.name}) and its own gates")
+        data.update(own)
+        data["gates"].update(gates)
+    return data
 
 
 def _check_thresholds(config: Config, source: str) -> None:
     """Refuse a threshold outside the values its metric can take (`facts.Metric.bounds`): it could never
     pass, or never fail."""
+    metrics = registry.metrics(config.suites)
     for name, rule in vars(config.gates).items():
-        if name not in METRICS:
+        if name not in metrics:
             continue
         corrected = getattr(rule, "score", "raw") == "corrected"  # (value - chance) / (1 - chance) <= 1
-        low, high = (-math.inf, 1.0) if corrected else METRICS[name].bounds
+        low, high = (-math.inf, 1.0) if corrected else metrics[name].bounds
         scale = "its corrected score takes" if corrected else f"{name} takes"
         at_least, at_most = getattr(rule, "min", None), getattr(rule, "max", None)
         for side, threshold in (("min", at_least), ("max", at_most)):
@@ -523,8 +274,10 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _overlay(base: dict, user: dict, prefix: str, source: str) -> None:
-    """Merge ``user`` into ``base`` in place, rejecting keys ``base`` does not have."""
+def _overlay(base: dict, user: dict, prefix: str, source: str, cls: type) -> None:
+    """Merge ``user`` into ``base`` (the data of dataclass ``cls``) in place, rejecting keys ``base`` does not have;
+    a section (a dataclass field) is merged key by key, any other value replaced whole."""
+    hints = typing.get_type_hints(cls)
     for key, value in user.items():
         dotted = f"{prefix}{key}"
         if key not in base and dotted in MOVED:
@@ -533,13 +286,13 @@ def _overlay(base: dict, user: dict, prefix: str, source: str) -> None:
             close = difflib.get_close_matches(str(key), [str(k) for k in base], n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(map(str, base))}"
             raise AnalogError(f"{source}: unknown config key '{dotted}'{hint}")
-        if isinstance(base[key], dict) and isinstance(value, dict) and key not in ("map", "analog_layers", "per_task"):
-            _overlay(base[key], value, f"{dotted}.", source)
+        if dataclasses.is_dataclass(hints.get(key)) and isinstance(base[key], dict) and isinstance(value, dict):
+            _overlay(base[key], value, f"{dotted}.", source, hints[key])
         else:
             base[key] = value
 
 
-def _build(cls, data: Any, prefix: str, source: str):
+def _build(cls, data: Any, prefix: str, source: str, checks: dict):
     if not isinstance(data, dict):
         raise AnalogError(f"{source}: '{prefix.rstrip('.')}' must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
@@ -548,20 +301,20 @@ def _build(cls, data: Any, prefix: str, source: str):
         dotted = f"{prefix}{field.name}"
         if field.name not in data:
             raise AnalogError(f"{source}: missing config key '{dotted}'")
-        kwargs[field.name] = _value(hints[field.name], data[field.name], dotted, source)
+        kwargs[field.name] = _value(hints[field.name], data[field.name], dotted, source, checks)
     return cls(**kwargs)
 
 
-def _value(annotation, value, dotted: str, source: str):
+def _value(annotation, value, dotted: str, source: str, checks: dict):
     if dataclasses.is_dataclass(annotation):
-        return _build(annotation, value, f"{dotted}.", source)
+        return _build(annotation, value, f"{dotted}.", source, checks)
     if isinstance(value, datetime.date):  # YAML reads an unquoted 2025-01-31 as a date
         value = value.isoformat()
     if not _matches(annotation, value):
         raise AnalogError(f"{source}: '{dotted}' must be {_describe(annotation)}, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise AnalogError(f"{source}: '{dotted}' must be finite, got {value!r}")
-    check = _RANGES.get(dotted)
+    check = checks.get(dotted)
     if check and not check[0](value):
         raise AnalogError(f"{source}: '{dotted}' must be {check[1]}, got {value!r}")
     return value

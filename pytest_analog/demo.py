@@ -29,8 +29,12 @@ from pathlib import Path
 
 import pytest
 
+from pytest_analog import registry
 from pytest_analog.atomic import folder_problem
+from pytest_analog.distill import DistillConfig, distilled
 from pytest_analog.errors import AnalogError
+from pytest_analog.options import parse_suites
+from pytest_analog.reference.cli import main as reference_main
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -60,8 +64,6 @@ USAGE_ERROR = 4  # pytest's exit code for a usage error
 
 def build_distilled_student(teacher: Path, workdir: Path) -> Path:
     """The demo's analog of ``teacher``, distilled into ``workdir`` on first use and read from there after."""
-    from pytest_analog.distill import DistillConfig, distilled
-
     return distilled(DistillConfig(teacher=str(teacher), device="cpu", **DEMO_DISTILLATION), workdir)
 
 
@@ -69,15 +71,13 @@ def build_reference(teacher: Path, workdir: Path, extra: list[str]) -> Path | No
     """The teacher's reference in ``workdir/reference``, with the gate's own settings from ``extra``
     (its parts are cached in ``workdir/cache``, where the gate then reads them); None when the suites
     chosen read nothing of the teacher."""
-    from pytest_analog.options import _suites
-    from pytest_analog.reference.cli import main as reference_main
-    from pytest_analog.runs import SUITE_RUNS
-
     gate = argparse.ArgumentParser(add_help=False)
     for name in ("config", "max-prompts", "suites", "tasks"):
         gate.add_argument(f"--analog-{name}")
     known = {name.removeprefix("analog_"): value for name, value in vars(gate.parse_known_args(extra)[0]).items()}
-    if not any(SUITE_RUNS[suite] for suite in _suites(known["suites"] or "all")):
+    suites = registry.installed()
+    chosen = parse_suites(known["suites"] or "all", [suite.name for suite in suites])
+    if not registry.runs(suite for suite in suites if suite.name in chosen):
         return None
     options = [f"--{name.replace('_', '-')}={value}" for name, value in known.items() if value is not None]
     out = workdir / "reference"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,25 +10,24 @@ from pathlib import Path
 import pytest
 
 from pytest_analog.atomic import folder_problem
-
-SUITES = ("representation", "embeddings", "logits", "steering", "benchmarks", "compliance")
+from pytest_analog.registry import BUILT_IN
 # Exit code of a run of part of the gate that failed nothing: not a pass (0), and none of pytest's own 0-5.
 EXIT_PARTIAL = 6
 
 
-def _device(value: str) -> str:
+def parse_device(value: str) -> str:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
         raise ValueError(f"expected auto, cpu, cuda or cuda:N, got '{value}'")
     return value
 
 
-def _dtype(value: str) -> str:
+def parse_dtype(value: str) -> str:
     if value not in ("auto", "float32", "bfloat16", "float16"):
         raise ValueError(f"expected auto, float32, bfloat16 or float16, got '{value}'")
     return value
 
 
-def _positive_int(value: str) -> int:
+def parse_positive_int(value: str) -> int:
     try:
         number = int(value)
     except ValueError:
@@ -37,19 +37,20 @@ def _positive_int(value: str) -> int:
     return number
 
 
-def _suites(value: str) -> tuple[str, ...]:
+def parse_suites(value: str, known) -> tuple[str, ...]:
+    """``all``, ``none`` or a comma-separated list of the names in ``known`` (the registry's suites)."""
     if value == "all":
-        return SUITES
+        return tuple(known)
     if value == "none":
         return ()
     names = tuple(v.strip() for v in value.split(",") if v.strip())
-    unknown = [n for n in names if n not in SUITES]
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise ValueError(f"expected all, none or a comma-separated list of {', '.join(SUITES)}, got '{value}'")
+        raise ValueError(f"expected all, none or a comma-separated list of {', '.join(known)}, got '{value}'")
     return names
 
 
-def _tasks(value: str) -> tuple[str, ...]:
+def parse_tasks(value: str) -> tuple[str, ...]:
     names = tuple(v.strip() for v in value.split(",") if v.strip())
     if not names:
         raise ValueError(f"expected a comma-separated list of lm-eval task names or task YAML paths, got '{value}'")
@@ -61,14 +62,14 @@ _OPTIONS = [
     ("teacher", "MODEL", str, None, "the teacher: a hub id, a local model directory or a .gguf file"),
     ("student", "MODEL", str, None, "the analog (student): a hub id, a local model directory or a .gguf file"),
     ("reference", "REF", str, None, "a teacher reference folder (analog-reference build) to gate against instead of --analog-teacher"),
-    ("device", "DEVICE", _device, "auto", "auto|cpu|cuda|cuda:N; auto uses CUDA when present (device_map='auto' across GPUs)"),
-    ("dtype", "DTYPE", _dtype, "auto", "auto|float32|bfloat16|float16; auto is bfloat16 on CUDA and float32 on the CPU"),
+    ("device", "DEVICE", parse_device, "auto", "auto|cpu|cuda|cuda:N; auto uses CUDA when present (device_map='auto' across GPUs)"),
+    ("dtype", "DTYPE", parse_dtype, "auto", "auto|float32|bfloat16|float16; auto is bfloat16 on CUDA and float32 on the CPU"),
     ("config", "YAML", str, None, "a YAML file overriding the shipped thresholds, prompt set, layers and batch size"),
     ("report", "DIR", str, None, "write fidelity.json, fidelity.md and fidelity.html to this directory"),
     ("cache", "DIR", str, None, "cache directory for measurements and file hashes (default: under pytest's cache dir)"),
-    ("suites", "LIST", _suites, "all", f"built-in suites to add when a teacher is given: all, none or a list of {', '.join(SUITES)}"),
-    ("max-prompts", "N", _positive_int, None, "use at most N prompts of the prompt set and N items of each benchmark task"),
-    ("tasks", "LIST", _tasks, None, "lm-eval tasks for the benchmarks suite: shipped names, task YAML paths or registry names"),
+    ("suites", "LIST", parse_suites, "all", f"suites to run when a teacher is given: all, none or a list of {', '.join(BUILT_IN)} (and installed or conftest suites)"),
+    ("max-prompts", "N", parse_positive_int, None, "use at most N prompts of the prompt set and N items of each benchmark task"),
+    ("tasks", "LIST", parse_tasks, None, "lm-eval tasks for the benchmarks suite: shipped names, task YAML paths or registry names"),
     ("submit", "PATH", str, None, "write a leaderboard submission bundle (JSON: report, config, file hashes) to this file"),
 ]
 _FLAGS = [
@@ -124,8 +125,8 @@ class SettingsError(pytest.UsageError):
         self.settings = settings
 
 
-def read_settings(config: pytest.Config) -> Settings:
-    """Resolve every option: command line, then ini file, then default.
+def read_settings(config: pytest.Config, suites) -> Settings:
+    """Resolve every option: command line, then ini file, then default; ``suites`` are the names of the known suites.
 
     Raises:
         SettingsError: for the first bad option or option pair, one line.
@@ -135,6 +136,8 @@ def read_settings(config: pytest.Config) -> Settings:
         key = name.replace("-", "_")
         option = config.getoption(f"analog_{key}")
         raw = option if option is not None else config.getini(f"analog_{key}") or None
+        if parse is parse_suites:
+            parse = functools.partial(parse_suites, known=tuple(suites))
         try:
             if raw is None:
                 values[key] = parse(default) if default is not None else None

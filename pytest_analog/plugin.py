@@ -1,21 +1,46 @@
 """The pytest plugin: hooks and fixtures only; the work is in `session.AnalogSession`.
 
-Importing this module is light: torch, transformers and lm-eval load only when
-a fixture or a built-in suite needs a model.
+Each suite's tests are collected from its module (`suite.Suite.tests`) wherever it
+lies: a built-in suite's from the installed package, a conftest's from the
+conftest itself. Its fixtures module (`suite.Suite.plugin`) is registered here.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 from fnmatch import fnmatch
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 
+from pytest_analog import finish, hookspec
+from pytest_analog.distill import DistillConfig, distilled
+from pytest_analog.layers import gated_layers
+from pytest_analog.handover import WORKER_OUTPUT, Merger, worker_output
 from pytest_analog.options import add_options
-from pytest_analog.criterion import MEASURED_FIELDS, Criterion, Gate, Measured
-from pytest_analog.session import WORKER_OUTPUT, AnalogSession
+from pytest_analog.preflight import check_inputs
+from pytest_analog.recorder import Recorder
+from pytest_analog.session import AnalogSession
+from pytest_analog.suite import Suite
 
 session_key = pytest.StashKey[AnalogSession]()
+_merger_key = pytest.StashKey[Merger]()
+
+
+class SuiteModule(pytest.Module):
+    """A suite's test module, imported by its module name (a conftest's is the conftest itself, already imported)."""
+
+    suite: Suite
+
+    def _getobj(self):
+        name = self.suite.tests
+        return sys.modules.get(name) or importlib.import_module(name)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspec)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -25,9 +50,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     session = AnalogSession(config)
     config.stash[session_key] = session
+    config.stash[_merger_key] = Merger(session)
     config.pluginmanager.register(session, "analog_session")  # its pytest_runtest_logreport
-    if session.enabled and session.settings.suites:
-        config.args.append(str(session.suites_dir))
+    for suite in session.suites:
+        if suite.plugin and not config.pluginmanager.has_plugin(suite.plugin):
+            config.pluginmanager.register(importlib.import_module(suite.plugin), suite.plugin)
+    given = [Path(arg.split("::")[0]).resolve() for arg in config.args]
+    for suite in session.wanted():  # collected wherever they lie, unless a path given already holds them
+        path = _module_file(suite)
+        if not any(path == arg or arg in path.parents for arg in given):
+            config.args.append(str(path))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -36,71 +68,98 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         config.pluginmanager.unregister(session)
 
 
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+def _module_file(suite: Suite) -> Path:
+    module = sys.modules.get(suite.tests) or find_spec(suite.tests)
+    return Path(getattr(module, "__file__", None) or module.origin).resolve()
+
+
+def _suite_at(config: pytest.Config, path: Path) -> Suite | None:
+    """The suite whose test module is the file at ``path``, or None."""
     session = config.stash[session_key]
-    if session.is_suite(collection_path) and not session.wants_suite(collection_path):
+    files = session.once("suite files", lambda: {_module_file(suite): suite for suite in session.suites})
+    return files.get(path.resolve())
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    suite = _suite_at(config, collection_path)
+    if suite is not None and suite not in config.stash[session_key].wanted():
         return True
     return None
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector):
+    """A suite's test module that ``python_files`` matches (``test_*.py``): collected as the suite's."""
+    suite = _suite_at(parent.config, module_path)
+    return _suite_module(parent, module_path, suite) if suite is not None else None
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
-    """Collect the built-in suites even where ``python_files`` would not match them."""
-    session = parent.config.stash[session_key]
-    if session.is_suite(file_path) and not any(fnmatch(file_path.name, p) for p in parent.config.getini("python_files")):
-        return pytest.Module.from_parent(parent, path=file_path)
-    return None
+    """A suite's test module that ``python_files`` would not match (a conftest.py): collected as the suite's."""
+    suite = _suite_at(parent.config, file_path)
+    if suite is None or any(fnmatch(file_path.name, pattern) for pattern in parent.config.getini("python_files")):
+        return None
+    return _suite_module(parent, file_path, suite)
+
+
+def _suite_module(parent: pytest.Collector, path: Path, suite: Suite) -> SuiteModule:
+    module = SuiteModule.from_parent(parent, path=path)
+    module.suite = suite
+    return module
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     analog = session.config.stash[session_key]
     if analog.enabled:
-        analog.check_models()
+        with analog._checking():
+            check_inputs(analog)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A test that takes ``teacher_layer`` runs once per gated teacher layer, ``benchmark_task`` once per lm-eval task."""
+    """A test that takes ``teacher_layer`` runs once per gated teacher layer."""
     if "teacher_layer" in metafunc.fixturenames:
-        layers = metafunc.config.stash[session_key].teacher_layers()
+        session = metafunc.config.stash[session_key]
+        layers = gated_layers(session.analog_config, session.depths[0]) if session.depths else []
         metafunc.parametrize("teacher_layer", layers, ids=[f"teacher_layer={i}" for i in layers])
-    if "benchmark_task" in metafunc.fixturenames:
-        tasks = metafunc.config.stash[session_key].benchmark_tasks()
-        metafunc.parametrize("benchmark_task", tasks, ids=tasks)
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
-    item.config.stash[session_key].note_collected(item)
+    module = item.getparent(SuiteModule)
+    if module is not None:  # a requested suite with no collected test makes the run partial
+        item.config.stash[session_key].suites_seen.add(module.suite.name)
 
 
 def pytest_deselected(items) -> None:
+    """Deselected tests that record criteria: without them the report covers part of the gate."""
     if items:
-        items[0].config.stash[session_key].note_deselected(items)
+        items[0].config.stash[session_key].deselected += sum("fidelity_record" in getattr(item, "fixturenames", ()) for item in items)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     analog = session.config.stash.get(session_key, None)
     if analog is not None and analog.is_worker:
-        session.config.workeroutput[WORKER_OUTPUT] = analog.worker_output(getattr(session, "items", []))
+        session.config.workeroutput[WORKER_OUTPUT] = worker_output(analog, getattr(session, "items", []))
     elif analog is not None:
-        analog.finish(session)
+        finish.finish(analog, session)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error) -> None:
     """pytest-xdist: a worker finished; merge its criteria and measurements into the controller's session."""
-    analog = node.config.stash.get(session_key, None)
-    if analog is not None:
-        analog.merge_worker(node.gateway.id, getattr(node, "workeroutput", {}).get(WORKER_OUTPUT), error)
+    merger = node.config.stash.get(_merger_key, None)
+    if merger is not None:
+        merger.merge(node.gateway.id, getattr(node, "workeroutput", {}).get(WORKER_OUTPUT), error)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
     analog = terminalreporter.config.stash.get(session_key, None)
     if analog is not None:
-        analog.display(terminalreporter)
+        finish.display(analog, terminalreporter)
 
 
 @pytest.fixture(scope="session")
 def analog_session(pytestconfig: pytest.Config) -> AnalogSession:
-    """The plugin's state for this run: settings, fidelity config (``analog_config``), models, criteria."""
+    """The plugin's state for this run: settings, suites, fidelity config (``analog_config``), models, criteria."""
     return pytestconfig.stash[session_key]
 
 
@@ -129,68 +188,6 @@ def analog(analog_session):
     return analog_session.analog_model()
 
 
-@pytest.fixture(scope="session")
-def analog_measurements(analog_session):
-    """Every representation metric of the pair (`representation.Measurements`), measured once per session."""
-    return analog_session.run("representation")
-
-
-@pytest.fixture(scope="session")
-def analog_benchmarks(analog_session):
-    """Per-task lm-eval scores of both models and their paired deltas (plain dicts), run once per session."""
-    return analog_session.run("benchmarks")
-
-
-class Recorder:
-    """The ``fidelity_record`` fixture: records one criterion of the calling test in the report."""
-
-    def __init__(self, request: pytest.FixtureRequest, session: AnalogSession):
-        self._request, self._session = request, session
-
-    def __call__(self, metric: str, value, *, gate: Gate | None = None, min: float | None = None,
-                 max: float | None = None, score: str = "raw", rule: str | None = None, **details) -> Criterion:
-        """Record ``value`` (a number or a `Measured`) under ``metric``; fail the test when a gated one fails.
-
-        The gate is ``gate``, or ``min`` / ``max`` (at most one; neither: reported, never failed)
-        on the ``score`` ("raw" or "corrected"), judged by ``rule`` (default: the config's
-        ``gates.rule``). With a number, `Measured`'s other fields (``chance``, ``interval``,
-        ``reason``, ...) may be given as keywords; the remaining ``details`` go into the report's row.
-        """
-        if not isinstance(value, Measured):
-            value = Measured(value, **{k: details.pop(k) for k in MEASURED_FIELDS if k in details})
-        if gate is None:
-            if min is not None and max is not None:
-                pytest.fail(f"fidelity_record({metric!r}): give min or max, not both", pytrace=False)
-            direction = "min" if min is not None else "max" if max is not None else None
-            try:
-                gate = Gate(direction, min if min is not None else max, score, rule or self._session.analog_config.gates.rule)
-            except ValueError as exc:
-                pytest.fail(f"fidelity_record({metric!r}): {exc}", pytrace=False)
-        return self._record(metric, value, gate, details)
-
-    def configured(self, metric: str, value, **details) -> Criterion:
-        """Record a built-in metric under the gate the config sets for it (`config.Gates.gate`), the one
-        the leaderboard checks a bundle against."""
-        measured = value if isinstance(value, Measured) else Measured(value)
-        return self._record(metric, measured, self._session.analog_config.gates.gate(metric, measured.value, **details), details)
-
-    def _record(self, metric: str, measured: Measured, gate: Gate, details: dict) -> Criterion:
-        node = self._request.node
-        suite = node.module.__name__.rpartition(".")[2].removeprefix("test_")
-        criterion = Criterion(f"{suite}::{node.name}", suite, metric, measured, gate, details)
-        if any(c.id == criterion.id for c in self._session.criteria):
-            pytest.fail(
-                f"fidelity_record was called twice in {node.name}; record one criterion per test (parametrize the test for more)",
-                pytrace=False,
-            )
-        self._session.add(criterion, node.nodeid)
-        row = criterion.to_dict()
-        node.user_properties.extend((f"analog_{key}", row[key]) for key in ("metric", "value", "threshold", "passed"))
-        if gate.gated and not criterion.passed:
-            pytest.fail(criterion.message, pytrace=False)
-        return criterion
-
-
 @pytest.fixture
 def fidelity_record(request: pytest.FixtureRequest, analog_session) -> Recorder:
     """Record a criterion in the fidelity report; fails the test when a gated one fails.
@@ -198,16 +195,17 @@ def fidelity_record(request: pytest.FixtureRequest, analog_session) -> Recorder:
     Call it once per test as ``fidelity_record(metric, value, min=..., max=..., **details)``;
     without ``min`` or ``max`` the value is reported but never fails. ``rule`` (the decision
     rule, `criterion.judge`) defaults to the config's ``gates.rule``.
-    ``fidelity_record.configured(metric, value, **details)`` gates a built-in metric as the config does.
+    ``fidelity_record.configured(metric, value, **details)`` gates a suite's metric as the config does.
+    The criterion's suite is the test's suite, or for another test its module's name without ``test_``.
     """
-    return Recorder(request, analog_session)
+    module = request.node.getparent(SuiteModule)
+    suite = module.suite.name if module is not None else request.node.module.__name__.rpartition(".")[2].removeprefix("test_")
+    return Recorder(request, analog_session, suite)
 
 
 @pytest.fixture(scope="session")
 def distill_config(analog_session):
     """Settings of `distilled_analog`: `DistillConfig` defaults for --analog-teacher (override this fixture to change them)."""
-    from pytest_analog.distill import DistillConfig
-
     settings = analog_session.settings
     if settings.teacher is None:
         pytest.skip("no --analog-teacher given: distilled_analog distils from the teacher")
@@ -221,28 +219,8 @@ def distill_config(analog_session):
 def distilled_analog(analog_session, distill_config, tmp_path_factory):
     """Folder of an analog distilled from the teacher by `distill_config`: cached by the teacher's
     file hash and the settings, so a session (and later sessions with the cache) distils once."""
-    from pytest_analog.distill import distilled
-
     cache_dir = analog_session.cache_dir or tmp_path_factory.mktemp("analog")
     with analog_session.showing_progress():
         return analog_session.guarded(distilled, distill_config, cache_dir)
 
 
-@pytest.fixture(scope="session")
-def steering_vector(analog_session):
-    """``steering_vector(behaviour, layer, model="teacher")``: a steering vector [d] (float64), extracted once.
-
-    ``behaviour`` is a shipped set name or a .jsonl path; ``layer`` is hidden_states[layer];
-    ``model`` is "teacher" or "analog". Settings come from the config's ``steering`` section.
-    """
-    return analog_session.steering_vector
-
-
-@pytest.fixture(scope="session")
-def steering_map(analog_session):
-    """``steering_map(teacher_layer, analog_layer=None, kind=None)``: a fitted map from analog to teacher activations.
-
-    Fitted once per arguments on the prompt set; ``analog_layer`` defaults to the CKA best match,
-    ``kind`` to ``steering.map`` (ridge, procrustes or autoencoder). Call it on [n, d_analog] activations.
-    """
-    return analog_session.steering_map

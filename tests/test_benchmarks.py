@@ -13,7 +13,8 @@ import pytest
 from pytest_analog.config import load_config
 from pytest_analog.criterion import Gate
 from pytest_analog.errors import AnalogError
-from pytest_analog.evals import compare, criterion, evaluate, paired_delta, resolve_tasks, retained_fraction
+from pytest_analog.evals import compare, evaluate, paired_delta, resolve_tasks, retained_fraction
+from pytest_analog.suites.benchmarks.analog import criterion
 from pytest_analog.evals.tasks import SHIPPED_TASKS, shipped_task_names
 from tests.conftest import write_yaml
 
@@ -256,7 +257,8 @@ def test_deltas_from_a_stored_teacher_part_equal_the_live_deltas(tiny_dir, tiny_
     """Issue 14: the teacher's per-item results, written to a reference and read back, give the paired
     deltas of both models run side by side, and the analog half runs only the analog."""
     from pytest_analog import models
-    from pytest_analog.evals import analog_results, teacher_part
+    from pytest_analog.suites.benchmarks.analog import analog_results
+    from pytest_analog.suites.benchmarks.teacher import teacher_part
     from pytest_analog.reference import store
 
     config = load_config(**{"benchmarks.limit": 12})
@@ -279,7 +281,7 @@ def test_the_vllm_backend_without_vllm_is_a_one_line_error(tiny_dir, monkeypatch
     import importlib.util
 
     from pytest_analog import models
-    from pytest_analog.evals import teacher_part
+    from pytest_analog.suites.benchmarks.teacher import teacher_part
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))

@@ -376,10 +376,10 @@ def test_controls_keep_the_shape_and_lose_the_weights(tiny_pair):
 
 
 def test_a_model_against_itself_scores_corrected_one_beside_a_lower_chance(tiny_pair):
-    from pytest_analog.representation import measure
+    from pytest_analog.suites.representation.analog import measure
     from pytest_analog.prompts import load_prompts
     from pytest_analog.controls import control_model
-    from pytest_analog.reference.representation import teacher_part
+    from pytest_analog.suites.representation.teacher import teacher_part
 
     config = load_config(**{"prompts.max_prompts": 40, "layers.teacher": "all", "chance.resamples": 50})
     control = control_model(tiny_pair.analog, "random", config.chance.seed)
@@ -402,10 +402,10 @@ def test_a_model_against_itself_scores_corrected_one_beside_a_lower_chance(tiny_
 
 
 def test_chance_is_the_mean_over_control_seeds_and_its_interval_carries_their_spread(tiny_pair):
-    from pytest_analog.representation import measure
+    from pytest_analog.suites.representation.analog import measure
     from pytest_analog.prompts import load_prompts
     from pytest_analog.controls import control_models
-    from pytest_analog.reference.representation import teacher_part
+    from pytest_analog.suites.representation.teacher import teacher_part
 
     config = load_config(**{"prompts.max_prompts": 40, "layers.teacher": "all", "chance.resamples": 100,
                             "chance.permutations": 0})
@@ -521,7 +521,7 @@ def test_the_transfer_ratio_chance_is_the_mean_over_random_vectors_and_resamples
 
 
 def test_the_retained_fraction_stands_beside_chance_zero():
-    from pytest_analog.evals import criterion
+    from pytest_analog.suites.benchmarks.analog import criterion
 
     row = {"metric": "acc", "teacher": 0.85, "analog": 0.55, "delta": -0.30, "delta_ci95": [-0.36, -0.24],
            "chance": 0.25, "retained": 0.5, "retained_ci95": [0.41, 0.59], "higher_is_better": True, "note": None}

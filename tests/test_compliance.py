@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_analog import compliance
+from pytest_analog.suites.compliance import checks as compliance
 from pytest_analog.config import load_config
 from pytest_analog.errors import AnalogError
 from pytest_analog.models import ModelSource, resolve_source

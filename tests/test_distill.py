@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pytest_analog import compliance
+from pytest_analog.suites.compliance import checks as compliance
 from pytest_analog.config import load_config
 from pytest_analog.distill import DistillConfig, distill, losses
 from pytest_analog.distill import checkpoint as checkpoint_module

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from pytest_analog import compliance
+from pytest_analog.suites.compliance import checks as compliance
 from pytest_analog.config import load_config
 from pytest_analog.distill import DistillConfig, distill
 from pytest_analog.distill.data import read_texts
 from pytest_analog.distill.student import random_student
-from pytest_analog.representation import measure
-from pytest_analog.reference.representation import teacher_part
+from pytest_analog.suites.representation.analog import measure
+from pytest_analog.suites.representation.teacher import teacher_part
 from pytest_analog.models import ModelPair, load_model, resolve_source
 from pytest_analog.prompts import load_prompts
 

@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from pytest_analog.errors import AnalogError
+from pytest_analog.part import Part
 from pytest_analog.reference import cli, store
-from pytest_analog.runs import RUNS
+from pytest_analog import registry
 
 GATE = ["--analog-max-prompts=12", "--analog-suites=representation,logits", "-p", "no:cacheprovider"]
 
@@ -67,7 +68,7 @@ def refused(ref, expected, *, part=True) -> str:
         reference = store.load(ref)
         reference.teacher_tokenizer()
         if part:
-            reference.part("representation", check=RUNS["representation"].part_problem)
+            reference.part("representation", check=registry.runs(registry.built_in())["representation"].part_problem)
     message = str(info.value)
     assert "\n" not in message and str(ref) in message and expected in message, message
     return message
@@ -362,7 +363,7 @@ def test_part_difference_holds_rows_to_their_centred_norm_whatever_an_outlier_di
     sign = torch.randint(0, 2, rows.shape, generator=gen) * 2 - 1
 
     def difference(stored, recomputed=rows):
-        return cli.part_difference(store.Part({"hidden.1": stored}, {}), store.Part({"hidden.1": recomputed}, {}))
+        return cli.part_difference(Part({"hidden.1": stored}, {}), Part({"hidden.1": recomputed}, {}))
 
     assert difference(rows + 0.95e-3 * float(rows.abs().max()) * sign) is not None  # accepted by the old rule
     assert difference(rows * (1 + 0.9e-6 * sign)) is None  # float32 recomputation noise, the outlier's too

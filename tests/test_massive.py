@@ -8,7 +8,7 @@ import torch
 
 from pytest_analog import metrics
 from pytest_analog.criterion import Criterion, Gate, Measured
-from pytest_analog.representation import _leave_out
+from pytest_analog.suites.representation.analog import _leave_out
 from pytest_analog.massive import TopRows
 from tests.test_metrics_cka import ref_linear_cka
 
@@ -172,7 +172,7 @@ def test_the_steering_layer_is_never_the_embedding_output_unless_named():
     from types import SimpleNamespace
 
     from pytest_analog.layers import best_block_match
-    from pytest_analog.steering.transfer import layer_rule, steering_layers
+    from pytest_analog.suites.steering.analog import layer_rule, steering_layers
 
     matrix = np.array([[0.9, 0.2, 0.1], [0.8, 0.3, np.nan], [0.1, 0.2, 0.7]])  # layer 0 is the best CKA match twice
     assert best_block_match(matrix) == [1, 1, 2]
@@ -194,8 +194,8 @@ def measured(tiny_dir, tiny_random_dir):
     from collections import Counter
 
     from pytest_analog.config import load_config
-    from pytest_analog.representation import measure
-    from pytest_analog.reference.representation import teacher_part
+    from pytest_analog.suites.representation.analog import measure
+    from pytest_analog.suites.representation.teacher import teacher_part
     from pytest_analog.models import load_pair, resolve_source
     from pytest_analog.prompts import load_prompts
     from pytest_analog.controls import control_model

@@ -117,9 +117,9 @@ def test_too_few_shared_tokens_give_geometry_a_reason_not_a_value(tmp_path, shar
     from transformers import PreTrainedTokenizerFast
 
     from pytest_analog.config import load_config
-    from pytest_analog.representation import _geometry
-    from pytest_analog.reference.representation import _embedding_rows
-    from pytest_analog.reference.store import Part
+    from pytest_analog.suites.representation.analog import _geometry
+    from pytest_analog.suites.representation.teacher import _embedding_rows
+    from pytest_analog.part import Part
     from pytest_analog.models import ModelPair, load_model
     from tests.conftest import save_model, tiny_llama
 

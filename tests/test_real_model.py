@@ -7,8 +7,8 @@ import torch
 
 from pytest_analog.config import load_config
 from pytest_analog.criterion import Criterion
-from pytest_analog.representation import measure
-from pytest_analog.reference.representation import teacher_part
+from pytest_analog.suites.representation.analog import measure
+from pytest_analog.suites.representation.teacher import teacher_part
 from pytest_analog.models import LoadedModel, ModelPair, load_model
 from pytest_analog.prompts import load_prompts
 from pytest_analog.controls import control_model, layer_pruned_copy, random_copy

@@ -16,7 +16,7 @@ from pytest_analog.config import load_config
 from pytest_analog.models import load_model
 from pytest_analog.prompts import load_prompts
 from pytest_analog.reference import processes
-from pytest_analog.reference.representation import teacher_part
+from pytest_analog.suites.representation.teacher import teacher_part
 
 SETTINGS = {"prompts.max_prompts": 20, "batch_size": 4}  # 5 batches: process 0 runs 3, process 1 runs 2
 

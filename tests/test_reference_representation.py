@@ -1,4 +1,4 @@
-"""The representation run's two halves: the teacher's part (`reference.representation.teacher_part`) and the
+"""The representation run's two halves: the teacher's part (`suites.representation.teacher.teacher_part`) and the
 analog half (`representation.measure`), on tiny models."""
 
 import json
@@ -13,9 +13,10 @@ from pytest_analog.errors import AnalogError
 from pytest_analog.metrics import logit_fidelity
 from pytest_analog.models import LoadedModel, ModelPair, load_model
 from pytest_analog.prompts import load_prompts
+from pytest_analog.part import Part
 from pytest_analog.reference import store
-from pytest_analog.reference.representation import teacher_part
-from pytest_analog.representation import measure
+from pytest_analog.suites.representation.teacher import teacher_part
+from pytest_analog.suites.representation.analog import measure
 from tests.test_metrics_cka import ref_linear_cka
 
 PROMPTS = load_prompts("default", 16)
@@ -40,7 +41,7 @@ def values(m) -> str:
     return json.dumps(data, sort_keys=True, default=str)
 
 
-def from_reference(folder) -> tuple[LoadedModel, store.Part]:
+def from_reference(folder) -> tuple[LoadedModel, Part]:
     """The teacher as the gate sees it in reference mode (no model, no files) and its part."""
     reference = store.load(folder)
     return LoadedModel(None, reference.teacher_tokenizer(), reference.teacher, None), reference.part("representation")

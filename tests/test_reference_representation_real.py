@@ -7,8 +7,8 @@ from pytest_analog.controls import layer_pruned_copy
 from pytest_analog.models import LoadedModel, ModelPair, load_model
 from pytest_analog.prompts import load_prompts
 from pytest_analog.reference import store
-from pytest_analog.reference.representation import teacher_part
-from pytest_analog.representation import measure
+from pytest_analog.suites.representation.teacher import teacher_part
+from pytest_analog.suites.representation.analog import measure
 
 pytestmark = pytest.mark.slow
 PROMPTS = load_prompts("default", 32)

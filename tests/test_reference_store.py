@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from pytest_analog.errors import AnalogError
+from pytest_analog.part import Part
 from pytest_analog.reference import store
 
 
 def _reference(tokenizer, scale: float = 1.0) -> store.Reference:
-    part = store.Part({"rows": torch.arange(12, dtype=torch.float32).reshape(3, 4) * scale, "ids": torch.tensor([5, 6, 7])},
+    part = Part({"rows": torch.arange(12, dtype=torch.float32).reshape(3, 4) * scale, "ids": torch.tensor([5, 6, 7])},
                       {"layers": [0, 2], "note": "x"}, {"settings": {"seed": 0}, "inputs": {"prompts": "abc"}})
     return store.build({"id": "teacher", "num_layers": 2, "hidden_size": 4}, {"representation": part}, store.tokenizer_files(tokenizer),
                        {"pytest_analog": "test"})

@@ -1,4 +1,4 @@
-"""The cached runs (`pytest_analog.runs`): a cache key holds what its run reads and no threshold, so
+"""The suites' cached runs (`pytest_analog.runs`): a cache key holds what its run reads and no threshold, so
 changing a gate re-judges from the cache without loading a model."""
 
 from __future__ import annotations
@@ -8,10 +8,8 @@ import json
 
 import pytest
 
-from pytest_analog import models
+from pytest_analog import models, registry
 from pytest_analog.config import load_config
-from pytest_analog.options import SUITES
-from pytest_analog.runs import RUNS, SUITE_RUNS
 from tests.conftest import write_yaml
 
 
@@ -33,6 +31,9 @@ def _covers(read: str, path: str) -> bool:
     return path == read or path.startswith(read + ".")
 
 
+RUNS = registry.runs(registry.built_in())
+
+
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_no_threshold_is_in_a_run_key(name):
     thresholds = _thresholds()
@@ -44,8 +45,9 @@ def test_no_threshold_is_in_a_run_key(name):
 
 
 def test_every_built_in_suite_names_the_run_it_reads():
-    assert set(SUITE_RUNS) == set(SUITES)
-    assert {run for run in SUITE_RUNS.values() if run} == set(RUNS)
+    reads = {suite.name: suite.run and suite.run.name for suite in registry.built_in()}
+    assert reads == {"representation": "representation", "embeddings": "representation", "logits": "representation",
+                     "steering": "steering", "benchmarks": "benchmarks", "compliance": None}
 
 
 class _Recording:

@@ -420,7 +420,7 @@ def test_the_steering_part_read_back_from_a_reference_gives_the_live_values(plan
     import json
 
     from pytest_analog.reference import store
-    from pytest_analog.steering.teacher import teacher_part
+    from pytest_analog.suites.steering.teacher import teacher_part
 
     pair = load_pair(str(planted_dir[0]), str(tiny_random_dir), device="cpu", dtype="float32")
     settings, behaviours = _small_settings(), [_planted_behaviour()]
@@ -490,7 +490,7 @@ def test_a_model_against_itself_has_direction_fidelity_one_and_chance_near_zero(
     model = tiny_llama(bos_tokenizer, hidden=128, layers=2)
     folder = save_model(model, bos_tokenizer, tmp_path / "wide")
     pair = load_pair(str(folder), str(folder), device="cpu", dtype="float32")
-    from pytest_analog.steering.teacher import teacher_part
+    from pytest_analog.suites.steering.teacher import teacher_part
 
     behaviours, texts = [load_behaviour("sentiment")], load_prompts("default", 64).texts
     settings = _small_settings(map_prompts=64, random_directions=200, alphas=[0.0, 0.1], eval_items=2)

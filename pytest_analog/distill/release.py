@@ -81,7 +81,7 @@ analog-distill --config distill_config.json --out DIR
 
 def teacher_licence(source) -> str | None:
     """The teacher's licence id as the compliance suite reads it (card metadata, LICENSE file, GGUF metadata)."""
-    from pytest_analog.compliance import license_of, release_of
+    from pytest_analog.suites.compliance.checks import license_of, release_of
 
     return license_of(release_of(source))[0]
 

@@ -9,13 +9,21 @@ changed reference, a bad option, a model that cannot be used); 130 interrupted
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from pytest_analog import registry
+from pytest_analog.config import load_config
 from pytest_analog.errors import AnalogError
+from pytest_analog.models import check_files, load_model, read_config, resolve_device, resolve_source
+from pytest_analog.options import parse_device, parse_dtype, parse_positive_int, parse_suites, parse_tasks
+from pytest_analog.reference import processes, store
+from pytest_analog.reference.teacher import TeacherHalf
+from pytest_analog.runs import Context, Run
+from pytest_analog.suite import Suite
 
 USAGE_ERROR = 4  # as pytest's usage errors
 INTERRUPTED = 130  # as a shell reports a command that SIGINT ended
@@ -30,15 +38,12 @@ class _Options:
     max_prompts: int | None
 
 
-class BuildContext:
+class BuildContext(Context):
     """What `Run.teacher_inputs` reads, as the gate's session holds it, for a build outside pytest."""
 
     def __init__(self, config, options: _Options, teacher_depth: int):
-        from pytest_analog.evals import resolve_tasks
-
         self.analog_config, self.settings, self.depths = config, options, (teacher_depth, None)
-        self.tasks = resolve_tasks(config.benchmarks.tasks) if "benchmarks" in options.suites else None
-        self.verbose = False
+        self.verbose, self.teacher_half = False, None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,16 +78,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _gate_options(parser) -> None:
     """The gate's own options that decide the teacher's contribution (as --analog-NAME in pytest)."""
-    from pytest_analog import options
-
     parser.add_argument("--teacher", required=True, metavar="MODEL", help="the teacher: a hub id, a model directory or a .gguf file")
     parser.add_argument("--config", type=Path, metavar="YAML", help="the gate's config (the same file the gate will read)")
-    parser.add_argument("--max-prompts", type=_parsed(options._positive_int), metavar="N", help="as --analog-max-prompts")
-    parser.add_argument("--suites", type=_parsed(options._suites), default=options.SUITES, metavar="LIST",
-                        help="suites to cover: all (default) or a comma-separated list")
-    parser.add_argument("--tasks", type=_parsed(options._tasks), metavar="LIST", help="as --analog-tasks")
-    parser.add_argument("--device", type=_parsed(options._device), default="auto", metavar="DEVICE", help="auto|cpu|cuda|cuda:N")
-    parser.add_argument("--dtype", type=_parsed(options._dtype), default="auto", metavar="DTYPE", help="auto|float32|bfloat16|float16")
+    parser.add_argument("--max-prompts", type=_parsed(parse_positive_int), metavar="N", help="as --analog-max-prompts")
+    parser.add_argument("--suites", default="all", metavar="LIST", help="suites to cover: all (default) or a comma-separated list")
+    parser.add_argument("--conftest", type=Path, action="append", default=[], metavar="FILE",
+                        help="a conftest.py whose pytest_analog_suites hook adds suites (the gate's own conftest)")
+    parser.add_argument("--tasks", type=_parsed(parse_tasks), metavar="LIST", help="as --analog-tasks")
+    parser.add_argument("--device", type=_parsed(parse_device), default="auto", metavar="DEVICE", help="auto|cpu|cuda|cuda:N")
+    parser.add_argument("--dtype", type=_parsed(parse_dtype), default="auto", metavar="DTYPE", help="auto|float32|bfloat16|float16")
     parser.add_argument("--cache", type=Path, metavar="DIR", help="remember file hashes and parts here (as --analog-cache)")
     parser.add_argument("--trust-remote-code", action="store_true", help="run custom model code from the teacher's repository")
     parser.add_argument("--allow-pickle", action="store_true", help="allow pickle checkpoints, which can run code when loaded")
@@ -99,23 +103,43 @@ def _parsed(parse):
     return parsed
 
 
-def _teacher_half(args):
-    """The teacher's half of a gate with these options: resolved and checked, nothing loaded yet."""
-    from pytest_analog.config import load_config
-    from pytest_analog.models import check_files, load_model, read_config, resolve_device, resolve_source
-    from pytest_analog.reference.teacher import TeacherHalf
+def _suites(args) -> tuple[tuple[Suite, ...], tuple[Suite, ...]]:
+    """The known suites (the installed ones and those of each --conftest), and those --suites names."""
+    known = registry.gathered([_conftest_suites(path) for path in args.conftest])
+    try:
+        names = parse_suites(args.suites, [suite.name for suite in known])
+    except ValueError as exc:
+        raise AnalogError(f"--suites: {exc}") from None
+    return known, tuple(suite for suite in known if suite.name in names)
 
+
+def _conftest_suites(path: Path):
+    """What the ``pytest_analog_suites`` hook of the conftest at ``path`` returns (the file runs: it is the user's own)."""
+    spec = importlib.util.spec_from_file_location(f"analog_conftest_{len(sys.modules)}", path) if path.is_file() else None
+    if spec is None:
+        raise AnalogError(f"--conftest={path}: no such Python file; give the conftest.py that registers your suites")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    hook = getattr(module, "pytest_analog_suites", None)
+    if hook is None:
+        raise AnalogError(f"--conftest={path}: it defines no pytest_analog_suites hook")
+    return hook()
+
+
+def _teacher_half(args, known, suites):
+    """The teacher's half of a gate with these options: resolved and checked, nothing loaded yet."""
     overrides = {}
     if args.max_prompts:
         overrides.update({"prompts.max_prompts": args.max_prompts, "benchmarks.limit": args.max_prompts})
     if args.tasks:
         overrides["benchmarks.tasks"] = list(args.tasks)
-    config = load_config(args.config, **overrides)
+    config = load_config(args.config, known, **overrides)
     resolve_device(args.device)
     source = resolve_source(args.teacher, allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
     check_files(source, trust_remote_code=args.trust_remote_code)
     depth = read_config(source, trust_remote_code=args.trust_remote_code).get_text_config().num_hidden_layers
-    context = BuildContext(config, _Options(args.suites, args.tasks, args.max_prompts), depth)
+    context = BuildContext(config, _Options(tuple(s.name for s in suites), args.tasks, args.max_prompts), depth)
 
     def load():
         _say(f"loading the teacher {args.teacher}")
@@ -125,23 +149,20 @@ def _teacher_half(args):
     return TeacherHalf(context, source=source, load=load, cache_dir=args.cache, device=args.device, dtype=args.dtype)
 
 
-def _runs(suites) -> list[Any]:
-    from pytest_analog.runs import RUNS, SUITE_RUNS
-
-    wanted = {SUITE_RUNS[suite] for suite in suites}
-    return [spec for name, spec in RUNS.items() if name in wanted]
+def _runs(suites) -> list[Run]:
+    """The runs ``suites`` read, once each."""
+    return list(registry.runs(suites).values())
 
 
 def _build(args) -> int:
-    from pytest_analog.reference import processes, store
-
     problem = store.folder_problem(args.out)
     if problem:
         raise AnalogError(f"--out: {problem}")
-    half = _teacher_half(args)
-    runs = _runs(args.suites)
+    known, suites = _suites(args)
+    half = _teacher_half(args, known, suites)
+    runs = _runs(suites)
     if not runs:
-        raise AnalogError(f"--suites {','.join(args.suites)} reads nothing of the teacher (compliance needs no reference); "
+        raise AnalogError(f"--suites {args.suites} reads nothing of the teacher (compliance needs no reference); "
                           "name a suite such as representation")
     main = processes.is_main(args.device)  # under accelerate launch: the one that writes
     for spec in runs:
@@ -162,11 +183,9 @@ def _build(args) -> int:
 
 
 def _verify(args) -> int:
-    from pytest_analog.reference import store
-    from pytest_analog.reference.teacher import TeacherHalf
-
     given = store.load(args.reference)
-    half = _teacher_half(args)
+    known, suites = _suites(args)
+    half = _teacher_half(args, known, suites)
     lines, ok = [], True
     record = given.teacher.get("files", {})
     actual = {name: digest for name, digest in half.record()["files"].items()}
@@ -177,7 +196,7 @@ def _verify(args) -> int:
     ok &= tokenizer
     lines.append(f"tokenizer: {'the same files' if tokenizer else 'its files differ from the teacher tokenizer'}")
     fresh = TeacherHalf(half.context, source=half.source, load=half.model, cache_dir=None, device=args.device, dtype=args.dtype)
-    for spec in _runs(args.suites):
+    for spec in _runs(suites):
         if not given.has(spec.name):
             continue
         key, _ = half.key(spec)

@@ -31,14 +31,13 @@ import shutil
 import stat
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 from pytest_analog.errors import AnalogError
 from pytest_analog.models import stream_sha256
+from pytest_analog.part import Part, canonical, kind, part_problem
 
 FORMAT = "pytest-analog-reference"
 SCHEMA_VERSION = 1
@@ -47,22 +46,6 @@ TOKENIZER = "tokenizer/"  # the folder of the teacher tokenizer's files
 PART_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")  # a run's name, which names its part's files
 FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")  # one plain file name: no separator, no leading dot
 STALE_AFTER_S = 60  # a build's staging folder this old and unlocked was left by a killed build
-
-
-@dataclass
-class Part:
-    """What the teacher contributes to one run: tensors, JSON data and the key it was built from."""
-
-    tensors: dict[str, torch.Tensor]
-    meta: dict[str, Any]
-    key: dict[str, Any] = field(default_factory=dict)  # the settings and inputs it read; checked on use
-
-    def files(self, name: str) -> dict[str, bytes]:
-        """The part's files by name inside a reference folder."""
-        from safetensors.torch import save
-
-        tensors = {k: v.detach().cpu().contiguous() for k, v in sorted(self.tensors.items())}
-        return {f"{name}.safetensors": save(tensors), f"{name}.json": _canonical(self.meta)}
 
 
 @dataclass
@@ -150,7 +133,7 @@ def manifest(teacher: dict[str, Any], keys: dict[str, Any], files: dict[str, str
         "parts": {run: {"key": key} for run, key in sorted(keys.items())},
         "files": dict(sorted(files.items())),
     }
-    return json.loads(_canonical(data))
+    return json.loads(canonical(data))
 
 
 def merged(manifests: list[dict[str, Any]]) -> dict[str, Any]:
@@ -164,7 +147,7 @@ def merged(manifests: list[dict[str, Any]]) -> dict[str, Any]:
 
 def manifest_id(data: dict[str, Any]) -> str:
     """The id of a reference with this manifest."""
-    return hashlib.sha256(_canonical(data)).hexdigest()
+    return hashlib.sha256(canonical(data)).hexdigest()
 
 
 def part_files(files: dict[str, str], name: str) -> dict[str, str]:
@@ -182,11 +165,11 @@ def tokenizer_files(tokenizer) -> dict[str, bytes]:
     if "tokenizer_config.json" in files:
         config = json.loads(files["tokenizer_config.json"])
         config.pop("auto_map", None)
-        files["tokenizer_config.json"] = _canonical(config)
+        files["tokenizer_config.json"] = canonical(config)
     if "tokenizer.json" in files:
         spec = json.loads(files["tokenizer.json"])
         spec.update(truncation=None, padding=None)
-        files["tokenizer.json"] = _canonical(spec)
+        files["tokenizer.json"] = canonical(spec)
     return files
 
 
@@ -213,7 +196,7 @@ def write(reference: Reference, out: Path) -> Reference:
         for name in reference.manifest["files"]:
             (staging / name).parent.mkdir(exist_ok=True)
             (staging / name).write_bytes(files[name])
-        (staging / MANIFEST).write_bytes(_canonical(reference.manifest))
+        (staging / MANIFEST).write_bytes(canonical(reference.manifest))
         os.chmod(staging, 0o777 & ~_umask())
         old = out.with_name(f".{out.name}.{secrets.token_hex(6)}.old")
         try:
@@ -318,7 +301,7 @@ def manifest_problem(manifest: dict[str, Any]) -> str | None:
     """
     teacher, parts, files = manifest.get("teacher"), manifest.get("parts"), manifest.get("files")
     if not isinstance(teacher, dict):
-        return f"its {MANIFEST} holds no teacher record (teacher is {_kind(teacher)})"
+        return f"its {MANIFEST} holds no teacher record (teacher is {kind(teacher)})"
     for name in ("num_layers", "hidden_size"):
         if not _positive(teacher.get(name)):
             return f"its teacher record's {name} is {_shown(teacher.get(name))}, not a positive integer"
@@ -385,16 +368,6 @@ def _read_part(path: Path, name: str, manifest: dict[str, Any]) -> Part:
     return Part(tensors, meta, manifest["parts"][name]["key"])
 
 
-def part_problem(tensors: dict[str, torch.Tensor], meta: Any) -> str | None:
-    """What every part must be, whatever its run: JSON data that is an object, floating tensors all finite."""
-    if not isinstance(meta, dict):
-        return f"data is {_kind(meta)}, not a JSON object"
-    for name, tensor in sorted(tensors.items()):
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            return f"tensor {name} holds NaN or infinite values"
-    return None
-
-
 def _checked(path: Path, name: str, manifest: dict[str, Any]) -> bytes:
     """The bytes of a reference's file, read once and refused unless they hash to what its manifest names."""
     try:
@@ -448,16 +421,6 @@ def _open_problem(name: str, exc: OSError) -> str:
     return f"its file {name} cannot be read ({exc.strerror or exc})"
 
 
-def _canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, indent=1, default=_plain).encode()
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"a reference's JSON holds a {type(value).__name__}")
-
-
 def _said(exc: Exception) -> str:
     """An exception as one line: its type and its message's first line."""
     return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
@@ -465,10 +428,6 @@ def _said(exc: Exception) -> str:
 
 def _positive(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _kind(value: Any) -> str:
-    return "missing" if value is None else f"a JSON {type(value).__name__}"
 
 
 def _shown(value: Any) -> str:

@@ -20,7 +20,9 @@ from typing import Any, Callable
 
 from pytest_analog import __version__, cache
 from pytest_analog.errors import AnalogError
+from pytest_analog.runs import Context, Run
 from pytest_analog.models import LoadedModel, file_sha256s, resolve_device, resolve_dtype, sha256_files
+from pytest_analog.part import Part
 from pytest_analog.reference import store
 from pytest_analog.versions import package_version
 
@@ -28,14 +30,14 @@ from pytest_analog.versions import package_version
 class TeacherHalf:
     """The teacher's parts of one gate or build, read or built once each."""
 
-    def __init__(self, context, *, reference: store.Reference | None = None, source=None,
+    def __init__(self, context: Context, *, reference: store.Reference | None = None, source=None,
                  load: Callable[[], LoadedModel] | None = None, cache_dir: Path | None = None,
                  device: str = "auto", dtype: str = "auto"):
         """``context`` is what `Run.teacher_inputs` reads (the session, or the build command's stand-in);
         give either ``reference`` or the teacher's ``source`` with ``load``, which loads it."""
         self.context, self.given, self.source, self._load, self.cache_dir = context, reference, source, load, cache_dir
         self.device, self.dtype = device, dtype
-        self.parts: dict[str, store.Part] = {}
+        self.parts: dict[str, Part] = {}
         self.files: dict[str, str] = {}  # file name -> SHA-256, of every part read
         self.packages: set[str] = set()
         self._record = reference.teacher if reference else None
@@ -43,12 +45,17 @@ class TeacherHalf:
         self._tokenizer = reference.teacher_tokenizer() if reference else None
         self._model: LoadedModel | None = None
 
-    def key(self, spec) -> tuple[dict[str, Any], Any]:
+    @property
+    def live(self) -> bool:
+        """True when the teacher itself can run (no reference was given): the one place reference vs live is decided."""
+        return self.given is None
+
+    def key(self, spec: Run) -> tuple[dict[str, Any], Any]:
         """The key a run's part must have (settings and inputs of its teacher half), and those inputs."""
         inputs = spec.teacher_inputs(self.context)
         return {"settings": spec.teacher_settings(self.context.analog_config), "inputs": inputs.key}, inputs
 
-    def part(self, spec) -> store.Part:
+    def part(self, spec: Run) -> Part:
         """The teacher's part of run ``spec``: from the reference, the cache, or the teacher."""
         if spec.name not in self.parts:
             key, inputs = self.key(spec)
@@ -62,7 +69,7 @@ class TeacherHalf:
             self.packages.update(spec.packages)
         return self.parts[spec.name]
 
-    def _live(self, spec, key, inputs) -> tuple[store.Part, dict[str, str]]:
+    def _live(self, spec, key, inputs) -> tuple[Part, dict[str, str]]:
         folder = self._cache_folder(spec, key)
         if folder is not None and (folder / store.MANIFEST).is_file():
             with contextlib.suppress(AnalogError):  # a broken entry is rebuilt

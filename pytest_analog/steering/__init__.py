@@ -30,7 +30,6 @@ from pytest_analog.steering.transfer import (
     dose_response,
     fit_maps,
     random_direction,
-    steering_analysis,
     transfer_criteria,
     transfer_vector,
 )
@@ -57,7 +56,6 @@ __all__ = [
     "random_direction",
     "shipped_behaviours",
     "steer",
-    "steering_analysis",
     "transfer_criteria",
     "transfer_vector",
 ]

@@ -80,12 +80,6 @@ def _procrustes_map(moments: PairedMoments, *, tol: float = 1e-10, max_iter: int
     return AffineMap("procrustes", weight, my - mx @ weight)
 
 
-def _polar(m: torch.Tensor) -> torch.Tensor:
-    """The orthonormal polar factor UVᵀ of ``m`` (thin SVD)."""
-    u, _, vh = torch.linalg.svd(m, full_matrices=False)
-    return u @ vh
-
-
 @dataclass
 class AffineMap:
     """y = x W + b."""

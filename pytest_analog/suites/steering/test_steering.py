@@ -4,7 +4,7 @@ For each behaviour set and steered teacher layer (``steering`` in the config):
 the analog's mean-difference vector, carried to the teacher through a map fitted
 on paired activations, against the teacher's native vector and an equal-norm
 random vector, over norm-relative doses, and its direction against the native
-one. Everything is measured once per session (`AnalogSession.run`) and reported
+one. Everything is measured once per session (the steering run) and reported
 under ``steering`` in fidelity.json. Against a teacher reference the teacher
 cannot run the transferred vector: the criteria that need it are recorded with
 no value and the reason, neither passed nor failed.
@@ -14,15 +14,16 @@ import pytest
 
 from pytest_analog.criterion import Measured
 from pytest_analog.plugin import session_key
+from pytest_analog.suites.steering.fixtures import steering_cases
 
 
 def pytest_generate_tests(metafunc):
     session = metafunc.config.stash[session_key]
     if "steering_case" in metafunc.fixturenames:
-        cases = session.steering_cases()
+        cases = steering_cases(session)
         metafunc.parametrize("steering_case", cases, ids=[f"{b}-layer{i}" for b, i in cases])
     if "steering_layer" in metafunc.fixturenames:
-        layers = sorted({i for _, i in session.steering_cases()})
+        layers = sorted({i for _, i in steering_cases(session)})
         metafunc.parametrize("steering_layer", layers, ids=[f"teacher_layer={i}" for i in layers])
 
 

@@ -27,7 +27,7 @@ from pytest_analog.errors import AnalogError
 from pytest_analog.layers import gated_layers, layer_map
 from pytest_analog.massive import TopRows
 from pytest_analog.metrics import permutation
-from pytest_analog.reference.representation import EMBEDDINGS, TeacherRows, usable_rows
+from pytest_analog.suites.representation.teacher import EMBEDDINGS, TeacherRows, usable_rows
 
 
 @dataclass

@@ -37,7 +37,8 @@ from pytest_analog.errors import AnalogError
 from pytest_analog.layers import gated_layers
 from pytest_analog.metrics import teacher_top_k
 from pytest_analog.reference import processes
-from pytest_analog.reference.store import Part
+from pytest_analog.part import Part
+from pytest_analog.progress import progress_bar
 
 EMBEDDINGS = {"embedding": "get_input_embeddings", "unembedding": "get_output_embeddings"}
 _TOP_K_ROWS = 32  # next-token rows whose vocabulary-wide log-softmax is taken at once
@@ -55,8 +56,6 @@ def teacher_part(teacher, config, *, prompts, with_logits: bool = True) -> Part:
     Raises:
         AnalogError: a half-precision ``reference.dtype`` cannot hold the teacher's hidden states.
     """
-    from pytest_analog.runs import progress_bar
-
     ids, kept = [], []
     for text in prompts.texts:
         tokens, special, _ = encode(teacher.tokenizer, text, config.prompts.max_length)

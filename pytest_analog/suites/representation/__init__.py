@@ -1,0 +1,117 @@
+"""The representation suite: do the analog's hidden states hold the teacher's structure (CKA, kNN)?
+
+Its run is the one capture pass over the prompt set that the embeddings and logits
+suites read too: the teacher half (`teacher.teacher_part`) keeps the teacher's
+gated-layer states, layer-matrix sample, embedding rows and top-k logits; the
+analog half (`analog.measure`) runs the analog (and its chance controls) beside them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pytest_analog.controls import control_models
+from pytest_analog.progress import progress_bar
+from pytest_analog.prompts import load_prompts
+from pytest_analog.runs import Inputs, Outcome, Run
+from pytest_analog.suite import Suite
+from pytest_analog.suites.representation import report
+from pytest_analog.suites.representation.analog import Measurements, measure
+from pytest_analog.suites.representation.facts import METRICS
+from pytest_analog.suites.representation.settings import CHECKS, CKAGate, Representation
+from pytest_analog.suites.representation.teacher import part_problem, teacher_part
+from pytest_analog.gates import Scored
+
+
+def _representation_inputs(session) -> Inputs:
+    prompts = load_prompts(session.analog_config.prompts.set, session.analog_config.prompts.max_prompts)
+    with_logits = _logits_wanted(session)
+    return Inputs(
+        args={"prompts": prompts, "with_logits": with_logits},
+        key={"prompts": prompts.sha256, "with_logits": with_logits},  # by content: not where the file lies
+    )
+
+
+def _logits_wanted(session) -> bool:
+    """Logits cost a vocabulary-wide output per token: only when a suite or a user test may read them."""
+    suites = session.settings.suites
+    return "logits" in suites or not suites
+
+
+def _representation_teacher_inputs(session) -> Inputs:
+    prompts = load_prompts(session.analog_config.prompts.set, session.analog_config.prompts.max_prompts)
+    with_logits = _logits_wanted(session)
+    given = getattr(getattr(session, "teacher_half", None), "given", None)
+    if not with_logits and given is not None and given.has("representation"):  # a part with logits serves too
+        with_logits = given.manifest["parts"]["representation"]["key"].get("inputs", {}).get("with_logits", False)
+    return Inputs(args={"prompts": prompts, "with_logits": with_logits},
+                  key={"prompts": prompts.sha256, "with_logits": with_logits})
+
+
+def _measure(pair, part, config, *, prompts, with_logits):
+    chance = config.chance
+    control = None if chance.control == "none" else control_models(pair.analog, chance.control, chance.seed, chance.seeds)
+    measured = measure(pair, part, prompts, config, control=control, with_logits=with_logits, progress_factory=progress_bar)
+    measured.capture.update(prompt_set=prompts.name, prompt_set_sha256=prompts.sha256)
+    return measured.to_dict()
+
+
+def _representation_section(done: Outcome, config) -> dict[str, Any]:
+    m = done.result
+    section = {
+        "capture": {**m.capture, "cached": done.cached},
+        "layers": {
+            "convention": "layer i = hidden_states[i]: 0 is the embedding output, i is the output of block i-1",
+            "teacher": list(range(len(m.cka_matrix))),
+            "analog": list(range(len(m.cka_matrix[0]))),
+            "cka_matrix": m.cka_matrix,
+            "matrix_rows": m.matrix_rows,
+            "best_match": m.best_match,
+            "mapped": [m.mapped.get(i) for i in range(len(m.cka_matrix))],
+            "chance_matrix": m.chance_matrix,
+            **({f"{key}_calibration": m.calibration[key] for key in ("best_match", "best_block") if key in m.calibration}),
+        },
+    }
+    if m.massive:
+        section["massive"] = m.massive
+    section["chance"] = {
+        "control": m.control,
+        "resamples": config.chance.resamples if m.intervals else 0,
+        "confidence": config.chance.confidence,
+        "corrected": "(value - chance) / (1 - chance): 0 at chance level, 1 for a perfect match",
+    }
+    return section
+
+
+RUN = Run(
+    name="representation",
+    parallel=True,
+    # the analog half: the plan (max_length, skip_first), batches, the bootstrap sample (seed), massive rows,
+    # the layer map, chance and metric settings, the geometry's measurable minimum
+    reads=("prompts.max_length", "batch_size", "seed", "positions", "layers.teacher", "layers.map", "chance",
+           "representation", "embeddings.min_rows"),
+    inputs=_representation_inputs,
+    compute=_measure,
+    result=Measurements.from_dict,
+    section=_representation_section,
+    teacher_reads=("prompts.max_length", "batch_size", "seed", "positions.skip_first", "layers.teacher",
+                   "layers.matrix_rows", "embeddings.rows", "logits.top_k", "reference.dtype"),
+    teacher_inputs=_representation_teacher_inputs,
+    teacher=teacher_part,
+    part_problem=part_problem,
+)
+
+
+SUITE = Suite(
+    name="representation",
+    tests="pytest_analog.suites.representation.test_representation",
+    run=RUN,
+    settings=Representation,
+    gates={"cka": CKAGate, "rbf_cka": Scored, "mutual_knn": Scored},
+    defaults=Path(__file__).with_name("defaults.yaml"),
+    checks=CHECKS,
+    metrics=METRICS,
+    sections=report.SECTIONS,
+    plugin="pytest_analog.suites.representation.fixtures",
+)
