@@ -4,18 +4,20 @@ A `Criterion` pairs a `Measured` (value, interval, chance level) with a `Gate`
 (direction, threshold, score, decision rule). Everything that follows from
 them (the corrected score, whether it is gated, passed or too close to call)
 is computed, never stored, so the suites, the reports, the terminal and the
-leaderboard all read one verdict from `judge`.
+leaderboard all read one verdict from `judge`, and a report's counts and overall
+verdict from `summary` and `verdict`. What a metric is (`facts.Metric`) comes
+from its suite: a criterion carries it, never looks it up.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
-from pytest_analog.facts import METRICS
+from pytest_analog.facts import Metric
 
 RULES = ("point", "lower_bound")
 SCORES = ("raw", "corrected")
@@ -26,6 +28,9 @@ SCORES = ("raw", "corrected")
 TOLERANCE = 1e-9
 
 Pair = tuple[float, float]
+
+# A gate's comparison, as a symbol and in ASCII, by direction.
+SIGNS = {"min": ("≥", ">="), "max": ("≤", "<=")}
 
 
 def chance_corrected(value, chance):
@@ -79,6 +84,7 @@ class Measured:
     reason: str | None = None
 
     def __post_init__(self):
+        """Store numbers as floats and intervals as pairs of floats."""
         for name in ("value", "chance"):
             value = getattr(self, name)
             object.__setattr__(self, name, None if value is None else float(value))
@@ -109,6 +115,7 @@ class Gate:
     rule: str = "point"
 
     def __post_init__(self):
+        """Refuse a half or unknown setting; store the threshold as a float."""
         if (self.direction is None) != (self.threshold is None):
             raise ValueError(f"a gate needs both a direction and a threshold, or neither; got {self.direction!r}, {self.threshold!r}")
         if self.direction not in (None, "min", "max"):
@@ -122,7 +129,12 @@ class Gate:
 
     @property
     def gated(self) -> bool:
+        """Whether it has a threshold: a gated criterion decides the verdict."""
         return self.threshold is not None
+
+    def sign(self, ascii_only: bool = False) -> str:
+        """The comparison: "≥" for a minimum, "≤" for a maximum (">=", "<=" with ``ascii_only``); "" ungated."""
+        return SIGNS[self.direction][ascii_only] if self.gated else ""
 
 
 def judge(measured: Measured, gate: Gate) -> bool | None:
@@ -156,17 +168,22 @@ class Criterion:
     measured: Measured
     gate: Gate = Gate()
     details: dict[str, Any] = field(default_factory=dict)  # teacher_layer, task, behaviour, ...
+    facts: Metric | None = field(default=None, compare=False, repr=False)  # what its metric is (its suite's)
+    row_description: str = field(default="", compare=False, repr=False)  # a row's own, where no facts describe it
 
     def __post_init__(self):
+        """A corrected gate without a chance level says why it has no score."""
         if self.gate.score == "corrected" and not _finite(self.measured.chance) and self.measured.reason is None:
             object.__setattr__(self, "measured", replace(self.measured, reason="no chance level was measured for the corrected score"))
 
     @property
     def description(self) -> str:
-        return METRICS[self.metric].description if self.metric in METRICS else ""
+        """What was measured, one line: its metric's facts, else the description its row carried."""
+        return self.facts.description if self.facts else self.row_description
 
     @property
     def passed(self) -> bool | None:
+        """The verdict of `judge`: None when ungated."""
         return judge(self.measured, self.gate)
 
     @property
@@ -176,6 +193,7 @@ class Criterion:
 
     @property
     def judged_interval(self) -> Pair | None:
+        """The interval of the number the threshold applies to."""
         return self.measured.score(self.gate.score)[1]
 
     @property
@@ -216,12 +234,12 @@ class Criterion:
         }
 
     @classmethod
-    def from_dict(cls, row: dict[str, Any]) -> Criterion:
-        """The criterion a `to_dict` row holds; what follows from it is recomputed, never read."""
+    def from_dict(cls, row: dict[str, Any], facts: Metric | None = None) -> Criterion:
+        """The criterion a `to_dict` row holds, with its metric's ``facts``; what follows is recomputed, never read."""
         measured = Measured(**{k: _from_json(row.get(k)) for k in MEASURED_FIELDS})
         gate = Gate(row.get("direction"), row.get("threshold"), row.get("score", "raw"), row.get("rule", "point"))
         details = {k: v for k, v in row.items() if k not in ROW_FIELDS}
-        return cls(row["id"], row["suite"], row["metric"], measured, gate, details)
+        return cls(row["id"], row["suite"], row["metric"], measured, gate, details, facts, row.get("description") or "")
 
     @property
     def message(self) -> str:
@@ -243,8 +261,7 @@ class Criterion:
             return f"{head} fails: no {g.score} score ({m.reason or 'not measured'})"
         if g.rule == "lower_bound" and self.judged_interval is not None and not _finite_pair(self.judged_interval):
             return f"{head} fails: its {g.score} interval was not measured (a non-finite end), and rule lower_bound judges it"
-        op = ">=" if g.direction == "min" else "<="
-        text = f"{head} {'passes' if self.passed else 'fails'} {op} {g.threshold:g}"
+        text = f"{head} {'passes' if self.passed else 'fails'} {g.sign(ascii_only=True)} {g.threshold:g}"
         text += " on the corrected score" if g.score == "corrected" else ""
         bounds = self.judged_interval
         if g.rule == "lower_bound" and _finite_pair(bounds):
@@ -252,27 +269,57 @@ class Criterion:
             text += f" at its interval's {end} end {bounds[0] if end == 'lower' else bounds[1]:.4g}"
         if self.too_close_to_call:
             text += f" (too close to call: its interval [{bounds[0]:.4g}, {bounds[1]:.4g}] holds the threshold)"
-        metric = METRICS.get(self.metric)
-        why = m.reason or (metric.failure if metric else None)
+        why = m.reason or (self.facts.failure if self.facts else None)
         return f"{text}: {why}" if not self.passed and why else text
+
+
+def verdict(criteria: Iterable[Criterion], error: str | None = None, partial: str | None = None) -> str:
+    """The report's verdict: "fail" (a gated criterion fails, or ``error``), "partial", "pass" or "no gated criteria"."""
+    gated = [c for c in criteria if c.gate.gated]
+    if error or not all(c.passed for c in gated):
+        return "fail"
+    if partial:
+        return "partial"
+    return "pass" if gated else "no gated criteria"
+
+
+def summary(criteria: Iterable[Criterion]) -> dict[str, Any]:
+    """The report's ``summary``: gated, passed, failed and informational counts, and the criteria not measured."""
+    criteria = list(criteria)
+    gated = [c for c in criteria if c.gate.gated]
+    failed = sum(not c.passed for c in gated)
+    return {
+        "gated": len(gated),
+        "passed": len(gated) - failed,
+        "failed": failed,
+        "informational": len(criteria) - len(gated),
+        "not_measured": [  # ungated for lack of what measures them (the teacher, in reference mode)
+            {"id": c.id, "reason": c.measured.reason} for c in criteria
+            if not c.gate.gated and c.measured.value is None and c.measured.reason
+        ],
+    }
 
 
 MEASURED_FIELDS = ("value", "interval", "chance", "chance_interval", "corrected_interval", "reason")
 
 
 def _finite(value) -> bool:
+    """Whether ``value`` is a finite number (not None, NaN or infinite)."""
     return value is not None and math.isfinite(value)
 
 
 def _finite_pair(pair) -> bool:
+    """Whether ``pair`` is an interval with two finite ends."""
     return pair is not None and all(_finite(v) for v in pair)
 
 
 def _json(value: float | None) -> float | None:
+    """A number as JSON holds it: null for NaN and infinities."""
     return value if _finite(value) else None
 
 
 def _json_pair(pair: Pair | None) -> list | None:
+    """An interval as JSON holds it: each non-finite end null."""
     return None if pair is None else [_json(v) for v in pair]
 
 

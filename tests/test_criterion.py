@@ -1,17 +1,23 @@
-"""The criterion spine: a measurement, its gate, one judge; and the gate of each built-in metric from the config."""
+"""The criterion spine: a measurement, its gate, one judge, one report verdict; and the gate of each built-in
+metric from the config."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import json
 import math
 
 import pytest
 
 from pytest_analog import config as config_module
-from pytest_analog.config import AtLeast, AtMost, Range, Required, load_config
-from pytest_analog.criterion import Criterion, Gate, Measured, judge
-from pytest_analog.facts import METRICS
-from pytest_analog.options import SUITES
+from pytest_analog.config import load_config
+from pytest_analog.gates import AtLeast, AtMost, Range, Required
+from pytest_analog.criterion import Criterion, Gate, Measured, judge, summary, verdict
+from pytest_analog.registry import BUILT_IN as SUITES
+
+# What each built-in metric is, merged over the built-in suites' facts.
+METRICS = {k: v for name in SUITES for k, v in importlib.import_module(f"pytest_analog.suites.{name}.facts").METRICS.items()}
 
 
 def test_judge_follows_direction_score_and_rule():
@@ -46,12 +52,19 @@ def test_a_row_holds_what_follows_and_from_dict_recomputes_it():
     c = Criterion(
         "representation::test_cka[teacher_layer=3]", "representation", "cka",
         Measured(0.6, (0.5, 0.7), 0.2, (0.1, 0.3), (0.4, 0.55)), Gate("min", 0.5, "corrected"), {"teacher_layer": 3},
+        facts=METRICS["cka"],
     )
     row = c.to_dict()
     assert row["passed"] is True and row["corrected"] == pytest.approx(0.5) and row["gated"] is True
     assert row["too_close_to_call"] is True and row["above_chance"] is True and row["teacher_layer"] == 3
     assert row["rule"] == "point" and row["description"] == METRICS["cka"].description
+    assert list(row) == [  # the row's layout: keys in this order, then the details
+        "id", "suite", "metric", "description", "value", "interval", "chance", "chance_interval", "corrected",
+        "corrected_interval", "reason", "direction", "threshold", "score", "rule", "gated", "passed", "above_chance",
+        "too_close_to_call", "teacher_layer",
+    ]
     assert Criterion.from_dict(row) == c
+    assert json.dumps(Criterion.from_dict(row).to_dict()) == json.dumps(row)  # the row's own description kept
     # derived fields are read from the measurement and the gate, never from the row
     forged = {**row, "passed": False, "corrected": 0.99, "gated": False, "too_close_to_call": False}
     assert Criterion.from_dict(forged).to_dict() == row
@@ -156,3 +169,55 @@ def test_a_chance_level_of_minus_infinity_is_unmeasured_not_zero():
     c = Criterion("s::t", "s", "cka", Measured(0.7, chance=-math.inf), Gate("min", 0.5, score="corrected"))
     assert c.measured.corrected is not None and math.isnan(c.measured.corrected)
     assert c.passed is False and "no chance level" in c.message
+
+
+def test_a_criterion_reads_what_its_metric_is_from_the_facts_it_carries():
+    facts = METRICS["kl"]
+    bare = Criterion("logits::test_logits[kl]", "logits", "kl", Measured(0.9), Gate("max", 0.5))
+    described = dataclasses.replace(bare, facts=facts)
+    assert bare == described  # facts describe a criterion; they are not part of what it is
+    assert bare.to_dict()["description"] == "" and described.to_dict()["description"] == facts.description
+    assert bare.message == "kl = 0.9 fails <= 0.5" and described.message == f"kl = 0.9 fails <= 0.5: {facts.failure}"
+    # a row read back without facts keeps the description it was written with; facts given take its place
+    row = {**bare.to_dict(), "description": "my own words"}
+    assert Criterion.from_dict(row).description == "my own words" == Criterion.from_dict(row).to_dict()["description"]
+    assert Criterion.from_dict(row, facts).description == facts.description
+
+
+def test_a_gate_names_its_comparison_once():
+    assert (Gate("min", 0.5).sign(), Gate("max", 0.5).sign(), Gate().sign()) == ("≥", "≤", "")
+    assert (Gate("min", 0.5).sign(ascii_only=True), Gate("max", 0.5).sign(ascii_only=True)) == (">=", "<=")
+
+
+def _criteria(*rows):
+    """Criteria from (value, gate, reason) triples, ids c0, c1, ..."""
+    return [Criterion(f"s::c{i}", "s", "m", Measured(value, reason=reason), gate) for i, (value, gate, reason) in enumerate(rows)]
+
+
+def test_verdict_fails_on_a_failure_or_an_error_then_is_partial_pass_or_ungated():
+    passing, failing, info = (0.9, Gate("min", 0.5), None), (0.1, Gate("min", 0.5), None), (0.3, Gate(), None)
+    assert verdict(_criteria(passing, info)) == "pass"
+    assert verdict(_criteria(passing, failing)) == "fail"
+    assert verdict(_criteria(passing), error="the teacher did not load") == "fail"
+    assert verdict(_criteria(), error="the teacher did not load") == "fail"
+    assert verdict(_criteria(passing), partial="deselected tests") == "partial"
+    assert verdict(_criteria(failing), partial="deselected tests") == "fail"  # a failure is a failure in part of the gate too
+    assert verdict(_criteria(info)) == verdict(_criteria()) == "no gated criteria"
+    assert verdict(_criteria(info), partial="--lf") == "partial"
+    assert verdict(_criteria((None, Gate("min", 0.5), "no value"))) == "fail"  # a gated criterion without a value fails
+
+
+def test_summary_counts_an_unmeasured_gated_criterion_failed_and_an_unmeasured_ungated_one_not_measured():
+    criteria = _criteria(
+        (0.9, Gate("min", 0.5), None),
+        (None, Gate("min", 0.5), "the metric could not be computed"),  # gated, no value: failed
+        (None, Gate(), "needs the teacher"),  # ungated for lack of the teacher: neither passed nor failed
+        (None, Gate(), None),  # no value, no reason: informational only
+        (0.2, Gate(), None),
+    )
+    assert summary(criteria) == {
+        "gated": 2, "passed": 1, "failed": 1, "informational": 3,
+        "not_measured": [{"id": "s::c2", "reason": "needs the teacher"}],
+    }
+    assert summary(iter(criteria)) == summary(criteria)  # any iterable
+    assert summary([]) == {"gated": 0, "passed": 0, "failed": 0, "informational": 0, "not_measured": []}

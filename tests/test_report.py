@@ -1,18 +1,25 @@
-"""Tests of the report writers: JSON, markdown, HTML, terminal lines and plots."""
+"""Tests of the report writers: JSON, markdown, HTML, terminal lines and plots, and the suites' sections in them."""
 
+import ast
 import base64
 import copy
+import importlib
 import json
 import math
 import os
 import re
 import struct
 import typing
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import pytest_analog.atomic
+from pytest_analog import criterion
+from pytest_analog.criterion import Criterion, Gate, Measured
+from pytest_analog.facts import Metric
+from pytest_analog.registry import BUILT_IN
 from pytest_analog.report import (
     SCHEMA_VERSION,
     render_html,
@@ -21,7 +28,23 @@ from pytest_analog.report import (
     write_reports,
 )
 from pytest_analog.report import _write, plots, schema
-from pytest_analog.report._format import fmt_value, to_jsonable
+from pytest_analog.report._format import criteria_of, fmt_value, layer_metric_summary, per_layer_groups, to_jsonable
+from pytest_analog.suite import Section, Suite
+from pytest_analog.suites.benchmarks.report import benchmark_bars_png
+from pytest_analog.suites.representation import report as representation_report
+from pytest_analog.suites.steering.report import dose_response_png
+
+
+def _built_in_suite(name):
+    """The built-in suite ``name`` with its report sections and metric facts, built by hand (no run, no settings)."""
+    sections = importlib.import_module(f"pytest_analog.suites.{name}.report").SECTIONS if name in REPORTED else ()
+    return Suite(name=name, tests="x", sections=sections,
+                 metrics=importlib.import_module(f"pytest_analog.suites.{name}.facts").METRICS)
+
+
+REPORTED = ("representation", "steering", "benchmarks", "compliance")  # the built-in suites with report sections
+SUITES = tuple(_built_in_suite(name) for name in BUILT_IN)  # in the registry's (report) order
+METRICS = {k: v for suite in SUITES for k, v in suite.metrics.items()}
 
 # Any warning, matplotlib's included, is a bug in a renderer.
 pytestmark = pytest.mark.filterwarnings("error")
@@ -48,28 +71,11 @@ def _model(model_id, parameters, num_layers):
 
 def _criterion(suite, metric, value, threshold=None, direction=None, teacher_layer=None, analog_layer=None,
                description="", name=None):
-    gated = threshold is not None
-    passed = None
-    if gated and not math.isnan(value):
-        passed = value >= threshold if direction == "min" else value <= threshold
-    elif gated:
-        passed = False
-    c = {
-        "id": f"{suite}::{name or 'test_' + metric}"
-        + (f"[teacher_layer={teacher_layer}]" if teacher_layer is not None else ""),
-        "suite": suite,
-        "metric": metric,
-        "value": value,
-        "threshold": threshold,
-        "direction": direction,
-        "gated": gated,
-        "passed": passed,
-        "description": description,
-    }
-    if teacher_layer is not None:
-        c["teacher_layer"] = teacher_layer
-        c["analog_layer"] = analog_layer
-    return c
+    """A criterion row as `Criterion.to_dict` writes it, with the metric's facts where a built-in suite has them."""
+    cid = f"{suite}::{name or 'test_' + metric}" + (f"[teacher_layer={teacher_layer}]" if teacher_layer is not None else "")
+    details = {} if teacher_layer is None else {"teacher_layer": teacher_layer, "analog_layer": analog_layer}
+    return Criterion(cid, suite, metric, Measured(value), Gate(direction, threshold), details,
+                     METRICS.get(metric), description).to_dict()
 
 
 def make_report(n_teacher=31, n_student=16, seed=0):
@@ -109,13 +115,12 @@ def make_report(n_teacher=31, n_student=16, seed=0):
         _criterion("geometry", "unembedding_geometry", 0.97),
         _criterion("custom", "my_sparsity", 0.123, description="fraction of dead neurons (user metric)"),
     ]
-    gated = [c for c in criteria if c["gated"]]
-    failed = sum(c["passed"] is False for c in gated)
+    judged = [Criterion.from_dict(c) for c in criteria]
     return {
         "schema_version": SCHEMA_VERSION,
         "created": "2026-11-23T01:23:45Z",
         "tool": {"name": "pytest-analog", "version": "0.1.0"},
-        "verdict": "fail" if failed else "pass",
+        "verdict": criterion.verdict(judged),
         "models": {
             "teacher": _model("HuggingFaceTB/SmolLM2-360M", 361_821_120, n_teacher - 1),
             "analog": _model("./analogs/smol-half", 180_910_560, n_student - 1),
@@ -141,8 +146,7 @@ def make_report(n_teacher=31, n_student=16, seed=0):
             "mapped": mapped,
         },
         "criteria": criteria,
-        "summary": {"gated": len(gated), "passed": len(gated) - failed, "failed": failed,
-                    "informational": len(criteria) - len(gated)},
+        "summary": criterion.summary(judged),
     }
 
 
@@ -154,7 +158,7 @@ def report():
 @pytest.fixture
 def no_plots(monkeypatch):
     """Skip drawing, for HTML checks that are not about the plots."""
-    monkeypatch.setattr(plots, "cka_heatmap_png", lambda layers: None)
+    monkeypatch.setattr(representation_report, "cka_heatmap_png", lambda layers: None)
     monkeypatch.setattr(plots, "layer_curves_png", lambda criteria: None)
 
 
@@ -162,19 +166,22 @@ def no_plots(monkeypatch):
 def written(tmp_path_factory):
     """The standard report written once (plots cost about a second per page), for read-only checks."""
     report = make_report()
-    paths = write_reports(report, tmp_path_factory.mktemp("reports") / "new" / "dir")
+    paths = write_reports(report, tmp_path_factory.mktemp("reports") / "new" / "dir", SUITES)
     return report, paths
 
 
 def _failing_ids(report):
+    """The ids of the report's failing criteria, in report order."""
     return [c["id"] for c in report["criteria"] if c["gated"] and c["passed"] is False]
 
 
 def _pngs(page):
+    """The PNG images a page embeds."""
     return [base64.b64decode(data) for data in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
 
 
 def _png_size(png):
+    """(width, height) of a PNG."""
     return struct.unpack(">II", png[16:24])
 
 
@@ -185,7 +192,7 @@ def test_write_reports_writes_three_files(written):
     report, paths = written
     assert [p.name for p in paths] == ["fidelity.json", "fidelity.md", "fidelity.html"]
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
-    assert paths[1].read_text(encoding="utf-8") == render_markdown(report)
+    assert paths[1].read_text(encoding="utf-8") == render_markdown(report, SUITES)
 
 
 def test_json_is_strict_and_round_trips_criteria(written):
@@ -198,12 +205,8 @@ def test_json_is_strict_and_round_trips_criteria(written):
     loaded = json.loads(text, parse_constant=reject)
     assert text.startswith('{\n  "schema_version": 3')
     assert len(loaded["criteria"]) == len(report["criteria"])
-    for got, want in zip(loaded["criteria"], report["criteria"]):
-        if isinstance(want["value"], float) and math.isnan(want["value"]):
-            assert got["value"] is None
-            assert got == {**want, "value": None}
-        else:
-            assert got == want
+    assert loaded["criteria"] == report["criteria"]  # a row holds no NaN: an unmeasured value is null already
+    assert loaded["criteria"][31 + 5]["value"] is None  # rbf_cka at teacher layer 5
     assert loaded["layers"]["cka_matrix"][3][3] is None
     assert loaded["layers"]["cka_matrix"][0][0] == report["layers"]["cka_matrix"][0][0]
 
@@ -211,8 +214,8 @@ def test_json_is_strict_and_round_trips_criteria(written):
 def test_saved_json_renders_again(written, tmp_path):
     report, paths = written
     loaded = json.loads(paths[0].read_text(encoding="utf-8"))
-    again = write_reports(loaded, tmp_path)
-    assert again[1].read_text(encoding="utf-8") == render_markdown(report)
+    again = write_reports(loaded, tmp_path, SUITES)
+    assert again[1].read_text(encoding="utf-8") == render_markdown(report, SUITES)
     assert len(_pngs(again[2].read_text(encoding="utf-8"))) == 2
 
 
@@ -224,7 +227,8 @@ def test_renderer_failure_writes_nothing(report, tmp_path, monkeypatch):
         (tmp_path / name).write_text(f"old {name}\n", encoding="utf-8")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
-    def broken(_report):
+    def broken(_report, _suites):
+        """A renderer that raises."""
         raise RuntimeError("renderer exploded")
 
     monkeypatch.setattr(_write, "render_html", broken)
@@ -240,9 +244,10 @@ def test_failed_rename_leaves_no_mixed_set_and_no_temp_files(report, tmp_path, m
     (tmp_path / "fidelity.json").write_text('{"old": true}\n', encoding="utf-8")
 
     def failing_replace(src, dst):
+        """A rename that fails."""
         raise OSError("disk full")
 
-    monkeypatch.setattr(_write, "render_html", lambda _report: "<html></html>")  # skip the plots
+    monkeypatch.setattr(_write, "render_html", lambda _report, _suites: "<html></html>")  # skip the plots
     monkeypatch.setattr(pytest_analog.atomic.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         write_reports(report, tmp_path)
@@ -293,7 +298,7 @@ def test_markdown_without_per_layer_criteria_is_one_table(report):
 
 
 def test_markdown_models_capture_and_layer_map(report):
-    md = render_markdown(report)
+    md = render_markdown(report, SUITES)
     assert "| teacher | `HuggingFaceTB/SmolLM2-360M` | 361.8M |" in md
     assert "180.9M (50.0% of teacher)" in md
     assert "`abababababab`" in md
@@ -335,7 +340,7 @@ def test_html_escapes_every_string(report, no_plots):
     report["criteria"][0]["id"] = MALICIOUS
     report["config"]["note"] = '"><img src=x onerror=alert(1)>'
     report["capture"]["positions"] = MALICIOUS
-    page = render_html(report)
+    page = render_html(report, SUITES)
     assert MALICIOUS not in page and "<img src=x" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<script" not in page.lower()
@@ -356,6 +361,7 @@ def test_html_content_for_an_auditor(written):
     assert "<li><code>behaviour::test_kl</code>: 0.31, needs ≤ 0.2</li>" in banner
     assert page.index("Layer correspondence") < page.index("Per-layer metrics") < page.index("Gated criteria")
     assert page.index("Gated criteria") < page.index("Informational criteria")
+    assert "debiased linear CKA over aligned tokens (Kornblith et al. 2019)" in page  # a title from the suite's facts
 
 
 # ---------------------------------------------------------------- edge cases
@@ -363,10 +369,10 @@ def test_html_content_for_an_auditor(written):
 
 def test_no_layers_section(report):
     del report["layers"]
-    page = render_html(report)
+    page = render_html(report, SUITES)
     assert len(_pngs(page)) == 1  # per-layer curves come from the criteria
     assert "Layer correspondence" not in page
-    assert "Layer map" not in render_markdown(report)
+    assert "Layer map" not in render_markdown(report, SUITES)
 
 
 def test_zero_criteria(report, tmp_path):
@@ -374,7 +380,7 @@ def test_zero_criteria(report, tmp_path):
     report["criteria"] = []
     report["summary"] = {"gated": 0, "passed": 0, "failed": 0, "informational": 0}
     report["verdict"] = "no gated criteria"
-    paths = write_reports(report, tmp_path)
+    paths = write_reports(report, tmp_path, SUITES)
     md = paths[1].read_text(encoding="utf-8")
     assert "NO GATED CRITERIA" in md and "No criteria were recorded" in md
     assert _pngs(paths[2].read_text(encoding="utf-8")) == []
@@ -383,11 +389,12 @@ def test_zero_criteria(report, tmp_path):
 
 def test_broken_plot_becomes_a_note(report, monkeypatch):
     def broken(_layers):
+        """A plot that raises."""
         raise RuntimeError("no room <here>")
 
-    monkeypatch.setattr(plots, "cka_heatmap_png", broken)
+    monkeypatch.setattr(representation_report, "cka_heatmap_png", broken)
     monkeypatch.setattr(plots, "layer_curves_png", lambda criteria: None)
-    page = render_html(report)
+    page = render_html(report, SUITES)
     assert "Plot unavailable: RuntimeError: no room &lt;here&gt;" in page
     assert "Gated criteria" in page
 
@@ -395,26 +402,27 @@ def test_broken_plot_becomes_a_note(report, monkeypatch):
 def test_banner_caps_long_failure_lists(report, no_plots):
     for c in report["criteria"]:
         if c["metric"] == "cka":
-            c["passed"] = False
+            c["threshold"] = 0.99  # every layer fails
     page = render_html(report)
     banner = page[: page.index('<section id="models">')]
-    assert banner.count("<li>") == 16 and "… and 18 more, listed under Criteria"  # 31 cka + 2 others in banner
+    assert banner.count("<li>") == 16 and "… and 18 more, listed under Criteria" in banner  # 31 cka + 2 others
 
 
-def test_gated_criterion_without_outcome():
+def test_a_gated_criterion_without_a_value_fails_everywhere_whatever_its_row_says():
     unknown = _criterion("s", "kl", float("nan"), 0.2, "max")
-    unknown["passed"] = None
+    unknown["passed"] = None  # a hand-edited row: the renderers judge it again
     report = {"criteria": [unknown]}
-    assert "| `s::test_kl` | n/a | ≤ 0.2 | ⚠️ |" in render_markdown(report)
-    assert terminal_lines(report)[-1].split()[-2:] == ["NO", "RESULT"]
-    assert '<tr class="unknown"><td class="status">NO RESULT</td>' in render_html(report)
+    assert "| `s::test_kl` | n/a | ≤ 0.2 | ❌ |" in render_markdown(report)
+    assert terminal_lines(report)[0] == "analog fidelity: FAIL - 0/1 gated criteria passed, 1 failed, 0 informational"
+    assert terminal_lines(report)[-1].split()[-1] == "FAIL"
+    assert '<tr class="fail"><td class="status">FAIL</td>' in render_html(report)
 
 
 def test_session_error_is_shown_everywhere(no_plots):
     report = {"verdict": "fail", "error": "teacher <model> failed to load", "criteria": [],
               "layers": {"teacher": [0, 1], "best_match": [0, 1], "mapped": [0, None]}}
     assert "> **Error:** teacher &lt;model&gt; failed to load" in render_markdown(report)
-    assert re.search(r"^mapped +0 -$", render_markdown(report), re.M)
+    assert re.search(r"^mapped +0 -$", render_markdown(report, SUITES), re.M)
     assert "<strong>Error:</strong> teacher &lt;model&gt; failed to load" in render_html(report)
     assert terminal_lines(report)[1] == "  error: teacher <model> failed to load"
 
@@ -423,8 +431,8 @@ def test_numpy_layers_section_renders(report):
     layers = report["layers"]
     for key in ("teacher", "analog", "cka_matrix", "best_match", "mapped"):
         layers[key] = np.asarray(layers[key])
-    assert plots.cka_heatmap_png(layers).startswith(PNG_MAGIC)
-    assert "Best match and mapped agree" in render_markdown(report)
+    assert representation_report.cka_heatmap_png(layers).startswith(PNG_MAGIC)
+    assert "Best match and mapped agree" in render_markdown(report, SUITES)
 
 
 def test_minimal_report_renders():
@@ -437,22 +445,23 @@ def test_minimal_report_renders():
 def test_single_layer(tmp_path):
     report = make_report(n_teacher=1, n_student=1)
     assert len(report["layers"]["cka_matrix"]) == 1
-    pngs = _pngs(write_reports(report, tmp_path)[2].read_text(encoding="utf-8"))
+    pngs = _pngs(write_reports(report, tmp_path, SUITES)[2].read_text(encoding="utf-8"))
     assert len(pngs) == 2 and all(p.startswith(PNG_MAGIC) for p in pngs)
     assert "cka: 1 layer," in "\n".join(terminal_lines(report))
 
 
 def test_unknown_metric_and_section_are_rendered_generically(report, no_plots):
     report["criteria"].append(
-        {"id": "mine::test_weird", "suite": "mine", "metric": "weirdness", "value": [1, 2],
+        {"id": "mine::test_weird", "suite": "mine", "metric": "weirdness", "value": 7.0,
          "threshold": None, "direction": None, "gated": False, "passed": None}
     )
     report["extras"] = {"curves": [{"alpha": 0.5, "effect": 0.1}]}  # a section no renderer knows
-    page = render_html(report)
+    page = render_html(report, SUITES)
     assert "weirdness" in page and "User-defined metric; no description was given." in page
     assert "Other sections" in page and "extras" in page and "alpha: 0.5" in page
-    md = render_markdown(report)
-    assert "`mine::test_weird`" in md and "Also in fidelity.json: extras" in md
+    assert '<summary>layers</summary>' not in page  # a suite's section shows it
+    md = render_markdown(report, SUITES)
+    assert "`mine::test_weird`" in md and "Also in fidelity.json: extras." in md
     assert any("mine::test_weird" in line for line in terminal_lines(report, max_lines=200))
 
 
@@ -461,23 +470,24 @@ def test_nan_values_everywhere(report):
     for c in report["criteria"]:
         if c["metric"] == "cka":
             c["value"], c["passed"] = float("nan"), False
-    assert len(_pngs(render_html(report))) == 2
+    assert len(_pngs(render_html(report, SUITES))) == 2
     assert "cka: 31 layers, 31 without a value, 0/31 pass" in terminal_lines(report)[-3]
 
 
 def test_plot_functions_return_none_without_data():
-    assert plots.cka_heatmap_png(None) is None
-    assert plots.cka_heatmap_png({"cka_matrix": []}) is None
+    assert representation_report.cka_heatmap_png(None) is None
+    assert representation_report.cka_heatmap_png({"cka_matrix": []}) is None
+    assert dose_response_png(None) is None and benchmark_bars_png({"tasks": {}}) is None
     assert plots.layer_curves_png([]) is None
-    assert plots.layer_curves_png([_criterion("b", "kl", 0.1, 0.2, "max")]) is None
+    assert plots.layer_curves_png(criteria_of({"criteria": [_criterion("b", "kl", 0.1, 0.2, "max")]})) is None
 
 
 def test_plots_leave_matplotlib_state_alone(report):
     import matplotlib
 
     backend = matplotlib.get_backend()
-    first = plots.cka_heatmap_png(report["layers"])
-    second = plots.cka_heatmap_png(report["layers"])
+    first = representation_report.cka_heatmap_png(report["layers"])
+    second = representation_report.cka_heatmap_png(report["layers"])
     assert first == second  # fixed dpi, no timestamp: identical bytes
     assert _png_size(first) == _png_size(second)
     assert matplotlib.get_backend() == backend
@@ -538,7 +548,15 @@ def test_schema_documents_the_report_keys(report):
     assert set(report["layers"]) <= _keys(schema.LayersSection)
     assert set(report["environment"]) <= _keys(schema.EnvironmentInfo)
     for c in report["criteria"]:
-        assert set(c) <= _keys(schema.Criterion)
+        assert set(c) <= _keys(schema.CriterionRow)
+
+
+def test_the_schema_describes_the_row_criterion_writes_and_the_summary_it_counts():
+    required = schema.CriterionRow.__required_keys__
+    assert required == criterion.ROW_FIELDS  # one row schema: the documented keys are those `to_dict` writes
+    assert schema.CriterionRow.__optional_keys__.isdisjoint(criterion.ROW_FIELDS)  # the rest are details
+    assert set(criterion.summary([])) == _keys(schema.Summary)
+    assert set(typing.get_args(schema.Verdict)) == {"pass", "fail", "partial", "no gated criteria"}
 
 
 def test_no_temp_files_after_success(written):
@@ -546,13 +564,11 @@ def test_no_temp_files_after_success(written):
 
 
 def test_each_failing_metric_says_what_it_means_and_what_helps_once(report, no_plots):
-    from pytest_analog.facts import METRICS
-
     report["criteria"].append(_criterion("custom", "my_probe", 0.1, 0.5, "min"))  # a user metric: no advice to give
     failing = {c["metric"] for c in report["criteria"] if c["gated"] and c["passed"] is False}
     assert failing == {"cka", "mutual_knn", "kl", "my_probe"}
-    markdown = render_markdown(report).split("**What to do next**")[1]
-    page = render_html(report)
+    markdown = render_markdown(report, SUITES).split("**What to do next**")[1]
+    page = render_html(report, SUITES)
     section = page[page.index('<section id="next">'):]
     section = section[: section.index("</section>")]
     for metric in failing - {"my_probe"}:
@@ -562,21 +578,24 @@ def test_each_failing_metric_says_what_it_means_and_what_helps_once(report, no_p
             assert section.count(html_escape(text)) == 1
     assert "my_probe" not in section and "`my_probe`" not in markdown.split("\n\n**")[0]
     assert "representation::test_cka[teacher_layer=17]" in section
+    assert "What to do next" not in render_markdown(report)  # without the suites, no facts say what helps
 
 
 def test_a_passing_report_has_no_next_steps(no_plots):
     report = make_report()
     report["criteria"] = [c for c in report["criteria"] if c["passed"] is not False]
-    assert "What to do next" not in render_markdown(report) and "What to do next" not in render_html(report)
+    assert "What to do next" not in render_markdown(report, SUITES) and "What to do next" not in render_html(report, SUITES)
 
 
 def html_escape(text):
+    """``text`` escaped as the HTML report escapes it."""
     import html
 
     return html.escape(text, quote=True)
 
 
 def _steering_section(behaviours=1):
+    """A steering section with ``behaviours`` behaviours at one teacher layer each."""
     case = {"analog_layer": 2, "alphas": [-0.2, -0.1, 0.0, 0.1, 0.2], "half_max_alpha": 0.1, "transfer_ratio": 0.28,
             "probability": {"native": [0.3, 0.4, 0.5, 0.6, 0.7], "transferred": [0.45, 0.5, 0.5, 0.52, 0.55],
                             "random": [0.5] * 5}}
@@ -587,8 +606,8 @@ def _steering_section(behaviours=1):
 @pytest.mark.parametrize(
     ("draw", "section"),
     [
-        *[(plots.dose_response_png, _steering_section(n)) for n in (1, 2, 3, 5)],
-        *[(plots.benchmark_bars_png, {"tasks": {f"task_{i}": {"metric": "acc", "teacher": 0.6, "analog": 0.4, "chance": 0.25}
+        *[(dose_response_png, _steering_section(n)) for n in (1, 2, 3, 5)],
+        *[(benchmark_bars_png, {"tasks": {f"task_{i}": {"metric": "acc", "teacher": 0.6, "analog": 0.4, "chance": 0.25}
                                                 for i in range(n)}}) for n in (1, 4)],
     ],
     ids=["dose-1", "dose-2", "dose-3", "dose-5", "bars-1", "bars-4"],
@@ -597,15 +616,16 @@ def test_plot_legends_lie_inside_the_image(monkeypatch, draw, section):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     boxes = []
-    to_png = plots._to_png
+    to_png = plots.to_png
 
     def measure(fig):
+        """Note each legend's box in the drawn figure, then render it."""
         canvas = FigureCanvasAgg(fig)
         canvas.draw()
         boxes.extend((fig.bbox, legend.get_window_extent(canvas.get_renderer())) for legend in fig.legends)
         return to_png(fig)
 
-    monkeypatch.setattr(plots, "_to_png", measure)
+    monkeypatch.setattr(plots, "to_png", measure)
     assert draw(section) is not None
     assert boxes
     for figure, legend in boxes:
@@ -613,8 +633,6 @@ def test_plot_legends_lie_inside_the_image(monkeypatch, draw, section):
 
 
 def test_criteria_too_close_to_call_or_on_few_prompts_are_flagged_everywhere(report, no_plots):
-    from pytest_analog.criterion import Criterion, Gate, Measured
-
     close = Criterion("representation::test_cka[teacher_layer=3]", "representation", "cka", Measured(0.62, (0.45, 0.7)),
                       Gate("min", 0.5, rule="lower_bound"),
                       {"teacher_layer": 3, "analog_layer": 1, "few_prompts": "only 12 prompts"}).to_dict()
@@ -630,3 +648,103 @@ def test_criteria_too_close_to_call_or_on_few_prompts_are_flagged_everywhere(rep
     assert "FAIL (too close to call) (few prompts)" in lines and ">= 0.5, lower end" in lines
     assert "1 too close to call" in lines  # the per-layer summaries count it
     assert "⚠️ 1 too close to call" in markdown
+
+
+# ---------------------------------------------------------------- counts and suites' sections
+
+
+def test_a_per_layer_summary_counts_as_the_report_summary_does(no_plots):
+    """A gated layer without a value failed; an ungated one without a value (it needs the teacher) is not measured,
+    not failed: the per-layer line, the counts and the verdict agree on both."""
+    rows = [
+        _criterion("representation", "cka", 0.8, 0.5, "min", 0, 0),
+        _criterion("representation", "cka", float("nan"), 0.5, "min", 1, 1),
+        Criterion("representation::test_cka[teacher_layer=2]", "representation", "cka", Measured(None, reason="needs the teacher"),
+                  Gate(), {"teacher_layer": 2, "analog_layer": 2}).to_dict(),
+    ]
+    rows[1]["passed"] = None  # as a hand-edited report may say: the renderers judge it again
+    report = {"criteria": rows}
+    criteria = criteria_of(report)
+    counts = criterion.summary(criteria)
+    assert {k: counts[k] for k in ("gated", "passed", "failed", "informational")} == \
+        {"gated": 2, "passed": 1, "failed": 1, "informational": 1}
+    assert counts["not_measured"] == [{"id": "representation::test_cka[teacher_layer=2]", "reason": "needs the teacher"}]
+    line = layer_metric_summary(per_layer_groups(criteria)["cka"])
+    assert (line["gated"], line["passed"], line["failed"], line["missing"]) == (2, 1, 1, 2)
+    md = render_markdown(report)
+    assert md.startswith("## ❌ Analog fidelity: FAIL (1/2 gated criteria passed, 1 failed, 1 informational)")
+    assert "| `cka`, 3 layers | min 0.8 @ 0, max 0.8 @ 0, 2 n/a | ≥ 0.5 | ❌ 1/2 |" in md
+    assert "not measured (neither passed nor failed): representation::test_cka[teacher_layer=2] - needs the teacher" in md
+    assert terminal_lines(report)[-1] == "  cka: 3 layers, min 0.8 @ layer 0, max 0.8 @ layer 0, 2 without a value, 1/2 pass"
+
+
+def _probe_markdown(report):
+    """A third-party section before the criteria."""
+    return f"**Probe:** {report['probe']['accuracy']}" if report.get("probe") else None
+
+
+def _probe_html(report):
+    """The same section in HTML."""
+    return f'<section id="probe"><h2>Probe</h2><p>{report["probe"]["accuracy"]}</p></section>' if report.get("probe") else None
+
+
+PROBE = Suite(
+    name="probe", tests="x",
+    sections=(Section(("probe",), markdown=_probe_markdown, html=_probe_html),
+              Section(("probe_notes",), markdown=lambda r: "**Probe notes**", html=lambda r: "<p>Probe notes</p>", after_criteria=True),
+              Section(("probe_hidden",), markdown=lambda r: None)),
+    metrics={"probe_accuracy": Metric("linear probe accuracy", "A linear probe's accuracy on the analog's states.",
+                                      "the probe cannot read the concept", "train on more concept data")},
+)
+
+
+def test_a_third_party_suite_adds_its_sections_and_facts_to_markdown_and_html(no_plots):
+    rows = [_criterion("probe", "probe_accuracy", 0.4, 0.6, "min"), _criterion("logits", "kl", 0.1, 0.2, "max")]
+    report = {"verdict": "fail", "criteria": rows, "probe": {"accuracy": 0.4}, "probe_notes": {}, "probe_hidden": 1, "other": 2}
+    md = render_markdown(report, (*SUITES, PROBE))
+    assert md.index("## ") < md.index("**Probe:** 0.4") < md.index("| criterion |")
+    assert md.index("| criterion |") < md.index("**What to do next**") < md.index("**Probe notes**")
+    assert "the probe cannot read the concept. Usually helps: train on more concept data." in md
+    assert md.rstrip().endswith("Also in fidelity.json: other._")  # the suite's keys are known, even one it leaves out
+    page = render_html(report, (*SUITES, PROBE))
+    assert page.index('<section id="probe">') < page.index("Gated criteria") < page.index("<p>Probe notes</p>")
+    assert "<dd>A linear probe&#x27;s accuracy on the analog&#x27;s states.</dd>" in page  # the glossary reads its facts
+    assert 'title="linear probe accuracy"' in page
+    assert "<summary>other</summary>" in page and "<summary>probe" not in page
+    without = render_markdown(report)
+    assert "**Probe:**" not in without and "Also in fidelity.json: probe, probe_notes, probe_hidden, other." in without
+
+
+def test_without_its_suite_a_section_is_shown_as_an_unknown_one(report, no_plots):
+    md = render_markdown(report)
+    assert "**Compared:**" not in md and "Layer map" not in md
+    assert "Also in fidelity.json: capture, layers." in md
+    page = render_html(report)
+    assert "Layer correspondence" not in page and "<summary>layers</summary>" in page
+
+
+def test_the_built_in_sections_keep_their_places(report, no_plots, monkeypatch):
+    monkeypatch.setattr(plots, "layer_curves_png", lambda criteria: PNG_MAGIC)
+    report["criteria"].append(_criterion("compliance", "license", 0.0, 1.0, "min", name="test_license"))
+    report["massive"] = {"rule": "norm > 20 x median", "rows": []}
+    report["steering"] = _steering_section()
+    report["benchmarks"] = {"lm_eval_version": "0.4", "tasks": {"arith": {"metric": "acc", "teacher": 0.6, "analog": 0.4}}}
+    md = render_markdown(report, SUITES)
+    order = ["**Compared:**", "| criterion |", "**What to do next**", "**Layer map**", "Massive activations",
+             "**Steering transfer**", "**Benchmarks**", "**Release compliance**", "Full details in fidelity.html"]
+    assert [md.index(part) for part in order] == sorted(md.index(part) for part in order)
+    page = render_html(report, SUITES)
+    order = ['id="next"', 'id="models"', 'id="capture"', 'id="layers"', 'id="massive"', 'id="steering"', 'id="per-layer"',
+             'id="criteria"', 'id="benchmarks"', 'id="compliance"', 'id="environment"', "<footer>"]
+    assert [page.index(part) for part in order] == sorted(page.index(part) for part in order)
+
+
+def test_the_report_package_names_no_suite_and_no_registry():
+    """A suite plugs its sections in; the renderers know none of them by name."""
+    folder = Path(plots.__file__).parent
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                assert not name.startswith(("pytest_analog.suites", "pytest_analog.registry")), (path.name, name)

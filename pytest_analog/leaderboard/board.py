@@ -45,12 +45,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pytest_analog.config import Gates, config_from_dict, load_config
-from pytest_analog.criterion import Criterion, Gate
+from pytest_analog import registry
+from pytest_analog.config import config_from_dict, load_config
+from pytest_analog.criterion import Criterion, Gate, summary, verdict
 from pytest_analog.errors import AnalogError
-from pytest_analog.facts import METRICS
+from pytest_analog.gates import Gates
 from pytest_analog.models import parameter_fraction
-from pytest_analog.options import SUITES
 from pytest_analog.submission import content_sha256, file_digests, load_submission, schema_errors, weights_sha256
 from pytest_analog.versions import package_version
 
@@ -67,6 +67,7 @@ class PublishedGates:
     gates: Gates
 
     def to_dict(self) -> dict[str, Any]:
+        """Its name and its gates, as leaderboard.json holds them."""
         return {"name": self.name, "gates": dataclasses.asdict(self.gates)}
 
 
@@ -81,6 +82,7 @@ class Group:
 
     @property
     def suites(self) -> list[str]:
+        """The suites with a headline in its entries (`suites_of`)."""
         return suites_of(self.entries)
 
     @property
@@ -89,6 +91,7 @@ class Group:
         return list(dict.fromkeys(t for e in self.entries for t in e.get("thresholds", [])))
 
     def to_dict(self) -> dict[str, Any]:
+        """The group as leaderboard.json holds it."""
         return {"reference": self.reference, "teacher": self.teacher, "teacher_sha256": self.teacher_sha256,
                 "suites": self.suites, "thresholds": self.thresholds, "entries": self.entries}
 
@@ -115,6 +118,7 @@ class Board:
 
     @property
     def suites(self) -> list[str]:
+        """The suites with a headline in its entries (`suites_of`)."""
         return suites_of(self.entries)
 
     @property
@@ -124,6 +128,7 @@ class Board:
         return [list(names) for names in sorted(files)]
 
     def to_dict(self) -> dict[str, Any]:
+        """The board as leaderboard.json holds it."""
         return {
             "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "gates": self.gates.to_dict(),
@@ -136,7 +141,7 @@ class Board:
 def suites_of(entries: list[dict[str, Any]]) -> list[str]:
     """Suites with a headline in any of ``entries``: built-in ones in their order, then others by name."""
     seen = {s for e in entries for s in e["scores"]}
-    return [s for s in SUITES if s in seen] + sorted(seen - set(SUITES))
+    return [s for s in registry.BUILT_IN if s in seen] + sorted(seen - set(registry.BUILT_IN))
 
 
 def build_board(directory: Path, gates: PublishedGates | None = None) -> Board:
@@ -248,8 +253,8 @@ def _criterion_problem(row: dict, gates: Gates) -> str | None:
     corrected = row.get("corrected")
     if corrected is not None and (measured.corrected is None or not math.isclose(corrected, measured.corrected, rel_tol=1e-9, abs_tol=1e-12)):
         return "its corrected score does not follow from its value and chance level"
-    if criterion.suite in SUITES:
-        if criterion.metric not in METRICS:
+    if criterion.suite in registry.BUILT_IN:
+        if criterion.metric not in registry.metrics(registry.built_in()):
             return f"{criterion.metric} is not a metric of the built-in suites"
         try:
             expected = gates.gate(criterion.metric, measured.value, **criterion.details)
@@ -259,11 +264,10 @@ def _criterion_problem(row: dict, gates: Gates) -> str | None:
         if problem:
             return problem
     if row["passed"] is not criterion.passed:
-        op = ">=" if gate.direction == "min" else "<="
         interval = criterion.judged_interval
         by = f" with interval [{interval[0]:g}, {interval[1]:g}] under rule lower_bound" if gate.rule == "lower_bound" and interval else ""
-        verdict = "meets" if criterion.passed else "fails"
-        return f"value {criterion.judged}{by} {verdict} {op} {gate.threshold:g} but 'passed' is {row['passed']}"
+        judged = "meets" if criterion.passed else "fails"
+        return f"value {criterion.judged}{by} {judged} {gate.sign(ascii_only=True)} {gate.threshold:g} but 'passed' is {row['passed']}"
     return None
 
 
@@ -273,6 +277,7 @@ def _gate_difference(metric: str, gate: Gate, expected: Gate) -> str | None:
         return None
     if (gate.direction, gate.threshold) != (expected.direction, expected.threshold):
         def bound(g: Gate) -> str:
+            """A gate's direction and threshold, or "no threshold"."""
             return "no threshold" if not g.gated else f"{g.direction} {g.threshold:g}"
 
         return f"threshold {bound(gate)} is not the configured {bound(expected)} of {metric}"
@@ -282,14 +287,14 @@ def _gate_difference(metric: str, gate: Gate, expected: Gate) -> str | None:
 
 
 def _summary_problem(report: dict) -> str | None:
-    gated = [c for c in report["criteria"] if c["gated"]]
-    failed = sum(not c["passed"] for c in gated)
-    counts = {"gated": len(gated), "passed": len(gated) - failed, "failed": failed, "informational": len(report["criteria"]) - len(gated)}
+    """Why a report's counts or verdict are not those of its criteria (`criterion.summary`, `criterion.verdict`), or None."""
+    criteria = [Criterion.from_dict(row) for row in report["criteria"]]
+    counts = {k: v for k, v in summary(criteria).items() if k != "not_measured"}
     if {k: report["summary"][k] for k in counts} != counts:
         return f"its summary counts {report['summary']} are not those of its criteria {counts}"
-    verdict = "fail" if failed or report.get("error") else "pass" if gated else "no gated criteria"
-    if report["verdict"] != verdict:
-        return f"its verdict '{report['verdict']}' is not the verdict of its criteria ('{verdict}')"
+    expected = verdict(criteria, report.get("error"), report.get("partial"))
+    if report["verdict"] != expected:
+        return f"its verdict '{report['verdict']}' is not the verdict of its criteria ('{expected}')"
     return None
 
 
@@ -298,9 +303,7 @@ def entry(bundle: dict, name: str, gates: Gates) -> dict[str, Any]:
     report = bundle["report"]
     models = report["models"]
     criteria = judged(report["criteria"], gates)
-    gated = [c for c in criteria if c.gate.gated]
-    passed = sum(bool(c.passed) for c in gated)
-    verdict = "fail" if passed < len(gated) or report.get("error") else "pass" if gated else "no gated criteria"
+    counts = summary(criteria)
     return {
         "file": name,
         "reference": reference_id(report),
@@ -310,10 +313,10 @@ def entry(bundle: dict, name: str, gates: Gates) -> dict[str, Any]:
         "analog_sha256": models["analog"]["sha256"],
         "parameter_fraction": models["parameter_fraction"],
         "scores": headline_scores(criteria),
-        "verdict": verdict,
-        "passed": f"{passed}/{len(gated)}",
-        "passed_fraction": passed / len(gated) if gated else 0.0,
-        "thresholds": list(dict.fromkeys(threshold_text(c) for c in gated)),
+        "verdict": verdict(criteria, report.get("error")),
+        "passed": f"{counts['passed']}/{counts['gated']}",
+        "passed_fraction": counts["passed"] / counts["gated"] if counts["gated"] else 0.0,
+        "thresholds": list(dict.fromkeys(threshold_text(c) for c in criteria if c.gate.gated)),
         "own_gates": gate_differences(config_from_dict(report["config"], "config").gates, gates),
         "date": report["created"][:10],
         "tool_version": report["tool"]["version"],
@@ -325,7 +328,7 @@ def judged(rows: list[dict], gates: Gates) -> list[Criterion]:
 
     Criteria of other suites have no published gate, so the board neither judges nor scores them.
     """
-    criteria = [Criterion.from_dict(row) for row in rows if row["suite"] in SUITES]
+    criteria = [Criterion.from_dict(row) for row in rows if row["suite"] in registry.BUILT_IN]
     return [replace(c, gate=gates.gate(c.metric, c.measured.value, **c.details)) for c in criteria]
 
 
@@ -333,7 +336,7 @@ def threshold_text(criterion: Criterion) -> str:
     """A gated criterion's gate in a few words: ``cka ≥ 0.5 corrected``, ``benchmark_retained[task] ≥ 0.5``."""
     gate = criterion.gate
     task = criterion.details.get("task")
-    text = f"{criterion.metric}{f'[{task}]' if task else ''} {'≥' if gate.direction == 'min' else '≤'} {gate.threshold:g}"
+    text = f"{criterion.metric}{f'[{task}]' if task else ''} {gate.sign()} {gate.threshold:g}"
     return text + (" corrected" if gate.score == "corrected" else "") + (" lower bound" if gate.rule == "lower_bound" else "")
 
 
@@ -345,6 +348,7 @@ def gate_differences(own: Gates, board: Gates) -> list[str]:
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping's leaves by dotted key (an empty mapping is a leaf)."""
     flat = {}
     for key, value in tree.items():
         if isinstance(value, dict) and value:
@@ -355,6 +359,7 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _show(value: Any) -> str:
+    """A setting as the page shows it: JSON for booleans and null, ``:g`` for numbers."""
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
     return f"{value:g}" if isinstance(value, (int, float)) else str(value)
@@ -374,6 +379,6 @@ def headline_scores(criteria: list[Criterion]) -> dict[str, float | None]:
             values = [c.measured.value for c in rows if c.metric == HEADLINES[suite] and c.measured.value is not None]
             scores[suite] = sum(values) / len(values) if values else None
         else:
-            gated = [c for c in rows if c.gate.gated]
-            scores[suite] = sum(bool(c.passed) for c in gated) / len(gated) if gated else None
+            counts = summary(rows)
+            scores[suite] = counts["passed"] / counts["gated"] if counts["gated"] else None
     return scores

@@ -99,7 +99,9 @@ def _table(group: Group, gates: str) -> str:
 
 
 def _row(entry: dict, suites: list[str]) -> str:
+    """One entry's table row: analog (with its notes), size, suite scores, verdict, gated passed, date."""
     def cell(text, sort, numeric=False, css="", title=None, notes=()):
+        """A cell showing ``text``, sorted by ``sort``, with its notes below."""
         classes = " ".join(c for c in ("num" if numeric else "", css) if c)
         attr = f' class="{classes}"' if classes else ""
         attr += f' title="{html.escape(title)}"' if title else ""
@@ -141,4 +143,5 @@ def short_model_id(model_id: str) -> str:
 
 
 def _num(value) -> str:
+    """A number as a sort key ("" for none)."""
     return "" if value is None else json.dumps(value)

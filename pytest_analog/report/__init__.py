@@ -2,7 +2,9 @@
 
 The plugin builds one plain dict (its keys are documented in `schema`);
 this package only renders it, so a saved ``fidelity.json`` can be rendered
-again later without models or torch.
+again later without models or torch. It names no suite: the suites passed to
+`render_markdown`, `render_html` and `write_reports` bring their sections
+(`suite.Section`) and what their metrics are (`facts.Metric`).
 """
 
 from pytest_analog.report._write import remove_reports, write_reports

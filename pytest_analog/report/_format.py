@@ -3,28 +3,30 @@
 The markdown, HTML and terminal renderers each print a criterion's status,
 its value and its threshold, and order rows failures first. Doing that in one
 place keeps the three views from disagreeing about the same report. Nothing
-here knows about any output format.
+here knows about any output format, nor about any suite: what a metric is and
+which report sections a suite adds come in with the suites the caller passes.
 
-The functions accept a report that was loaded back from ``fidelity.json``,
-where NaN has become ``None``, as well as the in-memory dict.
+The renderers read the report's criteria rows as `criterion.Criterion` objects
+(`criteria_of`), so the judged score, the verdict and the counts are those of
+`criterion`, whether the report is the in-memory dict or one loaded back from
+``fidelity.json`` (where NaN has become ``None``).
 """
 
 import math
 from collections.abc import Mapping
 from pathlib import PurePath
 
-from pytest_analog.facts import METRICS
+from pytest_analog.criterion import Criterion, summary, verdict
 
 PASS = "pass"
 FAIL = "fail"
 INFO = "info"
-# A gated criterion with no outcome, e.g. its value could not be computed.
-UNKNOWN = "unknown"
 
-_STATUS_ORDER = {FAIL: 0, UNKNOWN: 1, PASS: 2, INFO: 3}
+_STATUS_ORDER = {FAIL: 0, PASS: 1, INFO: 2}
 
-# Top-level keys the renderers know; any other key is shown generically.
-KNOWN_SECTIONS = frozenset(
+# Top-level keys the generic renderers know; a suite's sections add theirs (`known_sections`),
+# and any other key is shown generically.
+GENERIC_SECTIONS = frozenset(
     {
         "schema_version",
         "created",
@@ -33,85 +35,71 @@ KNOWN_SECTIONS = frozenset(
         "models",
         "environment",
         "config",
-        "capture",
-        "layers",
         "chance",
         "criteria",
         "summary",
         "error",
         "partial",
-        "steering",
-        "benchmarks",
-        "massive",
     }
 )
+
+
+def known_sections(suites):
+    """The top-level keys some renderer shows: the generic ones and those of the ``suites``' sections."""
+    return GENERIC_SECTIONS | {key for suite in suites for section in suite.sections for key in section.keys}
+
+
+def suite_metrics(suites):
+    """What each metric of ``suites`` is (`facts.Metric`), by name."""
+    return {name: metric for suite in suites for name, metric in suite.metrics.items()}
+
+
+def suite_sections(suites, after_criteria):
+    """The ``suites``' report sections that go before (or, ``after_criteria``, after) the criteria, in suite order."""
+    return [section for suite in suites for section in suite.sections if section.after_criteria == after_criteria]
+
 
 def as_list(value):
     """A list from a list, tuple or array; [] from None. (``x or []`` fails on numpy arrays.)"""
     return [] if value is None else list(value)
 
 
-def criteria_of(report):
-    """Return the report's criteria as a list (empty when absent)."""
-    return list(report.get("criteria") or [])
+def criteria_of(report, metrics=None):
+    """The report's criteria rows as `Criterion` objects, each with its metric's facts from ``metrics``."""
+    metrics = metrics or {}
+    return [Criterion.from_dict(row, metrics.get(row.get("metric"))) for row in report.get("criteria") or []]
 
 
 def status(criterion):
-    """Classify a criterion as PASS, FAIL, INFO or UNKNOWN.
-
-    Args:
-        criterion: One entry of ``report["criteria"]``.
-
-    Returns:
-        One of the module constants. Ungated criteria are INFO whatever
-        ``passed`` says; a gated one with ``passed`` null is UNKNOWN.
-    """
-    if not criterion.get("gated"):
+    """PASS or FAIL for a gated criterion, INFO for an ungated one."""
+    if not criterion.gate.gated:
         return INFO
-    passed = criterion.get("passed")
-    if passed is True:
-        return PASS
-    if passed is False:
-        return FAIL
-    return UNKNOWN
+    return PASS if criterion.passed else FAIL
 
 
 def failures_first(criteria):
-    """Sort criteria failures, unknowns, passes, informational; stable within each."""
+    """Sort criteria failures, passes, informational; stable within each."""
     return sorted(criteria, key=lambda c: _STATUS_ORDER[status(c)])
 
 
-def summary_counts(report):
-    """Return gated/passed/failed/informational counts.
+def summary_counts(report, criteria):
+    """The report's ``summary``; what it lacks is computed from the criteria (`criterion.summary`).
 
-    The report's own ``summary`` wins; counts it lacks are computed from the
-    criteria, so a hand-written or partial report still renders.
+    So a hand-written or partial report still renders.
     """
-    criteria = criteria_of(report)
-    statuses = [status(c) for c in criteria]
-    computed = {
-        "gated": sum(s != INFO for s in statuses),
-        "passed": statuses.count(PASS),
-        "failed": statuses.count(FAIL),
-        "informational": statuses.count(INFO),
-    }
+    computed = summary(criteria)
     given = report.get("summary")
     if isinstance(given, Mapping):
-        for key in computed:
-            if isinstance(given.get(key), int):
-                computed[key] = given[key]
+        computed.update({key: given[key] for key, value in computed.items() if isinstance(given.get(key), type(value))})
     return computed
 
 
-def verdict_of(report):
-    """Return the verdict string, computing it when the report has none."""
-    verdict = report.get("verdict")
-    if isinstance(verdict, str) and verdict:
-        return verdict
-    counts = summary_counts(report)
-    if counts["gated"] == 0:
-        return "no gated criteria"
-    return "fail" if counts["failed"] else "pass"
+def verdict_of(report, criteria):
+    """The report's verdict; computed (`criterion.verdict`) when it has none."""
+    given = report.get("verdict")
+    if isinstance(given, str) and given:
+        return given
+    return verdict(criteria, report.get("error"), report.get("partial"))
 
 
 def counts_sentence(counts):
@@ -133,9 +121,9 @@ def reference_line(report):
     return f"teacher reference {ref['id'][:12]} ({where}; parts: {', '.join(ref.get('parts') or [])})"
 
 
-def not_measured_line(report):
-    """E.g. ``not measured (neither passed nor failed): a, b - needs the teacher``, or None."""
-    missing = (report.get("summary") or {}).get("not_measured") or []
+def not_measured_line(counts):
+    """E.g. ``not measured (neither passed nor failed): a, b - needs the teacher``, or None (``counts``: `summary_counts`)."""
+    missing = counts.get("not_measured") or []
     if not missing:
         return None
     reasons = sorted({str(m.get("reason")) for m in missing})
@@ -196,6 +184,7 @@ def fmt_value(value, *, distinct_from=None):
 
 
 def _fmt_float(value, digits):
+    """``value`` with ``digits`` significant digits, in exponent form when very small or large."""
     if value == 0 or 1e-3 <= abs(value) < 1e5:
         return f"{value:.{digits}g}"
     return f"{value:.{digits - 1}e}"
@@ -203,18 +192,13 @@ def _fmt_float(value, digits):
 
 def fmt_threshold(criterion, *, ascii_only=False):
     """Format the threshold with its direction, e.g. ``"≥ 0.5"`` or ``"≥ 0.5 corrected"``; "" when ungated."""
-    threshold = criterion.get("threshold")
-    if threshold is None:
+    gate = criterion.gate
+    if not gate.gated:
         return ""
-    text = fmt_value(threshold) + (" corrected" if criterion.get("score") == "corrected" else "")
-    if criterion.get("rule") == "lower_bound":  # judged at the interval's conservative end
-        text += ", lower end" if criterion.get("direction") == "min" else ", upper end"
-    direction = criterion.get("direction")
-    if direction == "min":
-        return (">= " if ascii_only else "≥ ") + text
-    if direction == "max":
-        return ("<= " if ascii_only else "≤ ") + text
-    return text
+    text = fmt_value(gate.threshold) + (" corrected" if gate.score == "corrected" else "")
+    if gate.rule == "lower_bound":  # judged at the interval's conservative end
+        text += ", lower end" if gate.direction == "min" else ", upper end"
+    return f"{gate.sign(ascii_only)} {text}"
 
 
 FLAG_NOTES = {
@@ -225,56 +209,50 @@ FLAG_NOTES = {
 
 def flags(criterion):
     """Short warnings a reader must see beside a criterion's status (keys of `FLAG_NOTES`)."""
-    return [flag for flag, key in (("too close to call", "too_close_to_call"), ("few prompts", "few_prompts"))
-            if criterion.get(key)]
-
-
-def judged_key(criterion):
-    """The key of the number the threshold applies to: "corrected" where ``score: corrected``, else "value"."""
-    return "corrected" if criterion.get("score") == "corrected" else "value"
+    return [flag for flag, raised in (("too close to call", criterion.too_close_to_call),
+                                      ("few prompts", criterion.details.get("few_prompts"))) if raised]
 
 
 def score_columns(criteria):
-    """The score columns of a criteria table: the judged score first, then the raw value and the chance level.
-
-    Returns:
-        (header, key) pairs; ``key`` None stands for each criterion's `judged_key`.
-    """
+    """The score columns of a criteria table, as (header, kind) pairs for `fmt_score`: the judged score first,
+    then the raw value and the chance level, or the raw value alone where no criterion has a chance level."""
     if not has_chance(criteria):
-        return [("value", "value")]
-    return [("score", None), ("raw", "value"), ("chance", "chance")]
+        return [("value", "raw")]
+    return [("score", "judged"), ("raw", "raw"), ("chance", "chance")]
 
 
 def fmt_headline(criterion):
     """The judged score with its interval, then raw and chance where they differ from it:
     ``0.35 [0.3, 0.4] corrected (raw 0.3997, chance 0.077)``."""
-    key = judged_key(criterion)
-    text = fmt_score(criterion, key)
-    if key == "corrected":
-        text += f" corrected (raw {fmt_value(criterion.get('value'))}, chance {fmt_value(criterion.get('chance'))})"
+    text = fmt_score(criterion, "judged")
+    if criterion.gate.score == "corrected":
+        m = criterion.measured
+        text += f" corrected (raw {fmt_value(m.value)}, chance {fmt_value(m.chance)})"
     return text
 
 
-def fmt_score(criterion, key):
-    """Format ``value``, ``chance`` or ``corrected`` of a criterion, with its interval when there is one.
+def fmt_score(criterion, kind, *, dash="—", with_interval=True):
+    """Format a criterion's ``kind`` of score ("judged", "raw", "corrected" or "chance"), with its interval.
 
     The number the threshold applies to never prints the same as the threshold
-    unless equal (see `fmt_value`). "—" when the criterion has no such number.
+    unless equal (see `fmt_value`). ``dash`` when the criterion has no such
+    number, "n/a" for a raw value it lacks.
     """
-    number = criterion.get(key)
-    if number is None and key != "value":
-        return "—"
-    threshold = criterion.get("threshold")
-    text = fmt_value(number, distinct_from=threshold if key == judged_key(criterion) and is_number(threshold) else None)
-    interval = criterion.get({"value": "interval"}.get(key, f"{key}_interval"))
-    if interval and all(is_number(v) for v in interval):
+    kind = criterion.gate.score if kind == "judged" else kind
+    m = criterion.measured
+    number, interval = (m.chance, m.chance_interval) if kind == "chance" else m.score(kind)
+    if number is None and kind != "raw":
+        return dash
+    judged = kind == criterion.gate.score and criterion.gate.gated
+    text = fmt_value(number, distinct_from=criterion.gate.threshold if judged else None)
+    if with_interval and interval and all(math.isfinite(v) for v in interval):
         text += f" [{fmt_value(interval[0])}, {fmt_value(interval[1])}]"
     return text
 
 
 def has_chance(criteria):
     """True when any criterion stands beside a chance level (the tables then show it)."""
-    return any(c.get("chance") is not None for c in criteria)
+    return any(c.measured.chance is not None for c in criteria)
 
 
 def fmt_count(n):
@@ -299,16 +277,21 @@ def short_sha(digest, n=12):
 
 def layer_pair(criterion):
     """Return "12 → 6" for a per-layer criterion, "12" with no analog layer, else ""."""
-    teacher = criterion.get("teacher_layer")
+    teacher = criterion.details.get("teacher_layer")
     if teacher is None:
         return ""
-    student = criterion.get("analog_layer")
+    student = criterion.details.get("analog_layer")
     return f"{teacher}" if student is None else f"{teacher} → {student}"
 
 
 def is_per_layer(criterion):
     """True when a criterion belongs to a teacher layer."""
-    return is_number(criterion.get("teacher_layer"))
+    return is_number(criterion.details.get("teacher_layer"))
+
+
+def teacher_layer(criterion):
+    """The teacher layer of a per-layer criterion."""
+    return criterion.details["teacher_layer"]
 
 
 def per_layer_groups(criteria):
@@ -320,9 +303,9 @@ def per_layer_groups(criteria):
     groups = {}
     for c in criteria:
         if is_per_layer(c):
-            groups.setdefault(str(c.get("metric", "?")), []).append(c)
+            groups.setdefault(c.metric, []).append(c)
     for rows in groups.values():
-        rows.sort(key=lambda c: c["teacher_layer"])
+        rows.sort(key=teacher_layer)
     return groups
 
 
@@ -331,20 +314,20 @@ def layer_metric_summary(rows):
 
     Returns:
         A dict with ``layers`` (count), ``low``/``low_layer`` and
-        ``high``/``high_layer`` of the judged scores (`judged_key`; None when
-        none is finite), ``corrected`` (every row judged on the corrected score), ``missing``
-        (rows without a finite value), ``gated``, ``passed``, ``failed``,
-        ``threshold``: the formatted threshold shared by the gated rows,
-        "varies" when they differ, "" when none is gated, and ``too_close``:
-        how many are too close to call.
+        ``high``/``high_layer`` of the judged scores (None when none is
+        finite), ``corrected`` (every row judged on the corrected score),
+        ``missing`` (rows without a finite value), ``gated``, ``passed`` and
+        ``failed`` as `criterion.summary` counts them, ``threshold``: the
+        formatted threshold shared by the gated rows, "varies" when they
+        differ, "" when none is gated, and ``too_close``: how many are too
+        close to call.
     """
-    values = [(as_float(c.get(judged_key(c))), c["teacher_layer"]) for c in rows]
+    values = [(as_float(c.judged), teacher_layer(c)) for c in rows]
     finite = [(v, t) for v, t in values if math.isfinite(v)]
-    statuses = [status(c) for c in rows]
-    thresholds = {fmt_threshold(c) for c in rows if c.get("gated") and c.get("threshold") is not None}
-    close = sum("too close to call" in flags(c) for c in rows)
+    thresholds = {fmt_threshold(c) for c in rows if c.gate.gated}
     low = min(finite) if finite else (None, None)
     high = max(finite) if finite else (None, None)
+    counts = summary(rows)
     return {
         "layers": len(rows),
         "low": low[0],
@@ -352,40 +335,37 @@ def layer_metric_summary(rows):
         "high": high[0],
         "high_layer": high[1],
         "missing": len(values) - len(finite),
-        "gated": len(rows) - statuses.count(INFO),
-        "passed": statuses.count(PASS),
-        "failed": statuses.count(FAIL) + statuses.count(UNKNOWN),
+        "gated": counts["gated"],
+        "passed": counts["passed"],
+        "failed": counts["failed"],
         "threshold": thresholds.pop() if len(thresholds) == 1 else ("varies" if thresholds else ""),
-        "too_close": close,
-        "corrected": all(judged_key(c) == "corrected" for c in rows),
+        "too_close": sum(c.too_close_to_call for c in rows),
+        "corrected": all(c.gate.score == "corrected" for c in rows),
     }
 
 
-def describe_metric(metric, criteria=()):
-    """Return the explanation of a metric: ours if known, else a criterion's own description."""
-    if metric in METRICS:
-        return METRICS[metric].explanation
-    for c in criteria:
-        if c.get("metric") == metric and c.get("description"):
-            return str(c["description"])
-    return "User-defined metric; no description was given."
+def describe_metric(metric, criteria):
+    """The explanation of a metric: its facts' if a suite describes it, else a criterion's own description."""
+    rows = [c for c in criteria if c.metric == metric]
+    facts = next((c.facts for c in rows if c.facts), None)
+    if facts:
+        return facts.explanation
+    return next((c.description for c in rows if c.description), "User-defined metric; no description was given.")
 
 
 def next_steps(criteria):
-    """What each failing built-in metric means for the analog and what usually helps, once per metric.
+    """What each failing metric means for the analog and what usually helps, once per metric.
 
     Returns:
         A list, in failures-first order, of dicts with ``metric``, ``ids`` (its
-        failing or unmeasured gated criteria), ``failure`` and ``remedy``
-        (from `pytest_analog.facts.METRICS`). User metrics have no entry.
+        failing gated criteria), ``failure`` and ``remedy`` (from the facts its
+        suite gives the metric). Metrics without facts have no entry.
     """
     steps = {}
     for c in failures_first(criteria):
-        metric = c.get("metric")
-        if status(c) in (FAIL, UNKNOWN) and metric in METRICS:
-            facts = METRICS[metric]
-            step = steps.setdefault(metric, {"metric": metric, "ids": [], "failure": facts.failure, "remedy": facts.remedy})
-            step["ids"].append(str(c.get("id", "?")))
+        if status(c) == FAIL and c.facts:
+            step = steps.setdefault(c.metric, {"metric": c.metric, "ids": [], "failure": c.facts.failure, "remedy": c.facts.remedy})
+            step["ids"].append(c.id)
     return list(steps.values())
 
 
@@ -417,64 +397,6 @@ def to_jsonable(obj, where="report"):
     )
 
 
-def massive_sentence(section):
-    """What the report says about massive-activation rows, in one sentence (no markup)."""
-    rows = as_list(section.get("rows"))
-    rule = section.get("rule", "")
-    if not rows:
-        return f"Massive activations ({rule}): none found."
-    layers = ", ".join(f"{n} at layer {layer}" for layer, n in (section.get("by_layer") or {}).items() if n)
-    fate = ("left out of the token-level metrics (CKA, its interval, the layer matrix), for the analog and the "
-            "control alike" if section.get("excluded") else "kept in the token-level metrics")
-    note = f" {section['note']}." if section.get("note") else ""
-    return f"Massive activations ({rule}): {len(rows)} row{'s' if len(rows) != 1 else ''} ({layers}), {fate}.{note}"
-
-
-def massive_rows(section):
-    """(token, prompt, position, "layer (ratio×), ...") per massive row."""
-    out = []
-    for r in as_list(section.get("rows")):
-        ratios = r.get("norm_ratio") or {}
-        where = ", ".join(f"{layer} ({fmt_value(as_float(ratio))}×)" for layer, ratio in ratios.items())
-        out.append((str(r.get("token", "?")), fmt_value(r.get("prompt")), fmt_value(r.get("position")), where))
-    return out
-
-
-def influence_rows(section):
-    """(teacher layer, rows left out, CKA without them, shift, corrected shift) per gated layer."""
-    out = []
-    for layer, f in (section.get("influence") or {}).items():
-        shift = f.get("corrected_shift", f.get("shift"))
-        out.append((str(layer), fmt_value(f.get("rows")), fmt_value(f.get("value")), fmt_value(f.get("shift")),
-                    "—" if f.get("corrected_shift") is None else fmt_value(shift)))
-    return out
-
-
-# What the influence table shows, said the same in every report format.
-INFLUENCE_NOTE = ("Influence: the gated CKA when, in addition, the top 0.1 % of its rows by teacher norm are "
-                  "left out. A large shift means a few tokens decide the value.")
-
-
-def massive_tables(section):
-    """The massive-activations section's tables: the rows found, then their influence on the gated CKA.
-
-    Returns:
-        A list of (note, columns, rows), empty tables left out. ``note`` (or None) is prose that goes
-        before the table; each column is (heading, kind), the kind ("code", "num" or "text") telling
-        a renderer how to mark up that column's cells.
-    """
-    tables = []
-    rows = massive_rows(section)
-    if rows:
-        columns = (("token", "code"), ("prompt", "num"), ("position", "num"), ("teacher layers (norm / median)", "text"))
-        tables.append((None, columns, rows))
-    influence = influence_rows(section)
-    if influence:
-        headings = ("teacher layer", "rows left out", "CKA without them", "shift", "corrected shift")
-        tables.append((INFLUENCE_NOTE, tuple((h, "num") for h in headings), influence))
-    return tables
-
-
 def calibration_sentence(criteria):
     """One sentence on the permutation null of the per-layer criteria (their ``calibration`` and
     ``best_match_calibration``), or None when none has one: per metric the range of calibrated scores over
@@ -482,7 +404,7 @@ def calibration_sentence(criteria):
     parts, permutations = [], None
     for metric, rows in per_layer_groups(criteria).items():
         for key, label in (("calibration", metric), ("best_match_calibration", f"{metric} best match")):
-            found = [(c[key], c["teacher_layer"]) for c in rows if isinstance(c.get(key), Mapping)]
+            found = [(c.details[key], teacher_layer(c)) for c in rows if isinstance(c.details.get(key), Mapping)]
             scored = [(r["calibrated"], layer) for r, layer in found if is_number(r.get("calibrated"))]
             if not scored:
                 continue

@@ -24,12 +24,13 @@ def render_json(report):
     return json.dumps(to_jsonable(report), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def write_reports(report, directory):
+def write_reports(report, directory, suites=()):
     """Write ``fidelity.json``, ``fidelity.md`` and ``fidelity.html`` into ``directory``.
 
     Args:
         report: The report document (see `pytest_analog.report.schema`).
         directory: Folder to write into; created with its parents if missing.
+        suites: The `suite.Suite` objects whose sections and metric facts the pages show, in report order.
 
     Returns:
         The paths written, JSON first.
@@ -41,8 +42,8 @@ def write_reports(report, directory):
     directory = Path(directory)
     documents = {
         directory / JSON_NAME: render_json(report),
-        directory / MARKDOWN_NAME: render_markdown(report),
-        directory / HTML_NAME: render_html(report),
+        directory / MARKDOWN_NAME: render_markdown(report, suites),
+        directory / HTML_NAME: render_html(report, suites),
     }
     replace_files(documents)
     return list(documents)

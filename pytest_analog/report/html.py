@@ -6,10 +6,12 @@ forbids everything but inline styles and data: images, so even a string that
 slipped past escaping could not load or run anything. Every string from the
 report goes through `esc`.
 
-The page is a list of section renderers, each taking the report and
-returning an HTML fragment (or None to skip). A later feature adds its
-section by writing one function and appending it to `SECTIONS`; top-level
-keys no renderer knows are shown as JSON by `_unknown_sections`.
+The page is the generic sections (banner, next steps, models, per-layer
+curves, criteria, environment, configuration, footer) with each suite's
+sections (`suite.Section.html`) placed before or after the criteria. A suite's
+section builds its fragment with `esc`, `section`, `kv_table`, `value_html`
+and `png_img`. Top-level keys no renderer knows are shown as JSON by
+`_unknown_sections`.
 """
 
 import base64
@@ -21,11 +23,7 @@ from pytest_analog.report._format import (
     FAIL,
     FLAG_NOTES,
     INFO,
-    KNOWN_SECTIONS,
     PASS,
-    UNKNOWN,
-    as_float,
-    as_list,
     calibration_sentence,
     counts_sentence,
     criteria_of,
@@ -39,21 +37,21 @@ from pytest_analog.report._format import (
     fmt_threshold,
     fmt_value,
     is_number,
-    judged_key,
+    known_sections,
     layer_pair,
-    massive_sentence,
-    massive_tables,
     next_steps,
+    not_measured_line,
+    reference_line,
     score_columns,
     status,
+    suite_metrics,
+    suite_sections,
     summary_counts,
     to_jsonable,
     verdict_of,
-    not_measured_line,
-    reference_line,
 )
 
-_STATUS_LABEL = {PASS: "PASS", FAIL: "FAIL", INFO: "info", UNKNOWN: "NO RESULT"}
+STATUS_LABEL = {PASS: "PASS", FAIL: "FAIL", INFO: "info"}
 
 _CSS = """
 :root { --fail: #b71c1c; --pass: #1b5e20; --info: #455a64; --unknown: #e65100; --line: #d0d7de; }
@@ -106,11 +104,12 @@ def esc(value):
     return html.escape(str(value), quote=True)
 
 
-def _section(title, body, anchor):
+def section(title, body, anchor):
+    """A titled ``<section>`` with the id ``anchor`` around the HTML ``body``."""
     return f'<section id="{esc(anchor)}">\n<h2>{esc(title)}</h2>\n{body}\n</section>'
 
 
-def _value_html(value):
+def value_html(value):
     """Render a scalar as escaped text, a list or dict as compact JSON."""
     if isinstance(value, (dict, list, tuple)):
         return f"<code>{esc(json.dumps(to_jsonable(value), ensure_ascii=False))}</code>"
@@ -121,17 +120,17 @@ def _value_html(value):
     return esc(fmt_value(value) if is_number(value) else value)
 
 
-def _kv_table(mapping, labels=None):
+def kv_table(mapping, labels=None):
     """A two-column table of a mapping's entries, known keys labelled, unknown ones as-is."""
     labels = labels or {}
     rows = "\n".join(
-        f"<tr><th>{esc(labels.get(key, key))}</th><td>{_value_html(value)}</td></tr>"
+        f"<tr><th>{esc(labels.get(key, key))}</th><td>{value_html(value)}</td></tr>"
         for key, value in mapping.items()
     )
     return f"<table>\n{rows}\n</table>"
 
 
-def _png_img(draw, *args, alt):
+def png_img(draw, *args, alt):
     """Embed the PNG that ``draw(*args)`` returns; a failing plot becomes a note, not a lost report."""
     try:
         png = draw(*args)
@@ -147,24 +146,26 @@ def _png_img(draw, *args, alt):
 _BANNER_FAILURES = 15
 
 
-def _banner(report):
-    verdict = verdict_of(report)
+def _banner(report, criteria):
+    """The verdict, counts and models, the session's error, and the failing criteria by name."""
+    verdict = verdict_of(report, criteria)
+    counts = summary_counts(report, criteria)
     css = verdict if verdict in ("pass", "fail") else "none"
     models = report.get("models") or {}
     teacher = (models.get("teacher") or {}).get("id", "n/a")
     student = (models.get("analog") or {}).get("id", "n/a")
-    failing = [c for c in failures_first(criteria_of(report)) if status(c) in (FAIL, UNKNOWN)]
+    failing = [c for c in failures_first(criteria) if status(c) == FAIL]
     items = "".join(f"<li>{_failure_text(c)}</li>" for c in failing[:_BANNER_FAILURES])
     if len(failing) > _BANNER_FAILURES:
         items += f"<li>… and {len(failing) - _BANNER_FAILURES} more, listed under Criteria</li>"
     return (
         "<header>\n<h1>Analog fidelity report</h1>\n"
         f'<div class="banner {css}"><div class="verdict">{esc(verdict.upper())}</div>'
-        f"<div>{esc(counts_sentence(summary_counts(report)))}</div>"
+        f"<div>{esc(counts_sentence(counts))}</div>"
         f"<div>teacher <code>{esc(teacher)}</code> → analog <code>{esc(student)}</code></div>"
         + (f"<p><strong>Error:</strong> {esc(report['error'])}</p>" if report.get("error") else "")
         + (f"<p><strong>Partial run:</strong> {esc(report['partial'])}</p>" if report.get("partial") else "")
-        + "".join(f"<p>{esc(line)}</p>" for line in (reference_line(report), not_measured_line(report)) if line)
+        + "".join(f"<p>{esc(line)}</p>" for line in (reference_line(report), not_measured_line(counts)) if line)
         + (f"<ul>{items}</ul>" if items else "")
         + "</div>\n</header>"
     )
@@ -173,7 +174,7 @@ def _banner(report):
 def _failure_text(c):
     """E.g. ``<code>behaviour::test_kl</code>: 0.31, needs ≤ 0.2``; a corrected score with its raw value and chance."""
     needs = fmt_threshold(c)
-    return f"<code>{esc(c.get('id', '?'))}</code>: {esc(fmt_headline(c))}" + (f", needs {esc(needs)}" if needs else "")
+    return f"<code>{esc(c.id)}</code>: {esc(fmt_headline(c))}" + (f", needs {esc(needs)}" if needs else "")
 
 
 _MODEL_LABELS = {
@@ -194,6 +195,7 @@ _MODEL_LABELS = {
 
 
 def _flatten(mapping, prefix=""):
+    """A nested mapping's leaves by dotted key."""
     flat = {}
     for key, value in (mapping or {}).items():
         if isinstance(value, dict):
@@ -204,6 +206,7 @@ def _flatten(mapping, prefix=""):
 
 
 def _models(report):
+    """Both models' records side by side, and what follows from them."""
     models = report.get("models")
     if not models:
         return None
@@ -221,7 +224,7 @@ def _models(report):
             elif key.endswith("sha256") and value:
                 cells.append(f"<td><code>{esc(value)}</code></td>")
             else:
-                cells.append(f"<td>{_value_html(value)}</td>")
+                cells.append(f"<td>{value_html(value)}</td>")
         rows.append(f"<tr><th>{esc(_MODEL_LABELS.get(key, key))}</th>{''.join(cells)}</tr>")
     body = "<table>\n<tr><th></th><th>teacher</th><th>analog</th></tr>\n" + "\n".join(rows) + "\n</table>"
     facts = []
@@ -235,55 +238,30 @@ def _models(report):
     if facts:
         body += "\n<p>" + " ".join(facts) + "</p>"
     if other:
-        body += "\n" + _kv_table(other)
-    return _section("Models", body, "models")
+        body += "\n" + kv_table(other)
+    return section("Models", body, "models")
 
 
-_CAPTURE_LABELS = {
-    "positions": "positions compared",
-    "alignment": "alignment",
-    "n_rows": "aligned positions (rows)",
-    "prompt_set": "prompt set",
-    "prompt_set_sha256": "prompt set sha256",
-    "n_prompts": "prompts used",
-    "n_prompts_dropped": "prompts dropped",
-    "seconds": "capture time (s)",
-    "cached": "from cache",
-}
-
-
-def _capture(report):
-    capture = report.get("capture")
-    if not capture:
-        return None
-    body = ""
-    if capture.get("positions"):
-        body += f'<p class="important"><strong>Positions compared:</strong> {esc(capture["positions"])}</p>\n'
-    ordered = {k: capture[k] for k in _CAPTURE_LABELS if k in capture and k != "positions"}
-    ordered.update({k: v for k, v in capture.items() if k not in _CAPTURE_LABELS})
-    body += _kv_table(ordered, _CAPTURE_LABELS)
-    return _section("Capture", body, "capture")
-
-
-def _score_cell(criterion, key):
+def _score_cell(criterion, kind):
     """A score with its [interval] on a line of its own below, so intervals do not widen the table."""
-    value, bracket, interval = fmt_score(criterion, key).partition(" [")
+    value, bracket, interval = fmt_score(criterion, kind).partition(" [")
     below = f'<span class="ci">[{esc(interval)}</span>' if bracket else ""
     return f'<td class="num">{esc(value)}{below}</td>'
 
 
 def _criteria_table(criteria, css):
+    """The criteria as a table of status, id, metric, layers, scores and threshold."""
     columns = score_columns(criteria)
     rows = []
     for c in criteria:
         s = status(c)
-        title = f' title="{esc(c["description"])}"' if c.get("description") else ""
-        scores = "".join(_score_cell(c, key or judged_key(c)) for _, key in columns)
+        title = f' title="{esc(c.description)}"' if c.description else ""
+        scores = "".join(_score_cell(c, kind) for _, kind in columns)
         marks = "".join(f'<span class="flag" title="{esc(FLAG_NOTES[f])}">⚠ {esc(f)}</span>' for f in flags(c))
         rows.append(
-            f'<tr class="{s}"><td class="status">{_STATUS_LABEL[s]}{marks}</td>'
-            f'<td class="id"{title}><code>{esc(c.get("id", "?")).replace("[", "<wbr>[")}</code></td>'
-            f"<td>{esc(c.get('metric', ''))}</td><td class=\"num\">{esc(layer_pair(c))}</td>"
+            f'<tr class="{s}"><td class="status">{STATUS_LABEL[s]}{marks}</td>'
+            f'<td class="id"{title}><code>{esc(c.id).replace("[", "<wbr>[")}</code></td>'
+            f"<td>{esc(c.metric)}</td><td class=\"num\">{esc(layer_pair(c))}</td>"
             f'{scores}<td class="num">{esc(fmt_threshold(c))}</td></tr>'
         )
     header = (
@@ -293,11 +271,11 @@ def _criteria_table(criteria, css):
     return f'<div class="scroll"><table class="criteria {css}">\n' + header + "\n" + "\n".join(rows) + "\n</table></div>"
 
 
-def _criteria(report):
-    criteria = criteria_of(report)
+def _criteria(criteria):
+    """What each metric means, then the gated and the informational criteria tables."""
     if not criteria:
-        return _section("Criteria", "<p>No criteria were recorded.</p>", "criteria")
-    metrics = list(dict.fromkeys(str(c.get("metric", "?")) for c in criteria))
+        return section("Criteria", "<p>No criteria were recorded.</p>", "criteria")
+    metrics = list(dict.fromkeys(c.metric for c in criteria))
     glossary = "\n".join(f"<dt>{esc(m)}</dt><dd>{esc(describe_metric(m, criteria))}</dd>" for m in metrics)
     body = f'<h3>What the metrics mean</h3>\n<dl class="glossary">\n{glossary}\n</dl>'
     ordered = failures_first(criteria)
@@ -310,12 +288,12 @@ def _criteria(report):
     calibration = calibration_sentence(criteria)
     if calibration:
         body += f'\n<p class="note">{esc(calibration)}</p>'
-    return _section("Criteria", body, "criteria")
+    return section("Criteria", body, "criteria")
 
 
-def _next_steps(report):
+def _next_steps(criteria):
     """Per failing metric: what the failure means for the analog and what usually helps."""
-    steps = next_steps(criteria_of(report))
+    steps = next_steps(criteria)
     if not steps:
         return None
     items = "\n".join(
@@ -324,145 +302,30 @@ def _next_steps(report):
         f"<dd>{esc(step['failure'])}. <strong>Usually helps:</strong> {esc(step['remedy'])}.</dd>"
         for step in steps
     )
-    return _section("What to do next", f'<dl class="next">\n{items}\n</dl>', "next")
+    return section("What to do next", f'<dl class="next">\n{items}\n</dl>', "next")
 
 
-def _compliance(report):
-    """What each release-compliance check found, or what is missing and where it was looked for."""
-    checks = [c for c in criteria_of(report) if c.get("suite") == "compliance"]
-    if not checks:
-        return None
-    items = "\n".join(
-        f'<li class="{status(c)}">{_STATUS_LABEL[status(c)]} <code>{esc(c.get("id", "?"))}</code>: '
-        f'{esc(c.get("reason") or "")}</li>'
-        for c in failures_first(checks)
-    )
-    return _section("Release compliance", f"<ul>\n{items}\n</ul>", "compliance")
-
-
-def _layers(report):
-    layers = report.get("layers")
-    if not layers:
-        return None
-    parts = []
-    if layers.get("convention"):
-        parts.append(f'<p class="note">Layer convention: {esc(layers["convention"])}</p>')
-    heatmap = _png_img(plots.cka_heatmap_png, layers, alt="CKA heatmap, teacher layers by analog layers")
-    if heatmap:
-        parts.append(
-            "<p>Each cell is the debiased linear CKA between a teacher layer and an analog layer, on a sample "
-            "of tokens (massive-activation rows left out as in the gated values); the cells the gated criteria "
-            "compare hold the gated values themselves, computed on every kept token. "
-            "A white ring marks the analog layer most similar to each teacher layer; a red cross marks "
-            "the analog layer the gated criteria actually compare against."
-            + (" Hatched cells are at or below chance: a control model without learned structure "
-               "scores as high at that cell." if layers.get("chance_matrix") else "")
-            + "</p>\n" + heatmap
-        )
-    parts.append(_layer_table(layers))
-    return _section("Layer correspondence", "\n".join(p for p in parts if p), "layers")
-
-
-def _layer_table(layers):
-    teacher = as_list(layers.get("teacher"))
-    best = as_list(layers.get("best_match"))
-    mapped = as_list(layers.get("mapped"))
-    if not teacher or not (best or mapped):
-        return None
-    student = as_list(layers.get("analog"))
-    matrix = layers.get("cka_matrix")
-    matrix = [] if matrix is None else list(matrix)
-
-    def cka_at(i, s):
-        if s not in student or i >= len(matrix):
-            return ""
-        row = matrix[i]
-        j = student.index(s)
-        return fmt_value(as_float(row[j])) if j < len(row) else ""
-
-    rows = []
-    for i, t in enumerate(teacher):
-        b = best[i] if i < len(best) else None
-        m = mapped[i] if i < len(mapped) else None
-        css = ' class="unknown"' if b is not None and m is not None and b != m else ""
-        rows.append(
-            f'<tr{css}><td class="num">{esc(t)}</td><td class="num">{esc("" if b is None else b)}</td>'
-            f'<td class="num">{esc(cka_at(i, b))}</td><td class="num">{esc("" if m is None else m)}</td>'
-            f'<td class="num">{esc(cka_at(i, m))}</td></tr>'
-        )
-    sample = layers.get("matrix_rows")
-    caption = f"CKA on a sample of {esc(fmt_value(sample))} tokens. " if sample else ""
-    return (
-        f"<details><summary>Layer map table</summary>\n<p class=\"note\">{caption}"
-        "Highlighted rows: the mapped layer is not the best match.</p>\n<table>\n"
-        "<tr><th>teacher layer</th><th>best match</th><th>CKA</th><th>mapped</th><th>CKA</th></tr>\n"
-        + "\n".join(rows)
-        + "\n</table></details>"
-    )
-
-
-def _massive(report):
-    section = report.get("massive")
-    if not section:
-        return None
-    body = f'<p class="important">{esc(massive_sentence(section))}</p>'
-    for note, columns, rows in massive_tables(section):
-        body += (f"\n<p>{esc(note)}</p>" if note else "") + "\n" + _table(columns, rows)
-    return _section("Massive activations", body, "massive")
-
-
-_CELL = {"code": "<td><code>{}</code></td>", "num": '<td class="num">{}</td>', "text": "<td>{}</td>"}
-
-
-def _table(columns, rows):
-    """A table whose cells are marked up by their column's kind (see `massive_tables`)."""
-    header = "<tr>" + "".join(f"<th>{esc(heading)}</th>" for heading, _ in columns) + "</tr>"
-    lines = ["<tr>" + "".join(_CELL[kind].format(esc(v)) for (_, kind), v in zip(columns, row)) + "</tr>" for row in rows]
-    return "<table>\n" + header + "\n" + "\n".join(lines) + "\n</table>"
-
-
-def _curves(report):
-    img = _png_img(plots.layer_curves_png, criteria_of(report), alt="per-layer metrics against teacher layer")
+def _curves(criteria):
+    """Each per-layer metric against teacher layer, as one plot."""
+    img = png_img(plots.layer_curves_png, criteria, alt="per-layer metrics against teacher layer")
     if not img:
         return None
     text = (
         "<p>Each per-layer metric against teacher layer. The dashed line is the gated threshold; "
         "red crosses are failing layers; shaded bands are layers with no value.</p>\n"
     )
-    return _section("Per-layer metrics", text + img, "per-layer")
+    return section("Per-layer metrics", text + img, "per-layer")
 
 
 _ENVIRONMENT_LABELS = {"device_name": "device"}
 
 
-def _benchmarks(report):
-    section = report.get("benchmarks")
-    if not section or not section.get("tasks"):
-        return None
-    img = _png_img(plots.benchmark_bars_png, section, alt="teacher and analog score per lm-eval task")
-    rows = []
-    for task, row in section["tasks"].items():
-        delta = fmt_value(row.get("delta"))
-        if row.get("delta_ci95"):
-            delta += " [" + ", ".join(fmt_value(v) for v in row["delta_ci95"]) + "]"
-        cells = [task, row.get("metric"), row.get("teacher"), row.get("analog"), delta, row.get("chance"), row.get("retained")]
-        rows.append("<tr>" + "".join(f"<td>{_value_html(c)}</td>" for c in cells) + "</tr>")
-    head = "".join(f"<th>{h}</th>" for h in ("task", "metric", "teacher", "analog", "delta [95 % CI]", "chance", "retained"))
-    text = (
-        f"<p>lm-evaluation-harness {esc(section.get('lm_eval_version'))} on both models"
-        + (" (read from the cache)" if section.get("cached") else "")
-        + ". Bars are lm-eval's scores with 95 % intervals; the delta (analog − teacher) has a paired "
-        "interval over the same items; retained is chance-corrected for multiple choice.</p>\n"
-    )
-    table = f"<table>\n<tr>{head}</tr>\n" + "\n".join(rows) + "\n</table>"
-    return _section("Benchmarks", text + (img or "") + "\n" + table, "benchmarks")
-
-
 def _environment(report):
+    """Library versions and hardware."""
     environment = report.get("environment")
     if not environment:
         return None
-    return _section("Environment", _kv_table(environment, _ENVIRONMENT_LABELS), "environment")
+    return section("Environment", kv_table(environment, _ENVIRONMENT_LABELS), "environment")
 
 
 def _dump(value):
@@ -476,27 +339,30 @@ def _dump(value):
 
 
 def _config(report):
+    """The effective configuration, folded."""
     if "config" not in report:
         return None
-    return _section(
+    return section(
         "Configuration",
         f"<details><summary>Effective configuration</summary>\n<pre>{esc(_dump(report['config']))}</pre></details>",
         "config",
     )
 
 
-def _unknown_sections(report):
-    extra = [key for key in report if key not in KNOWN_SECTIONS]
+def _unknown_sections(report, known):
+    """Every top-level key not in ``known``, as YAML or JSON."""
+    extra = [key for key in report if key not in known]
     if not extra:
         return None
     blocks = "\n".join(
         f"<details open><summary>{esc(key)}</summary>\n<pre>{esc(_dump(report[key]))}</pre></details>" for key in extra
     )
     note = '<p class="note">Sections this version of the report renderer has no dedicated view for.</p>\n'
-    return _section("Other sections", note + blocks, "other")
+    return section("Other sections", note + blocks, "other")
 
 
 def _footer(report):
+    """The tool, the date and the schema version."""
     tool = report.get("tool") or {}
     parts = [f"{tool.get('name', 'pytest-analog')} {tool.get('version', '')}".strip()]
     if report.get("created"):
@@ -506,95 +372,42 @@ def _footer(report):
     return "<footer>" + esc(", ".join(parts)) + "</footer>"
 
 
-def _steering(report):
-    steering = report.get("steering")
-    if not steering:
-        return None
-    parts = [
-        "<p>Each behaviour is measured on the teacher as p(matching answer) / (p(A) + p(B)) over held-out "
-        "items, while a vector is added at the teacher layer with α × the mean residual norm there: the "
-        "teacher's own vector (native), the analog's vector carried through the "
-        f"<code>{esc(steering.get('map', '?'))}</code> map (transferred), and a random vector of equal norm. "
-        "The dotted line is the α where the native effect reaches half its maximum; the transfer ratio is "
-        "read there.</p>",
-        f"<p>Analog layer: {esc(steering['layer_rule'])}.</p>" if steering.get("layer_rule") else "",
-        _png_img(plots.dose_response_png, steering, alt="dose-response curves per behaviour") or "",
-    ]
-    rows = []
-    for name, layers in (steering.get("behaviours") or {}).items():
-        for layer, case in layers.items():
-            rho = (case.get("spearman") or {}).get("transferred")
-            rows.append(
-                f"<tr><td>{esc(name)}</td><td class=\"num\">{esc(layer)} ← {esc(case.get('analog_layer'))}</td>"
-                + "".join(
-                    f'<td class="num">{esc(fmt_value(v))}</td>'
-                    for v in (case.get("baseline"), case.get("native_max_effect"), case.get("transfer_ratio"),
-                              rho, case.get("random_control"), case.get("cosine_native_transferred"))
-                )
-                + "</tr>"
-            )
-    if rows:
-        parts.append(
-            "<table>\n<tr><th>behaviour</th><th>teacher ← analog layer</th><th>p(matching), unsteered</th>"
-            "<th>max native effect</th><th>transfer ratio</th><th>Spearman ρ (transferred)</th>"
-            "<th>random / native</th><th>cosine native vs transferred</th></tr>\n" + "\n".join(rows) + "\n</table>"
-        )
-    maps = steering.get("maps") or {}
-    if maps:
-        kinds = [k for k in ("ridge", "procrustes", "autoencoder") if k in next(iter(maps.values()))]
-        head = "".join(f"<th>{esc(k)} FVU</th><th>{esc(k)} cosine</th>" for k in kinds)
-        body = "\n".join(
-            f'<tr><td class="num">{esc(i)} ← {esc(m.get("analog_layer"))}</td><td class="num">{esc(fmt_value((m.get("rows") or {}).get("heldout")))}</td>'
-            + "".join(f'<td class="num">{esc(fmt_value(m[k].get("fvu")))}</td><td class="num">{esc(fmt_value(m[k].get("cosine")))}</td>' for k in kinds)
-            + "</tr>"
-            for i, m in maps.items()
-        )
-        parts.append(
-            "<h3>Maps, analog layer → teacher layer (held-out prompts)</h3>\n<p class=\"note\">Fraction of variance "
-            "unexplained (0 is perfect) and mean cosine of mapped analog activations against the teacher's.</p>\n"
-            f"<table>\n<tr><th>teacher ← analog layer</th><th>held-out rows</th>{head}</tr>\n{body}\n</table>"
-        )
-    passes = steering.get("forward_passes")
-    if passes:
-        parts.append(f'<p class="note">Forward passes: {esc(", ".join(f"{k} {v}" for k, v in passes.items()))}.</p>')
-    return _section("Steering transfer", "\n".join(p for p in parts if p), "steering")
+def _suite_parts(report, suites, after_criteria):
+    """The HTML of the ``suites``' sections that go before (or after) the criteria."""
+    return [part.html(report) for part in suite_sections(suites, after_criteria) if part.html]
 
 
-# Section renderers in page order: report -> HTML fragment, or None to skip.
-SECTIONS = [
-    _banner,
-    _next_steps,
-    _models,
-    _capture,
-    _layers,
-    _massive,
-    _curves,
-    _steering,
-    _criteria,
-    _compliance,
-    _benchmarks,
-    _environment,
-    _config,
-    _unknown_sections,
-    _footer,
-]
-
-
-def render_html(report):
+def render_html(report, suites=()):
     """Render the report as one self-contained HTML page.
 
     Args:
         report: The report document (see `pytest_analog.report.schema`).
+        suites: The `suite.Suite` objects whose sections and metric facts the page shows, in report order.
 
     Returns:
-        The page: verdict banner listing the failures, models, capture
-        (positions compared), the CKA heatmap and per-layer curves as
-        embedded PNGs, a metric glossary and the criteria tables,
-        environment, and the configuration in a <details> block.
+        The page: verdict banner listing the failures, what to do next,
+        models, the suites' sections before the criteria, the per-layer
+        curves, a metric glossary and the criteria tables, the suites'
+        sections after them, environment, the configuration in a <details>
+        block and the keys no section showed.
     """
     tool = report.get("tool") or {}
-    title = f"Analog fidelity: {verdict_of(report).upper()}"
-    body = "\n".join(part for part in (section(report) for section in SECTIONS) if part)
+    criteria = criteria_of(report, suite_metrics(suites))
+    parts = [
+        _banner(report, criteria),
+        _next_steps(criteria),
+        _models(report),
+        *_suite_parts(report, suites, after_criteria=False),
+        _curves(criteria),
+        _criteria(criteria),
+        *_suite_parts(report, suites, after_criteria=True),
+        _environment(report),
+        _config(report),
+        _unknown_sections(report, known_sections(suites)),
+        _footer(report),
+    ]
+    title = f"Analog fidelity: {verdict_of(report, criteria).upper()}"
+    body = "\n".join(part for part in parts if part)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'

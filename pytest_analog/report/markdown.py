@@ -1,19 +1,17 @@
 """The markdown summary: short enough for a CI log, formatted for a pull-request comment.
 
-The page is a list of section renderers, each taking the report and
-returning markdown (or None to skip). A later feature adds its section by
-writing one function and appending it to `SECTIONS`. Top-level keys no
-renderer knows are named at the end, so nothing in the JSON goes unmentioned.
+The page is the generic sections (verdict, models, criteria, next steps,
+footer) with each suite's sections (`suite.Section.markdown`) placed before or
+after the criteria. A suite's section builds its markdown with `cell`, `code`
+and `table`. Top-level keys no renderer knows are named at the end, so nothing
+in the JSON goes unmentioned.
 """
 
 from pytest_analog.report._format import (
     FAIL,
     FLAG_NOTES,
     INFO,
-    KNOWN_SECTIONS,
     PASS,
-    UNKNOWN,
-    as_list,
     calibration_sentence,
     counts_sentence,
     criteria_of,
@@ -25,22 +23,22 @@ from pytest_analog.report._format import (
     fmt_threshold,
     fmt_value,
     is_per_layer,
-    judged_key,
+    known_sections,
     layer_metric_summary,
     not_measured_line,
     reference_line,
-    massive_sentence,
-    massive_tables,
     next_steps,
     per_layer_groups,
     score_columns,
     short_sha,
     status,
+    suite_metrics,
+    suite_sections,
     summary_counts,
     verdict_of,
 )
 
-_ICON = {PASS: "✅", FAIL: "❌", INFO: "ℹ️", UNKNOWN: "⚠️"}
+ICON = {PASS: "✅", FAIL: "❌", INFO: "ℹ️"}
 _VERDICT_ICON = {"pass": "✅", "fail": "❌"}
 
 
@@ -59,25 +57,30 @@ def code(text, *, in_table=True):
     return f"{fence} {text} {fence}" if fence == "``" else f"`{text}`"
 
 
-def _table(header, rows):
+def table(header, rows):
+    """A markdown table of ``rows`` (lists of cell text) under ``header``."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def _heading(report):
-    verdict = verdict_of(report)
+def _heading(report, criteria):
+    """The verdict with its counts, as the page's heading."""
+    verdict = verdict_of(report, criteria)
     icon = _VERDICT_ICON.get(verdict, "➖")
-    return f"## {icon} Analog fidelity: {cell(verdict.upper())} ({counts_sentence(summary_counts(report))})"
+    return f"## {icon} Analog fidelity: {cell(verdict.upper())} ({counts_sentence(summary_counts(report, criteria))})"
 
 
-def _error(report):
+def _error(report, criteria):
+    """The session's error, why the run is partial, the teacher reference and what was not measured, quoted."""
     notes = [f"> **{label}:** {cell(report[key])}" for key, label in (("error", "Error"), ("partial", "Partial run")) if report.get(key)]
-    notes += [f"> {cell(line)}" for line in (reference_line(report), not_measured_line(report)) if line]
+    lines = (reference_line(report), not_measured_line(summary_counts(report, criteria)))
+    notes += [f"> {cell(line)}" for line in lines if line]
     return "\n>\n".join(notes) or None
 
 
 def _models(report):
+    """The two models side by side, and whether they share a tokenizer."""
     models = report.get("models")
     if not models:
         return None
@@ -97,7 +100,7 @@ def _models(report):
                 code(short_sha(m.get("sha256"))),
             ]
         )
-    out = [_table(["", "model", "parameters", "layers", "hidden", "weights sha256"], rows)]
+    out = [table(["", "model", "parameters", "layers", "hidden", "weights sha256"], rows)]
     same = models.get("same_tokenizer")
     tokenizers = [(models.get(r) or {}).get("tokenizer") or {} for r in ("teacher", "analog")]
     if same is True:
@@ -113,37 +116,10 @@ def _models(report):
     return "\n\n".join(out)
 
 
-def _capture(report):
-    capture = report.get("capture")
-    if not capture:
-        return None
-    what = []  # e.g. "5,123 aligned positions from 256 prompts (`default`, 0 dropped)"
-    if capture.get("n_rows") is not None:
-        what.append(f"{fmt_value(capture['n_rows'])} aligned positions")
-    if capture.get("n_prompts") is not None:
-        prompts = f"from {fmt_value(capture['n_prompts'])} prompts"
-        details = []
-        if capture.get("prompt_set"):
-            details.append(code(capture["prompt_set"], in_table=False))
-        if capture.get("n_prompts_dropped") is not None:
-            details.append(f"{fmt_value(capture['n_prompts_dropped'])} dropped")
-        if details:
-            prompts += f" ({', '.join(details)})"
-        what.append(prompts)
-    parts = [" ".join(what)] if what else []
-    if capture.get("alignment"):
-        parts.append(f"{cell(capture['alignment'])} alignment")
-    line = "**Compared:** " + (", ".join(parts) or "see fidelity.json")
-    if capture.get("positions"):
-        line += f". Positions: {cell(capture['positions'])}"
-    if capture.get("seconds") is not None:
-        line += f". Capture took {fmt_value(capture['seconds'])} s" + (" (cached)" if capture.get("cached") else "")
-    return line + "."
-
-
 def _criterion_row(c, columns):
-    scores = [fmt_score(c, key or judged_key(c)) for _, key in columns]
-    return [code(c.get("id", "?")), *scores, fmt_threshold(c) or "—", _ICON[status(c)] + "".join(f" ⚠️ {f}" for f in flags(c))]
+    """One criterion's table row: id, scores, threshold, status with its flags."""
+    scores = [fmt_score(c, kind) for _, kind in columns]
+    return [code(c.id), *scores, fmt_threshold(c) or "—", ICON[status(c)] + "".join(f" ⚠️ {f}" for f in flags(c))]
 
 
 def _layer_metric_row(metric, rows, columns):
@@ -162,26 +138,25 @@ def _layer_metric_row(metric, rows, columns):
     if summary["corrected"]:
         value += " (corrected)"
     if not summary["gated"]:
-        verdict = _ICON[INFO]
+        verdict = ICON[INFO]
     else:
-        verdict = f"{_ICON[FAIL] if summary['failed'] else _ICON[PASS]} {summary['passed']}/{summary['gated']}"
+        verdict = f"{ICON[FAIL] if summary['failed'] else ICON[PASS]} {summary['passed']}/{summary['gated']}"
         if summary["too_close"]:
             verdict += f" ⚠️ {summary['too_close']} too close to call"
     extra = []
     if len(columns) > 1:  # raw and chance
-        above = [c.get("above_chance") for c in rows]
+        above = [c.above_chance for c in rows]
         extra = ["—", f"{above.count(True)}/{len(rows)} layers above chance" if any(a is not None for a in above) else "—"]
     return [name, value, *extra, summary["threshold"] or "—", verdict]
 
 
-def _criteria(report):
+def _criteria(criteria):
     """Failures, single criteria and one line per per-layer metric; the full table folded below.
 
     A 30-layer model gives about a hundred per-layer rows, which would bury a
     failure in a pull-request comment, so they are summarised per metric and
     listed in full inside a <details> block.
     """
-    criteria = criteria_of(report)
     if not criteria:
         return "_No criteria were recorded._"
     ordered = failures_first(criteria)
@@ -199,14 +174,14 @@ def _criteria(report):
     calibration = calibration_sentence(criteria)
     note += f"\n\n{calibration}" if calibration else ""
     if not groups:
-        return _table(header, [_criterion_row(c, columns) for c in ordered]) + note
-    failing = [c for c in ordered if status(c) in (FAIL, UNKNOWN)]
+        return table(header, [_criterion_row(c, columns) for c in ordered]) + note
+    failing = [c for c in ordered if status(c) == FAIL]
     rows = [_criterion_row(c, columns) for c in failing]
     rows += [_criterion_row(c, columns) for c in ordered if status(c) in (PASS, INFO) and not is_per_layer(c)]
     rows += [_layer_metric_row(metric, group, columns) for metric, group in groups.items()]
-    full = _table(header, [_criterion_row(c, columns) for c in ordered])
+    full = table(header, [_criterion_row(c, columns) for c in ordered])
     return (
-        _table(header, rows) + note
+        table(header, rows) + note
         + f"\n\n<details><summary>All {len(criteria)} criteria</summary>\n\n{full}\n\n</details>"
     )
 
@@ -215,9 +190,9 @@ def _criteria(report):
 _NEXT_STEP_IDS = 3
 
 
-def _next_steps(report):
+def _next_steps(criteria):
     """Per failing metric: what the failure means for the analog and what usually helps."""
-    steps = next_steps(criteria_of(report))
+    steps = next_steps(criteria)
     if not steps:
         return None
     lines = []
@@ -230,97 +205,9 @@ def _next_steps(report):
     return "**What to do next**\n\n" + "\n".join(lines)
 
 
-def _layers(report):
-    layers = report.get("layers")
-    if not layers:
-        return None
-    teacher = as_list(layers.get("teacher"))
-    best = as_list(layers.get("best_match"))
-    mapped = as_list(layers.get("mapped"))
-    if not teacher or not (best or mapped):
-        return None
-    labelled = [("teacher", teacher), ("best", best), ("mapped", mapped)]
-    labelled = [(name, values) for name, values in labelled if values]
-    labelled = [(name, ["-" if v is None else str(v) for v in values]) for name, values in labelled]
-    width = max(len(v) for _, values in labelled for v in values)
-    lines = [f"{name:<7} " + " ".join(f"{v:>{width}}" for v in values) for name, values in labelled]
-    text = "**Layer map** (analog layer per teacher layer; best = highest CKA, mapped = what gated criteria use):\n\n"
-    text += "```\n" + "\n".join(lines) + "\n```"
-    if best and mapped:
-        differ = [str(t) for t, b, m in zip(teacher, best, mapped) if b != m]
-        agree = min(len(teacher), len(best), len(mapped)) - len(differ)
-        text += f"\n\nBest match and mapped agree on {agree}/{min(len(teacher), len(best), len(mapped))} teacher layers"
-        text += f"; they differ at teacher layers {', '.join(differ)}." if differ else "."
-    return text
-
-
-# Cell markup by column kind (see `massive_tables`).
-_CELL = {"code": code, "num": str, "text": cell}
-
-
-def _massive(report):
-    section = report.get("massive")
-    if not section:
-        return None
-    text = f"**{cell(massive_sentence(section))}**"
-    for note, columns, rows in massive_tables(section):
-        text += (f"\n\n{note}" if note else "") + "\n\n" + _table(
-            [heading for heading, _ in columns],
-            [[_CELL[kind](v) for (_, kind), v in zip(columns, row)] for row in rows])
-    return text
-
-
-def _compliance(report):
-    """What each release-compliance check found, or what is missing and where it was looked for."""
-    checks = [c for c in criteria_of(report) if c.get("suite") == "compliance"]
-    if not checks:
-        return None
-    lines = [f"- {_ICON[status(c)]} {code(c.get('id', '?'), in_table=False)}: {cell(c.get('reason') or '')}" for c in failures_first(checks)]
-    return "**Release compliance**\n\n" + "\n".join(lines)
-
-
-def _steering(report):
-    steering = report.get("steering")
-    if not steering or not steering.get("behaviours"):
-        return None
-    rows = [
-        [cell(name), f"{layer} ← {case.get('analog_layer')}", fmt_value(case.get("baseline")),
-         fmt_value(case.get("native_max_effect")), fmt_value(case.get("transfer_ratio")),
-         fmt_value((case.get("spearman") or {}).get("transferred")), fmt_value(case.get("random_control"))]
-        for name, layers in steering["behaviours"].items()
-        for layer, case in layers.items()
-    ]
-    header = ["behaviour", "teacher ← analog layer", "p(matching)", "max native effect", "transfer ratio",
-              "Spearman ρ", "random / native"]
-    rule = f"\n\nAnalog layer: {cell(steering['layer_rule'])}." if steering.get("layer_rule") else ""
-    return (f"**Steering transfer** ({cell(steering.get('map', '?'))} map; dose-response plots in fidelity.html):\n\n"
-            + _table(header, rows) + rule)
-
-
-def _benchmarks(report):
-    section = report.get("benchmarks")
-    if not section or not section.get("tasks"):
-        return None
-
-    def shown(value):
-        return "—" if value is None else fmt_value(value)
-
-    rows = []
-    for task, row in section["tasks"].items():
-        delta = shown(row.get("delta"))
-        if row.get("delta_ci95"):
-            delta += " [" + ", ".join(fmt_value(v) for v in row["delta_ci95"]) + "]"
-        rows.append([code(task), cell(row.get("metric", "")), shown(row.get("teacher")), shown(row.get("analog")),
-                     delta, shown(row.get("chance")), shown(row.get("retained"))])
-    title = (
-        f"**Benchmarks** (lm-evaluation-harness {cell(section.get('lm_eval_version'))}; "
-        "delta = analog − teacher with a paired 95 % interval; retained is chance-corrected):\n\n"
-    )
-    return title + _table(["task", "metric", "teacher", "analog", "delta [95 % CI]", "chance", "retained"], rows)
-
-
-def _footer(report):
-    extra = [key for key in report if key not in KNOWN_SECTIONS]
+def _footer(report, known):
+    """The tool and date, and the top-level keys no renderer showed (not in ``known``)."""
+    extra = [key for key in report if key not in known]
     tool = report.get("tool") or {}
     line = f"_{cell(tool.get('name', 'pytest-analog'))} {cell(tool.get('version', ''))}".rstrip()
     if report.get("created"):
@@ -331,20 +218,33 @@ def _footer(report):
     return line + "_"
 
 
-# Section renderers in page order: report -> markdown text, or None to skip.
-SECTIONS = [_heading, _error, _models, _capture, _criteria, _next_steps, _compliance, _layers, _massive, _steering, _benchmarks, _footer]
+def _suite_parts(report, suites, after_criteria):
+    """The markdown of the ``suites``' sections that go before (or after) the criteria."""
+    return [section.markdown(report) for section in suite_sections(suites, after_criteria) if section.markdown]
 
 
-def render_markdown(report):
+def render_markdown(report, suites=()):
     """Render the report as a markdown summary.
 
     Args:
         report: The report document (see `pytest_analog.report.schema`).
+        suites: The `suite.Suite` objects whose sections and metric facts the page shows, in report order.
 
     Returns:
         Markdown text ending in a newline: a verdict heading with counts, a
-        models table, the compared positions, a criteria table with failures
-        first, and a compact layer map when the report has layers.
+        models table, the suites' sections before the criteria, a criteria
+        table with failures first, what to do next, the suites' sections after
+        the criteria, and a footer naming the keys no section showed.
     """
-    parts = (section(report) for section in SECTIONS)
+    criteria = criteria_of(report, suite_metrics(suites))
+    parts = [
+        _heading(report, criteria),
+        _error(report, criteria),
+        _models(report),
+        *_suite_parts(report, suites, after_criteria=False),
+        _criteria(criteria),
+        _next_steps(criteria),
+        *_suite_parts(report, suites, after_criteria=True),
+        _footer(report, known_sections(suites)),
+    ]
     return "\n\n".join(p for p in parts if p) + "\n"

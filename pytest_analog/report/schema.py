@@ -181,36 +181,54 @@ class BenchmarksSection(TypedDict):
     results: dict[str, dict]
 
 
-class _CriterionRequired(TypedDict):
+class _CriterionRow(TypedDict):
+    # Exactly the keys `pytest_analog.criterion.Criterion.to_dict` writes (`criterion.ROW_FIELDS`, checked by
+    # tests/test_report.py); what follows from the measurement and the gate is recomputed by every reader.
     # Unique id, "<suite>::<test name>[<params>]".
     id: str
     # Suite (or user test module) the criterion belongs to.
     suite: str
     # Metric name: cka, rbf_cka, mutual_knn, kl, ... or any user-defined name.
     metric: str
+    # One line saying what was measured (its suite's facts about the metric); "" when none describe it.
+    description: str
     # Measured value; null when it could not be computed (NaN is written as null).
     value: float | None
+    # Its bootstrap (or paired) interval [low, high]; a non-finite end is null.
+    interval: list[float | None] | None
+    # The same metric for a control without learned structure, and its interval.
+    chance: float | None
+    chance_interval: list[float | None] | None
+    # (value - chance) / (1 - chance), 0 at chance and 1 for a perfect match; null without both.
+    corrected: float | None
+    # Its interval, from paired replicates.
+    corrected_interval: list[float | None] | None
+    # Why there is no value, or what a check found.
+    reason: str | None
+    # "min": the judged score must be >= threshold; "max": <= threshold; null when ungated.
+    direction: Literal["min", "max"] | None
     # Pass/fail threshold; null for informational criteria.
     threshold: float | None
-    # "min": value must be >= threshold; "max": value must be <= threshold; null when ungated.
-    direction: Literal["min", "max"] | None
+    # The score the threshold applies to: "raw" (value) or "corrected".
+    score: Literal["raw", "corrected"]
+    # Decision rule: "point" judges the estimate, "lower_bound" the interval's end (lower for min, upper for max).
+    rule: Literal["point", "lower_bound"]
     # True when this criterion decides the verdict.
     gated: bool
-    # Outcome of a gated criterion; null for informational ones (or a gated one with no value).
+    # Outcome of a gated criterion (a gated one with no score fails); null for informational ones.
     passed: bool | None
+    # Whether the corrected interval lies above 0; null without one.
+    above_chance: bool | None
+    # True when the interval of the judged score holds the threshold.
+    too_close_to_call: bool
 
 
-class Criterion(_CriterionRequired, total=False):
+class CriterionRow(_CriterionRow, total=False):
+    # The details a suite records beside the row (any other key is a detail too: task, behaviour, bound, ...).
     # Teacher layer, for per-layer criteria.
     teacher_layer: int
     # Analog layer compared against, for per-layer criteria.
     analog_layer: int
-    # One line saying what was measured.
-    description: str
-    # Decision rule: "point" judges the estimate, "lower_bound" the interval's end (lower for min, upper for max).
-    rule: Literal["point", "lower_bound"]
-    # True when the interval of the judged score holds the threshold.
-    too_close_to_call: bool
     # Why the figure means little: fewer prompts than gates.cka.min_prompts (token-level CKA).
     few_prompts: str
     # The permutation null of a per-layer similarity (chance.permutations prompt permutations): the value on the
@@ -223,6 +241,7 @@ class Criterion(_CriterionRequired, total=False):
 
 
 class Summary(TypedDict):
+    # What `pytest_analog.criterion.summary` computes from the criteria.
     # Number of gated criteria.
     gated: int
     # Gated criteria that passed.
@@ -268,7 +287,7 @@ class _ReportRequired(TypedDict):
     # How activations were captured and which positions were compared.
     capture: CaptureInfo
     # Every criterion, gated or informational, in the order the tests ran.
-    criteria: list[Criterion]
+    criteria: list[CriterionRow]
     # Counts over criteria.
     summary: Summary
 

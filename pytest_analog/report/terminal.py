@@ -11,16 +11,14 @@ from pytest_analog.report._format import (
     FAIL,
     INFO,
     PASS,
-    UNKNOWN,
     counts_sentence,
     criteria_of,
     flags,
     failures_first,
+    fmt_score,
     fmt_threshold,
     fmt_value,
-    is_number,
     is_per_layer,
-    judged_key,
     layer_metric_summary,
     not_measured_line,
     per_layer_groups,
@@ -31,12 +29,13 @@ from pytest_analog.report._format import (
     verdict_of,
 )
 
-_LABEL = {PASS: "PASS", FAIL: "FAIL", INFO: "info", UNKNOWN: "NO RESULT"}
+_LABEL = {PASS: "PASS", FAIL: "FAIL", INFO: "info"}
 # Longer criterion ids are cut in the middle, keeping the parametrization at the end.
 _MAX_ID = 60
 
 
 def _shorten(text, width=_MAX_ID):
+    """``text`` cut to ``width`` characters in the middle."""
     if len(text) <= width:
         return text
     keep = width - 3
@@ -44,14 +43,10 @@ def _shorten(text, width=_MAX_ID):
 
 
 def _row(c, columns):
-    threshold = c.get("threshold")
-    scores = []
-    for _, key in columns:  # the judged score, then raw and chance
-        key = key or judged_key(c)
-        distinct = threshold if key == judged_key(c) and is_number(threshold) else None
-        scores.append("-" if c.get(key) is None and key != "value" else fmt_value(c.get(key), distinct_from=distinct))
+    """A criterion's cells: id, its scores (the judged one, then raw and chance), threshold and status."""
+    scores = [fmt_score(c, kind, dash="-", with_interval=False) for _, kind in columns]
     label = _LABEL[status(c)] + "".join(f" ({flag})" for flag in flags(c))
-    return (_shorten(str(c.get("id", "?"))), *scores, fmt_threshold(c, ascii_only=True), label)
+    return (_shorten(c.id), *scores, fmt_threshold(c, ascii_only=True), label)
 
 
 def _metric_line(metric, rows):
@@ -70,6 +65,17 @@ def _metric_line(metric, rows):
     return ", ".join(parts)
 
 
+def _head(report, criteria):
+    """The verdict line with its counts, then the error, why the run is partial, the reference and what was not measured."""
+    counts = summary_counts(report, criteria)
+    head = [f"analog fidelity: {verdict_of(report, criteria).upper()} - {counts_sentence(counts)}"]
+    if report.get("error"):
+        head.append(f"  error: {report['error']}")
+    if report.get("partial"):
+        head.append(f"  partial run: {report['partial']}")
+    return head + [f"  {line}" for line in (reference_line(report), not_measured_line(counts)) if line]
+
+
 def terminal_lines(report, max_lines=40):
     """Render a compact summary table for pytest's terminal summary.
 
@@ -84,18 +90,13 @@ def terminal_lines(report, max_lines=40):
         per-layer metric.
     """
     criteria = criteria_of(report)
-    head = [f"analog fidelity: {verdict_of(report).upper()} - {counts_sentence(summary_counts(report))}"]
-    if report.get("error"):
-        head.append(f"  error: {report['error']}")
-    if report.get("partial"):
-        head.append(f"  partial run: {report['partial']}")
-    head += [f"  {line}" for line in (reference_line(report), not_measured_line(report)) if line]
+    head = _head(report, criteria)
     if not criteria:
         return head
 
     groups = per_layer_groups(criteria)
     ordered = failures_first(criteria)
-    failing = [c for c in ordered if status(c) in (FAIL, UNKNOWN)]
+    failing = [c for c in ordered if status(c) == FAIL]
     singles = [c for c in ordered if status(c) in (PASS, INFO) and not is_per_layer(c)]
     summaries = [_metric_line(metric, rows) for metric, rows in groups.items()]
 
@@ -110,6 +111,7 @@ def terminal_lines(report, max_lines=40):
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(r):
+        """A row's cells, padded to the columns' widths."""
         scores = "".join(f"  {v:>{w}}" for v, w in zip(r[1:-2], widths[1:-2]))
         return f"  {r[0]:<{widths[0]}}{scores}  {r[-2]:<{widths[-2]}}  {r[-1]}".rstrip()
 
