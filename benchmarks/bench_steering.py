@@ -33,7 +33,7 @@ from pytest_analog.steering import (
     steering_analysis,
 )
 from pytest_analog.steering.behaviours import answer_tokens
-from pytest_analog.suites.steering.analog import steering_layers
+from pytest_analog.suites.steering.layers import steering_layers
 
 
 def _peak_mb() -> float:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -35,7 +36,7 @@ def part_problem(tensors: dict[str, torch.Tensor], meta: Any) -> str | None:
     if not isinstance(meta, dict):
         return f"data is {kind(meta)}, not a JSON object"
     for name, tensor in sorted(tensors.items()):
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
             return f"tensor {name} holds NaN or infinite values"
     return None
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from pytest_analog import finish, hookspec
-from pytest_analog.distill import DistillConfig, distilled
 from pytest_analog.layers import gated_layers
+from pytest_analog.lazy import Lazy
 from pytest_analog.handover import WORKER_OUTPUT, Merger, worker_output
 from pytest_analog.options import add_options
 from pytest_analog.preflight import check_inputs
@@ -25,6 +25,7 @@ from pytest_analog.recorder import Recorder
 from pytest_analog.session import AnalogSession
 from pytest_analog.suite import Suite
 
+DistillConfig, distilled = Lazy("pytest_analog.distill:DistillConfig"), Lazy("pytest_analog.distill:distilled")
 session_key = pytest.StashKey[AnalogSession]()
 _merger_key = pytest.StashKey[Merger]()
 

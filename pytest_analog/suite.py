@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from pytest_analog.facts import Metric
-from pytest_analog.runs import Run
+from pytest_analog.gates import AtLeast, AtMost, Range, Required, Scored
+from pytest_analog.part import Part
+from pytest_analog.runs import Inputs, Run
+
+# What a suite's author needs, from one place: `docs/writing-a-suite.md`.
+__all__ = ["AtLeast", "AtMost", "Inputs", "Metric", "Part", "Range", "Required", "Run", "Scored", "Section", "Suite"]
 
 
 @dataclass(frozen=True)

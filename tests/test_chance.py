@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from pytest_analog import registry
 from pytest_analog import metrics
 from pytest_analog.config import load_config
 from pytest_analog.criterion import Criterion, Gate, Measured, chance_corrected
@@ -442,14 +443,14 @@ def test_the_report_carries_chance_and_renders_it():
     report = {"schema_version": 2, "verdict": "fail", "criteria": criteria,
               "layers": {"teacher": [0, 1, 2], "analog": [0, 1, 2], "cka_matrix": np.eye(3).tolist(),
                          "chance_matrix": np.full((3, 3), 0.5).tolist(), "best_match": [0, 1, 2], "mapped": [0, 1, 2]}}
-    md = render_markdown(report)
+    md = render_markdown(report, registry.built_in())
     assert "| criterion | score | raw | chance | threshold | status |" in md
     assert "0.5 [0.4, 0.7]" in md and "≥ 0.5 corrected" in md
     line = ("Permutation null (199 prompt permutations; calibrated score 0 at the null's 1 − α quantile, 1 for a perfect "
             "match; a best match against the null of the maximum over analog layers): cka 0.2 @ 0 to 0.4 @ 2 (p ≤ 0.005); "
             "cka best match 0.1 @ 0 to 0.1 @ 2 (p ≤ 0.005).")
     assert line in md
-    page = render_html(report)
+    page = render_html(report, registry.built_in())
     assert "<th>chance</th>" in page and "Hatched cells are at or below chance" in page
     assert html.escape(line) in page
 

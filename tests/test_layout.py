@@ -11,6 +11,7 @@ import copy
 
 import pytest
 
+from pytest_analog import registry
 from pytest_analog.leaderboard import Board
 from pytest_analog.leaderboard.page import render_page
 from pytest_analog.report import render_html
@@ -77,7 +78,7 @@ def long_report():
 
 def test_report_gated_criteria_fit_at_1280px(browser, tmp_path):
     path = tmp_path / "fidelity.html"
-    path.write_text(render_html(long_report()))
+    path.write_text(render_html(long_report(), registry.built_in()))
     page = _open(browser, path)
     gated = page.locator("xpath=//h3[starts-with(., 'Gated criteria')]/following-sibling::div[1]//table")
     assert gated.locator("tr").count() > 40

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from pytest_analog import registry
 from pytest_analog import metrics
 from pytest_analog.criterion import Criterion, Gate, Measured
 from pytest_analog.suites.representation.analog import _leave_out
@@ -31,19 +32,19 @@ def _planted(n=600, d=12, seed=0):
 
 def _stream(x, y, *, multiple, exclude, batch=64):
     mapped = {1: 1, 2: 1}
-    streams = {("student", i): metrics.StreamingLinearCKA() for i in (1, 2)}
+    streams = {("analog", i): metrics.StreamingLinearCKA() for i in (1, 2)}
     top = TopRows([1, 2], len(y))
     for start in range(0, len(y), batch):
         rows = slice(start, start + batch)
         t = {i: torch.from_numpy(x[i][rows]) for i in (1, 2)}
         s = torch.from_numpy(y[rows])
         for i in (1, 2):
-            streams["student", i].update(t[i], s)
+            streams["analog", i].update(t[i], s)
         top.update(start, {i: t[i].norm(dim=1).numpy() for i in (1, 2)},
-                   lambda local: {("teacher", 1): t[1][local], ("teacher", 2): t[2][local], ("student", 1): s[local]})
+                   lambda local: {("teacher", 1): t[1][local], ("teacher", 2): t[2][local], ("analog", 1): s[local]})
     found = top.finish(multiple, exclude)
     without = _leave_out(streams, top, found, mapped, debiased=True)
-    return {i: streams["student", i].compute(debiased=True) for i in (1, 2)}, without, found, top
+    return {i: streams["analog", i].compute(debiased=True) for i in (1, 2)}, without, found, top
 
 
 def test_a_planted_massive_row_decides_cka_and_the_default_leaves_it_out_at_every_layer():
@@ -75,7 +76,7 @@ def test_the_influence_figure_leaves_out_the_top_rows_by_teacher_norm_among_thos
         norms[MASSIVE] = -1  # left out already
         keep = np.setdiff1d(np.arange(len(y)), [*MASSIVE, *np.argsort(-norms)[:3]])
         assert found.influence[i].tolist() == sorted(np.argsort(-norms)[:3].tolist())
-        assert without["student", i] == pytest.approx(ref_linear_cka(x[i][keep], y[keep], True), abs=1e-9)
+        assert without["analog", i] == pytest.approx(ref_linear_cka(x[i][keep], y[keep], True), abs=1e-9)
 
 
 def test_more_massive_rows_than_a_handful_are_kept_and_the_report_says_why():
@@ -133,11 +134,11 @@ def test_the_headline_is_the_score_the_threshold_reads_in_every_renderer():
     report, c = _corrected_report()
     corrected = fmt_value(c["corrected"])
     assert corrected != "0.3997"
-    md = render_markdown(report)
+    md = render_markdown(report, registry.built_in())
     row = next(line for line in md.splitlines() if line.startswith("| `representation::test_cka"))
     cells = [x.strip() for x in row.split("|")[1:-1]]
     assert cells[1].startswith(corrected + " [0.33, 0.37]") and cells[2].startswith("0.3997") and cells[3].startswith("0.077")
-    page = render_html(report)
+    page = render_html(report, registry.built_in())
     banner = page[page.index('<div class="banner'):page.index("</header>")]
     assert f"{corrected} [0.33, 0.37] corrected (raw 0.3997, chance 0.077), needs ≥ 0.5 corrected" in banner
     table = [line for line in terminal_lines(report) if "test_cka" in line][0].split()
@@ -154,11 +155,11 @@ def test_markdown_and_html_show_the_same_massive_rows_and_influence():
     }
     report = {"schema_version": 2, "verdict": "pass", "criteria": [], "massive": section}
     note = "Influence: the gated CKA when, in addition, the top 0.1 % of its rows by teacher norm are left out."
-    md = render_markdown(report)
+    md = render_markdown(report, registry.built_in())
     assert "| token | prompt | position | teacher layers (norm / median) |" in md
     assert "| `a\\|<b>` | 3 | 1 | 15 (86.34×), 19 (68×) |" in md
     assert f"\n\n{note}" in md and "| 15 | 2 | 0.75 | -0.25 | — |" in md
-    page = render_html(report)
+    page = render_html(report, registry.built_in())
     assert ("<tr><td><code>a|&lt;b&gt;</code></td><td class=\"num\">3</td><td class=\"num\">1</td>"
             "<td>15 (86.34×), 19 (68×)</td></tr>") in page
     assert f"<p>{note}" in page
@@ -172,7 +173,7 @@ def test_the_steering_layer_is_never_the_embedding_output_unless_named():
     from types import SimpleNamespace
 
     from pytest_analog.layers import best_block_match
-    from pytest_analog.suites.steering.analog import layer_rule, steering_layers
+    from pytest_analog.suites.steering.layers import layer_rule, steering_layers
 
     matrix = np.array([[0.9, 0.2, 0.1], [0.8, 0.3, np.nan], [0.1, 0.2, 0.7]])  # layer 0 is the best CKA match twice
     assert best_block_match(matrix) == [1, 1, 2]

@@ -185,7 +185,7 @@ def test_a_failing_measurement_is_reported_once_and_not_retried(pytester, tiny_d
         calls.append(1)
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(pytest_analog.suites.representation, "measure", broken)
+    monkeypatch.setattr(pytest_analog.suites.representation.analog, "measure", broken)
     report = pytester.path / "fidelity"
     result = pytester.runpytest(*models(tiny_dir, tiny_dir), *FAST, f"--analog-report={report}", "--analog-suites=embeddings")
     assert result.ret == pytest.ExitCode.TESTS_FAILED

@@ -23,9 +23,9 @@ from pytest_analog.steering import (
     load_behaviour,
     shipped_behaviours,
     steer,
-    steering_analysis,
     transfer_criteria,
 )
+from pytest_analog.suites.steering.analog import steering_analysis
 from tests.conftest import save_model, tiny_llama
 
 TEXTS = [t for t in load_prompts("default").texts if len(t) < 120][:24]

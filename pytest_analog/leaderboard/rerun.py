@@ -26,9 +26,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pytest_analog.config import Gates
+from pytest_analog import registry
 from pytest_analog.errors import AnalogError
-from pytest_analog.options import SUITES
+from pytest_analog.gates import Gates
 
 # Values agree when they differ by at most this, relative to the larger magnitude above 1 and absolute
 # below it. Scored against the same reference, a value comes from the same stored teacher half and the
@@ -45,7 +45,7 @@ def rerun_gate(bundle: dict, student: str, gates: Gates, *, reference: str | Non
     (``fidelity.json``).
 
     The rerun reads the bundle's settings with ``gates`` in place of its own (written to a temporary
-    config file), runs the built-in suites its criteria come from, in the analog's dtype it records,
+    config file), runs the installed suites its criteria come from, in the analog's dtype it records,
     against ``reference`` (a reference folder) or else ``teacher``, isolated as the module says.
 
     Raises:
@@ -53,9 +53,9 @@ def rerun_gate(bundle: dict, student: str, gates: Gates, *, reference: str | Non
             a crash); one line with pytest's reason.
     """
     report = bundle["report"]
-    suites = [s for s in SUITES if s in {c["suite"] for c in report["criteria"]}]
+    suites = [s.name for s in registry.installed() if s.name in {c["suite"] for c in report["criteria"]}]
     if not suites:
-        raise AnalogError("the submission has no criterion of a built-in suite, so there is nothing to rerun")
+        raise AnalogError("the submission has no criterion of an installed suite, so there is nothing to rerun")
     named = named_files(bundle["config"])
     if named:
         raise AnalogError(f"the submission's config names a file ({named[0]}); a rerun reads shipped prompt sets, "

@@ -93,14 +93,14 @@ def paired_activations(pair, texts, layer_pairs, teacher: MapStates, *, max_leng
     fit = [n for n in range(len(aligned)) if n % holdout != holdout - 1]
     if not held or sum(len(aligned[n][1].teacher_rows) for n in fit) < 2:
         raise AnalogError(f"only {len(aligned)} aligned prompts for fitting maps; give more prompts (steering.map_prompts)")
-    analog = token_states(pair.analog, [p.student_ids for _, p in aligned], sorted({j for _, j in layer_pairs}),
+    analog = token_states(pair.analog, [p.analog_ids for _, p in aligned], sorted({j for _, j in layer_pairs}),
                           batch_size=batch_size)
     t_start = np.concatenate([[0], np.cumsum(teacher.lengths)])
-    a_start = np.concatenate([[0], np.cumsum([len(p.student_ids) for _, p in aligned])])
+    a_start = np.concatenate([[0], np.cumsum([len(p.analog_ids) for _, p in aligned])])
 
     def rows(subset):  # row indices of the aligned positions of these prompts, in both models' states
         t = np.concatenate([t_start[aligned[n][0]] + aligned[n][1].teacher_rows for n in subset])
-        a = np.concatenate([a_start[n] + aligned[n][1].student_rows for n in subset])
+        a = np.concatenate([a_start[n] + aligned[n][1].analog_rows for n in subset])
         return torch.from_numpy(a.astype(np.int64)), torch.from_numpy(t.astype(np.int64))
 
     out = {}

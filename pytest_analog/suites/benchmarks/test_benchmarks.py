@@ -7,7 +7,7 @@ paired analog - teacher delta (``gates.benchmarks.max_drop``).
 
 import pytest
 
-from pytest_analog.evals import criterion
+from pytest_analog.suites.benchmarks.analog import criterion
 
 
 def test_benchmark(benchmark_task, analog_benchmarks, analog_config, fidelity_record):

@@ -11,17 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pytest_analog.controls import control_models
-from pytest_analog.progress import progress_bar
+from pytest_analog.gates import Scored
+from pytest_analog.lazy import Lazy
 from pytest_analog.prompts import load_prompts
 from pytest_analog.runs import Inputs, Outcome, Run
 from pytest_analog.suite import Suite
 from pytest_analog.suites.representation import report
-from pytest_analog.suites.representation.analog import Measurements, measure
 from pytest_analog.suites.representation.facts import METRICS
 from pytest_analog.suites.representation.settings import CHECKS, CKAGate, Representation
-from pytest_analog.suites.representation.teacher import part_problem, teacher_part
-from pytest_analog.gates import Scored
+
+HALVES = "pytest_analog.suites.representation"
 
 
 def _representation_inputs(session) -> Inputs:
@@ -47,14 +46,6 @@ def _representation_teacher_inputs(session) -> Inputs:
         with_logits = given.manifest["parts"]["representation"]["key"].get("inputs", {}).get("with_logits", False)
     return Inputs(args={"prompts": prompts, "with_logits": with_logits},
                   key={"prompts": prompts.sha256, "with_logits": with_logits})
-
-
-def _measure(pair, part, config, *, prompts, with_logits):
-    chance = config.chance
-    control = None if chance.control == "none" else control_models(pair.analog, chance.control, chance.seed, chance.seeds)
-    measured = measure(pair, part, prompts, config, control=control, with_logits=with_logits, progress_factory=progress_bar)
-    measured.capture.update(prompt_set=prompts.name, prompt_set_sha256=prompts.sha256)
-    return measured.to_dict()
 
 
 def _representation_section(done: Outcome, config) -> dict[str, Any]:
@@ -92,14 +83,14 @@ RUN = Run(
     reads=("prompts.max_length", "batch_size", "seed", "positions", "layers.teacher", "layers.map", "chance",
            "representation", "embeddings.min_rows"),
     inputs=_representation_inputs,
-    compute=_measure,
-    result=Measurements.from_dict,
+    compute=Lazy(f"{HALVES}.analog:run"),
+    result=Lazy(f"{HALVES}.analog:Measurements.from_dict"),
     section=_representation_section,
     teacher_reads=("prompts.max_length", "batch_size", "seed", "positions.skip_first", "layers.teacher",
                    "layers.matrix_rows", "embeddings.rows", "logits.top_k", "reference.dtype"),
     teacher_inputs=_representation_teacher_inputs,
-    teacher=teacher_part,
-    part_problem=part_problem,
+    teacher=Lazy(f"{HALVES}.teacher:teacher_part"),
+    part_problem=Lazy(f"{HALVES}.teacher:part_problem"),
 )
 
 

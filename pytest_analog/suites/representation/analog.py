@@ -22,11 +22,13 @@ import torch
 
 from pytest_analog import metrics
 from pytest_analog.capture import capture, next_token_rows, plan_alignment
+from pytest_analog.controls import control_models
 from pytest_analog.criterion import Measured, chance_corrected
 from pytest_analog.errors import AnalogError
 from pytest_analog.layers import gated_layers, layer_map
 from pytest_analog.massive import TopRows
 from pytest_analog.metrics import permutation
+from pytest_analog.progress import progress_bar
 from pytest_analog.suites.representation.teacher import EMBEDDINGS, TeacherRows, usable_rows
 
 
@@ -103,6 +105,15 @@ def _int_keys(value):
     return {int(k): v for k, v in value.items()} if isinstance(value, dict) else value
 
 
+def run(pair, part, config, *, prompts, with_logits: bool) -> dict:
+    """The analog half of the representation run: `measure` with the configured chance controls, as JSON."""
+    chance = config.chance
+    control = None if chance.control == "none" else control_models(pair.analog, chance.control, chance.seed, chance.seeds)
+    measured = measure(pair, part, prompts, config, control=control, with_logits=with_logits, progress_factory=progress_bar)
+    measured.capture.update(prompt_set=prompts.name, prompt_set_sha256=prompts.sha256)
+    return measured.to_dict()
+
+
 def measure(pair, part, prompts, config, *, control=None, with_logits: bool = True, progress_factory=None) -> Measurements:
     """Capture the analog over ``prompts`` once and compute every representation metric against the teacher's
     side, read from ``part`` (`reference.representation.teacher_part`).
@@ -129,19 +140,19 @@ def measure(pair, part, prompts, config, *, control=None, with_logits: bool = Tr
             layers or the tokenization here.
     """
     started = time.perf_counter()
-    teacher, student = pair.teacher, pair.analog
+    teacher, analog = pair.teacher, pair.analog
     controls = [] if control is None else list(control) if isinstance(control, (list, tuple)) else [control]
     layers = gated_layers(config, teacher.num_layers)
-    mapped = layer_map(config, layers, teacher.num_layers, student.num_layers)
+    mapped = layer_map(config, layers, teacher.num_layers, analog.num_layers)
     plan = plan_alignment(
-        teacher.tokenizer, student.tokenizer, prompts.texts,
+        teacher.tokenizer, analog.tokenizer, prompts.texts,
         same_tokenizer=pair.same_tokenizer, max_length=config.prompts.max_length, skip_first=config.positions.skip_first,
     )
     if plan.n_rows < 4:
         raise AnalogError(f"only {plan.n_rows} aligned positions in the prompt set; give more or longer prompts")
     rows = TeacherRows(part, plan, len(prompts.texts), layers)
     stream = _Stream(pair, plan, rows, config, layers, mapped, controls=len(controls), with_logits=with_logits)
-    total = sum(len(p.student_ids) for p in plan.prompts)
+    total = sum(len(p.analog_ids) for p in plan.prompts)
     progress = progress_factory(total, "capturing activations (tokens)") if progress_factory else None
     for batch in capture(pair, plan, batch_size=config.batch_size, with_logits=stream.logits is not None,
                          progress=progress, control=controls, teacher=False):
@@ -159,7 +170,7 @@ class _Stream:
 
     def __init__(self, pair, plan, teacher, config, layers, mapped, *, controls: int, with_logits: bool):
         self.plan, self.teacher, self.layers, self.mapped = plan, teacher, layers, mapped
-        self.others = ("student",) if not controls else ("student", "control")  # each compared with the teacher
+        self.others = ("analog",) if not controls else ("analog", "control")  # each compared with the teacher
         # further control seeds: only their CKA streams and pooled rows (full-data values, no matrix or bootstrap)
         self.extra = tuple(f"control:{s}" for s in range(1, controls))
         self.controls = ("control", *self.extra) if controls else ()
@@ -197,8 +208,8 @@ class _Stream:
             h = self.teacher.hidden(layer, pool_rows).double()
             return torch.zeros(len(prompts), h.shape[1], dtype=torch.float64).index_add_(0, owner, h) / sizes[:, None]
 
-        get = {"teacher": teacher, "student": batch.student}
-        pooled = {"teacher": teacher_pooled, "student": batch.student_pooled}
+        get = {"teacher": teacher, "analog": batch.analog}
+        pooled = {"teacher": teacher_pooled, "analog": batch.analog_pooled}
         for which, name in enumerate(self.controls):
             get[name] = functools.partial(batch.control, which=which)
             pooled[name] = functools.partial(batch.control_pooled, which=which)
@@ -226,7 +237,7 @@ class _Stream:
         if self.logits is not None:
             nexts = np.concatenate([self.teacher.logit_rows(p, next_token_rows(p)) for p in prompts])
             vocab = self.teacher.part.meta["vocab"]
-            analog = batch.student_logits[:, :vocab]  # an analog with fewer outputs gives the rest no mass
+            analog = batch.analog_logits[:, :vocab]  # an analog with fewer outputs gives the rest no mass
             analog = torch.nn.functional.pad(analog, (0, vocab - analog.shape[1]), value=-math.inf)
             self.logits.update(self.teacher.top_k(nexts), analog, batch.targets)
 
@@ -269,7 +280,7 @@ def _measurements(stream, pair, part, config, controls, with_logits: bool, start
     vocab = pair.analog.tokenizer.get_vocab()  # the control's too: it has the analog's tokenizer
     geometry, geometry_notes = _geometry(part, pair.analog, vocab, config)
     notes = _notes(pair, config, len(plan.prompts), with_logits, geometry_notes)
-    values = _per_layer(stream, "student", config, notes)
+    values = _per_layer(stream, "analog", config, notes)
     chance, seeds, intervals, chance_matrix = {}, {}, {}, None
     if controls:
         per_seed = [_per_layer(stream, name, config, notes) for name in stream.controls]
@@ -288,7 +299,7 @@ def _measurements(stream, pair, part, config, controls, with_logits: bool, start
             n_prompts=len(plan.prompts), rows={key: v[left_in] for key, v in stream.boot_rows.items()},
             pooled=stream.pooled, share=metrics.same_group_share(np.bincount(kept_rows, minlength=len(plan.prompts))),
         )
-    matrix = _gated_cells(matrices["student"], mapped, values["cka"])
+    matrix = _gated_cells(matrices["analog"], mapped, values["cka"])
     massive = _massive_record(found, stream.top, plan, stream.order, pair.teacher.tokenizer,
                               config.positions.massive_multiple)
     massive["influence"] = {i: _influence(i, stream.top.m, values, seeds, influence) for i in layers}
@@ -386,10 +397,10 @@ def _gated_cells(matrix, mapped, gated) -> np.ndarray:
 def _influence(i, m, values, seeds, without) -> dict[str, Any]:
     """How far the gated CKA at teacher layer i moves when its m rows of largest teacher norm are left out
     (the corrected score against the first control seed, the one whose rows are at hand)."""
-    record = {"rows": m, "value": without["student", i], "shift": without["student", i] - values["cka"][i]}
+    record = {"rows": m, "value": without["analog", i], "shift": without["analog", i] - values["cka"][i]}
     if ("control", i) in without:
         corrected = chance_corrected(values["cka"][i], seeds["cka"][i][0])
-        record["corrected"] = chance_corrected(without["student", i], without["control", i])
+        record["corrected"] = chance_corrected(without["analog", i], without["control", i])
         record["corrected_shift"] = record["corrected"] - corrected
     return record
 
@@ -485,7 +496,7 @@ def _intervals(config, layers, mapped, others, values, chance, seeds, notes, *, 
     out = {metric: {} for metric in PER_LAYER}
     drawn = None  # control seeds drawn with replacement for each bootstrap draw
     for metric, name, i in reps:
-        if name != "student":
+        if name != "analog":
             continue
         how = {"sizes": sizes[metric], "share": shares[metric], "confidence": c.confidence}
         value = reps[metric, name, i]
@@ -542,8 +553,8 @@ def _calibration(stream, found, config, notes) -> dict[str, Any]:
     if len(blocks) >= 4:
         sample = torch.from_numpy(np.concatenate(blocks))
         grams = {name: [permutation.normalised_gram(x[sample], debiased=settings.cka.debiased) for x in stream.samples[name]]
-                 for name in ("teacher", "student")}
-        observed, null = permutation.gram_nulls(grams["teacher"], grams["student"],
+                 for name in ("teacher", "analog")}
+        observed, null = permutation.gram_nulls(grams["teacher"], grams["analog"],
                                                 permutation.block_orders(len(blocks), c.permutations, c.seed), c.block_rows)
         observed, null = np.nan_to_num(observed, nan=-np.inf), np.nan_to_num(null, nan=-np.inf)  # NaN: a constant layer
         out["cka"] = {i: permutation.calibrate(observed[i, mapped[i]], null[:, i, mapped[i]], c.alpha) for i in layers}
@@ -553,7 +564,7 @@ def _calibration(stream, found, config, notes) -> dict[str, Any]:
                 out[key] = {i: {"layer": int(best[i]), **permutation.calibrate(
                     observed[i, best[i]], null[:, i, first:].max(axis=1), c.alpha)} for i in range(len(observed))}
     orders = permutation.block_orders(len(stream.order), c.permutations, c.seed)
-    pairs = {i: (stream.pooled["teacher", i], stream.pooled["student", mapped[i]]) for i in layers}
+    pairs = {i: (stream.pooled["teacher", i], stream.pooled["analog", mapped[i]]) for i in layers}
     if "rbf_cka" not in notes:
         out["rbf_cka"] = {}
         for i, (x, y) in pairs.items():

@@ -14,16 +14,17 @@ from typing import Any
 
 from pytest_analog.gates import AtLeast, AtMost, Scored
 from pytest_analog.layers import best_block_match
-from pytest_analog.progress import progress_bar
+from pytest_analog.lazy import Lazy
 from pytest_analog.prompts import load_prompts
 from pytest_analog.runs import Inputs, Outcome, Run
-from pytest_analog.steering.behaviours import load_behaviour
 from pytest_analog.suite import Suite
 from pytest_analog.suites.steering import report
-from pytest_analog.suites.steering.analog import layer_rule, results_from_json, steered_teacher_layers, steering_analysis, steering_layers
 from pytest_analog.suites.steering.facts import METRICS
+from pytest_analog.suites.steering.layers import layer_rule, steered_teacher_layers, steering_layers
 from pytest_analog.suites.steering.settings import CHECKS, Steering
-from pytest_analog.suites.steering.teacher import part_problem, teacher_part
+
+HALVES = "pytest_analog.suites.steering"
+load_behaviour = Lazy("pytest_analog.steering.behaviours:load_behaviour")
 
 
 def _steering_inputs(session) -> Inputs:
@@ -48,18 +49,6 @@ def _steering_teacher_inputs(session) -> Inputs:
     )
 
 
-def _steering_teacher(teacher, config, *, behaviours, teacher_layers, map_texts):
-    return teacher_part(teacher, config.steering, behaviours=behaviours, teacher_layers=teacher_layers, map_texts=map_texts)
-
-
-def _steer(pair, part, config, *, behaviours, layer_pairs, map_texts):
-    progress = progress_bar(len(behaviours) * len(layer_pairs), "steering (behaviour x layer)", unit="case")
-    results = steering_analysis(pair, behaviours, layer_pairs, config.steering, map_texts=map_texts, part=part,
-                                progress=progress, chance=config.chance)
-    progress.close()
-    return results
-
-
 def _steering_section(done: Outcome, config) -> dict[str, Any]:
     return {"steering": {**done.payload, "cached": done.cached, "layer_rule": layer_rule(config.steering)}}
 
@@ -69,16 +58,16 @@ RUN = Run(
     needs_teacher=True,  # live: the transferred vector's effect is measured on the teacher
     reads=("steering", "chance.resamples", "chance.confidence", "chance.seed"),
     inputs=_steering_inputs,
-    compute=_steer,
-    result=results_from_json,
+    compute=Lazy(f"{HALVES}.analog:run"),
+    result=Lazy(f"{HALVES}.analog:results_from_json"),
     section=_steering_section,
     # what the teacher half reads: not the analog's layers, map or chance settings
     teacher_reads=("steering.position", "steering.method", "steering.alphas", "steering.from_position", "steering.max_length",
                    "steering.train_items", "steering.eval_items", "steering.batch_size", "steering.seed",
                    "steering.random_vectors"),
     teacher_inputs=_steering_teacher_inputs,
-    teacher=_steering_teacher,
-    part_problem=part_problem,
+    teacher=Lazy(f"{HALVES}.teacher:run"),
+    part_problem=Lazy(f"{HALVES}.teacher:part_problem"),
 )
 
 
@@ -89,7 +78,7 @@ def _check(session) -> None:
     steering_layers(s, *session.depths, best_match=[0] * (session.depths[0] + 1))
     for name in s.behaviours:
         load_behaviour(name)
-    if session.teacher_half.given is not None and s.analog_layers == "best_match":
+    if not session.teacher_half.live and s.analog_layers == "best_match":
         session.teacher_half.part(session.runs["representation"])
 
 

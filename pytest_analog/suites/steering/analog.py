@@ -10,56 +10,22 @@ from __future__ import annotations
 
 import torch
 
-from pytest_analog.errors import AnalogError
-from pytest_analog.layers import proportional_map
 from pytest_analog.steering.fidelity import direction_fidelity
 from pytest_analog.steering.transfer import (
     NEEDS_TEACHER, TEACHER_ONLY, MapStates, PassCounter, dose_response, fit_maps, transfer_criteria,
 )
 from pytest_analog.steering.vectors import activations, difference_vector
-from pytest_analog.suites.steering.teacher import differences_name, map_name, native_name, teacher_part
+from pytest_analog.progress import progress_bar
+from pytest_analog.suites.steering.names import differences_name, map_name, native_name
+from pytest_analog.suites.steering.teacher import teacher_part
 
-LAYER_RULES = {
-    "best_match": "the analog block output (layer >= 1) with the highest CKA to the teacher layer; "
-                  "the embedding output (layer 0) is never chosen",
-    "proportional": "the analog block output (layer >= 1) at the same relative depth",
-    "config": "named in steering.analog_layers",
-}
-
-
-def layer_rule(settings) -> str:
-    """Which rule chose the analog layer of each steered teacher layer, in words."""
-    mapping = settings.analog_layers
-    return LAYER_RULES[mapping if isinstance(mapping, str) else "config"]
-
-
-def steered_teacher_layers(settings, teacher_depth: int) -> list[int]:
-    """The teacher layers steered, from ``steering.teacher_layers`` and the teacher's depth alone (never the analog)."""
-    wanted = settings.teacher_layers
-    teacher = [max(1, round(teacher_depth / 3))] if wanted == "auto" else sorted(set(wanted))
-    bad = [i for i in teacher if not 0 <= i < teacher_depth]
-    if bad:
-        raise AnalogError(f"steering.teacher_layers lists {bad}, but the teacher's steerable layers are 0..{teacher_depth - 1}")
-    return teacher
-
-
-def steering_layers(settings, teacher_depth: int, analog_depth: int, *, best_match=None) -> dict[int, int]:
-    """Teacher layer -> analog layer from the ``steering`` config (``best_match``: `layers.best_block_match` of the CKA matrix)."""
-    teacher = steered_teacher_layers(settings, teacher_depth)
-    mapping = settings.analog_layers
-    if mapping == "best_match":
-        if best_match is None:
-            raise AnalogError("steering.analog_layers is best_match, but no CKA best match was measured")
-        return {i: int(best_match[i]) for i in teacher}
-    if mapping == "proportional":  # a block output, never the embedding output
-        return proportional_map(teacher, teacher_depth, analog_depth, lowest=1)
-    missing = [i for i in teacher if i not in mapping]
-    if missing:
-        raise AnalogError(f"steering.analog_layers has no analog layer for teacher layer(s) {missing}")
-    bad = sorted({mapping[i] for i in teacher if not 0 <= mapping[i] <= analog_depth})
-    if bad:
-        raise AnalogError(f"steering.analog_layers points to analog layers {bad}, but the analog has layers 0..{analog_depth}")
-    return {i: mapping[i] for i in teacher}
+def run(pair, part, config, *, behaviours, layer_pairs, map_texts) -> dict:
+    """The analog half of the steering run, with a progress bar over its cases."""
+    progress = progress_bar(len(behaviours) * len(layer_pairs), "steering (behaviour x layer)", unit="case")
+    results = steering_analysis(pair, behaviours, layer_pairs, config.steering, map_texts=map_texts, part=part,
+                                progress=progress, chance=config.chance)
+    progress.close()
+    return results
 
 
 def steering_analysis(pair, behaviours, layer_pairs: dict[int, int], settings, *, map_texts, part=None, progress=None,

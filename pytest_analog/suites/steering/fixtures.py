@@ -8,12 +8,14 @@ import pytest
 
 from pytest_analog.errors import AnalogError
 from pytest_analog.layers import best_block_match
+from pytest_analog.lazy import Lazy
 from pytest_analog.prompts import load_prompts
-from pytest_analog.steering.behaviours import load_behaviour
-from pytest_analog.steering.transfer import MapStates, fit_maps
-from pytest_analog.steering.vectors import extract
-from pytest_analog.suites.steering.analog import steering_layers
-from pytest_analog.suites.steering.teacher import map_name, native_name
+from pytest_analog.suites.steering import load_behaviour
+from pytest_analog.suites.steering.layers import steering_layers
+from pytest_analog.suites.steering.names import map_name, native_name
+
+extract = Lazy("pytest_analog.steering.vectors:extract")
+fit_maps, MapStates = Lazy("pytest_analog.steering.transfer:fit_maps"), Lazy("pytest_analog.steering.transfer:MapStates")
 
 
 def steering_cases(session) -> list[tuple[str, int]]:

@@ -14,21 +14,12 @@ from __future__ import annotations
 from pytest_analog.part import Part
 from pytest_analog.steering.transfer import PassCounter, dose_response, map_states, random_direction, random_name
 from pytest_analog.steering.vectors import activations, difference_vector
+from pytest_analog.suites.steering.names import differences_name, map_name, native_name
 
 
-def map_name(layer: int) -> str:
-    """The part's tensor of the teacher's states at ``layer`` on the map prompts."""
-    return f"map/{layer}"
-
-
-def native_name(behaviour: str, layer: int) -> str:
-    """The part's tensor of the teacher's native vector of ``behaviour`` at ``layer``."""
-    return f"{behaviour}/{layer}/native"
-
-
-def differences_name(behaviour: str, layer: int) -> str:
-    """The part's tensor of the teacher's per-pair activation differences of ``behaviour`` at ``layer``."""
-    return f"{behaviour}/{layer}/differences"
+def run(teacher, config, *, behaviours, teacher_layers, map_texts) -> Part:
+    """The teacher half of the steering run (`teacher_part` with the config's ``steering`` section)."""
+    return teacher_part(teacher, config.steering, behaviours=behaviours, teacher_layers=teacher_layers, map_texts=map_texts)
 
 
 def teacher_part(teacher, settings, *, behaviours, teacher_layers, map_texts) -> Part:

@@ -1,0 +1,81 @@
+"""The guide's suite (docs/writing-a-suite.md): its first Python block, copied into an empty folder as a
+conftest.py, is gated beside the built-in suites, live and against a teacher reference built with it."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from pytest_analog.reference import cli as reference_cli
+
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "writing-a-suite.md"
+ROW = "next_word::test_next_word"
+QUICK = ["--analog-max-prompts=12", "-p", "no:cacheprovider"]
+
+
+def guide_conftest() -> str:
+    """The guide's first Python code block, as written."""
+    return re.search(r"```python\n(.*?)```", GUIDE.read_text(encoding="utf-8"), re.S).group(1)
+
+
+@pytest.fixture
+def folder(pytester):
+    pytester.makeconftest(guide_conftest())
+    return pytester
+
+
+def reports(directory: Path) -> tuple[dict, str, str]:
+    return (json.loads((directory / "fidelity.json").read_text()), (directory / "fidelity.md").read_text(),
+            (directory / "fidelity.html").read_text())
+
+
+def test_the_guides_suite_is_gated_beside_the_built_in_ones(folder, tiny_dir, tiny_random_dir):
+    out = folder.path / "R"
+    result = folder.runpytest(f"--analog-teacher={tiny_dir}", f"--analog-student={tiny_dir}", f"--analog-report={out}",
+                              "--analog-suites=next_word,embeddings", *QUICK)
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    data, markdown, html = reports(out)
+    row = next(c for c in data["criteria"] if c["id"] == ROW)
+    assert row["suite"] == "next_word" and row["metric"] == "next_word_agreement"
+    assert row["value"] == 1.0 and row["threshold"] == 0.5 and row["passed"] is True  # the teacher against itself
+    assert row["description"] == "fraction of prompts whose most likely next word is the teacher's"
+    assert {c["suite"] for c in data["criteria"]} == {"next_word", "embeddings"}
+    assert data["summary"]["gated"] == len([c for c in data["criteria"] if c["gated"]]) and data["verdict"] == "pass"
+    assert data["config"]["gates"]["next_word_agreement"] == {"min": 0.5, "rule": None}
+    assert ROW in markdown and ROW in html
+    # the same gate under a stricter threshold of the user's config fails the pair on this criterion alone
+    (folder.path / "strict.yaml").write_text("gates:\n  next_word_agreement:\n    min: 1.0\n")
+    result = folder.runpytest(f"--analog-teacher={tiny_dir}", f"--analog-student={tiny_random_dir}", f"--analog-report={out}",
+                              "--analog-suites=next_word", "--analog-config=strict.yaml", *QUICK)
+    data, _, _ = reports(out)
+    (row,) = data["criteria"]
+    assert row["threshold"] == 1.0 and row["value"] < 1.0 and row["passed"] is False
+    assert data["verdict"] == "fail" and result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*next_word_agreement*fails*"])
+
+
+def test_the_guides_suite_is_gated_against_a_reference_built_with_its_conftest(folder, tiny_dir, monkeypatch):
+    monkeypatch.chdir(folder.path)
+    reference = folder.path / "REF"
+    assert reference_cli.main(["build", f"--teacher={tiny_dir}", f"--out={reference}", "--conftest=conftest.py",
+                               "--suites=next_word"]) == 0
+    manifest = json.loads((reference / "manifest.json").read_text())
+    assert sorted(manifest["parts"]) == ["next_word"]
+    assert json.loads((reference / "next_word.json").read_text())["words"]  # the teacher's next words, stored
+    out = folder.path / "R"
+    result = folder.runpytest(f"--analog-reference={reference}", f"--analog-student={tiny_dir}", f"--analog-report={out}",
+                              "--analog-suites=next_word", *QUICK)
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    data, markdown, html = reports(out)
+    (row,) = data["criteria"]
+    assert row["id"] == ROW and row["value"] == 1.0 and row["passed"] is True
+    assert data["reference"]["parts"] == ["next_word"] and data["reference"]["source"] == "file"
+
+
+def test_a_suite_that_is_not_registered_is_a_usage_error(pytester, tiny_dir):
+    result = pytester.runpytest(f"--analog-teacher={tiny_dir}", f"--analog-student={tiny_dir}", "--analog-suites=next_word", *QUICK)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--analog-suites: expected all, none or a comma-separated list of representation*got 'next_word'*"])
