@@ -31,9 +31,8 @@ from pytest_analog.layers import gated_layers
 from pytest_analog.models import load_model, resolve_source
 from pytest_analog.prompts import load_prompts
 from pytest_analog.reference import store
-from pytest_analog.reference.cli import BuildContext, _Options
+from pytest_analog.reference.cli import BuildContext, BuildOptions
 from pytest_analog.reference.teacher import TeacherHalf
-from pytest_analog.resources import shipped
 from pytest_analog import registry
 
 SUITES = ("representation", "embeddings", "logits")
@@ -55,7 +54,7 @@ def gate_seconds(args: list[str], folder: Path) -> float:
     """Wall time of one gate in a fresh process (no cache), loading included."""
     ini = folder / "pytest.ini"
     ini.write_text("[pytest]\n")
-    command = [sys.executable, "-m", "pytest", str(shipped("suites")), f"-c={ini}", "-q", "-p", "no:cacheprovider",
+    command = [sys.executable, "-m", "pytest", str(folder), f"-c={ini}", "-q", "-p", "no:cacheprovider",
                f"--analog-suites={','.join(SUITES)}", *args]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
@@ -76,7 +75,7 @@ def main() -> None:
     config = load_config(**{"prompts.max_prompts": args.prompts, "benchmarks.limit": args.prompts})
     teacher = load_model(str(gguf), device="cpu", dtype="float32")
     texts = load_prompts(config.prompts.set, config.prompts.max_prompts).texts
-    context = BuildContext(config, _Options(SUITES, None, args.prompts), teacher.num_layers)
+    context = BuildContext(config, BuildOptions(SUITES, None, args.prompts), teacher.num_layers)
 
     bare, build = [], []
     for _ in range(args.repeats):

@@ -114,7 +114,7 @@ _CORE = [("version", int), ("prompts", Prompts), ("batch_size", int), ("seed", i
 # Value checks beyond the type: dotted key -> (predicate, what is expected). Every count has an upper bound
 # so that a typo cannot ask for more than a machine holds: each is far above any useful value (resamples: intervals
 # settle within a few thousand; rows and prompts: n^2 Gram matrices of 65,536 rows take 32 GiB), and what fits
-# below them is checked against the memory available before any model loads (`memory.gate_memory`).
+# below them is checked against the memory available before any model loads (each run's `runs.Run.memory`).
 _RANGES = {
     "version": (lambda v: v == SCHEMA, f"{SCHEMA} (schema 1 kept thresholds beside settings; move them to gates: as README's Configuration shows)"),
     "prompts.max_prompts": (lambda v: v is None or 1 <= v <= 100_000, "null or an integer from 1 to 100,000"),

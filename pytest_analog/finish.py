@@ -86,7 +86,7 @@ def finish(session, pytest_session: pytest.Session) -> None:
             write_reports(document, settings.report, session.suites)
         writing = "submit"
         if settings.submit and "models" in document and not session.partial:
-            session.submitted = write_submission(document, *session.sources, settings.submit, session.cache_dir)
+            session.submitted = write_submission(document, *session.model_sources, settings.submit, session.cache_dir)
         elif settings.submit:
             remove_files([settings.submit])
     except (OSError, KeyboardInterrupt) as exc:

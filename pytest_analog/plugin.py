@@ -57,9 +57,9 @@ def pytest_configure(config: pytest.Config) -> None:
         if suite.plugin and not config.pluginmanager.has_plugin(suite.plugin):
             config.pluginmanager.register(importlib.import_module(suite.plugin), suite.plugin)
     given = [Path(arg.split("::")[0]).resolve() for arg in config.args]
-    for suite in session.wanted():  # collected wherever they lie, unless a path given already holds them
+    for suite in sorted(session.wanted(), key=lambda s: s.name):  # in name order, wherever they lie, unless a path given holds them
         path = _module_file(suite)
-        if not any(path == arg or arg in path.parents for arg in given):
+        if not any(path == arg or arg in path.parents for arg in given) and not _ignored(config, path):
             config.args.append(str(path))
 
 
@@ -67,6 +67,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(session_key, None)
     if session is not None and config.pluginmanager.is_registered(session):
         config.pluginmanager.unregister(session)
+
+
+def _ignored(config: pytest.Config, path: Path) -> bool:
+    """--ignore or --ignore-glob names the file (pytest applies them only to what it finds in folders)."""
+    ignored = [Path(p).resolve() for p in config.getoption("ignore") or []]
+    return any(i == path or i in path.parents for i in ignored) or any(
+        fnmatch(str(path), pattern) for pattern in config.getoption("ignore_glob") or [])
 
 
 def _module_file(suite: Suite) -> Path:

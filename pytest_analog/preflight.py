@@ -10,16 +10,17 @@ from __future__ import annotations
 
 from pytest_analog.errors import AnalogError
 from pytest_analog.layers import gated_layers, layer_map
-from pytest_analog.memory import available_memory, gate_memory, memory_problem
+from pytest_analog.memory import available_memory, memory_problem
 from pytest_analog.models import check_files, check_vocab, read_config, resolve_device, resolve_source
 from pytest_analog.prompts import load_prompts
 from pytest_analog.reference import store
 from pytest_analog.reference.teacher import TeacherHalf
+from pytest_analog.runs import Shape
 
 
 def check_inputs(session) -> None:
     """Resolve and check every input of ``session`` (an `AnalogSession` with models given); sets its
-    ``sources``, ``depths`` and ``teacher_half``.
+    ``model_sources``, ``depths`` and ``teacher_half``.
 
     Raises:
         AnalogError: the first bad input, one line.
@@ -43,12 +44,13 @@ def check_inputs(session) -> None:
     gated = gated_layers(config, depths[0])
     layer_map(config, gated, *depths)
     wanted = session.wanted()
-    runs = {suite.run.name for suite in wanted if suite.run is not None}
-    sizes = gate_memory(config, prompts=prompts, widths=(widths[0], widths[1]), gated_layers=len(gated), runs=runs)
+    runs = {suite.run.name: suite.run for suite in wanted if suite.run is not None}
+    shape = Shape(prompts=prompts, widths=(widths[0], widths[1]), gated_layers=len(gated))
+    sizes = {key: size for run in runs.values() for key, size in run.memory(config, shape).items()}
     problem = memory_problem(sizes, available_memory())
     if problem:
         raise AnalogError(problem)
-    session.sources, session.depths = tuple(sources), (depths[0], depths[1])
+    session.model_sources, session.depths = tuple(sources), (depths[0], depths[1])
     session.teacher_half = TeacherHalf(
         session, reference=reference, source=sources[0], load=lambda: session.load(sources[0]), cache_dir=session.cache_dir,
         device=settings.device, dtype=settings.dtype,
@@ -58,4 +60,4 @@ def check_inputs(session) -> None:
             suite.check(session)
     if reference is not None:  # a reference that cannot serve this run is refused before the analog loads
         for name in sorted(runs):
-            session.teacher_half.part(session.runs[name])
+            session.teacher_half.part(runs[name])

@@ -1,10 +1,9 @@
-"""Where the built-in suites and fixture data are.
+"""Where the fixture data are (prompt sets, behaviours, corpus, benchmark tasks).
 
-They ship inside the installed package (``pytest_analog/suites``,
-``pytest_analog/fixtures``), mapped from the top-level ``suites/`` and
-``fixtures/`` folders of the source tree. Python run from the root of a
-checkout imports ``pytest_analog`` from the tree itself, where those folders
-sit beside the package instead; that checkout's folders win over those of
+They ship inside the installed package (``pytest_analog/fixtures``), mapped from
+the top-level ``fixtures/`` folder of the source tree. Python run from the root
+of a checkout imports ``pytest_analog`` from the tree itself, where that folder
+sits beside the package instead; that checkout's folder wins over that of
 another (editable) install.
 """
 
@@ -15,7 +14,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 
 
 def shipped(name: str) -> Path:
-    """The folder of ``pytest_analog.<name>`` (``suites`` or ``fixtures``)."""
+    """The folder of ``pytest_analog.<name>`` (``fixtures``)."""
     if (_ROOT / "pyproject.toml").is_file() and (_ROOT / name / "__init__.py").is_file():
         return _ROOT / name  # imported from a checkout
     spec = find_spec(f"pytest_analog.{name}")

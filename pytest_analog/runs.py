@@ -48,6 +48,15 @@ class Context:
         return memo[key]
 
 
+@dataclass(frozen=True)
+class Shape:
+    """What sets the size of a run's arrays besides the config: checked against memory before any model loads."""
+
+    prompts: int  # prompts of the prompt set (after ``prompts.max_prompts``)
+    widths: tuple[int, int]  # (teacher, analog) hidden sizes
+    gated_layers: int  # gated teacher layers
+
+
 def _no_inputs(session) -> Inputs:
     return Inputs({}, {})
 
@@ -70,6 +79,8 @@ class Run:
     parallel: bool = False  # the teacher half splits its batches over `accelerate launch`'s processes (`reference.processes`)
     # (Part, teacher record) -> the first way a stored part does not fit this run's schema, or None
     part_problem: Callable[[Any, dict[str, Any]], str | None] = lambda part, teacher: None
+    # (Config, `Shape`) -> its largest arrays in bytes, by the config key that sets their size (`memory`)
+    memory: Callable[[Any, Any], dict[str, int]] = lambda config, shape: {}
 
     def analog_inputs(self, session) -> Inputs:
         """The analog half's inputs."""

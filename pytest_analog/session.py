@@ -61,7 +61,7 @@ class AnalogSession(Context):
         self.workers_down: list[str] = []  # xdist workers that went down without handing over their state
         self.merged_models: dict | None = None  # model records from an xdist worker that loaded the models
         self.merged_references: list[dict] = []  # the reference manifests of xdist workers' teacher parts
-        self.sources: tuple = ()  # (teacher, analog) `ModelSource`, resolved before collection; teacher None with a reference
+        self.model_sources: tuple = ()  # (teacher, analog) `ModelSource`, resolved before collection; teacher None with a reference
         self.teacher_half = None  # `reference.teacher.TeacherHalf`: each run's teacher part, set before collection
         self.depths: tuple[int, int] | None = None  # (teacher, analog) number of blocks, read before collection
         self.outcomes: dict[str, Outcome] = {}  # the cached runs performed (`run`), by name
@@ -95,9 +95,14 @@ class AnalogSession(Context):
 
     # -- models ---------------------------------------------------------------------------
 
+    def sources(self) -> tuple:
+        """The resolved (teacher, analog) `ModelSource` (teacher None with a reference); skips the test without models."""
+        self.require()
+        return self.model_sources
+
     def pair(self) -> ModelPair:
         """The loaded teacher and analog, each loaded once per session (not with a teacher reference)."""
-        self._require()
+        self.require()
         if not self.teacher_half.live:
             pytest.fail("this test needs the teacher model, but this run gates against a teacher reference "
                         "(--analog-reference); give --analog-teacher to run it", pytrace=False)
@@ -106,8 +111,8 @@ class AnalogSession(Context):
     def analog_model(self):
         """The loaded analog, loaded once per session."""
         if self._analog is None:
-            self._require()
-            self._analog = self.load(self.sources[1])
+            self.require()
+            self._analog = self.load(self.model_sources[1])
         return self._analog
 
     def load(self, source):
@@ -126,7 +131,7 @@ class AnalogSession(Context):
 
     def model_records(self) -> dict[str, Any]:
         """Both models' records (the teacher's from its reference or the loaded teacher), loading only the analog."""
-        self._require()
+        self.require()
         return {"teacher": self.guarded(self.teacher_half.record), "analog": self.analog_model().info}
 
     def models_info(self) -> dict | None:
@@ -144,7 +149,7 @@ class AnalogSession(Context):
         """The result of the cached run ``name``, performed once per session: read from the cache under its
         key, else computed (models loaded, progress shown) and stored."""
         if name not in self.outcomes:
-            self._require()
+            self.require()
             spec = self.runs[name]
             part = self.part(name)
             inputs = self.guarded(spec.analog_inputs, self)
@@ -162,7 +167,7 @@ class AnalogSession(Context):
 
     def part(self, name: str):
         """The teacher's `Part` of run ``name``: from the reference, the cache or the teacher (`TeacherHalf`)."""
-        self._require()
+        self.require()
         with self.showing_progress():
             return self.guarded(self.teacher_half.part, self.runs[name])
 
@@ -174,7 +179,7 @@ class AnalogSession(Context):
         return cache.cache_key(
             teacher=store.part_files(self.teacher_half.files, name),
             with_teacher=spec.needs_teacher and self.teacher_half.live,
-            analog=sha256_files(self.sources[1].files(), self.cache_dir),
+            analog=sha256_files(self.model_sources[1].files(), self.cache_dir),
             dtype=str(resolve_dtype(self.settings.dtype, device)),
             device=device,
             settings={**spec.settings(self.analog_config), **spec.teacher_settings(self.analog_config)},
@@ -184,7 +189,8 @@ class AnalogSession(Context):
 
     # -- guarding -------------------------------------------------------------------------
 
-    def _require(self) -> None:
+    def require(self) -> None:
+        """Skip the calling test without models; fail it when an earlier measurement failed (`guarded`)."""
         if not self.enabled:
             pytest.skip("no models: give --analog-teacher and --analog-student (or their ini twins)")
         if self.failure:

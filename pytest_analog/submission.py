@@ -25,6 +25,7 @@ from typing import Any
 from pytest_analog.atomic import write_atomic
 from pytest_analog.errors import AnalogError
 from pytest_analog.models import PICKLE_SUFFIXES, ModelSource, combine_sha256, file_sha256s
+from pytest_analog.report import render_json
 from pytest_analog.versions import package_version
 
 SUBMISSION_VERSION = 3
@@ -77,8 +78,6 @@ def make_submission(report: dict, teacher: ModelSource | None, analog: ModelSour
     ``teacher`` is None when the report was scored against a teacher reference: the teacher's
     files are then those of the reference's teacher record (``report["reference"]["teacher"]``).
     """
-    from pytest_analog.report._write import render_json
-
     report = json.loads(render_json(report))  # strict JSON: NaN as null, like fidelity.json
     bundle = {
         "submission_version": SUBMISSION_VERSION,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pytest_analog.options import EXIT_PARTIAL
-from pytest_analog.resources import shipped
+from pytest_analog.suites import representation
 from tests.conftest import save_model, tiny_llama, write_yaml
 
 REPORTS = ("fidelity.json", "fidelity.md", "fidelity.html")
@@ -40,7 +40,7 @@ def read_report(folder):
 
 def test_a_requested_suite_that_never_ran_makes_the_run_partial(pytester, tiny_dir, cache_dir):
     """--ignore of a requested suite: verdict partial, exit 6, no bundle (was PASS, exit 0 and a bundle)."""
-    ignored = shipped("suites") / "test_representation.py"
+    ignored = Path(representation.__file__).with_name("test_representation.py")
     (pytester.path / "bundle.json").write_text("stale bundle")
     result = pytester.runpytest_subprocess(
         *models(tiny_dir, tiny_dir), *QUICK, f"--analog-cache={cache_dir}", f"--ignore={ignored}",
@@ -196,9 +196,9 @@ def test_a_count_beyond_its_bound_is_one_usage_error(pytester, tiny_dir):
 
 def test_a_config_that_does_not_fit_in_memory_is_one_usage_error(pytester, monkeypatch, tiny_dir):
     """Counts within their bounds whose arrays exceed the memory available: refused before any model loads."""
-    import pytest_analog.memory as memory
+    import pytest_analog.preflight as preflight
 
-    monkeypatch.setattr(memory, "available_memory", lambda: 2**30)
+    monkeypatch.setattr(preflight, "available_memory", lambda: 2**30)
     config = write_yaml(pytester.path / "analog.yaml", {"layers": {"matrix_rows": 65_536}})
     result = pytester.runpytest(*models(tiny_dir, tiny_dir), *QUICK, f"--analog-config={config}", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -210,15 +210,19 @@ def test_a_config_that_does_not_fit_in_memory_is_one_usage_error(pytester, monke
 
 
 def test_the_memory_estimate_names_the_largest_array():
+    from pytest_analog import registry
     from pytest_analog.config import load_config
-    from pytest_analog.memory import available_memory, gate_memory, memory_problem
+    from pytest_analog.memory import available_memory, memory_problem
+    from pytest_analog.runs import Shape
 
     config = load_config(None, **{"chance.resamples": 100_000, "layers.matrix_rows": 8})
-    sizes = gate_memory(config, prompts=10_000, widths=(576, 64), gated_layers=9, runs={"representation", "benchmarks"})
+    runs = registry.runs(registry.built_in())
+    shape = Shape(prompts=10_000, widths=(576, 64), gated_layers=9)
+    sizes = {**runs["representation"].memory(config, shape), **runs["benchmarks"].memory(config, shape)}
     assert sizes["chance.resamples"] > 2 * 100_000 * 10_000 * 8  # the [B, P] counts and weights of the prompt bootstrap
     assert max(sizes, key=sizes.get) == "chance.resamples" and "steering.eval_items" not in sizes
     assert memory_problem(sizes, available=sum(sizes.values())) is None
     assert memory_problem(sizes, available=None) is None  # unknown: not refused
     assert memory_problem(sizes, available=2**30).endswith("more than the 1.0 GiB available; lower chance.resamples")
-    assert gate_memory(config, prompts=10, widths=(8, 8), gated_layers=1, runs={"benchmarks"}) == {}
+    assert runs["benchmarks"].memory(config, Shape(prompts=10, widths=(8, 8), gated_layers=1)) == {}
     assert available_memory() is None or available_memory() > 0

@@ -129,7 +129,7 @@ def _corrected_report():
 
 def test_the_headline_is_the_score_the_threshold_reads_in_every_renderer():
     from pytest_analog.report import render_html, render_markdown, terminal_lines
-    from pytest_analog.report._format import fmt_value
+    from pytest_analog.report.formatting import fmt_value
 
     report, c = _corrected_report()
     corrected = fmt_value(c["corrected"])

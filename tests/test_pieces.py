@@ -145,15 +145,13 @@ def test_too_few_shared_tokens_give_geometry_a_reason_not_a_value(tmp_path, shar
     assert gate.passed is False and gate.message == f"embedding_geometry has no value: {notes['embedding_geometry']}"
 
 
-def test_shipped_folders_found_installed_or_in_a_checkout(monkeypatch):
+def test_shipped_fixtures_found_installed_or_in_a_checkout(monkeypatch):
     from pytest_analog import resources
 
-    for name, marker in (("suites", "test_representation.py"), ("fixtures", "prompts/default.jsonl")):
-        assert (resources.shipped(name) / marker).is_file()
-    # run from the root of a checkout, the installed mapping is shadowed: the folders beside the package serve
+    assert (resources.shipped("fixtures") / "prompts/default.jsonl").is_file()
+    # run from the root of a checkout, the installed mapping is shadowed: the folder beside the package serves
     monkeypatch.setattr(resources, "find_spec", lambda name: None)
-    for name, marker in (("suites", "test_representation.py"), ("fixtures", "prompts/default.jsonl")):
-        assert (resources.shipped(name) / marker).is_file()
+    assert (resources.shipped("fixtures") / "prompts/default.jsonl").is_file()
 
 
 def test_package_version_and_parameter_fraction():

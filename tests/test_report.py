@@ -27,8 +27,8 @@ from pytest_analog.report import (
     terminal_lines,
     write_reports,
 )
-from pytest_analog.report import _write, plots, schema
-from pytest_analog.report._format import criteria_of, fmt_value, layer_metric_summary, per_layer_groups, to_jsonable
+from pytest_analog.report import files, plots, schema
+from pytest_analog.report.formatting import criteria_of, fmt_value, layer_metric_summary, per_layer_groups, to_jsonable
 from pytest_analog.suite import Section, Suite
 from pytest_analog.suites.benchmarks.report import benchmark_bars_png
 from pytest_analog.suites.representation import report as representation_report
@@ -231,7 +231,7 @@ def test_renderer_failure_writes_nothing(report, tmp_path, monkeypatch):
         """A renderer that raises."""
         raise RuntimeError("renderer exploded")
 
-    monkeypatch.setattr(_write, "render_html", broken)
+    monkeypatch.setattr(files, "render_html", broken)
     changed = copy.deepcopy(report)
     changed["verdict"] = "pass"
     with pytest.raises(RuntimeError, match="renderer exploded"):
@@ -247,7 +247,7 @@ def test_failed_rename_leaves_no_mixed_set_and_no_temp_files(report, tmp_path, m
         """A rename that fails."""
         raise OSError("disk full")
 
-    monkeypatch.setattr(_write, "render_html", lambda _report, _suites: "<html></html>")  # skip the plots
+    monkeypatch.setattr(files, "render_html", lambda _report, _suites: "<html></html>")  # skip the plots
     monkeypatch.setattr(pytest_analog.atomic.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         write_reports(report, tmp_path)

@@ -79,3 +79,20 @@ def test_a_suite_that_is_not_registered_is_a_usage_error(pytester, tiny_dir):
     result = pytester.runpytest(f"--analog-teacher={tiny_dir}", f"--analog-student={tiny_dir}", "--analog-suites=next_word", *QUICK)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--analog-suites: expected all, none or a comma-separated list of representation*got 'next_word'*"])
+
+
+def test_an_installed_package_adds_the_guides_suite_through_its_entry_point(pytester, tiny_dir, monkeypatch):
+    """The same suite shipped in a package (entry point group ``pytest_analog.suites``) instead of a conftest."""
+    site = pytester.path / "site"
+    site.mkdir()
+    (site / "next_word_suite.py").write_text(guide_conftest())
+    info = site / "next_word_suite-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: next-word-suite\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[pytest_analog.suites]\nnext_word = next_word_suite:SUITE\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    result = pytester.runpytest_subprocess(f"--analog-teacher={tiny_dir}", f"--analog-student={tiny_dir}",
+                                           "--analog-report=R", "--analog-suites=next_word", *QUICK)
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    (row,) = json.loads((pytester.path / "R" / "fidelity.json").read_text())["criteria"]
+    assert row["id"] == ROW and row["passed"] is True

@@ -30,7 +30,7 @@ INTERRUPTED = 130  # as a shell reports a command that SIGINT ended
 
 
 @dataclass(frozen=True)
-class _Options:
+class BuildOptions:
     """The gate options a teacher half reads (`Run.teacher_inputs` reads them as from the session)."""
 
     suites: tuple[str, ...]
@@ -41,7 +41,7 @@ class _Options:
 class BuildContext(Context):
     """What `Run.teacher_inputs` reads, as the gate's session holds it, for a build outside pytest."""
 
-    def __init__(self, config, options: _Options, teacher_depth: int):
+    def __init__(self, config, options: BuildOptions, teacher_depth: int):
         self.analog_config, self.settings, self.depths = config, options, (teacher_depth, None)
         self.verbose, self.teacher_half = False, None
 
@@ -139,7 +139,7 @@ def _teacher_half(args, known, suites):
     source = resolve_source(args.teacher, allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
     check_files(source, trust_remote_code=args.trust_remote_code)
     depth = read_config(source, trust_remote_code=args.trust_remote_code).get_text_config().num_hidden_layers
-    context = BuildContext(config, _Options(tuple(s.name for s in suites), args.tasks, args.max_prompts), depth)
+    context = BuildContext(config, BuildOptions(tuple(s.name for s in suites), args.tasks, args.max_prompts), depth)
 
     def load():
         _say(f"loading the teacher {args.teacher}")

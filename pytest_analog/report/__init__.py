@@ -7,10 +7,10 @@ again later without models or torch. It names no suite: the suites passed to
 (`suite.Section`) and what their metrics are (`facts.Metric`).
 """
 
-from pytest_analog.report._write import remove_reports, write_reports
+from pytest_analog.report.files import remove_reports, render_json, write_reports
 from pytest_analog.report.html import render_html
 from pytest_analog.report.markdown import render_markdown
 from pytest_analog.report.schema import SCHEMA_VERSION
 from pytest_analog.report.terminal import terminal_lines
 
-__all__ = ["SCHEMA_VERSION", "remove_reports", "render_html", "render_markdown", "terminal_lines", "write_reports"]
+__all__ = ["SCHEMA_VERSION", "remove_reports", "render_html", "render_json", "render_markdown", "terminal_lines", "write_reports"]

@@ -19,7 +19,7 @@ import html
 import json
 
 from pytest_analog.report import plots
-from pytest_analog.report._format import (
+from pytest_analog.report.formatting import (
     FAIL,
     FLAG_NOTES,
     INFO,

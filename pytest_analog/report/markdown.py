@@ -7,7 +7,7 @@ and `table`. Top-level keys no renderer knows are named at the end, so nothing
 in the JSON goes unmentioned.
 """
 
-from pytest_analog.report._format import (
+from pytest_analog.report.formatting import (
     FAIL,
     FLAG_NOTES,
     INFO,

@@ -14,7 +14,7 @@ process-wide backend is, so there is no need to call ``matplotlib.use``.
 import io
 import math
 
-from pytest_analog.report._format import FAIL, as_float, fmt_value, per_layer_groups, status, teacher_layer
+from pytest_analog.report.formatting import FAIL, as_float, fmt_value, per_layer_groups, status, teacher_layer
 
 # Fixed resolution, so the same report always gives the same image size.
 DPI = 100

@@ -7,7 +7,7 @@ remaining single criteria fill what is left of the line budget. ASCII only,
 since terminals on CI runners do not all speak UTF-8.
 """
 
-from pytest_analog.report._format import (
+from pytest_analog.report.formatting import (
     FAIL,
     INFO,
     PASS,

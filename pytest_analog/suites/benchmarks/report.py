@@ -4,7 +4,7 @@ paired delta and the retained fraction, with bars in the HTML page."""
 import math
 
 from pytest_analog.report import plots
-from pytest_analog.report._format import as_float, fmt_value
+from pytest_analog.report.formatting import as_float, fmt_value
 from pytest_analog.report.html import esc, png_img, section, value_html
 from pytest_analog.report.markdown import cell, code, table
 from pytest_analog.suite import Section

@@ -1,7 +1,7 @@
 """The compliance suite's part of the report: what each release-compliance check found, or what is
 missing and where it was looked for."""
 
-from pytest_analog.report._format import criteria_of, failures_first, status
+from pytest_analog.report.formatting import criteria_of, failures_first, status
 from pytest_analog.report.html import STATUS_LABEL, esc, section
 from pytest_analog.report.markdown import ICON, cell, code
 from pytest_analog.suite import Section

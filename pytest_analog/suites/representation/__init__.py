@@ -75,6 +75,24 @@ def _representation_section(done: Outcome, config) -> dict[str, Any]:
     return section
 
 
+def _memory(config, shape) -> dict[str, int]:
+    """The representation run's largest arrays in bytes (float64 entries), by the config key that sets each."""
+    resamples, layers = config.chance.resamples, shape.gated_layers
+    sizes = {
+        # counts and weights [B + 1, P] per bootstrap, and a replicate of every metric of every layer
+        "chance.resamples": 8 * (2 * (resamples + 1) * (shape.prompts + 1) + resamples * 6 * layers),
+        # the permutation null's prompt orders [K, P], and each layer's null values
+        "chance.permutations": 8 * config.chance.permutations * (shape.prompts + 6 * layers),
+        "prompts.max_prompts": 8 * 3 * shape.prompts**2,  # RBF CKA and mutual kNN over prompts
+        "layers.matrix_rows": 8 * 2 * config.layers.matrix_rows**2,
+        "embeddings.rows": 8 * 2 * config.embeddings.rows**2,  # pairwise cosines of each model's rows
+        "layers.teacher": 8 * 4 * layers * max(shape.widths) ** 2,  # streamed cross sums (4 per layer)
+    }
+    if resamples:
+        sizes["chance.rows"] = 8 * 3 * config.chance.rows**2  # teacher, analog and control Gram matrices
+    return sizes
+
+
 RUN = Run(
     name="representation",
     parallel=True,
@@ -91,6 +109,7 @@ RUN = Run(
     teacher_inputs=_representation_teacher_inputs,
     teacher=Lazy(f"{HALVES}.teacher:teacher_part"),
     part_problem=Lazy(f"{HALVES}.teacher:part_problem"),
+    memory=_memory,
 )
 
 

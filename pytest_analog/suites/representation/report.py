@@ -8,7 +8,7 @@ the verdict); the HTML page shows them, heatmap first, before the criteria table
 import math
 
 from pytest_analog.report import plots
-from pytest_analog.report._format import as_float, as_list, fmt_value
+from pytest_analog.report.formatting import as_float, as_list, fmt_value
 from pytest_analog.report.html import esc, kv_table, png_img, section
 from pytest_analog.report.markdown import cell, code, table
 from pytest_analog.suite import Section

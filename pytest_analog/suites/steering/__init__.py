@@ -53,6 +53,15 @@ def _steering_section(done: Outcome, config) -> dict[str, Any]:
     return {"steering": {**done.payload, "cached": done.cached, "layer_rule": layer_rule(config.steering)}}
 
 
+def _memory(config, shape) -> dict[str, int]:
+    """The steering run's largest arrays in bytes (float64 entries), by the config key that sets each."""
+    s, resamples = config.steering, config.chance.resamples
+    return {
+        "steering.random_directions": 8 * ((resamples + 1) * s.random_directions + s.random_directions * max(shape.widths)),
+        "steering.eval_items": 8 * 2 * (resamples + 1) * s.eval_items,
+    }
+
+
 RUN = Run(
     name="steering",
     needs_teacher=True,  # live: the transferred vector's effect is measured on the teacher
@@ -68,6 +77,7 @@ RUN = Run(
     teacher_inputs=_steering_teacher_inputs,
     teacher=Lazy(f"{HALVES}.teacher:run"),
     part_problem=Lazy(f"{HALVES}.teacher:part_problem"),
+    memory=_memory,
 )
 
 

@@ -58,11 +58,12 @@ def steering_map(analog_session):
 
 
 def _vector(session, behaviour: str, layer: int, model: str):
+    session.require()
     if model not in ("teacher", "analog"):
         raise AnalogError(f"steering_vector model must be 'teacher' or 'analog', got {model!r}")
     s = session.analog_config.steering
     loaded_behaviour = session.guarded(load_behaviour, behaviour)
-    if model == "teacher" and session.settings.reference:  # a teacher reference: its stored native vector
+    if model == "teacher" and not session.teacher_half.live:  # a teacher reference: its stored native vector
         tensors = session.part("steering").tensors
         name = native_name(loaded_behaviour.name, layer)
         if name not in tensors:
@@ -77,10 +78,11 @@ def _vector(session, behaviour: str, layer: int, model: str):
 
 
 def _map(session, teacher_layer: int, analog_layer: int, kind: str):
+    session.require()
     s = session.analog_config.steering
     prompts = session.guarded(load_prompts, session.analog_config.prompts.set, s.map_prompts)
     teacher = None
-    if session.settings.reference:  # a teacher reference: its stored activations on the map prompts
+    if not session.teacher_half.live:  # a teacher reference: its stored activations on the map prompts
         part = session.part("steering")
         if map_name(teacher_layer) not in part.tensors:
             _lacks(f"teacher activations at layer {teacher_layer} for steering maps", "steering.teacher_layers")

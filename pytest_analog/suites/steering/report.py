@@ -4,7 +4,7 @@ moves the teacher, with the dose-response curves in the HTML page."""
 import math
 
 from pytest_analog.report import plots
-from pytest_analog.report._format import as_float, fmt_value, is_number
+from pytest_analog.report.formatting import as_float, fmt_value, is_number
 from pytest_analog.report.html import esc, png_img, section
 from pytest_analog.report.markdown import cell, table
 from pytest_analog.suite import Section

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from pytest_analog.atomic import remove_files, replace_files
-from pytest_analog.report._format import to_jsonable
+from pytest_analog.report.formatting import to_jsonable
 from pytest_analog.report.html import render_html
 from pytest_analog.report.markdown import render_markdown
 
