@@ -3,6 +3,7 @@
 import pytest
 import yaml
 
+from pytest_analog import registry
 from pytest_analog.config import DEFAULTS_PATH, load_config
 from pytest_analog.errors import AnalogError
 from tests.conftest import write_yaml
@@ -17,13 +18,20 @@ def test_defaults_load_and_carry_the_literature_thresholds():
     assert config.gates.kl.max is None  # informational by default
 
 
-def test_every_default_gate_is_explained_in_the_yaml():
-    text = DEFAULTS_PATH.read_text()
+@pytest.mark.parametrize("suite", registry.built_in(), ids=lambda suite: suite.name)
+def test_every_default_gate_is_explained_in_its_suites_yaml(suite):
+    text = suite.defaults.read_text()
     raw = yaml.safe_load(text)
     lines = text.splitlines()
-    for name in set(raw["gates"]) - {"rule"}:  # explained under gates, or beside its settings (compliance.model_card)
+    assert set(raw["gates"]) == set(suite.gates) and set(raw) <= {suite.name, "gates"}
+    for name in raw["gates"]:  # explained under gates, or beside its settings (compliance.model_card)
         starts = [i for i, line in enumerate(lines) if line.strip() == f"{name}:" and line.startswith("  ")]
         assert any(lines[i + 1].strip().startswith("#") for i in starts), f"gate {name} has no comment explaining its default"
+
+
+def test_the_core_defaults_hold_no_suites_section_or_gate():
+    raw = yaml.safe_load(DEFAULTS_PATH.read_text())
+    assert list(raw["gates"]) == ["rule"] and not set(raw) & {suite.name for suite in registry.built_in()}
 
 
 def test_user_file_overrides_a_subset(tmp_path):
@@ -202,7 +210,7 @@ def test_thresholds_at_the_ends_of_a_metrics_values_are_accepted(tmp_path):
 def test_geometry_needs_a_documented_minimum_of_shared_rows(tmp_path):
     config = load_config()
     assert config.embeddings.min_rows == 100  # one setting for both geometries
-    text = DEFAULTS_PATH.read_text()
+    text = next(suite for suite in registry.built_in() if suite.name == "embeddings").defaults.read_text()
     assert "min_rows: 100" in text and "not measurable" in text and "FAILS" in text
     with pytest.raises(AnalogError, match=r"embeddings: rows \(50\) must be at least min_rows \(100\)"):
         load_config(write_yaml(tmp_path / "c.yaml", {"embeddings": {"rows": 50}}))

@@ -96,3 +96,14 @@ def test_an_installed_package_adds_the_guides_suite_through_its_entry_point(pyte
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     (row,) = json.loads((pytester.path / "R" / "fidelity.json").read_text())["criteria"]
     assert row["id"] == ROW and row["passed"] is True
+
+
+def test_the_guides_suite_under_xdist_gives_the_serial_report(folder, tiny_dir):
+    runs = {}
+    for name, extra in (("serial", []), ("parallel", ["-n", "2"])):
+        result = folder.runpytest(f"--analog-teacher={tiny_dir}", f"--analog-student={tiny_dir}", f"--analog-report={name}",
+                                  "--analog-suites=next_word,embeddings", *QUICK, *extra)
+        assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+        runs[name] = reports(folder.path / name)[0]
+    assert [c["id"] for c in runs["parallel"]["criteria"]] == [c["id"] for c in runs["serial"]["criteria"]]
+    assert ROW in [c["id"] for c in runs["parallel"]["criteria"]] and runs["parallel"]["verdict"] == "pass"
