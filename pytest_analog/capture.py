@@ -36,11 +36,11 @@ class Aligned:
     """One prompt's token ids in both models and the positions compared."""
 
     teacher_ids: list[int]
-    student_ids: list[int]
-    teacher_rows: np.ndarray  # positions in teacher tokens, aligned one to one with student_rows
-    student_rows: np.ndarray
+    analog_ids: list[int]
+    teacher_rows: np.ndarray  # positions in teacher tokens, aligned one to one with analog_rows
+    analog_rows: np.ndarray
     teacher_pool: np.ndarray  # positions averaged into the prompt's sequence vector
-    student_pool: np.ndarray
+    analog_pool: np.ndarray
     index: int  # the prompt's place in the prompt set
 
 
@@ -74,12 +74,12 @@ class Batch:
     n_rows: int
     prompts: list[int]  # plan indices of this batch's prompts, in row order
     _teacher: tuple | None  # hidden_states of each model: per layer [batch, tokens, d]; None: the teacher did not run
-    _student: tuple
-    _index: tuple  # (teacher, student) flat (prompt, position) indices of the aligned rows
-    _pool: tuple  # (teacher, student) pooling weights [batch, tokens]
+    _analog: tuple
+    _index: tuple  # (teacher, analog) flat (prompt, position) indices of the aligned rows
+    _pool: tuple  # (teacher, analog) pooling weights [batch, tokens]
     device: object
     teacher_logits: object = None  # [logit_rows, V] (same tokenizer only)
-    student_logits: object = None
+    analog_logits: object = None
     targets: object = None  # [logit_rows] next-token ids
     _control: tuple = ()  # hidden_states of each chance control (one per seed), which read the analog's tokens
 
@@ -87,16 +87,17 @@ class Batch:
         """Aligned rows of a teacher layer [rows, d_t]; ``rows`` selects a subset of this batch's rows."""
         return _gather(self._teacher[layer], self._index[0], rows, self.device)
 
-    def student(self, layer: int, rows=None):
+    def analog(self, layer: int, rows=None):
         """Aligned rows of an analog layer [rows, d_s], row for row with `teacher`."""
-        return _gather(self._student[layer], self._index[1], rows, self.device)
+        return _gather(self._analog[layer], self._index[1], rows, self.device)
 
     def teacher_pooled(self, layer: int):
         """Mean-pooled teacher layer, one row per prompt [prompts, d_t]."""
         return _pool(self._teacher[layer], self._pool[0], self.device)
 
-    def student_pooled(self, layer: int):
-        return _pool(self._student[layer], self._pool[1], self.device)
+    def analog_pooled(self, layer: int):
+        """Mean-pooled analog layer, one row per prompt [prompts, d_s]."""
+        return _pool(self._analog[layer], self._pool[1], self.device)
 
     def control(self, layer: int, rows=None, which: int = 0):
         """Aligned rows of a layer of chance control ``which`` [rows, d_s], row for row with `teacher`."""
@@ -106,12 +107,12 @@ class Batch:
         return _pool(self._control[which][layer], self._pool[1], self.device)
 
 
-def plan_alignment(teacher_tok, student_tok, texts, *, same_tokenizer: bool, max_length: int, skip_first: bool) -> Plan:
+def plan_alignment(teacher_tok, analog_tok, texts, *, same_tokenizer: bool, max_length: int, skip_first: bool) -> Plan:
     """Tokenize ``texts`` for both models and decide which positions are compared."""
     if same_tokenizer:
         prompts = [_token_aligned(k, *encode(teacher_tok, t, max_length), skip_first) for k, t in enumerate(texts)]
         return Plan("token", [p for p in prompts if len(p.teacher_rows)], sum(not len(p.teacher_rows) for p in prompts), skip_first)
-    for tok in (teacher_tok, student_tok):
+    for tok in (teacher_tok, analog_tok):
         if not getattr(tok, "is_fast", False):
             raise AnalogError(
                 f"tokenizer {tok.name_or_path} has no character offsets (not a fast tokenizer); "
@@ -119,7 +120,7 @@ def plan_alignment(teacher_tok, student_tok, texts, *, same_tokenizer: bool, max
             )
     kept, dropped = [], 0
     for k, text in enumerate(texts):
-        aligned = _word_aligned(k, text, encode(teacher_tok, text, max_length), encode(student_tok, text, max_length), skip_first)
+        aligned = _word_aligned(k, text, encode(teacher_tok, text, max_length), encode(analog_tok, text, max_length), skip_first)
         if aligned is None:
             dropped += 1
         else:
@@ -152,19 +153,19 @@ def _token_aligned(index, ids, special, _offsets, skip_first) -> Aligned:
     return Aligned(ids, ids, rows, rows, rows, rows, index)
 
 
-def _word_aligned(index: int, text: str, teacher, student, skip_first: bool) -> Aligned | None:
+def _word_aligned(index: int, text: str, teacher, analog, skip_first: bool) -> Aligned | None:
     t_rows = _last_subtokens(text, *teacher, skip_first)
-    s_rows = _last_subtokens(text, *student, skip_first)
-    shared = min(len(t_rows), len(s_rows))  # truncation may cut the two at different words: keep the words both hold
-    t_rows, s_rows = np.asarray(t_rows[:shared], dtype=np.int64), np.asarray(s_rows[:shared], dtype=np.int64)
+    a_rows = _last_subtokens(text, *analog, skip_first)
+    shared = min(len(t_rows), len(a_rows))  # truncation may cut the two at different words: keep the words both hold
+    t_rows, a_rows = np.asarray(t_rows[:shared], dtype=np.int64), np.asarray(a_rows[:shared], dtype=np.int64)
     # A word whose last sub-token is a left-out position (the sink) is left out in both models.
-    keep = (t_rows >= 0) & (s_rows >= 0)
+    keep = (t_rows >= 0) & (a_rows >= 0)
     if not keep.any():
         return None
-    t_rows, s_rows = t_rows[keep], s_rows[keep]
+    t_rows, a_rows = t_rows[keep], a_rows[keep]
     # each model's sequence vector averages the tokens of the same words
-    t_pool, s_pool = kept_positions(teacher[1], skip_first), kept_positions(student[1], skip_first)
-    return Aligned(teacher[0], student[0], t_rows, s_rows, t_pool[t_pool <= t_rows[-1]], s_pool[s_pool <= s_rows[-1]], index)
+    t_pool, a_pool = kept_positions(teacher[1], skip_first), kept_positions(analog[1], skip_first)
+    return Aligned(teacher[0], analog[0], t_rows, a_rows, t_pool[t_pool <= t_rows[-1]], a_pool[a_pool <= a_rows[-1]], index)
 
 
 def _last_subtokens(text, ids, special, offsets, skip_first) -> list[int]:
@@ -207,8 +208,8 @@ def capture(pair, plan: Plan, *, batch_size: int, with_logits: bool, progress=No
         chunk = [plan.prompts[i] for i in indices]
         with torch.inference_mode():
             t_out = forward(pair.teacher, [p.teacher_ids for p in chunk], with_logits) if teacher else None
-            s_out = forward(pair.analog, [p.student_ids for p in chunk], with_logits)
-            c_outs = [forward(c, [p.student_ids for p in chunk], False) for c in controls]
+            a_out = forward(pair.analog, [p.analog_ids for p in chunk], with_logits)
+            c_outs = [forward(c, [p.analog_ids for p in chunk], False) for c in controls]
         t_index = _flat_index([p.teacher_rows for p in chunk])
         width = max(len(p.teacher_ids) for p in chunk)  # the teacher's padded width
         batch = Batch(
@@ -216,20 +217,20 @@ def capture(pair, plan: Plan, *, batch_size: int, with_logits: bool, progress=No
             n_rows=len(t_index[0]),
             prompts=indices,
             _teacher=t_out.hidden_states if teacher else None,
-            _student=s_out.hidden_states,
-            _index=(t_index, _flat_index([p.student_rows for p in chunk])),
+            _analog=a_out.hidden_states,
+            _index=(t_index, _flat_index([p.analog_rows for p in chunk])),
             _pool=(_pool_weights([p.teacher_pool for p in chunk], width),
-                   _pool_weights([p.student_pool for p in chunk], s_out.hidden_states[0].shape[1])),
+                   _pool_weights([p.analog_pool for p in chunk], a_out.hidden_states[0].shape[1])),
             device=device,
             _control=tuple(c.hidden_states for c in c_outs),
         )
         if with_logits:
             nexts = [next_token_rows(p) for p in chunk]
             index = _flat_index(nexts)
-            vocab = min(len(pair.teacher.tokenizer), s_out.logits.shape[-1], *([t_out.logits.shape[-1]] if teacher else []))
+            vocab = min(len(pair.teacher.tokenizer), a_out.logits.shape[-1], *([t_out.logits.shape[-1]] if teacher else []))
             if teacher:
                 batch.teacher_logits = _gather(t_out.logits[..., :vocab], index, None, device)
-            batch.student_logits = _gather(s_out.logits[..., :vocab], index, None, device)
+            batch.analog_logits = _gather(a_out.logits[..., :vocab], index, None, device)
             batch.targets = torch.tensor(
                 [p.teacher_ids[r + 1] for p, rows in zip(chunk, nexts) for r in rows], device=device
             )

@@ -11,6 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from pytest_analog.errors import AnalogError
+from pytest_analog.lazy import Lazy
+
+# the metrics import torch; the plugin imports this module on every run
+best_match = Lazy("pytest_analog.metrics:best_match")
 
 LAYER_CONVENTION = "layer i = hidden_states[i]: 0 is the embedding output, i >= 1 the output of block i-1"
 
@@ -41,24 +45,22 @@ def gated_layers(config, num_layers: int) -> list[int]:
     return sorted(set(wanted))
 
 
-def layer_map(config, teacher_layers: list[int], teacher_depth: int, student_depth: int) -> dict[int, int]:
+def layer_map(config, teacher_layers: list[int], teacher_depth: int, analog_depth: int) -> dict[int, int]:
     """The analog layer compared with each gated teacher layer."""
     mapping = config.layers.map
     if mapping == "proportional":
-        return proportional_map(teacher_layers, teacher_depth, student_depth)
+        return proportional_map(teacher_layers, teacher_depth, analog_depth)
     missing = [i for i in teacher_layers if i not in mapping]
     if missing:
         raise AnalogError(f"layers.map has no analog layer for teacher layer(s) {missing}; add them or use 'proportional'")
-    bad = {i: j for i, j in mapping.items() if not 0 <= j <= student_depth}
+    bad = {i: j for i, j in mapping.items() if not 0 <= j <= analog_depth}
     if bad:
-        raise AnalogError(f"layers.map points to analog layers {sorted(set(bad.values()))}, but the analog has layers 0..{student_depth}")
+        raise AnalogError(f"layers.map points to analog layers {sorted(set(bad.values()))}, but the analog has layers 0..{analog_depth}")
     return {i: mapping[i] for i in teacher_layers}
 
 
 def best_block_match(cka_matrix) -> list[int]:
     """Per teacher layer, the analog layer >= 1 of highest CKA: a vector is never read off the embedding output,
     whose only content is the token identity."""
-    from pytest_analog.metrics import best_match
-
     matrix = np.nan_to_num(np.asarray(cka_matrix, dtype=np.float64), nan=-np.inf)
     return [int(j) + 1 for j in best_match(matrix[:, 1:])]

@@ -25,7 +25,7 @@ def gate_memory(config, *, prompts: int, widths: tuple[int, int], gated_layers: 
         prompts: prompts the representation run reads (after ``prompts.max_prompts``).
         widths: (teacher, analog) hidden sizes.
         gated_layers: gated teacher layers (one streamed statistic each).
-        runs: the runs this session performs (`runs.RUNS` names).
+        runs: the runs this session performs (`runs.Run` names, as `registry.runs` keys them).
 
     Returns:
         ``{config key: bytes}``; empty when no run of size is requested.

@@ -45,7 +45,7 @@ def test_rows_are_hidden_states_at_kept_positions_despite_padding(tiny):
     for layer in expected:
         got = torch.cat([b.teacher(layer) for b in batches])
         torch.testing.assert_close(got, torch.cat(expected[layer]), atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(torch.cat([b.student(layer) for b in batches]), got)
+        torch.testing.assert_close(torch.cat([b.analog(layer) for b in batches]), got)
         torch.testing.assert_close(torch.cat([b.teacher_pooled(layer) for b in batches]), torch.cat(pooled[layer]), atol=1e-5, rtol=1e-4)
     assert [b.row_start for b in batches] == list(np.cumsum([0] + [b.n_rows for b in batches[:-1]]))
     subset = torch.tensor([0, 2])
@@ -82,7 +82,7 @@ def test_word_alignment_pairs_last_subtokens_of_the_same_words(tiny, other):
         t_off = tiny.tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
         s_off = other.tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
         t_ends = [t_off[r][1] for r in prompt.teacher_rows]
-        s_ends = [s_off[r][1] for r in prompt.student_rows]
+        s_ends = [s_off[r][1] for r in prompt.analog_rows]
         assert t_ends == s_ends  # the same word, row by row
         assert set(t_ends) <= word_ends
         assert len(t_ends) >= len(text.split()) - 1  # every word but one at the sink position
@@ -114,9 +114,9 @@ def test_truncation_at_different_words_keeps_the_shared_word_prefix(tiny, other)
         t_off = tiny.tokenizer(text, truncation=True, max_length=16, return_offsets_mapping=True)["offset_mapping"]
         s_off = other.tokenizer(text, truncation=True, max_length=16, return_offsets_mapping=True)["offset_mapping"]
         t_ends = [t_off[r][1] for r in prompt.teacher_rows]
-        assert t_ends == [s_off[r][1] for r in prompt.student_rows]  # the same word, row by row
+        assert t_ends == [s_off[r][1] for r in prompt.analog_rows]  # the same word, row by row
         assert t_ends == shared[len(shared) - len(t_ends):] and len(t_ends) >= len(shared) - 1  # less the sink's word
-        assert prompt.teacher_pool.max() == prompt.teacher_rows[-1] and prompt.student_pool.max() == prompt.student_rows[-1]
+        assert prompt.teacher_pool.max() == prompt.teacher_rows[-1] and prompt.analog_pool.max() == prompt.analog_rows[-1]
     assert cut_differently > 0  # the case this test is about occurs
 
 

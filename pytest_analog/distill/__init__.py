@@ -14,8 +14,10 @@ import os
 import shutil
 from pathlib import Path
 
+from pytest_analog import cache
 from pytest_analog.distill.config import DistillConfig
 from pytest_analog.distill.train import distill
+from pytest_analog.models import resolve_source, sha256_files
 
 __all__ = ["DistillConfig", "distill", "distilled"]
 
@@ -26,9 +28,6 @@ def distilled(config: DistillConfig, cache_dir: str | Path, *, progress: bool = 
     Keyed by the teacher's file hash and the settings that decide the result;
     an interrupted distillation resumes from its checkpoint on the next call.
     """
-    from pytest_analog import cache
-    from pytest_analog.models import resolve_source, sha256_files
-
     cache_dir = Path(cache_dir)
     source = resolve_source(config.teacher, allow_pickle=config.allow_pickle, trust_remote_code=config.trust_remote_code)
     key = cache.cache_key(teacher=sha256_files(source.files(), cache_dir), settings=config.result_dict())

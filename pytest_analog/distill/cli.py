@@ -19,7 +19,11 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+import yaml
+
+from pytest_analog.distill import checkpoint, distill
 from pytest_analog.distill.config import DistillConfig
+from pytest_analog.distill.train import WORK
 from pytest_analog.errors import AnalogError
 
 
@@ -58,8 +62,6 @@ def main(argv: list[str] | None = None) -> int:
         if "teacher" not in settings:
             parser.error("give --teacher (a hub id, model folder or .gguf file) or a --config that names one")
         config = DistillConfig.from_dict(settings)
-        from pytest_analog.distill import distill
-
         if args.quiet:
             from transformers.utils import logging as transformers_logging
 
@@ -96,9 +98,6 @@ def _terminate_as_interrupt():
 
 
 def _resume_hint(out: Path) -> str:
-    from pytest_analog.distill import checkpoint
-    from pytest_analog.distill.train import WORK
-
     meta = checkpoint.peek(out / WORK / "checkpoints")
     if meta is None:
         return "run the same command again to start over (nothing was checkpointed yet)"
@@ -106,8 +105,6 @@ def _resume_hint(out: Path) -> str:
 
 
 def _read_settings(path: str) -> dict:
-    import yaml
-
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:

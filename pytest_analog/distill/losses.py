@@ -1,7 +1,7 @@
 """Distillation losses over the teacher's next-token distributions and hidden states.
 
 The teacher's distribution at temperature T is held as its top-k log-probs plus
-the log of the remaining mass (`TeacherTargets` caches exactly that); the
+the log of the remaining mass (`data.TeacherTargets` caches exactly that); the
 student's is gathered into the same k + 1 buckets, so each divergence is exact
 over those buckets and equals the full-vocabulary one when k covers the
 vocabulary. Every divergence is a mean over token positions, in nats, scaled by

@@ -20,6 +20,7 @@ from pathlib import Path
 from pytest_analog import __version__
 from pytest_analog.atomic import honour_umask, write_atomic
 from pytest_analog.report.plots import training_curve_png
+from pytest_analog.suites.compliance.checks import license_of, release_of
 
 CARD = """\
 ---
@@ -81,8 +82,6 @@ analog-distill --config distill_config.json --out DIR
 
 def teacher_licence(source) -> str | None:
     """The teacher's licence id as the compliance suite reads it (card metadata, LICENSE file, GGUF metadata)."""
-    from pytest_analog.suites.compliance.checks import license_of, release_of
-
     return license_of(release_of(source))[0]
 
 

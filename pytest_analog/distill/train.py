@@ -12,6 +12,7 @@ resumes where an interrupted run stopped, and releases the best weights.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import shutil
 import sys
@@ -22,12 +23,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from pytest_analog import cache
 from pytest_analog.distill import checkpoint, data, losses, release, student
 from pytest_analog.distill.config import DistillConfig
 from pytest_analog.errors import AnalogError
 from pytest_analog.layers import proportional_map
+from pytest_analog.models import load_model, resolve_device
 
 WORK = ".distill"  # inside the output folder: checkpoints while training
 GENERATION_BATCH = 32  # seeds the teacher continues at once for generate:N
@@ -171,8 +174,6 @@ def _start(config: DistillConfig) -> _Run:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from pytest_analog.models import resolve_device
-
     device = resolve_device(config.device)
     cuda = device != "cpu"
     if device.startswith("cuda:"):
@@ -185,8 +186,6 @@ def _start(config: DistillConfig) -> _Run:
 
 def _setup(config: DistillConfig, run: _Run, cache_dir: Path | None, work: Path, progress: bool) -> _Setup:
     """Load the teacher, cut the corpus into chunks, plan and initialise the student, cache the teacher's targets."""
-    from pytest_analog.models import load_model
-
     accelerator = run.accelerator
     teacher = load_model(
         config.teacher, device="auto" if run.device != "cpu" and accelerator.num_processes == 1 else str(accelerator.device),
@@ -377,8 +376,6 @@ def _weights(model) -> dict[str, torch.Tensor]:
 
 
 def _tensor_hash(t: torch.Tensor) -> str:
-    import hashlib
-
     return hashlib.sha256(t.numpy().tobytes()).hexdigest()
 
 
@@ -394,8 +391,6 @@ def _bar(total: int, desc: str, show: bool, accelerator, initial: int = 0, unit:
     if not show or not accelerator.is_main_process:
         yield None
         return
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
     try:
         yield bar

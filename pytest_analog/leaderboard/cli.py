@@ -21,8 +21,14 @@ import sys
 from pathlib import Path
 
 from pytest_analog.atomic import folder_problem, write_atomic
+from pytest_analog.config import config_from_dict
 from pytest_analog.errors import AnalogError
-from pytest_analog.leaderboard.rerun import DEFAULT_TOLERANCE
+from pytest_analog.leaderboard.board import board_gates, build_board, gate_differences
+from pytest_analog.leaderboard.page import render_page
+from pytest_analog.leaderboard.rerun import DEFAULT_TOLERANCE, rerun_gate, unreproduced
+from pytest_analog.leaderboard.verify import reference_problem, verify_models
+from pytest_analog.reference import store
+from pytest_analog.submission import load_submission
 
 REFERENCE_REFUSED = 4  # exit code, as for pytest --analog-reference and analog-reference
 
@@ -75,9 +81,6 @@ def _tolerance(value: str) -> float:
 
 
 def _build(args) -> int:
-    from pytest_analog.leaderboard.board import board_gates, build_board
-    from pytest_analog.leaderboard.page import render_page
-
     problem = folder_problem(args.out)
     if problem:
         raise AnalogError(f"--out {args.out} {problem}; give a folder for index.html and leaderboard.json")
@@ -95,16 +98,11 @@ def _build(args) -> int:
 
 
 def _verify(args) -> int:
-    from pytest_analog.leaderboard.board import board_gates
-    from pytest_analog.leaderboard.verify import reference_problem, verify_models
-    from pytest_analog.reference.store import load
-    from pytest_analog.submission import load_submission
-
     gates = board_gates(args.gates)
     bundle = load_submission(args.submission)
     if args.reference:
         try:
-            reference = load(args.reference)
+            reference = store.load(args.reference)
         except AnalogError as exc:
             print(f"analog-leaderboard: error: {exc}", file=sys.stderr)
             return REFERENCE_REFUSED
@@ -129,10 +127,6 @@ def _verify(args) -> int:
 def _rerun(args, bundle: dict, gates, *, skip: bool) -> bool:
     """Rerun the gate under the board's ``gates`` (a `board.PublishedGates`) and print whether it reproduces the
     submission's values and verdicts; True when it does not (or could not run)."""
-    from pytest_analog.config import config_from_dict
-    from pytest_analog.leaderboard.board import gate_differences
-    from pytest_analog.leaderboard.rerun import rerun_gate, unreproduced
-
     if skip:
         print("rerun: not run (the submission, its models or its reference do not match)")
         return True

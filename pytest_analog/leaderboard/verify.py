@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pytest_analog.errors import AnalogError
+from pytest_analog.leaderboard.board import check_submission
 from pytest_analog.models import resolve_source
 from pytest_analog.submission import model_files, schema_errors
 
@@ -23,9 +25,6 @@ def verify_models(bundle: dict, teacher: str | None, analog: str, *, allow_pickl
     Raises:
         AnalogError: a model path cannot be resolved, or the bundle breaks the schema.
     """
-    from pytest_analog.errors import AnalogError
-    from pytest_analog.leaderboard.board import check_submission
-
     problems = schema_errors(bundle)
     if problems:
         raise AnalogError(f"the submission does not follow the submission schema: {problems[0]}")

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from pytest_analog.criterion import chance_corrected
 from pytest_analog.metrics._utils import as_float64, check_rows, unit_rows
 from pytest_analog.metrics.cka import linear_cka, linear_gram, rbf_gram
 from pytest_analog.metrics.knn import check_k
@@ -167,8 +168,6 @@ def corrected_interval(value_replicates, chance_replicates, value: float, chance
     Raises:
         ValueError: the value and chance replicates differ in shape.
     """
-    from pytest_analog.criterion import chance_corrected
-
     v, c = np.asarray(value_replicates, dtype=np.float64), np.asarray(chance_replicates, dtype=np.float64)
     if v.shape != c.shape:
         raise ValueError(f"value and chance replicates must be paired: shapes {v.shape} and {c.shape}")

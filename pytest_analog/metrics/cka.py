@@ -64,7 +64,7 @@ def linear_cka(x, y, debiased: bool = False) -> float:
     scored on average 0.7/P, 2.5/P and 4.2/P with 20 %, 38 % and 50 % of the
     variance at prompt level (pairs of tokens from one prompt read as
     agreement; benchmarks/bench_coverage.py). Token-level CKA over few prompts
-    is biased upward accordingly; `cka_interval` (the gate's interval) takes
+    is biased upward accordingly; `bootstrap.cka_interval` (the gate's interval) takes
     the bias out of its interval.
 
     Args:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from pytest_analog.capture import forward
 from pytest_analog.errors import AnalogError
 
 
@@ -13,8 +14,6 @@ def activations(model, texts, layers, *, position: int = -1, batch_size: int = 1
     ``position`` indexes each text's own tokens (-1: its last token), whatever the padding.
     ``model`` is a `LoadedModel` (``.model``, ``.tokenizer``).
     """
-    from pytest_analog.capture import forward
-
     tokenizer = model.tokenizer
     out = {layer: [] for layer in layers}
     for start in range(0, len(texts), batch_size):
@@ -40,8 +39,6 @@ def token_states(model, sequences: list[list[int]], layers, *, batch_size: int =
 
     Batches hold sequences of similar length (less padding); ``model`` is a `LoadedModel`.
     """
-    from pytest_analog.capture import forward
-
     order = sorted(range(len(sequences)), key=lambda k: len(sequences[k]))
     rows: dict[int, list] = {layer: [None] * len(sequences) for layer in layers}
     for start in range(0, len(order), batch_size):

@@ -3,9 +3,9 @@
 This is the run's analog half: `measure` streams the analog's (and the chance
 control's) aligned activations from `capture.capture` into the metric
 accumulators beside the teacher's rows, read from the teacher's `Part`
-(`reference.representation`, built live or read from a teacher reference), and
-returns a `Measurements`, a plain record that is cached on disk and read by the
-built-in suites.
+(`suites.representation.teacher`, built live or read from a teacher
+reference), and returns a `Measurements`, a plain record that is cached on
+disk and read by the built-in suites.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def run(pair, part, config, *, prompts, with_logits: bool) -> dict:
 
 def measure(pair, part, prompts, config, *, control=None, with_logits: bool = True, progress_factory=None) -> Measurements:
     """Capture the analog over ``prompts`` once and compute every representation metric against the teacher's
-    side, read from ``part`` (`reference.representation.teacher_part`).
+    side, read from ``part`` (`suites.representation.teacher.teacher_part`).
 
     Args:
         pair: a `ModelPair`; only the analog runs. The teacher's ``tokenizer``, ``info`` and ``num_layers`` are

@@ -49,7 +49,7 @@ def teacher_part(teacher, config, *, prompts, with_logits: bool = True) -> Part:
 
     Args:
         teacher: the loaded teacher (`models.LoadedModel`); the only place its model runs for these suites.
-        config: the effective `Config` (the settings `runs.REPRESENTATION.teacher_reads` names).
+        config: the effective `Config` (the settings `suites.representation.RUN.teacher_reads` names).
         prompts: the `PromptSet`.
         with_logits: also keep the teacher's top-k next-token log-probabilities (what logit fidelity reads).
 
