@@ -47,9 +47,9 @@ def main() -> None:
     top = {k: StreamingTopKLogitFidelity() for k in args.k}
     with torch.inference_mode():
         for batch in capture(pair, plan, batch_size=config.batch_size, with_logits=True):
-            exact.update(batch.teacher_logits, batch.student_logits, batch.targets)
+            exact.update(batch.teacher_logits, batch.analog_logits, batch.targets)
             for k, metric in top.items():
-                metric.update(teacher_top_k(batch.teacher_logits, k, batch.targets), batch.student_logits, batch.targets)
+                metric.update(teacher_top_k(batch.teacher_logits, k, batch.targets), batch.analog_logits, batch.targets)
     full = exact.compute()
     print(f"{len(plan.prompts)} prompts, {full['n_tokens']} positions, vocabulary {len(teacher.tokenizer)}")
     print(f"exact: KL {full['kl']:.4f} nats, top-1 agreement {full['top1_agreement']:.4f}, "

@@ -51,9 +51,9 @@ def bare_forward_seconds(pair, plan, batch_size: int, with_logits: bool, control
             chunk = [plan.prompts[i] for i in order[start : start + batch_size]]
             forward(pair.teacher, [p.teacher_ids for p in chunk], with_logits)
             if analog:
-                forward(pair.analog, [p.student_ids for p in chunk], with_logits)
+                forward(pair.analog, [p.analog_ids for p in chunk], with_logits)
             for control in controls or ():
-                forward(control, [p.student_ids for p in chunk], False)
+                forward(control, [p.analog_ids for p in chunk], False)
     return time.perf_counter() - started
 
 
@@ -68,21 +68,21 @@ def main() -> None:
     args = parser.parse_args()
 
     teacher = load_model(str(smollm2_gguf()), device="cpu", dtype="float32")
-    student = load_model(args.student, device="cpu", dtype="float32") if args.student else teacher
-    pair = ModelPair(teacher, student)
+    analog = load_model(args.student, device="cpu", dtype="float32") if args.student else teacher
+    pair = ModelPair(teacher, analog)
     import yaml
 
     settings = dict(item.split("=", 1) for item in args.set)
     config = load_config(**{"prompts.max_prompts": args.prompts, **{k: yaml.safe_load(v) for k, v in settings.items()}})
     prompts = load_prompts(config.prompts.set, args.prompts)
     plan = plan_alignment(
-        teacher.tokenizer, student.tokenizer, prompts.texts, same_tokenizer=pair.same_tokenizer,
+        teacher.tokenizer, analog.tokenizer, prompts.texts, same_tokenizer=pair.same_tokenizer,
         max_length=config.prompts.max_length, skip_first=config.positions.skip_first,
     )
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {len(plan.prompts)} prompts, "
           f"{sum(len(p.teacher_ids) for p in plan.prompts)} tokens, {plan.n_rows} aligned rows, "
           f"{len(gated_layers(config, teacher.num_layers))} gated layers, {config.layers.matrix_rows} matrix rows")
-    control = control_models(student, config.chance.control, config.chance.seed, config.chance.seeds)
+    control = control_models(analog, config.chance.control, config.chance.seed, config.chance.seeds)
     bare_forward_seconds(pair, plan, config.batch_size, False)  # warm-up
     labels = (("representation suite", False),) if args.suite_only else (("representation suite", False), ("whole gate with logits", True))
     for label, with_logits in labels:

@@ -50,7 +50,7 @@ def bare_seconds(pair, behaviours, layer_pairs, s, map_texts) -> float:
         for k in range(0, len(prompts), s.batch_size):
             chunk = prompts[k : k + s.batch_size]
             forward(pair.teacher, [p.teacher_ids for p in chunk], False)
-            forward(pair.analog, [p.student_ids for p in chunk], False)
+            forward(pair.analog, [p.analog_ids for p in chunk], False)
         doses = 1 + 3 * len(layer_pairs) * sum(a != 0 for a in s.alphas)
         for b in behaviours:
             train = b.train[: s.train_items]

@@ -28,6 +28,7 @@ from pytest_analog.suite import Suite
 DistillConfig, distilled = Lazy("pytest_analog.distill:DistillConfig"), Lazy("pytest_analog.distill:distilled")
 session_key = pytest.StashKey[AnalogSession]()
 _merger_key = pytest.StashKey[Merger]()
+_added_key = pytest.StashKey[dict]()  # a suite folder the plugin added to the arguments -> the suite modules in it
 
 
 class SuiteModule(pytest.Module):
@@ -52,15 +53,20 @@ def pytest_configure(config: pytest.Config) -> None:
     session = AnalogSession(config)
     config.stash[session_key] = session
     config.stash[_merger_key] = Merger(session)
+    config.stash[_added_key] = {}
     config.pluginmanager.register(session, "analog_session")  # its pytest_runtest_logreport
     for suite in session.suites:
         if suite.plugin and not config.pluginmanager.has_plugin(suite.plugin):
             config.pluginmanager.register(importlib.import_module(suite.plugin), suite.plugin)
-    given = [Path(arg.split("::")[0]).resolve() for arg in config.args]
-    for suite in sorted(session.wanted(), key=lambda s: s.name):  # in name order, wherever they lie, unless a path given holds them
+    # each wanted suite's folder, in name order, unless a path given holds it: its node ids are "test_x.py::...";
+    # only the suite's module is collected there (`pytest_ignore_collect`)
+    given, added = [Path(arg.split("::")[0]).resolve() for arg in config.args], config.stash[_added_key]
+    for suite in sorted(session.wanted(), key=lambda s: s.name):
         path = _module_file(suite)
         if not any(path == arg or arg in path.parents for arg in given) and not _ignored(config, path):
-            config.args.append(str(path))
+            if path.parent not in added:
+                config.args.append(str(path.parent))
+            added.setdefault(path.parent, set()).add(path)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -89,8 +95,12 @@ def _suite_at(config: pytest.Config, path: Path) -> Suite | None:
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """An unwanted suite's module; in a folder the plugin added, anything but its suite modules."""
     suite = _suite_at(config, collection_path)
     if suite is not None and suite not in config.stash[session_key].wanted():
+        return True
+    kept = config.stash[_added_key].get(collection_path.parent)
+    if kept is not None and collection_path.resolve() not in kept:
         return True
     return None
 
@@ -103,9 +113,11 @@ def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector):
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
-    """A suite's test module that ``python_files`` would not match (a conftest.py): collected as the suite's."""
+    """A suite's test module that pytest's own collection skips (a conftest.py, or a name ``python_files`` does not
+    match, found in a folder): collected as the suite's. pytest collects the others (`pytest_pycollect_makemodule`)."""
     suite = _suite_at(parent.config, file_path)
-    if suite is None or any(fnmatch(file_path.name, pattern) for pattern in parent.config.getini("python_files")):
+    patterns = parent.config.getini("python_files")
+    if suite is None or parent.session.isinitpath(file_path) or any(fnmatch(file_path.name, p) for p in patterns):
         return None
     return _suite_module(parent, file_path, suite)
 

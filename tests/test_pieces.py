@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from pytest_analog import registry
 from pytest_analog import cache
 from pytest_analog.criterion import Criterion, Gate, Measured
 from pytest_analog.errors import AnalogError
@@ -52,7 +53,8 @@ def test_cache_round_trip_and_distrust(tmp_path):
     ],
 )
 def test_criteria_judge_and_explain(gate, measured, passed, message):
-    c = Criterion("representation::test_cka", "representation", "cka", measured, gate)
+    facts = registry.metrics(registry.built_in())["cka"]
+    c = Criterion("representation::test_cka", "representation", "cka", measured, gate, facts=facts)
     assert c.passed is passed and c.gate.gated is (passed is not None)
     assert c.to_dict()["passed"] is passed and c.to_dict()["gated"] is (passed is not None)
     assert c.message.startswith(message)

@@ -24,11 +24,13 @@ def read_report(folder):
 
 @pytest.fixture
 def loads(monkeypatch):
-    """The model references `models.load_model` is called with, in this process."""
-    from pytest_analog import models
+    """The model references `models.load_model` is called with, in this process (by the gate or a reference build)."""
+    from pytest_analog import models, session
+    from pytest_analog.reference import cli
 
     seen, real = [], models.load_model
-    monkeypatch.setattr(models, "load_model", lambda ref, **kw: seen.append(str(getattr(ref, "ref", ref))) or real(ref, **kw))
+    for module in (session, cli):
+        monkeypatch.setattr(module, "load_model", lambda ref, **kw: seen.append(str(getattr(ref, "ref", ref))) or real(ref, **kw))
     return seen
 
 
@@ -161,7 +163,6 @@ def test_verify_recomputes_the_reference_from_its_teacher(tmp_path, tiny_dir, ti
 
 @pytest.mark.parametrize("args, message", [
     (["build", "--teacher=t", "--out=r", "--max-prompts=zero"], "argument --max-prompts: expected an integer >= 1, got 'zero'"),
-    (["build", "--teacher=t", "--out=r", "--suites=bogus"], "argument --suites: expected all, none or a comma-separated list"),
     (["verify", "r"], "the following arguments are required: --teacher"),
     (["build", "--teacher=t"], "the following arguments are required: --out"),
 ])
@@ -171,6 +172,18 @@ def test_command_line_mistakes_are_one_line_and_exit_4(capsys, args, message):
     assert exit_info.value.code == 4
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("analog-reference ") and message in err
+
+
+def test_an_unknown_suite_is_one_line_and_exit_4(capsys, tmp_path):
+    """--suites is read once --conftest files have added their suites: the known names, then any model."""
+    assert cli.main(["build", "--teacher=t", f"--out={tmp_path / 'r'}", "--suites=bogus"]) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("analog-reference: error: --suites: expected all, none or a comma-separated list of representation")
+    (tmp_path / "conftest.py").write_text("X = 1\n")
+    for conftest, said in (("nope.py", "no such Python file"), (tmp_path / "conftest.py", "it defines no pytest_analog_suites hook")):
+        assert cli.main(["build", "--teacher=t", f"--out={tmp_path / 'r'}", f"--conftest={conftest}"]) == 4
+        assert f"--conftest={conftest}: {said}" in capsys.readouterr().err
 
 
 def test_build_refuses_a_folder_that_is_not_a_reference(tmp_path, tiny_dir, capsys):

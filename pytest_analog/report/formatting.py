@@ -280,8 +280,8 @@ def layer_pair(criterion):
     teacher = criterion.details.get("teacher_layer")
     if teacher is None:
         return ""
-    student = criterion.details.get("analog_layer")
-    return f"{teacher}" if student is None else f"{teacher} → {student}"
+    analog = criterion.details.get("analog_layer")
+    return f"{teacher}" if analog is None else f"{teacher} → {analog}"
 
 
 def is_per_layer(criterion):

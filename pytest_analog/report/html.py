@@ -153,7 +153,7 @@ def _banner(report, criteria):
     css = verdict if verdict in ("pass", "fail") else "none"
     models = report.get("models") or {}
     teacher = (models.get("teacher") or {}).get("id", "n/a")
-    student = (models.get("analog") or {}).get("id", "n/a")
+    analog = (models.get("analog") or {}).get("id", "n/a")
     failing = [c for c in failures_first(criteria) if status(c) == FAIL]
     items = "".join(f"<li>{_failure_text(c)}</li>" for c in failing[:_BANNER_FAILURES])
     if len(failing) > _BANNER_FAILURES:
@@ -162,7 +162,7 @@ def _banner(report, criteria):
         "<header>\n<h1>Analog fidelity report</h1>\n"
         f'<div class="banner {css}"><div class="verdict">{esc(verdict.upper())}</div>'
         f"<div>{esc(counts_sentence(counts))}</div>"
-        f"<div>teacher <code>{esc(teacher)}</code> → analog <code>{esc(student)}</code></div>"
+        f"<div>teacher <code>{esc(teacher)}</code> → analog <code>{esc(analog)}</code></div>"
         + (f"<p><strong>Error:</strong> {esc(report['error'])}</p>" if report.get("error") else "")
         + (f"<p><strong>Partial run:</strong> {esc(report['partial'])}</p>" if report.get("partial") else "")
         + "".join(f"<p>{esc(line)}</p>" for line in (reference_line(report), not_measured_line(counts)) if line)
@@ -210,14 +210,14 @@ def _models(report):
     models = report.get("models")
     if not models:
         return None
-    teacher, student = _flatten(models.get("teacher")), _flatten(models.get("analog"))
-    keys = list(dict.fromkeys([*_MODEL_LABELS, *teacher, *student]))
+    teacher, analog = _flatten(models.get("teacher")), _flatten(models.get("analog"))
+    keys = list(dict.fromkeys([*_MODEL_LABELS, *teacher, *analog]))
     rows = []
     for key in keys:
-        if key not in teacher and key not in student:
+        if key not in teacher and key not in analog:
             continue
         cells = []
-        for values in (teacher, student):
+        for values in (teacher, analog):
             value = values.get(key)
             if key == "parameters" and is_number(value):
                 cells.append(f'<td>{esc(fmt_count(value))} <span class="note">({value:,})</span></td>')

@@ -161,16 +161,16 @@ def _layer_table(layers):
 
 def _cka_lookup(layers):
     """(teacher row, analog layer) -> the formatted CKA of the matrix cell, "" where there is none."""
-    student = as_list(layers.get("analog"))
+    analog = as_list(layers.get("analog"))
     matrix = layers.get("cka_matrix")
     matrix = [] if matrix is None else list(matrix)
 
     def cka_at(i, s):
         """The CKA of teacher row ``i`` and analog layer ``s``, formatted."""
-        if s not in student or i >= len(matrix):
+        if s not in analog or i >= len(matrix):
             return ""
         row = matrix[i]
-        j = student.index(s)
+        j = analog.index(s)
         return fmt_value(as_float(row[j])) if j < len(row) else ""
 
     return cka_at
