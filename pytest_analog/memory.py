@@ -1,54 +1,17 @@
-"""The gate's memory estimate, checked before any model loads.
+"""The memory a gate may use, and the one-line refusal of a config that needs more.
 
-The config's counts set the size of the gate's largest arrays: bootstrap draws
-of ``chance.resamples`` replicates over every prompt, the permutation null's
-prompt orders, Gram matrices of the prompts and of the sampled token rows, the
-layer-matrix sample, the embedding rows' cosine matrices, the streamed
-per-layer statistics and the steering bootstrap. Their sum is a lower bound of what a run needs beyond the models
+The config's counts set the size of the gate's largest arrays; each run states
+them (`runs.Run.memory`: bootstrap draws over every prompt, the permutation
+null's prompt orders, Gram matrices, streamed per-layer statistics, the steering
+bootstrap). Their sum is a lower bound of what a run needs beyond the models
 themselves; a run whose bound exceeds the memory available is refused in one
-line instead of being killed by the kernel part way through.
+line before any model loads, instead of being killed by the kernel part way through.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-_FLOAT = 8  # bytes of a float64 or int64 entry
-
-
-def gate_memory(config, *, prompts: int, widths: tuple[int, int], gated_layers: int, runs: set[str]) -> dict[str, int]:
-    """The gate's largest arrays, in bytes, by what sets their size (a config key).
-
-    Args:
-        config: the effective `config.Config`.
-        prompts: prompts the representation run reads (after ``prompts.max_prompts``).
-        widths: (teacher, analog) hidden sizes.
-        gated_layers: gated teacher layers (one streamed statistic each).
-        runs: the runs this session performs (`runs.Run` names, as `registry.runs` keys them).
-
-    Returns:
-        ``{config key: bytes}``; empty when no run of size is requested.
-    """
-    width = max(widths)
-    sizes: dict[str, int] = {}
-    resamples = config.chance.resamples
-    if "representation" in runs:
-        # counts and weights [B + 1, P] per bootstrap, and a replicate of every metric of every layer
-        sizes["chance.resamples"] = 2 * (resamples + 1) * (prompts + 1) * _FLOAT + resamples * 6 * gated_layers * _FLOAT
-        # the permutation null's prompt orders [K, P], and each layer's null values
-        sizes["chance.permutations"] = config.chance.permutations * (prompts + 6 * gated_layers) * _FLOAT
-        if resamples:
-            sizes["chance.rows"] = 3 * config.chance.rows**2 * _FLOAT  # teacher, analog and control Gram matrices
-        sizes["prompts.max_prompts"] = 3 * prompts**2 * _FLOAT  # RBF CKA and mutual kNN over prompts
-        sizes["layers.matrix_rows"] = 2 * config.layers.matrix_rows**2 * _FLOAT
-        sizes["embeddings.rows"] = 2 * config.embeddings.rows**2 * _FLOAT  # pairwise cosines of each model's rows
-        sizes["layers.teacher"] = 4 * gated_layers * width**2 * _FLOAT  # streamed cross sums, analog and control
-    if "steering" in runs:
-        s = config.steering
-        sizes["steering.random_directions"] = (resamples + 1) * s.random_directions * _FLOAT + s.random_directions * width * _FLOAT
-        sizes["steering.eval_items"] = 2 * (resamples + 1) * s.eval_items * _FLOAT
-    return sizes
 
 
 def available_memory() -> int | None:

@@ -11,7 +11,7 @@ from pytest_analog.distill.train import align_map
 from pytest_analog.errors import AnalogError
 from pytest_analog.layers import layer_map, proportional_map, same_depth
 from pytest_analog.models import decoder_blocks, replace_decoder_blocks
-from pytest_analog.suites.steering.analog import steering_layers
+from pytest_analog.suites.steering.layers import steering_layers
 from pytest_analog.controls import layer_pruned_copy
 from tests.conftest import tiny_llama
 
