@@ -18,8 +18,10 @@ from pytest_analog.prompts import load_prompts, shipped_prompt_sets
 from pytest_analog.versions import package_version
 
 
-def test_importing_the_plugin_loads_no_ml_library():
-    code = "import sys, pytest_analog.plugin; print(sorted(m for m in ('torch', 'transformers', 'lm_eval', 'matplotlib') if m in sys.modules))"
+def test_importing_the_plugin_and_its_suites_loads_no_ml_library():
+    """What every pytest run does with the plugin installed (no models given): import it, load the suites and the config."""
+    code = ("import sys, pytest_analog.plugin; from pytest_analog import registry, config; registry.installed(); config.load_config(); "
+            "print(sorted(m for m in ('torch', 'transformers', 'lm_eval', 'matplotlib', 'scipy', 'safetensors') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
