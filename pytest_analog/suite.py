@@ -54,6 +54,7 @@ class Suite:
     sections: tuple[Section, ...] = ()  # its parts of the report
     plugin: str | None = None  # a module of fixtures and hooks, registered with pytest whenever the plugin runs
     check: Callable[[Any], None] | None = None  # (session) -> None: checks its inputs before any test (AnalogError)
+    headline: str | None = None  # the metric whose mean is its score on the leaderboard; None: the share of gated passes
 
     def __post_init__(self):
         if not self.name.isidentifier() or self.name != self.name.lower():

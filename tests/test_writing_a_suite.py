@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,10 +94,17 @@ def test_an_installed_package_adds_the_guides_suite_through_its_entry_point(pyte
     (info / "entry_points.txt").write_text("[pytest_analog.suites]\nnext_word = next_word_suite:SUITE\n")
     monkeypatch.setenv("PYTHONPATH", str(site))
     result = pytester.runpytest_subprocess(f"--analog-teacher={tiny_dir}", f"--analog-student={tiny_dir}",
-                                           "--analog-report=R", "--analog-suites=next_word", *QUICK)
+                                           "--analog-report=R", "--analog-suites=next_word", "--analog-submit=B/bundle.json", *QUICK)
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     (row,) = json.loads((pytester.path / "R" / "fidelity.json").read_text())["criteria"]
     assert row["id"] == ROW and row["passed"] is True
+    # a board where the package is installed judges the suite's criterion under its own published gate
+    built = subprocess.run([sys.executable, "-m", "pytest_analog.leaderboard.cli", "build", "B", "--out", "site"],
+                           cwd=pytester.path, capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout + built.stderr
+    (entry,) = json.loads((pytester.path / "site" / "leaderboard.json").read_text())["groups"][0]["entries"]
+    assert entry["scores"] == {"next_word": 1.0} and entry["passed"] == "1/1"
+    assert entry["thresholds"] == ["next_word_agreement ≥ 0.5"]
 
 
 def test_the_guides_suite_under_xdist_gives_the_serial_report(folder, tiny_dir):

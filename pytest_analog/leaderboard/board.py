@@ -6,18 +6,18 @@ there first), when it was edited after it was written (its own ``sha256``), when
 its report disagrees with its own file hashes (the weight hashes recomputed from
 the bundle's file digests must be the report's, and the analog it names the
 one its file record names), with its own thresholds (each
-verdict recomputed from value and threshold; built-in criteria must carry the
-gate their config sets, `config.Gates.gate`; counts and overall verdict
+verdict recomputed from value and threshold; an installed suite's criteria must
+carry the gate their config sets, `gates.Gates.gate`; counts and overall verdict
 recomputed), or when its teacher is not the teacher of the reference it names.
 
 An accepted bundle is then judged under the board's gates, not its own: one
 published set (`board_gates`: the shipped defaults, or the operator's file),
-named on the page beside each group with its thresholds. Each built-in
-criterion is re-judged from its measured value, interval and chance level under
+named on the page beside each group with its thresholds. Each criterion of an
+installed suite (built-in, or from a package's entry point) is re-judged from its measured value, interval and chance level under
 that set's gate (`criterion.judge`); its verdict, counts and scores follow. A
 bundle whose own config gates otherwise is listed with the differences, so
-lowered thresholds buy nothing. Criteria of other suites have no published gate
-and are not counted.
+lowered thresholds buy nothing. Criteria of other suites (a conftest's, a test's
+own) have no published gate and are not counted.
 
 Duplicates (the same analog weights against the same teacher reference) are all
 listed, each marked with the others' files: which came first cannot be read from
@@ -54,9 +54,6 @@ from pytest_analog.models import parameter_fraction
 from pytest_analog.submission import content_sha256, file_digests, load_submission, schema_errors, weights_sha256
 from pytest_analog.versions import package_version
 
-# The headline score of a built-in suite: the mean of this metric's values over the suite's criteria.
-# Any other suite's headline (compliance, steering, benchmarks) is the fraction of its gated criteria that pass.
-HEADLINES = {"representation": "cka", "embeddings": "embedding_geometry", "logits": "top1_agreement"}
 
 
 @dataclass(frozen=True)
@@ -132,16 +129,27 @@ class Board:
         return {
             "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "gates": self.gates.to_dict(),
-            "headlines": {s: f"mean {HEADLINES[s]}" if s in HEADLINES else "fraction of gated criteria passed" for s in self.suites},
+            "headlines": {s: f"mean {_headlines()[s]}" if s in _headlines() else "fraction of gated criteria passed" for s in self.suites},
             "groups": [group.to_dict() for group in self.groups],
             "rejected": self.rejected,
         }
 
 
 def suites_of(entries: list[dict[str, Any]]) -> list[str]:
-    """Suites with a headline in any of ``entries``: built-in ones in their order, then others by name."""
-    seen = {s for e in entries for s in e["scores"]}
-    return [s for s in registry.BUILT_IN if s in seen] + sorted(seen - set(registry.BUILT_IN))
+    """Suites with a headline in any of ``entries``: the installed ones in their order, then others by name."""
+    seen, known = {s for e in entries for s in e["scores"]}, _known()
+    return [s for s in known if s in seen] + sorted(seen - set(known))
+
+
+def _headlines() -> dict[str, str]:
+    """Suite -> the metric whose mean is its headline score (`suite.Suite.headline`); any other suite's headline
+    is the fraction of its gated criteria that pass."""
+    return {suite.name: suite.headline for suite in registry.installed() if suite.headline}
+
+
+def _known() -> list[str]:
+    """The suites whose gates the board publishes: the built-in ones and those of installed packages, in order."""
+    return [suite.name for suite in registry.installed()]
 
 
 def build_board(directory: Path, gates: PublishedGates | None = None) -> Board:
@@ -240,7 +248,7 @@ def check_submission(bundle: Any) -> str | None:
 def _criterion_problem(row: dict, gates: Gates) -> str | None:
     """Why a criterion row does not follow from its measurement and the bundle's gates, or None.
 
-    Built-in criteria are gated as `config.Gates.gate` gates them, the gate the suites record;
+    An installed suite's criteria are gated as `gates.Gates.gate` gates them, the gate the suites record;
     every verdict, and every figure that follows from another, is recomputed (`criterion.judge`).
     """
     try:
@@ -253,9 +261,9 @@ def _criterion_problem(row: dict, gates: Gates) -> str | None:
     corrected = row.get("corrected")
     if corrected is not None and (measured.corrected is None or not math.isclose(corrected, measured.corrected, rel_tol=1e-9, abs_tol=1e-12)):
         return "its corrected score does not follow from its value and chance level"
-    if criterion.suite in registry.BUILT_IN:
-        if criterion.metric not in registry.metrics(registry.built_in()):
-            return f"{criterion.metric} is not a metric of the built-in suites"
+    if criterion.suite in _known():
+        if criterion.metric not in registry.metrics(registry.installed()):
+            return f"{criterion.metric} is not a metric of the installed suites"
         try:
             expected = gates.gate(criterion.metric, measured.value, **criterion.details)
         except KeyError as exc:
@@ -299,7 +307,7 @@ def _summary_problem(report: dict) -> str | None:
 
 
 def entry(bundle: dict, name: str, gates: Gates) -> dict[str, Any]:
-    """The board's row for an accepted bundle: its built-in criteria judged under the board's ``gates``."""
+    """The board's row for an accepted bundle: its installed suites' criteria judged under the board's ``gates``."""
     report = bundle["report"]
     models = report["models"]
     criteria = judged(report["criteria"], gates)
@@ -324,11 +332,12 @@ def entry(bundle: dict, name: str, gates: Gates) -> dict[str, Any]:
 
 
 def judged(rows: list[dict], gates: Gates) -> list[Criterion]:
-    """The criteria of built-in suites among a report's ``rows``, each under its gate in ``gates`` (`config.Gates.gate`).
+    """The criteria of the installed suites among a report's ``rows``, each under its gate in ``gates`` (`gates.Gates.gate`).
 
-    Criteria of other suites have no published gate, so the board neither judges nor scores them.
+    Criteria of other suites (a conftest's, a test's own) have no published gate, so the board neither judges nor scores them.
     """
-    criteria = [Criterion.from_dict(row) for row in rows if row["suite"] in registry.BUILT_IN]
+    known = _known()
+    criteria = [Criterion.from_dict(row) for row in rows if row["suite"] in known]
     return [replace(c, gate=gates.gate(c.metric, c.measured.value, **c.details)) for c in criteria]
 
 
@@ -371,12 +380,12 @@ def reference_id(report: dict) -> str | None:
 
 
 def headline_scores(criteria: list[Criterion]) -> dict[str, float | None]:
-    """Each suite's headline score (see `HEADLINES`); None when it has no value."""
+    """Each suite's headline score (`_headlines`); None when it has no value."""
     scores = {}
     for suite in dict.fromkeys(c.suite for c in criteria):
         rows = [c for c in criteria if c.suite == suite]
-        if suite in HEADLINES:
-            values = [c.measured.value for c in rows if c.metric == HEADLINES[suite] and c.measured.value is not None]
+        if suite in _headlines():
+            values = [c.measured.value for c in rows if c.metric == _headlines()[suite] and c.measured.value is not None]
             scores[suite] = sum(values) / len(values) if values else None
         else:
             counts = summary(rows)

@@ -21,4 +21,5 @@ SUITE = Suite(
     defaults=Path(__file__).with_name("defaults.yaml"),
     checks=CHECKS,
     metrics=METRICS,
+    headline="embedding_geometry",
 )

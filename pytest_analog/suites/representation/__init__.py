@@ -122,6 +122,7 @@ SUITE = Suite(
     defaults=Path(__file__).with_name("defaults.yaml"),
     checks=CHECKS,
     metrics=METRICS,
+    headline="cka",
     sections=report.SECTIONS,
     plugin="pytest_analog.suites.representation.fixtures",
 )
