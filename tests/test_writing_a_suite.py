@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_analog.leaderboard.board import build_board
 from pytest_analog.reference import cli as reference_cli
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "writing-a-suite.md"
@@ -37,8 +38,11 @@ def reports(directory: Path) -> tuple[dict, str, str]:
 def test_the_guides_suite_is_gated_beside_the_built_in_ones(folder, tiny_dir, tiny_random_dir):
     out = folder.path / "R"
     result = folder.runpytest(f"--analog-teacher={tiny_dir}", f"--analog-student={tiny_dir}", f"--analog-report={out}",
-                              "--analog-suites=next_word,embeddings", *QUICK)
+                              "--analog-suites=next_word,embeddings", "--analog-submit=B/bundle.json", *QUICK)
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    # a board without the conftest takes the bundle and counts the built-in criteria only
+    (entry,) = build_board(folder.path / "B").entries
+    assert entry["passed"] == "2/2" and set(entry["scores"]) == {"embeddings"}
     data, markdown, html = reports(out)
     row = next(c for c in data["criteria"] if c["id"] == ROW)
     assert row["suite"] == "next_word" and row["metric"] == "next_word_agreement"

@@ -147,6 +147,22 @@ def _headlines() -> dict[str, str]:
     return {suite.name: suite.headline for suite in registry.installed() if suite.headline}
 
 
+def known_config(config: dict[str, Any], criteria: list[dict[str, Any]]) -> dict[str, Any]:
+    """A bundle's ``config`` without the sections and gates of suites this installation does not know (a conftest's,
+    named by its ``criteria``'s suite and metrics): their criteria are not counted, and nothing else is dropped."""
+    foreign = {row["suite"] for row in criteria} - set(_known())
+    metrics = {row["metric"] for row in criteria if row["suite"] in foreign}
+    known = {key: value for key, value in config.items() if key not in foreign}
+    if isinstance(known.get("gates"), dict):
+        known["gates"] = {key: value for key, value in known["gates"].items() if key not in metrics}
+    return known
+
+
+def bundle_gates(config: dict[str, Any], criteria: list[dict[str, Any]]) -> Gates:
+    """The gates of a bundle's own ``config`` (`known_config`), checked as a config file is."""
+    return config_from_dict(known_config(config, criteria), "config").gates
+
+
 def _known() -> list[str]:
     """The suites whose gates the board publishes: the built-in ones and those of installed packages, in order."""
     return [suite.name for suite in registry.installed()]
@@ -235,7 +251,7 @@ def check_submission(bundle: Any) -> str | None:
     if not math.isclose(models["parameter_fraction"], fraction, rel_tol=1e-9):
         return f"parameter_fraction {models['parameter_fraction']:.6g} is not the analog's / teacher's parameters ({fraction:.6g})"
     try:
-        gates = config_from_dict(report["config"], "config").gates
+        gates = bundle_gates(report["config"], report["criteria"])
     except AnalogError as exc:
         return f"its {exc} (a bundle's config must be one this version of pytest-analog reads)"
     for row in report["criteria"]:
@@ -325,7 +341,7 @@ def entry(bundle: dict, name: str, gates: Gates) -> dict[str, Any]:
         "passed": f"{counts['passed']}/{counts['gated']}",
         "passed_fraction": counts["passed"] / counts["gated"] if counts["gated"] else 0.0,
         "thresholds": list(dict.fromkeys(threshold_text(c) for c in criteria if c.gate.gated)),
-        "own_gates": gate_differences(config_from_dict(report["config"], "config").gates, gates),
+        "own_gates": gate_differences(bundle_gates(report["config"], report["criteria"]), gates),
         "date": report["created"][:10],
         "tool_version": report["tool"]["version"],
     }

@@ -21,9 +21,8 @@ import sys
 from pathlib import Path
 
 from pytest_analog.atomic import folder_problem, write_atomic
-from pytest_analog.config import config_from_dict
 from pytest_analog.errors import AnalogError
-from pytest_analog.leaderboard.board import board_gates, build_board, gate_differences
+from pytest_analog.leaderboard.board import board_gates, build_board, bundle_gates, gate_differences
 from pytest_analog.leaderboard.page import render_page
 from pytest_analog.leaderboard.rerun import DEFAULT_TOLERANCE, rerun_gate, unreproduced
 from pytest_analog.leaderboard.verify import reference_problem, verify_models
@@ -131,7 +130,7 @@ def _rerun(args, bundle: dict, gates, *, skip: bool) -> bool:
         print("rerun: not run (the submission, its models or its reference do not match)")
         return True
     tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
-    differences = gate_differences(config_from_dict(bundle["config"], "config").gates, gates.gates)
+    differences = gate_differences(bundle_gates(bundle["config"], bundle["report"]["criteria"]), gates.gates)
     if differences:
         print(f"rerun: the submission's own gates differ from {gates.name}: {'; '.join(differences)}")
     print(f"rerun: running the gate (pytest) on the analog with the submission's settings under {gates.name}", flush=True)

@@ -29,6 +29,7 @@ from typing import Any
 from pytest_analog import registry
 from pytest_analog.errors import AnalogError
 from pytest_analog.gates import Gates
+from pytest_analog.leaderboard.board import known_config
 
 # Values agree when they differ by at most this, relative to the larger magnitude above 1 and absolute
 # below it. Scored against the same reference, a value comes from the same stored teacher half and the
@@ -63,7 +64,7 @@ def rerun_gate(bundle: dict, student: str, gates: Gates, *, reference: str | Non
     with tempfile.TemporaryDirectory(prefix="analog-rerun-") as folder:
         folder = Path(folder)
         config = folder / "config.yaml"
-        settings = {**bundle["config"], "gates": dataclasses.asdict(gates)}
+        settings = {**known_config(bundle["config"], report["criteria"]), "gates": dataclasses.asdict(gates)}
         config.write_text(json.dumps(settings), encoding="utf-8")  # JSON is YAML
         ini = folder / "pytest.ini"
         ini.write_text("[pytest]\n", encoding="utf-8")
