@@ -100,14 +100,15 @@ def gram_nulls(xs: list[torch.Tensor], ys: list[torch.Tensor], orders: np.ndarra
     """
     n = len(xs[0])
     x = np.stack([np.asarray(g, dtype=np.float64) for g in xs]).reshape(len(xs), -1)
-    y = np.stack([np.asarray(g, dtype=np.float64) for g in ys])
-    observed = x @ y.reshape(len(ys), -1).T
+    y = np.stack([np.asarray(g, dtype=np.float64) for g in ys]).reshape(len(ys), -1)
+    observed = x @ y.T
     # the null in float32 (numpy: its gathers are far cheaper than torch's): a permuted inner product moves by
-    # about 1e-7, far below the null's own spread
-    x, y = x.astype(np.float32), y.astype(np.float32).reshape(len(ys), n // size, size, n // size, size)
+    # about 1e-7, far below the null's own spread; each permutation is one gather of every Y's flattened entries
+    x, y = x.astype(np.float32), np.ascontiguousarray(y.astype(np.float32))
     null = np.empty((len(orders), len(xs), len(ys)))
     for k, order in enumerate(np.asarray(orders, dtype=np.int64)):
-        null[k] = x @ y[:, order][:, :, :, order].reshape(len(ys), -1).T
+        rows = block_rows(order, size)
+        null[k] = x @ np.take(y, (rows[:, None] * n + rows).ravel(), axis=1).T
     return observed, null
 
 
@@ -123,9 +124,11 @@ def _neighbour_matrix(z: torch.Tensor, k: int) -> torch.Tensor:
 
 def knn_nulls(x, y, orders: np.ndarray, k: int) -> tuple[float, np.ndarray]:
     """Mutual kNN of ``x`` and ``y`` (one row per prompt), observed and with ``y``'s rows in each order [K]:
-    permuting rows only relabels y's neighbour sets, so each permutation is one gather of its neighbour matrix."""
+    permuting rows only relabels y's neighbour sets, so each permutation reads y's neighbour matrix at x's n·k
+    neighbour pairs."""
     a, b = _neighbour_matrix(x, k).numpy(), _neighbour_matrix(y, k).numpy()
     n = len(a)
     observed = float((a * b).sum() / (n * k))
-    null = np.array([(a * b[np.ix_(order, order)]).sum() / (n * k) for order in np.asarray(orders, dtype=np.int64)])
+    rows, cols = np.nonzero(a)
+    null = np.array([b[order[rows], order[cols]].sum() / (n * k) for order in np.asarray(orders, dtype=np.int64)])
     return observed, null
