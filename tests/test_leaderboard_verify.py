@@ -20,6 +20,7 @@ from pytest_analog.leaderboard import check_submission, rerun
 from pytest_analog.leaderboard.board import board_gates
 from pytest_analog.leaderboard.cli import main
 from pytest_analog.leaderboard.rerun import DEFAULT_TOLERANCE, rerun_gate, unreproduced, values_agree
+from pytest_analog.part import Part
 from pytest_analog.reference import store
 from tests.test_leaderboard import ROOT, bundles, scored_against, sealed, write  # noqa: F401  (a fixture and bundle makers)
 
@@ -120,7 +121,7 @@ def scored(bundles, bos_tokenizer, tmp_path) -> tuple[Path, Path]:
     """A teacher reference folder and a bundle scored against it (its reference section names it)."""
     bundle = scored_against(bundles["same"], "0" * 64)
     teacher = bundle["report"]["reference"]["teacher"]
-    part = store.Part({"rows": torch.arange(6.0).reshape(2, 3)}, {"tokens": ["a", "b"]}, {"settings": {"seed": 0}, "inputs": {}})
+    part = Part({"rows": torch.arange(6.0).reshape(2, 3)}, {"tokens": ["a", "b"]}, {"settings": {"seed": 0}, "inputs": {}})
     built = store.build(teacher, {"embeddings": part}, store.tokenizer_files(bos_tokenizer), {"torch": torch.__version__})
     reference = store.write(built, tmp_path / "ref")
     bundle["report"]["reference"].update(id=reference.id, source="file", path=str(reference.path), parts=["embeddings"])
@@ -140,7 +141,7 @@ def test_verify_against_the_reference_the_bundle_names(scored, tiny_random_dir, 
 def test_verify_against_another_reference_says_which_and_fails(scored, bundles, bos_tokenizer, tiny_random_dir, tmp_path, capsys):
     _, bundle = scored
     teacher = json.loads(bundle.read_text())["report"]["reference"]["teacher"]
-    logits = store.Part({}, {}, {"settings": {"top_k": 64}, "inputs": {}})
+    logits = Part({}, {}, {"settings": {"top_k": 64}, "inputs": {}})
     other = store.write(store.build(teacher, {"logits": logits}, store.tokenizer_files(bos_tokenizer), {}), tmp_path / "other")
     submitted = json.loads(bundle.read_text())["report"]["reference"]["id"]
     assert main(["verify", str(bundle), "--reference", str(other.path), "--student", str(tiny_random_dir), "--rerun"]) == 1

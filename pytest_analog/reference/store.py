@@ -1,6 +1,6 @@
 """Teacher references on disk: a folder of safetensors files and one JSON manifest.
 
-A reference holds what the teacher contributes to each run (`runs.RUNS`), as one
+A reference holds what the teacher contributes to each suite's run (`runs.Run`), as one
 `Part` per run: tensors (``<run>.safetensors``) and JSON data (``<run>.json``),
 plus the teacher's tokenizer files (``tokenizer/``, data only) so that prompts
 are tokenized and aligned as the teacher did. ``manifest.json`` names the
