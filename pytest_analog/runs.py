@@ -13,8 +13,15 @@ so changing a gate re-judges from the cache without a forward pass.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import inspect
 from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
 from typing import Any, Callable
+
+from pytest_analog.lazy import Lazy
 
 @dataclass(frozen=True)
 class Inputs:
@@ -82,6 +89,15 @@ class Run:
     # (Config, `Shape`) -> its largest arrays in bytes, by the config key that sets their size (`memory`)
     memory: Callable[[Any, Any], dict[str, int]] = lambda config, shape: {}
 
+    @functools.cached_property
+    def code(self) -> str:
+        """SHA-256 of the source files of its halves and their inputs (the files, by content, wherever they lie):
+        the cache keys of its parts and results hold it, so editing a suite's code (a conftest's) reruns it."""
+        digest = hashlib.sha256()
+        for path in sorted({_source(fn) for fn in (self.teacher, self.teacher_inputs, self.compute, self.inputs) if fn}):
+            digest.update(Path(path).read_bytes())
+        return digest.hexdigest()
+
     def analog_inputs(self, session) -> Inputs:
         """The analog half's inputs."""
         return (self.inputs or self.teacher_inputs)(session)
@@ -93,6 +109,13 @@ class Run:
     def teacher_settings(self, config: Any) -> dict[str, Any]:
         """The config values the teacher half reads, by dotted key."""
         return {path: _lookup(config, path) for path in self.teacher_reads}
+
+
+def _source(fn: Callable) -> str:
+    """The file that defines ``fn`` (a function, or a `lazy.Lazy`'s module, found without importing it)."""
+    if isinstance(fn, Lazy):
+        return find_spec(fn.name.partition(":")[0]).origin
+    return inspect.getsourcefile(fn)
 
 
 def _lookup(config: Any, path: str) -> Any:

@@ -173,7 +173,7 @@ class AnalogSession(Context):
 
     def _cache_key(self, name: str, inputs: dict) -> str:
         """What a run's result depends on: the teacher's part (its files' hashes), the analog's files, device and
-        dtype, the config values it reads (never a threshold), its resolved inputs and the package versions."""
+        dtype, the config values it reads (never a threshold), its resolved inputs, its code and the package versions."""
         spec = self.runs[name]
         device = "cpu" if resolve_device(self.settings.device) == "cpu" else "cuda"
         return cache.cache_key(
@@ -184,6 +184,7 @@ class AnalogSession(Context):
             device=device,
             settings={**spec.settings(self.analog_config), **spec.teacher_settings(self.analog_config)},
             inputs=inputs,
+            code=spec.code,
             versions=[__version__, *map(package_version, spec.packages)],
         )
 

@@ -120,3 +120,19 @@ def test_the_guides_suite_under_xdist_gives_the_serial_report(folder, tiny_dir):
         runs[name] = reports(folder.path / name)[0]
     assert [c["id"] for c in runs["parallel"]["criteria"]] == [c["id"] for c in runs["serial"]["criteria"]]
     assert ROW in [c["id"] for c in runs["parallel"]["criteria"]] and runs["parallel"]["verdict"] == "pass"
+
+
+def test_editing_the_suites_code_reruns_it_and_nothing_else_does(folder, tiny_dir):
+    """A cached result is keyed by the code of the suite's halves: an edited conftest is measured anew."""
+    gate = [f"--analog-teacher={tiny_dir}", f"--analog-student={tiny_dir}", "--analog-report=R", "--analog-cache=C",
+            "--analog-suites=next_word", *QUICK]
+    entries = lambda: sorted(p.name for p in (folder.path / "C" / "next_word").glob("*.json"))  # noqa: E731
+    for _ in range(2):  # the second run reads the cache
+        assert folder.runpytest(*gate).ret == pytest.ExitCode.OK
+    first = entries()
+    assert len(first) == 1 and reports(folder.path / "R")[0]["criteria"][0]["value"] == 1.0
+    conftest = folder.path / "conftest.py"
+    conftest.write_text(conftest.read_text().replace('"agreement": sum(agree) / len(agree)', '"agreement": 0.25'))
+    assert folder.runpytest(*gate).ret == pytest.ExitCode.TESTS_FAILED
+    assert reports(folder.path / "R")[0]["criteria"][0]["value"] == 0.25
+    assert len(entries()) == 2 and first[0] in entries()

@@ -96,6 +96,7 @@ class TeacherHalf:
             device=device,
             dtype=str(resolve_dtype(self.dtype, device)),
             key=key,
+            code=spec.code,
             versions=self.versions(spec.packages),
         )
         return self.cache_dir / "reference" / spec.name / digest
