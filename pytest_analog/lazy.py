@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
+from importlib.util import find_spec
+from pathlib import Path
 from typing import Any
 
 
@@ -27,3 +30,9 @@ class Lazy:
 
     def __repr__(self) -> str:
         return f"Lazy({self.name!r})"
+
+
+def module_file(name: str) -> Path:
+    """The file of the module ``name``: the imported one's, else where importing it would read (no import)."""
+    module = sys.modules.get(name) or find_spec(name)
+    return Path(getattr(module, "__file__", None) or module.origin).resolve()

@@ -10,14 +10,13 @@ from __future__ import annotations
 import importlib
 import sys
 from fnmatch import fnmatch
-from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 
 from pytest_analog import finish, hookspec
 from pytest_analog.layers import gated_layers
-from pytest_analog.lazy import Lazy
+from pytest_analog.lazy import Lazy, module_file
 from pytest_analog.handover import WORKER_OUTPUT, Merger, worker_output
 from pytest_analog.options import add_options
 from pytest_analog.preflight import check_inputs
@@ -61,9 +60,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # each wanted suite's folder, in name order, unless a path given holds it: its node ids are "test_x.py::...";
     # only the suite's module is collected there (`pytest_ignore_collect`)
     given, added = [Path(arg.split("::")[0]).resolve() for arg in config.args], config.stash[_added_key]
-    for suite in sorted(session.wanted(), key=lambda s: s.name):
-        path = _module_file(suite)
-        if not any(path == arg or arg in path.parents for arg in given) and not _ignored(config, path):
+    wanted = session.wanted()
+    for path, suite in sorted(_suite_files(session).items(), key=lambda item: item[1].name):
+        if suite in wanted and not any(path == arg or arg in path.parents for arg in given) and not _ignored(config, path):
             if path.parent not in added:
                 config.args.append(str(path.parent))
             added.setdefault(path.parent, set()).add(path)
@@ -82,16 +81,14 @@ def _ignored(config: pytest.Config, path: Path) -> bool:
         fnmatch(str(path), pattern) for pattern in config.getoption("ignore_glob") or [])
 
 
-def _module_file(suite: Suite) -> Path:
-    module = sys.modules.get(suite.tests) or find_spec(suite.tests)
-    return Path(getattr(module, "__file__", None) or module.origin).resolve()
+def _suite_files(session: AnalogSession) -> dict[Path, Suite]:
+    """Each suite by the file of its test module (found without importing it), once per session."""
+    return session.once("suite files", lambda: {module_file(suite.tests): suite for suite in session.suites})
 
 
 def _suite_at(config: pytest.Config, path: Path) -> Suite | None:
     """The suite whose test module is the file at ``path``, or None."""
-    session = config.stash[session_key]
-    files = session.once("suite files", lambda: {_module_file(suite): suite for suite in session.suites})
-    return files.get(path.resolve())
+    return _suite_files(config.stash[session_key]).get(path.resolve())
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -131,7 +128,7 @@ def _suite_module(parent: pytest.Collector, path: Path, suite: Suite) -> SuiteMo
 def pytest_sessionstart(session: pytest.Session) -> None:
     analog = session.config.stash[session_key]
     if analog.enabled:
-        with analog._checking():
+        with analog.checking():
             check_inputs(analog)
 
 

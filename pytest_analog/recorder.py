@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from pytest_analog.criterion import MEASURED_FIELDS, Criterion, Gate, Measured
-from pytest_analog.registry import metrics
 
 
 class Recorder:
@@ -47,7 +46,7 @@ class Recorder:
 
     def _record(self, metric: str, measured: Measured, gate: Gate, details: dict) -> Criterion:
         node = self._request.node
-        facts = metrics(self._session.suites).get(metric)
+        facts = self._session.metrics.get(metric)
         criterion = Criterion(f"{self._suite}::{node.name}", self._suite, metric, measured, gate, details, facts=facts)
         if any(c.id == criterion.id for c in self._session.criteria):
             pytest.fail(

@@ -17,11 +17,10 @@ import functools
 import hashlib
 import inspect
 from dataclasses import dataclass
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Callable
 
-from pytest_analog.lazy import Lazy
+from pytest_analog.lazy import Lazy, module_file
 
 @dataclass(frozen=True)
 class Inputs:
@@ -95,7 +94,7 @@ class Run:
         the cache keys of its parts and results hold it, so editing a suite's code (a conftest's) reruns it."""
         digest = hashlib.sha256()
         for path in sorted({_source(fn) for fn in (self.teacher, self.teacher_inputs, self.compute, self.inputs) if fn}):
-            digest.update(Path(path).read_bytes())
+            digest.update(path.read_bytes())
         return digest.hexdigest()
 
     def analog_inputs(self, session) -> Inputs:
@@ -111,11 +110,9 @@ class Run:
         return {path: _lookup(config, path) for path in self.teacher_reads}
 
 
-def _source(fn: Callable) -> str:
+def _source(fn: Callable) -> Path:
     """The file that defines ``fn`` (a function, or a `lazy.Lazy`'s module, found without importing it)."""
-    if isinstance(fn, Lazy):
-        return find_spec(fn.name.partition(":")[0]).origin
-    return inspect.getsourcefile(fn)
+    return module_file(fn.name.partition(":")[0]) if isinstance(fn, Lazy) else Path(inspect.getsourcefile(fn))
 
 
 def _lookup(config: Any, path: str) -> Any:

@@ -39,19 +39,19 @@ class AnalogSession(Context):
             self.suites = registry.gathered(config.hook.pytest_analog_suites())
         except AnalogError as exc:
             raise pytest.UsageError(str(exc)) from None
-        self.runs = registry.runs(self.suites)
+        self.runs, self.metrics = registry.runs(self.suites), registry.metrics(self.suites)
         try:
             self.settings = read_settings(config, [suite.name for suite in self.suites])
         except SettingsError as exc:
             self.settings = exc.settings
-            self._withdraw()
+            withdraw(self)
             raise
         overrides = {}
         if self.settings.max_prompts:  # a quick run: also at most that many items per benchmark task
             overrides.update({"prompts.max_prompts": self.settings.max_prompts, "benchmarks.limit": self.settings.max_prompts})
         if self.settings.tasks:
             overrides["benchmarks.tasks"] = list(self.settings.tasks)
-        with self._checking():
+        with self.checking():
             self.analog_config = load_config(self.settings.config, self.suites, **overrides)
         self.criteria: list[Criterion] = []
         self.nodeids: dict[str, str] = {}  # criterion id -> id of the test that recorded it
@@ -220,16 +220,13 @@ class AnalogSession(Context):
             yield
 
     @contextlib.contextmanager
-    def _checking(self):
+    def checking(self):
         """Bad input found before measuring: a one-line usage error, and no earlier verdict left behind."""
         try:
             yield
         except AnalogError as exc:
-            self._withdraw()
+            withdraw(self)
             raise pytest.UsageError(str(exc)) from None
-
-    def _withdraw(self) -> None:
-        withdraw(self)
 
     # -- criteria -------------------------------------------------------------------------
 
