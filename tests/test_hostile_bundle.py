@@ -174,3 +174,21 @@ def test_links_odd_names_and_huge_files_are_rejected_unread(bundles, tmp_path, c
     ]
     assert sorted(p.name for p in folder.iterdir()) == ["honest.json", "huge.json", "link.json", "two\nlines.json"]
     assert sorted(p.name for p in Path(outside).parent.iterdir()) == ["secret.json"]
+
+
+@pytest.mark.parametrize(("suite", "metric", "missing"), [("chance", "x", "chance"), ("mine", "cka", "gates.cka")])
+def test_a_foreign_suites_rows_cannot_strip_the_config_the_board_checks(bundles, tmp_path, capsys, suite, metric, missing):
+    """A board sets aside the config section and gates of suites it does not know (`board.known_config`), named by the
+    bundle's own criteria; rows naming a core section or a built-in gate as a foreign suite's leave that key missing."""
+    folder = tmp_path / "submissions"
+    write(folder, "honest.json", bundles["smaller"])
+    bad = copy.deepcopy(bundles["same"])
+    row = {**_criterion(bad, "embedding_geometry"), "id": f"{suite}::test_x", "suite": suite, "metric": metric}
+    bad["report"]["criteria"].append(row)
+    write(folder, "bad.json", resummed(bad))
+    out = tmp_path / "site"
+    assert main(["build", str(folder), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [err.rstrip("\n")]
+    assert err.startswith(f"rejected bad.json: its config: missing config key '{missing}'"), err
+    assert [e["file"] for e in entries(json.loads((out / "leaderboard.json").read_text()))] == ["honest.json"]
